@@ -1,0 +1,5 @@
+"""`python -m meshmedia` runs the command line."""
+
+from meshmedia.cli import main
+
+main()

@@ -1,0 +1,163 @@
+"""SQLite state: resume data, the hash cache, the curator's catalog, the client's items.
+
+One database file in the state dir, WAL mode, a schema version in
+`PRAGMA user_version` and an append-only list of migrations. One connection
+shared by the daemon's threads behind a lock (SQLite calls are short).
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .errors import StoreError
+
+# Append only: migration N takes the schema from version N to N + 1.
+MIGRATIONS: tuple[str, ...] = (
+    """
+    CREATE TABLE kv (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+    CREATE TABLE resume (
+        info_hash TEXT PRIMARY KEY,
+        data BLOB NOT NULL,
+        role TEXT NOT NULL,
+        files TEXT NOT NULL DEFAULT '[]',
+        updated_at REAL NOT NULL
+    );
+    CREATE TABLE hash_cache (
+        dev INTEGER NOT NULL, ino INTEGER NOT NULL, size INTEGER NOT NULL,
+        mtime_ns INTEGER NOT NULL, piece_size INTEGER NOT NULL,
+        sha256 TEXT NOT NULL, xxh3 TEXT NOT NULL, pieces BLOB NOT NULL,
+        used_at REAL NOT NULL,
+        PRIMARY KEY (dev, ino, size, mtime_ns, piece_size)
+    );
+    CREATE INDEX hash_cache_xxh3 ON hash_cache (xxh3, size, piece_size);
+    CREATE TABLE catalog (
+        grp TEXT NOT NULL, path TEXT NOT NULL, info_hash TEXT NOT NULL,
+        source TEXT NOT NULL, item TEXT NOT NULL,
+        PRIMARY KEY (grp, path)
+    );
+    CREATE TABLE client_items (
+        url TEXT NOT NULL, path TEXT NOT NULL, info_hash TEXT,
+        state TEXT NOT NULL, item TEXT NOT NULL,
+        attempts INTEGER NOT NULL DEFAULT 0, next_attempt REAL NOT NULL DEFAULT 0,
+        error TEXT, updated_at REAL NOT NULL,
+        PRIMARY KEY (url, path)
+    );
+    """,
+)
+
+
+@dataclass(frozen=True)
+class ResumeRecord:
+    """Resume data of one torrent, with the size and mtime_ns we saw for each file."""
+
+    info_hash: str
+    data: bytes
+    role: str
+    files: tuple[tuple[int, int], ...]
+
+
+class Store:
+    """The state database. Use as a context manager or call close()."""
+
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        self._lock = threading.RLock()
+        try:
+            self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            self._db.execute("PRAGMA busy_timeout=5000")
+            self._migrate()
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot open state database {path}: {exc}") from exc
+
+    @classmethod
+    def in_state_dir(cls, state_dir: Path) -> Store:
+        """Open (creating) `state.db` in the given state directory."""
+        return cls(Path(state_dir) / "state.db")
+
+    def _migrate(self) -> None:
+        version = self._db.execute("PRAGMA user_version").fetchone()[0]
+        if version > len(MIGRATIONS):
+            raise StoreError(
+                f"{self.path} has schema {version}, newer than this meshmedia "
+                f"({len(MIGRATIONS)}); upgrade meshmedia"
+            )
+        for number in range(version, len(MIGRATIONS)):
+            with self.transaction() as db:
+                db.executescript(
+                    f"BEGIN;{MIGRATIONS[number]};PRAGMA user_version = {number + 1};COMMIT;"
+                )
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """Hold the lock; statements run in one transaction when a BEGIN is issued."""
+        with self._lock:
+            yield self._db
+
+    def execute(self, sql: str, params: tuple[Any, ...] = ()) -> list[sqlite3.Row]:
+        """Run one statement (auto-committed) and return all rows."""
+        with self._lock:
+            return self._db.execute(sql, params).fetchall()
+
+    def close(self) -> None:
+        """Close the database."""
+        with self._lock:
+            self._db.close()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @property
+    def schema_version(self) -> int:
+        """The schema version of the open database."""
+        return int(self.execute("PRAGMA user_version")[0][0])
+
+    # -- key/value ---------------------------------------------------------
+    def get(self, key: str, default: str | None = None) -> str | None:
+        """A value from the key/value table."""
+        rows = self.execute("SELECT value FROM kv WHERE key = ?", (key,))
+        return rows[0][0] if rows else default
+
+    def put(self, key: str, value: str) -> None:
+        """Set a value in the key/value table."""
+        self.execute("INSERT OR REPLACE INTO kv (key, value) VALUES (?, ?)", (key, value))
+
+    # -- resume data -------------------------------------------------------
+    def save_resume(self, record: ResumeRecord) -> None:
+        """Store (replace) one torrent's resume data."""
+        self.execute(
+            "INSERT OR REPLACE INTO resume (info_hash, data, role, files, updated_at)"
+            " VALUES (?, ?, ?, ?, ?)",
+            (
+                record.info_hash,
+                record.data,
+                record.role,
+                json.dumps(record.files),
+                time.time(),
+            ),
+        )
+
+    def load_resume(self) -> list[ResumeRecord]:
+        """Every stored torrent's resume data, oldest first."""
+        rows = self.execute("SELECT info_hash, data, role, files FROM resume ORDER BY updated_at")
+        return [
+            ResumeRecord(ih, bytes(data), role, tuple(tuple(f) for f in json.loads(files)))
+            for ih, data, role, files in rows
+        ]
+
+    def delete_resume(self, info_hash: str) -> None:
+        """Forget one torrent's resume data."""
+        self.execute("DELETE FROM resume WHERE info_hash = ?", (info_hash,))
