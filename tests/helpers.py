@@ -1,0 +1,91 @@
+"""Shared test helpers: free ports, configs, random files, real meshmedia processes."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from meshmedia.config import Config, Share
+
+
+def free_port() -> int:
+    """A TCP port that was free on 127.0.0.1 a moment ago."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def make_config(tmp_path: Path, name: str = "node", **overrides: Any) -> Config:
+    """A Config for one test node: own folders, loopback only, no DHT/LSD/UPnP/NAT-PMP."""
+    base = tmp_path / name
+    values: dict[str, Any] = {
+        "state_dir": base / "state",
+        "download_dir": base / "media",
+        "shares": (Share("default", base / "share"),),
+        "host": "127.0.0.1",
+        "port": free_port(),
+        "listen_host": "127.0.0.1",
+        "listen_port": free_port(),
+        "status_port": free_port(),
+        "dht": False,
+        "lsd": False,
+        "upnp": False,
+        "natpmp": False,
+        "min_free": 0,
+    }
+    values.update(overrides)
+    for share in values["shares"]:
+        share.path.mkdir(parents=True, exist_ok=True)
+    return Config(**values)
+
+
+def random_file(path: Path, size: int, seed: int | None = None) -> Path:
+    """Write `size` random bytes to `path` (1 MiB blocks) and return it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    rnd = os.urandom if seed is None else __import__("random").Random(seed).randbytes
+    with path.open("wb") as out:
+        left = size
+        while left:
+            block = min(left, 1 << 20)
+            out.write(rnd(block))
+            left -= block
+    return path
+
+
+def wait_for(predicate: Callable[[], Any], timeout: float = 30.0, interval: float = 0.05) -> Any:
+    """Poll `predicate` until it returns a truthy value; fail the test after `timeout`."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {predicate}")
+        time.sleep(interval)
+
+
+def meshmedia_command(*args: str) -> list[str]:
+    """The argv that runs the meshmedia CLI of this checkout in a child process."""
+    return [sys.executable, "-m", "meshmedia", *args]
+
+
+def run_meshmedia(
+    *args: str, env: dict[str, str] | None = None, timeout: float = 60, **kwargs: Any
+) -> subprocess.CompletedProcess[str]:
+    """Run `meshmedia ARGS` to completion and capture its output."""
+    full_env = {**os.environ, **(env or {})}
+    return subprocess.run(
+        meshmedia_command(*args),
+        env=full_env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+        **kwargs,
+    )
