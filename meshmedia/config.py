@@ -69,6 +69,7 @@ class Config:
     settle_time: float = 0.2
     poll_quiet: float = 2.0
     log_level: str = "INFO"
+    trust: str | None = None
 
     def __post_init__(self) -> None:
         _check(GROUP_RE.match(self.group) is not None, "group", self.group, _GROUP_RULE)
@@ -225,6 +226,7 @@ ENVIRONMENT: dict[str, tuple[tuple[str, ...], Parser]] = {
     "settle_time": (("MESHMEDIA_SETTLE_TIME",), _float("settle_time")),
     "poll_quiet": (("MESHMEDIA_POLL_QUIET",), _float("poll_quiet")),
     "log_level": (("MESHMEDIA_LOG_LEVEL",), str.upper),
+    "trust": (("MESHMEDIA_TRUST",), lambda t: t or None),
 }
 
 
