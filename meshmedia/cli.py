@@ -135,3 +135,26 @@ def cli() -> None:
 def main() -> None:
     """Entry point of the console script."""
     cli()
+
+
+@cli.command()
+@click.option("--state-dir", type=click.Path(path_type=Path), help="State folder.")
+@click.option("--force", is_flag=True, help="Replace an existing key (clients must re-trust).")
+@library_errors
+def keygen(state_dir: Path | None, force: bool) -> None:
+    """Create the curator's ed25519 signing key and print its public key.
+
+    The curator signs every manifest version with it; give the public key to
+    clients as --trust (or MESHMEDIA_TRUST).
+
+    \b
+    Example:
+      meshmedia keygen --state-dir /var/lib/meshmedia
+    """
+    from .signing import generate_key, save_key  # noqa: PLC0415 - keeps --help fast
+
+    config = build_config({"state_dir": state_dir})
+    key = generate_key()
+    path = save_key(config.state_dir, key, overwrite=force)
+    click.echo(f"private key written to {path} (mode 0600)", err=True)
+    click.echo(key.public_hex)
