@@ -158,3 +158,52 @@ def keygen(state_dir: Path | None, force: bool) -> None:
     path = save_key(config.state_dir, key, overwrite=force)
     click.echo(f"private key written to {path} (mode 0600)", err=True)
     click.echo(key.public_hex)
+
+
+@cli.group()
+def manifest() -> None:
+    """Work with manifest files.
+
+    \b
+    Example:
+      meshmedia manifest validate manifests/family.json
+    """
+
+
+@manifest.command()
+@click.argument("source", metavar="FILE_OR_URL")
+@library_errors
+def validate(source: str) -> None:
+    """Check a manifest (a file or an http(s) URL) and say precisely what is wrong.
+
+    Exits 0 when every item is valid, 1 when the document or any item is not.
+
+    \b
+    Example:
+      meshmedia manifest validate http://curator:5000/manifest/family.json
+    """
+    from .manifest import parse_manifest  # noqa: PLC0415 - keeps --help fast
+
+    if source.startswith(("http://", "https://")):
+        import requests  # noqa: PLC0415
+
+        try:
+            response = requests.get(source, timeout=30)
+            response.raise_for_status()
+        except requests.RequestException as exc:
+            raise click.ClickException(f"cannot fetch {source}: {exc}") from None
+        data = response.content
+    else:
+        try:
+            data = Path(source).read_bytes()
+        except OSError as exc:
+            raise click.ClickException(f"cannot read {source}: {exc.strerror}") from None
+    parsed, rejected = parse_manifest(data)
+    for bad in rejected:
+        click.echo(str(bad))
+    click.echo(
+        f"group {parsed.group!r}, version {parsed.version}: "
+        f"{len(parsed.items)} items valid, {len(rejected)} rejected"
+    )
+    if rejected:
+        sys.exit(1)
