@@ -207,3 +207,69 @@ def validate(source: str) -> None:
     )
     if rejected:
         sys.exit(1)
+
+
+@cli.command()
+@click.option("--url", help="Daemon to ask (default: the curator, then the local client).")
+@click.option("--json", "as_json", is_flag=True, help="Print the raw JSON.")
+@click.option("--env-file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+def status(url: str | None, as_json: bool, env_file: Path | None) -> None:
+    """Show what the local daemon is doing: one line per torrent.
+
+    Asks the curator's /status (MESHMEDIA_HOST:MESHMEDIA_PORT), then the
+    client's loopback status port (MESHMEDIA_STATUS_PORT).
+
+    \b
+    Example:
+      meshmedia status
+      meshmedia status --url http://127.0.0.1:5001 --json
+    """
+    import json  # noqa: PLC0415
+
+    import requests  # noqa: PLC0415
+
+    from .status_view import render_status  # noqa: PLC0415
+
+    config = build_config({"env_file": env_file})
+    host = "127.0.0.1" if config.host in ("0.0.0.0", "::") else config.host  # noqa: S104
+    urls = (
+        [url] if url else [f"http://{host}:{config.port}", f"http://127.0.0.1:{config.status_port}"]
+    )
+    for base in urls:
+        try:
+            answer = requests.get(base.rstrip("/") + "/status", timeout=5)
+            answer.raise_for_status()
+            data = answer.json()
+        except (requests.RequestException, ValueError) as exc:
+            last = f"{base}: {exc.__class__.__name__}"
+            continue
+        click.echo(json.dumps(data, indent=2) if as_json else "\n".join(render_status(data)))
+        return
+    raise click.ClickException(f"no meshmedia daemon answered ({last}); is it running?")
+
+
+@cli.command()
+@click.option(
+    "--role", type=click.Choice(["curator", "client"]), default="client", show_default=True
+)
+@common_options
+@http_options
+def doctor(role: str, **params: object) -> None:
+    """Check this node: libtorrent, ports, folders, inotify, Jellyfin; print a fix for each problem.
+
+    \b
+    Example:
+      meshmedia doctor --role curator
+    """
+    from .doctor import run_checks  # noqa: PLC0415
+
+    config = build_config(dict(params))
+    failed = 0
+    for check in run_checks(config, role):
+        mark = "ok  " if check.ok else "FAIL"
+        click.echo(f"{mark} {check.name}: {check.detail}")
+        if not check.ok:
+            failed += 1
+            click.echo(f"     fix: {check.fix}")
+    if failed:
+        raise SystemExit(1)
