@@ -83,9 +83,7 @@ class Config:
         _check(self.interval > 0, "interval", self.interval, "a number of seconds above 0")
         _check(self.transport in TRANSPORTS, "transport", self.transport, "both, tcp or utp")
         for url in self.manifest_urls:
-            _check(
-                url.startswith(("http://", "https://")), "manifest_url", url, "an http(s) URL"
-            )
+            _check(url.startswith(("http://", "https://")), "manifest_url", url, "an http(s) URL")
 
     @property
     def share_groups(self) -> dict[str, Path]:
