@@ -1,0 +1,350 @@
+"""The drop folders: watchdog events in, publish / unpublish / moved calls out.
+
+A file still being written is followed (its growth fed to the incremental
+hasher) and published once it is closed after writing and stays quiet for
+`config.settle_time`; where only polling works, once its size and mtime stay
+unchanged for `config.poll_quiet`. Temporary names are ignored until renamed.
+All publisher calls run on one worker thread, never on watchdog's threads.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import queue
+import threading
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+from watchdog.events import (
+    DirDeletedEvent,
+    DirMovedEvent,
+    FileClosedEvent,
+    FileCreatedEvent,
+    FileDeletedEvent,
+    FileModifiedEvent,
+    FileMovedEvent,
+    FileSystemEvent,
+    FileSystemEventHandler,
+)
+from watchdog.observers import Observer
+from watchdog.observers.api import BaseObserver
+from watchdog.observers.polling import PollingObserver
+
+from .config import Config, Share
+
+log = logging.getLogger(__name__)
+
+TEMP_SUFFIXES = (".part", ".crdownload", ".tmp", "~")
+FORCE_POLLING_ENV = "MESHMEDIA_FORCE_POLLING"
+_STOP = object()
+
+
+class PublisherLike(Protocol):
+    """The part of publisher.Publisher the watcher uses."""
+
+    def publish(self, path: Path, group: str | None = None) -> Any:
+        """Publish (or republish) one file."""
+
+    def unpublish(self, path: Path) -> None:
+        """Forget a deleted file."""
+
+    def moved(self, old: Path, new: Path) -> None:
+        """A published file changed its path inside the share."""
+
+    def follow(self, path: Path) -> None:
+        """A file is growing: hash what is there."""
+
+    def published(self) -> Iterable[Path]:
+        """The source paths of every published file."""
+
+
+def is_temporary(path: Path, root: Path) -> bool:
+    """True for names a writer uses before the final rename (and for dot-files/folders)."""
+    try:
+        parts = path.relative_to(root).parts
+    except ValueError:
+        return True
+    if not parts:
+        return True
+    # Dot-files and dot-folders cover rsync's `.name.XXXXXX` as well.
+    return any(p.startswith(".") for p in parts) or parts[-1].lower().endswith(TEMP_SUFFIXES)
+
+
+@dataclass
+class _Pending:
+    """A file waiting to be published: `due` None means "wait for the close"."""
+
+    share: Share
+    due: float | None
+    stat: tuple[int, int] | None = None
+    followed: float = 0.0
+
+
+class _Handler(FileSystemEventHandler):
+    """Runs on watchdog's thread: only hands events to the worker's queue."""
+
+    def __init__(self, events: queue.Queue[Any], share: Share) -> None:
+        self._events = events
+        self._share = share
+
+    def on_any_event(self, event: FileSystemEvent) -> None:
+        """Queue the event with the share it belongs to."""
+        self._events.put((self._share, event))
+
+
+class Watcher:
+    """Watches every share folder of the config and keeps the catalog in step with it.
+
+    `force_polling` (or MESHMEDIA_FORCE_POLLING=1 when left None) skips inotify.
+    """
+
+    def __init__(
+        self,
+        config: Config,
+        publisher: PublisherLike,
+        *,
+        force_polling: bool | None = None,
+        follow_interval: float = 0.5,
+        poll_interval: float | None = None,
+    ) -> None:
+        if force_polling is None:
+            force_polling = os.environ.get(FORCE_POLLING_ENV, "") not in ("", "0")
+        self._config = config
+        self._publisher = publisher
+        self._force_polling = force_polling
+        self._follow_interval = follow_interval
+        self._poll_interval = poll_interval or min(1.0, max(config.poll_quiet / 2, 0.1))
+        self._events: queue.Queue[Any] = queue.Queue()
+        self._pending: dict[Path, _Pending] = {}
+        self._observer: BaseObserver | None = None
+        self._worker: threading.Thread | None = None
+        self._idle = threading.Condition()
+        self._busy = 0
+        self.polling = False
+
+    # -- life cycle ----------------------------------------------------------
+    def start(self) -> None:
+        """Start the observers (inotify, else polling) and reconcile with the catalog."""
+        for share in self._config.shares:
+            share.path.mkdir(parents=True, exist_ok=True)
+        self._observer = self._start_observer()
+        self._worker = threading.Thread(target=self._run, name="meshmedia-watcher", daemon=True)
+        self._worker.start()
+        self._put("reconcile")
+
+    def _start_observer(self) -> BaseObserver:
+        if not self._force_polling:
+            observer = Observer()
+            try:
+                self._schedule(observer)
+                observer.start()
+            except OSError as exc:
+                log.warning("inotify unavailable (%s); falling back to polling", exc)
+                observer.unschedule_all()
+            else:
+                return observer
+        self.polling = True
+        observer = PollingObserver(timeout=self._poll_interval)
+        self._schedule(observer)
+        observer.start()
+        log.info("polling share folders every %.1f s", self._poll_interval)
+        return observer
+
+    def _schedule(self, observer: BaseObserver) -> None:
+        for share in self._config.shares:
+            observer.schedule(_Handler(self._events, share), str(share.path), recursive=True)
+
+    def close(self, timeout: float = 30.0) -> None:
+        """Stop watching; a publish under way is finished first."""
+        if self._observer is not None:
+            self._observer.stop()
+            self._observer.join(timeout)
+            self._observer = None
+        if self._worker is not None:
+            self._events.put(_STOP)
+            self._worker.join(timeout)
+            self._worker = None
+
+    def __enter__(self) -> Watcher:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def wait_idle(self, timeout: float = 30.0) -> bool:
+        """Block until the queue is drained and nothing is pending (for tests and tools)."""
+        deadline = time.monotonic() + timeout
+        with self._idle:
+            while self._busy or self._pending or not self._events.empty():
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self._idle.wait(min(left, 0.1))
+        return True
+
+    def _put(self, item: Any) -> None:
+        self._events.put(item)
+
+    # -- worker --------------------------------------------------------------
+    def _run(self) -> None:
+        while True:
+            try:
+                item = self._events.get(timeout=self._next_timeout())
+            except queue.Empty:
+                item = None
+            if item is _STOP:
+                return
+            with self._idle:
+                self._busy += 1
+            try:
+                if item == "reconcile":
+                    self._reconcile()
+                elif item is not None:
+                    self._on_event(*item)
+                self._run_due()
+            except Exception:
+                log.exception("watcher: unexpected error handling %r", item)
+            finally:
+                with self._idle:
+                    self._busy -= 1
+                    self._idle.notify_all()
+
+    def _next_timeout(self) -> float | None:
+        dues = [p.due for p in self._pending.values() if p.due is not None]
+        return max(0.0, min(dues) - time.monotonic()) if dues else None
+
+    def _on_event(self, share: Share, event: FileSystemEvent) -> None:
+        src = Path(os.fsdecode(event.src_path))
+        if isinstance(event, (FileMovedEvent, DirMovedEvent)):
+            dest = Path(os.fsdecode(event.dest_path))
+            if isinstance(event, FileMovedEvent):
+                self._on_moved(share, src, dest)
+            return
+        if isinstance(event, DirDeletedEvent):
+            self._on_dir_deleted(src)
+            return
+        if event.is_directory or is_temporary(src, share.path):
+            return
+        if isinstance(event, FileDeletedEvent):
+            self._pending.pop(src, None)
+            self._call("unpublish", self._publisher.unpublish, src)
+        elif self.polling and isinstance(event, (FileCreatedEvent, FileModifiedEvent)):
+            self._wait_quiet(share, src)
+        elif isinstance(event, FileCreatedEvent):
+            # Created then opened for writing, or moved in / linked complete:
+            # the first write (or an empty file at `due`) turns it into "wait for close".
+            self._pending[src] = _Pending(share, time.monotonic() + self._config.settle_time)
+        elif isinstance(event, FileModifiedEvent):
+            self._on_modified(share, src)
+        elif isinstance(event, FileClosedEvent):
+            self._settle(share, src)
+
+    def _on_modified(self, share: Share, path: Path) -> None:
+        pending = self._pending.setdefault(path, _Pending(share, None))
+        pending.due = None
+        now = time.monotonic()
+        if now - pending.followed >= self._follow_interval:
+            pending.followed = now
+            self._call("follow", self._publisher.follow, path)
+
+    def _settle(self, share: Share, path: Path) -> None:
+        pending = self._pending.setdefault(path, _Pending(share, None))
+        pending.due = time.monotonic() + self._config.settle_time
+
+    def _wait_quiet(self, share: Share, path: Path) -> None:
+        self._pending[path] = _Pending(
+            share, time.monotonic() + self._config.poll_quiet, _stat(path)
+        )
+
+    def _on_moved(self, share: Share, src: Path, dest: Path) -> None:
+        src_temp = is_temporary(src, share.path)
+        dest_temp = is_temporary(dest, share.path)
+        pending = self._pending.pop(src, None)
+        if dest_temp:
+            if not src_temp:
+                self._call("unpublish", self._publisher.unpublish, src)
+            return
+        if src_temp or pending is not None or src not in self._published_set():
+            # A rename to the final name means the writer is done with it.
+            self._settle(share, dest)
+            return
+        self._call("move", self._publisher.moved, src, dest)
+
+    def _on_dir_deleted(self, folder: Path) -> None:
+        for path in [p for p in self._pending if p.is_relative_to(folder)]:
+            del self._pending[path]
+        for path in self._published_set():
+            if path.is_relative_to(folder):
+                self._call("unpublish", self._publisher.unpublish, path)
+
+    def _run_due(self) -> None:
+        now = time.monotonic()
+        for path, pending in list(self._pending.items()):
+            if pending.due is None or pending.due > now:
+                continue
+            stat = _stat(path)
+            if stat is None:
+                del self._pending[path]
+            elif pending.stat is not None and stat != pending.stat:
+                pending.stat, pending.due = stat, now + self._config.poll_quiet
+            elif stat[0] == 0 and not self.polling:
+                pending.due = None  # created empty: wait for the writes and the close
+            else:
+                del self._pending[path]
+                self._call("publish", self._publisher.publish, path, pending.share.group)
+
+    def _call(self, what: str, func: Any, *args: Any) -> None:
+        try:
+            func(*args)
+        except Exception as exc:
+            log.warning("cannot %s %s: %s", what, args[0], exc)
+
+    # -- start-up reconciliation ----------------------------------------------
+    def _published_set(self) -> set[Path]:
+        return {Path(p) for p in self._publisher.published()}
+
+    def _reconcile(self) -> None:
+        published = self._published_set()
+        seen = 0
+        for share in self._config.shares:
+            for path in _walk(share.path):
+                seen += 1
+                if path not in self._pending:
+                    self._wait_quiet(share, path)
+                    self._pending[path].due = self._reconcile_due(path)
+            for path in published:
+                if path.is_relative_to(share.path) and not path.is_file():
+                    self._call("unpublish", self._publisher.unpublish, path)
+        log.info("reconciling %d file(s) in %d share folder(s)", seen, len(self._config.shares))
+
+    def _reconcile_due(self, path: Path) -> float:
+        """Publish now, unless the file changed so recently that it may still be written."""
+        try:
+            age = time.time() - path.stat().st_mtime
+        except OSError:
+            return time.monotonic()
+        wait = self._config.poll_quiet - age
+        return time.monotonic() + max(0.0, wait)
+
+
+def _stat(path: Path) -> tuple[int, int] | None:
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return st.st_size, st.st_mtime_ns
+
+
+def _walk(root: Path) -> Iterable[Path]:
+    """Every regular file under root with a final (non-temporary) name."""
+    for folder, dirs, files in os.walk(root):
+        dirs[:] = [d for d in dirs if not d.startswith(".")]
+        for name in files:
+            path = Path(folder) / name
+            if not is_temporary(path, root) and path.is_file():
+                yield path
