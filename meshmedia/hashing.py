@@ -1,0 +1,295 @@
+"""One read pass per file: v1 SHA-1 piece hashes, SHA-256 and XXH3-128 of the whole file.
+
+Every consumer of the bytes (the whole-file digests, and one SHA-1 stream per
+candidate piece size) runs on its own worker thread; hashlib and xxhash release
+the GIL on large buffers, so the two cores hash in parallel while the reader
+fills the next buffer. `IncrementalHasher` follows a file that is still being
+written: each call to `update()` hashes what is on disk, so `finish()` after
+the last write only hashes the tail. See native_notes/hashing.md for the
+piece-size rule and the look-ahead that keeps the tail small when a growing
+file crosses a piece-size step.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import threading
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import xxhash
+
+from .errors import PublishError
+
+log = logging.getLogger(__name__)
+
+MIN_PIECE = 256 * 1024
+MAX_PIECE = 16 * 1024 * 1024
+TARGET_PIECES = 2048
+CHUNK = 8 * 1024 * 1024  # one read; a ring of RING buffers is in flight
+RING = 4
+LOOKAHEAD = 0.5  # start hashing at the next piece size at this fraction of the step
+
+
+def piece_size_for(size: int) -> int:
+    """The piece size for a torrent of `size` bytes: 1024 to 2048 pieces, 256 KiB..16 MiB.
+
+    The next power of two of size/2048, clamped; it only changes when the size
+    doubles, which keeps re-hashing rare while a file grows.
+    """
+    wanted = max(1, -(-size // TARGET_PIECES))
+    piece = 1 << (wanted - 1).bit_length()
+    return max(MIN_PIECE, min(MAX_PIECE, piece))
+
+
+def step_limit(piece_size: int) -> int:
+    """The largest size that still gets `piece_size` (sizes above it get a larger piece)."""
+    return piece_size * TARGET_PIECES if piece_size < MAX_PIECE else 1 << 62
+
+
+@dataclass(frozen=True)
+class FileHashes:
+    """The hashes of one file: v1 piece hashes at `piece_size`, SHA-256 and XXH3-128 (hex)."""
+
+    size: int
+    piece_size: int
+    pieces: tuple[bytes, ...]
+    sha256: str
+    xxh3: str
+
+
+class _Consumer:
+    """One ordered consumer of file bytes, fed on its own worker thread."""
+
+    def __init__(self) -> None:
+        self.scheduled = 0  # bytes handed to the worker so far
+        self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="hash")
+
+    def feed(self, data: memoryview) -> None:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        self.pool.shutdown(wait=True)
+
+
+class _WholeFile(_Consumer):
+    def __init__(self) -> None:
+        super().__init__()
+        self.sha256 = hashlib.sha256()
+        self.xxh3 = xxhash.xxh3_128()
+
+    def feed(self, data: memoryview) -> None:
+        self.sha256.update(data)
+        self.xxh3.update(data)
+
+
+class _Pieces(_Consumer):
+    """SHA-1 of consecutive pieces of one size."""
+
+    def __init__(self, piece_size: int) -> None:
+        super().__init__()
+        self.piece_size = piece_size
+        self.pieces: list[bytes] = []
+        self.current = hashlib.sha1()  # noqa: S324 - BitTorrent v1 pieces are SHA-1
+        self.filled = 0
+
+    def feed(self, data: memoryview) -> None:
+        while data:
+            take = min(len(data), self.piece_size - self.filled)
+            self.current.update(data[:take])
+            self.filled += take
+            data = data[take:]
+            if self.filled == self.piece_size:
+                self.pieces.append(self.current.digest())
+                self.current = hashlib.sha1()  # noqa: S324
+                self.filled = 0
+
+    def digests(self) -> tuple[bytes, ...]:
+        """All piece hashes, the partial last piece included."""
+        tail = (self.current.digest(),) if self.filled else ()
+        return (*self.pieces, *tail)
+
+
+class IncrementalHasher:
+    """Hash a file in one pass, following it while it grows.
+
+    `update()` hashes every byte on disk now (call it as often as you like, from
+    any thread); `finish()` hashes the rest and returns FileHashes for the size
+    the file has then. Writes are assumed to be appends: a truncation or a
+    replaced file starts over, an in-place overwrite of hashed bytes is not seen.
+    Give `piece_size` to fix it; otherwise it follows `piece_size_for(size)`.
+    """
+
+    def __init__(
+        self, path: Path, piece_size: int | None = None, *, lookahead: float = LOOKAHEAD
+    ) -> None:
+        self.path = Path(path)
+        self.bytes_read = 0
+        self._fixed = piece_size
+        self._lookahead = lookahead
+        self._lock = threading.Lock()
+        self._fd = -1
+        self._whole: _WholeFile | None = None
+        self._streams: dict[int, _Pieces] = {}
+        self._ring = [bytearray(CHUNK) for _ in range(RING)]
+        self._inflight: list[list[Future[None]]] = [[] for _ in range(RING)]
+        self._slot = 0
+        self._finishing = False
+
+    # -- public --------------------------------------------------------------
+    @property
+    def hashed(self) -> int:
+        """Bytes of the file hashed (or handed to the hashing threads) so far."""
+        return self._whole.scheduled if self._whole else 0
+
+    def update(self) -> int:
+        """Hash what is on disk now, until caught up with the file's size; return that size."""
+        with self._lock:
+            if self._finishing:
+                return self.hashed
+            return self._catch_up(final=False)
+
+    def finish(self) -> FileHashes:
+        """Hash the rest of the (now complete) file and return its hashes; then close."""
+        self._finishing = True  # an update() running on another thread yields the lock
+        with self._lock:
+            try:
+                size = self._catch_up(final=True)
+                self._drain()
+                if os.fstat(self._fd).st_size != size:
+                    raise PublishError(f"{self.path} changed while it was hashed")
+                return self._result(size)
+            finally:
+                self._close()
+
+    def close(self) -> None:
+        """Stop following and release the file and the worker threads."""
+        with self._lock:
+            self._close()
+
+    def __enter__(self) -> IncrementalHasher:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- internals -----------------------------------------------------------
+    def _open(self) -> int:
+        """The size on disk; (re)opens the file and starts over when it was replaced."""
+        try:
+            st = os.stat(self.path)
+        except OSError as exc:
+            raise PublishError(f"cannot read {self.path}: {exc.strerror}") from exc
+        if self._fd >= 0:
+            old = os.fstat(self._fd)
+            if (old.st_dev, old.st_ino) != (st.st_dev, st.st_ino) or st.st_size < self.hashed:
+                log.info("%s was replaced or truncated; hashing it again", self.path)
+                self._close()
+        if self._fd < 0:
+            try:
+                self._fd = os.open(self.path, os.O_RDONLY)
+            except OSError as exc:
+                raise PublishError(f"cannot read {self.path}: {exc.strerror}") from exc
+            self._whole = _WholeFile()
+            self._streams = {}
+        return int(os.fstat(self._fd).st_size)
+
+    def _plan(self, size: int, final: bool) -> _Pieces:
+        """Keep the SHA-1 streams the size calls for: its piece size and maybe the next one."""
+        piece = self._fixed or piece_size_for(size)
+        wanted = {piece}
+        limit = step_limit(piece)
+        if not final and not self._fixed and size > self._lookahead * limit and piece < MAX_PIECE:
+            wanted.add(piece * 2)
+        for old in set(self._streams) - wanted:
+            self._streams.pop(old).pool.shutdown(wait=False)
+        for new in wanted - set(self._streams):
+            self._streams[new] = _Pieces(new)
+        return self._streams[piece]
+
+    def _catch_up(self, final: bool) -> int:
+        while True:
+            size = self._open()
+            primary = self._plan(size, final)
+            assert self._whole is not None
+            everyone: list[_Consumer] = [self._whole, *self._streams.values()]
+            self._advance([self._whole, primary], everyone, size, budget=1 << 62)
+            if final:
+                return size
+            if self._finishing:
+                return self.hashed
+            ahead = [s for s in self._streams.values() if s.scheduled < size]
+            if ahead:  # a look-ahead stream catches up, a few chunks at a time
+                self._advance(ahead, everyone, size, budget=8)
+            elif self._open() == size:
+                return size
+
+    def _advance(
+        self, leaders: list[_Consumer], everyone: list[_Consumer], size: int, budget: int
+    ) -> None:
+        """Read chunks from the lowest offset of `leaders` up to `size`.
+
+        Every consumer at the same offset shares the read; a chunk stops where a
+        consumer further ahead waits, so that one joins the next read.
+        """
+        while budget > 0:
+            start = min(c.scheduled for c in leaders)
+            if start >= size:
+                return
+            later = [c.scheduled for c in everyone if c.scheduled > start]
+            end = min([start + CHUNK, size, *later])
+            group = [c for c in everyone if c.scheduled == start]
+            self._read_and_feed(start, end, group)
+            budget -= 1
+
+    def _read_and_feed(self, start: int, end: int, group: list[_Consumer]) -> None:
+        slot = self._slot
+        self._slot = (slot + 1) % RING
+        for fut in self._inflight[slot]:
+            fut.result()
+        view = memoryview(self._ring[slot])[: end - start]
+        got = os.preadv(self._fd, [view], start)
+        if got != end - start:
+            raise PublishError(f"{self.path} shrank while it was hashed")
+        self.bytes_read += got
+        self._inflight[slot] = [c.pool.submit(c.feed, view) for c in group]
+        for c in group:
+            c.scheduled = end
+
+    def _drain(self) -> None:
+        for slot in self._inflight:
+            for fut in slot:
+                fut.result()
+            slot.clear()
+
+    def _result(self, size: int) -> FileHashes:
+        assert self._whole is not None
+        piece = self._fixed or piece_size_for(size)
+        return FileHashes(
+            size=size,
+            piece_size=piece,
+            pieces=self._streams[piece].digests(),
+            sha256=self._whole.sha256.hexdigest(),
+            xxh3=self._whole.xxh3.hexdigest(),
+        )
+
+    def _close(self) -> None:
+        for slot in self._inflight:
+            for fut in slot:
+                fut.cancel()
+            slot.clear()
+        consumers = [*self._streams.values(), *([self._whole] if self._whole else [])]
+        for c in consumers:
+            c.close()
+        self._streams, self._whole = {}, None
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+
+
+def hash_file(path: Path, piece_size: int | None = None) -> FileHashes:
+    """Hash a complete file in one pass (piece size from `piece_size_for` unless given)."""
+    return IncrementalHasher(path, piece_size).finish()
