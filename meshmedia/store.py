@@ -64,6 +64,34 @@ class ResumeRecord:
     files: tuple[tuple[int, int], ...]
 
 
+@dataclass(frozen=True)
+class HashRecord:
+    """Cached hashes of one file version, keyed by (dev, ino, size, mtime_ns, piece_size).
+
+    `pieces` is the concatenation of the 20-byte SHA-1 piece hashes.
+    """
+
+    dev: int
+    ino: int
+    size: int
+    mtime_ns: int
+    piece_size: int
+    sha256: str
+    xxh3: str
+    pieces: bytes
+
+
+@dataclass(frozen=True)
+class CatalogEntry:
+    """One published item of the curator: (group, path) -> info hash, source file, item JSON."""
+
+    group: str
+    path: str
+    info_hash: str
+    source: str
+    item: dict[str, Any]
+
+
 class Store:
     """The state database. Use as a context manager or call close()."""
 
@@ -161,3 +189,87 @@ class Store:
     def delete_resume(self, info_hash: str) -> None:
         """Forget one torrent's resume data."""
         self.execute("DELETE FROM resume WHERE info_hash = ?", (info_hash,))
+
+    # -- hash cache --------------------------------------------------------
+    def cached_hashes(
+        self, dev: int, ino: int, size: int, mtime_ns: int, piece_size: int
+    ) -> HashRecord | None:
+        """The cached hashes of this exact file version, or None (and mark it used)."""
+        key = (dev, ino, size, mtime_ns, piece_size)
+        rows = self.execute(
+            "SELECT sha256, xxh3, pieces FROM hash_cache WHERE dev = ? AND ino = ?"
+            " AND size = ? AND mtime_ns = ? AND piece_size = ?",
+            key,
+        )
+        if not rows:
+            return None
+        self.execute(
+            "UPDATE hash_cache SET used_at = ? WHERE dev = ? AND ino = ? AND size = ?"
+            " AND mtime_ns = ? AND piece_size = ?",
+            (time.time(), *key),
+        )
+        sha256, xxh3, pieces = rows[0]
+        return HashRecord(*key, sha256, xxh3, bytes(pieces))
+
+    def save_hashes(self, record: HashRecord) -> None:
+        """Cache one file version's hashes, dropping older versions of the same inode."""
+        with self.transaction() as db:
+            db.execute("BEGIN")
+            try:
+                db.execute(
+                    "DELETE FROM hash_cache WHERE dev = ? AND ino = ?"
+                    " AND (size != ? OR mtime_ns != ?)",
+                    (record.dev, record.ino, record.size, record.mtime_ns),
+                )
+                db.execute(
+                    "INSERT OR REPLACE INTO hash_cache (dev, ino, size, mtime_ns, piece_size,"
+                    " sha256, xxh3, pieces, used_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (
+                        record.dev,
+                        record.ino,
+                        record.size,
+                        record.mtime_ns,
+                        record.piece_size,
+                        record.sha256,
+                        record.xxh3,
+                        record.pieces,
+                        time.time(),
+                    ),
+                )
+                db.execute("COMMIT")
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+
+    # -- catalog (curator) -------------------------------------------------
+    def catalog(self, group: str | None = None) -> list[CatalogEntry]:
+        """The published items (of one group, or all), ordered by group and path."""
+        sql = "SELECT grp, path, info_hash, source, item FROM catalog"
+        rows = (
+            self.execute(sql + " WHERE grp = ? ORDER BY path", (group,))
+            if group is not None
+            else self.execute(sql + " ORDER BY grp, path")
+        )
+        return [CatalogEntry(g, p, ih, src, json.loads(item)) for g, p, ih, src, item in rows]
+
+    def catalog_entry(self, group: str, path: str) -> CatalogEntry | None:
+        """The published item at (group, path), or None."""
+        return next((e for e in self.catalog(group) if e.path == path), None)
+
+    def save_catalog(self, entry: CatalogEntry) -> None:
+        """Insert or replace the published item at (group, path)."""
+        self.execute(
+            "INSERT OR REPLACE INTO catalog (grp, path, info_hash, source, item)"
+            " VALUES (?, ?, ?, ?, ?)",
+            (
+                entry.group,
+                entry.path,
+                entry.info_hash,
+                entry.source,
+                json.dumps(entry.item, sort_keys=True),
+            ),
+        )
+
+    def delete_catalog(self, group: str, path: str) -> None:
+        """Forget the published item at (group, path)."""
+        self.execute("DELETE FROM catalog WHERE grp = ? AND path = ?", (group, path))

@@ -1,0 +1,292 @@
+"""File or folder -> v1 torrent from our own hashes -> seeding -> manifest item.
+
+The catalog table (group, path) -> info hash, source and item tells a restarted
+curator what it publishes; the hash cache keyed by (dev, inode, size, mtime_ns)
+means a restart, a rename or an unchanged file is never hashed again. A file
+that is still being written can be followed (`follow`), so that `publish` once
+it is closed only hashes the tail.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from .config import Config, Share
+from .engine import Engine
+from .errors import EngineError, ManifestError, PublishError
+from .manifest import Item, ManifestStore, check_relative_path, utc_now
+from .manifest_store import write_atomic
+from .sources import SourceHasher
+from .store import CatalogEntry, Store
+from .torrents import BuiltTorrent, advertise_host, build_torrent, magnet_uri
+
+log = logging.getLogger(__name__)
+
+_INFO_HASH = re.compile(r"^[0-9a-f]{40}$")
+
+
+class Publisher:
+    """Publishes files under the share folders and keeps the catalog, the torrents and
+    the manifests in step with them. Thread-safe."""
+
+    def __init__(
+        self, config: Config, store: Store, engine: Engine, manifests: ManifestStore
+    ) -> None:
+        self._config = config
+        self._store = store
+        self._engine = engine
+        self._manifests = manifests
+        self._lock = threading.RLock()
+        self._hasher = SourceHasher(store)
+        self.torrent_dir = config.state_dir / "torrents"
+        self.torrent_dir.mkdir(parents=True, exist_ok=True)
+        self._restore()
+
+    @property
+    def bytes_hashed(self) -> int:
+        """Bytes read from disk for hashing since this publisher started."""
+        return self._hasher.bytes_hashed
+
+    # -- the seams -------------------------------------------------------------
+    def share_for(self, path: Path) -> Share | None:
+        """The share folder `path` lies in (after resolving symlinks), or None."""
+        resolved = Path(path).resolve()
+        for share in self._config.shares:
+            if resolved.is_relative_to(share.path.resolve()):
+                return share
+        return None
+
+    def publish(
+        self,
+        path: Path,
+        group: str | None = None,
+        *,
+        title: str | None = None,
+        dest_path: str | None = None,
+    ) -> Item:
+        """Seed a file or folder under a share and list it in the group's manifest.
+
+        The same content at the same path again is a no-op; new content at a
+        published path replaces the item. Raises PublishError on bad input.
+        """
+        return self._publish(Path(path), group, title, dest_path, added_at=None)
+
+    def unpublish(self, path: Path) -> None:
+        """A source file or folder is gone: drop its items and stop seeding them."""
+        source = Path(path).resolve()
+        self._hasher.drop(source)
+        with self._lock:
+            for entry in self._entries_under(source):
+                self._manifests.remove(entry.group, [entry.path])
+                self._store.delete_catalog(entry.group, entry.path)
+                self._release(entry.info_hash)
+                log.info("unpublished %s (%s) from %s", entry.path, entry.info_hash, entry.group)
+
+    def moved(self, old: Path, new: Path) -> None:
+        """A published file or folder moved inside the shares: new path, same hashes."""
+        old_source, new_source = Path(old).resolve(), Path(new).resolve()
+        self._hasher.drop(old_source)
+        with self._lock:
+            entries = self._entries_under(old_source)
+            if not entries or self.share_for(new_source) is None:
+                self.unpublish(old_source)
+                if self.share_for(new_source) is not None and new_source.exists():
+                    self.publish(new_source)
+                return
+            for entry in entries:
+                self._move_entry(entry, old_source, new_source)
+
+    def follow(self, path: Path) -> None:
+        """A file is growing: hash what is on disk now, on a background thread (cheap)."""
+        self._hasher.follow(Path(path).resolve())
+
+    def published(self) -> list[Path]:
+        """The source paths of every published item."""
+        return sorted({Path(e.source) for e in self._store.catalog()})
+
+    def seeds(self) -> list[dict[str, Any]]:
+        """Active seeds (with the engine's state) and files still being hashed."""
+        out: list[dict[str, Any]] = []
+        for entry in self._store.catalog():
+            status = self._engine.status(entry.info_hash)
+            out.append(
+                {
+                    "group": entry.group,
+                    "path": entry.path,
+                    "source": entry.source,
+                    "info_hash": entry.info_hash,
+                    "state": status.state.value if status else "missing",
+                    "progress": status.progress if status else 0.0,
+                    "upload_rate": status.upload_rate if status else 0,
+                    "num_peers": status.num_peers if status else 0,
+                }
+            )
+        out.extend(
+            {"source": str(source), "state": "hashing", "hashed": hashed}
+            for source, hashed in self._hasher.pending()
+        )
+        return out
+
+    def torrent_bytes(self, info_hash: str) -> bytes | None:
+        """The `.torrent` of a published item, or None."""
+        if not _INFO_HASH.match(info_hash):
+            return None
+        try:
+            return (self.torrent_dir / f"{info_hash}.torrent").read_bytes()
+        except FileNotFoundError:
+            return None
+
+    def close(self) -> None:
+        """Stop following growing files."""
+        self._hasher.close()
+
+    # -- publishing ------------------------------------------------------------
+    def _publish(
+        self,
+        path: Path,
+        group: str | None,
+        title: str | None,
+        dest_path: str | None,
+        added_at: str | None,
+    ) -> Item:
+        source = path.resolve()
+        share = self.share_for(source)
+        if share is None:
+            raise PublishError(f"{path} is not inside a share folder")
+        if source == share.path.resolve():
+            raise PublishError(f"{path} is a share folder itself; publish a file or folder in it")
+        group = group or share.group
+        item_path = _checked_path(dest_path or source.relative_to(share.path.resolve()).as_posix())
+        files = self._hasher.sources(source)
+        built = build_torrent(files)
+        with self._lock:
+            existing = self._store.catalog_entry(group, item_path)
+            if (
+                existing is not None
+                and existing.info_hash == built.info_hash
+                and existing.source == str(source)
+            ):
+                self._ensure_seeding(existing.info_hash, source)
+                log.debug("%s is already published as %s", source, existing.info_hash)
+                return Item(**existing.item)
+            self._seed(built, source)
+            item = Item(
+                title=title or _title_of(source),
+                torrent=magnet_uri(
+                    built.info_hash,
+                    source.name,
+                    advertise_host(self._config),
+                    self._engine.listen_port,
+                ),
+                path=item_path,
+                sha256=files[0].hashes.sha256 if len(files) == 1 and source.is_file() else None,
+                size=sum(f.hashes.size for f in files),
+                xxh3=files[0].hashes.xxh3 if len(files) == 1 and source.is_file() else None,
+                added_at=added_at or utc_now(),
+                extra=_folder_extra(files) if source.is_dir() else {},
+            )
+            manifest = self._manifests.upsert(group, [item])
+            item = manifest.item_for(item_path) or item
+            self._store.save_catalog(
+                CatalogEntry(group, item_path, built.info_hash, str(source), item.to_json())
+            )
+            if existing is not None and existing.info_hash != built.info_hash:
+                self._release(existing.info_hash)
+        log.info("published %s as %s in %s (%s)", source, item_path, group, built.info_hash)
+        return item
+
+    def _seed(self, built: BuiltTorrent, source: Path) -> None:
+        torrent_file = self.torrent_dir / f"{built.info_hash}.torrent"
+        if not torrent_file.exists():
+            write_atomic(torrent_file, built.data)
+        self._ensure_seeding(built.info_hash, source, built.data)
+
+    def _ensure_seeding(self, info_hash: str, source: Path, data: bytes | None = None) -> None:
+        """Seed `info_hash` from `source`'s folder (re-pointed if it seeds from elsewhere)."""
+        status = self._engine.status(info_hash)
+        if status is not None and Path(status.save_path) == source.parent:
+            return
+        if status is not None:
+            self._engine.remove(info_hash)
+        data = data or self.torrent_bytes(info_hash)
+        if data is None:
+            raise PublishError(f"the torrent {info_hash} is missing from {self.torrent_dir}")
+        try:
+            self._engine.add_seed(data, source.parent)
+        except EngineError as exc:
+            raise PublishError(f"cannot seed {source}: {exc}") from exc
+
+    def _release(self, info_hash: str) -> None:
+        """Stop seeding a torrent no catalog entry uses any more, and drop its file."""
+        if any(e.info_hash == info_hash for e in self._store.catalog()):
+            return
+        if self._engine.status(info_hash) is not None:
+            self._engine.remove(info_hash)
+        (self.torrent_dir / f"{info_hash}.torrent").unlink(missing_ok=True)
+
+    def _move_entry(self, entry: CatalogEntry, old_root: Path, new_root: Path) -> None:
+        old_source = Path(entry.source)
+        new_source = new_root / old_source.relative_to(old_root)
+        old_share = self.share_for(old_source)
+        old_default = (
+            old_source.relative_to(old_share.path.resolve()).as_posix() if old_share else None
+        )
+        custom_path = entry.path if entry.path != old_default else None
+        custom_title = entry.item.get("title")
+        if custom_title == _title_of(old_source):
+            custom_title = None
+        self._store.delete_catalog(entry.group, entry.path)
+        if custom_path is None:
+            self._manifests.remove(entry.group, [entry.path])
+        self._publish(
+            new_source, entry.group, custom_title, custom_path, entry.item.get("added_at")
+        )
+        self._release(entry.info_hash)
+
+    def _entries_under(self, source: Path) -> list[CatalogEntry]:
+        return [
+            e
+            for e in self._store.catalog()
+            if Path(e.source) == source or Path(e.source).is_relative_to(source)
+        ]
+
+    def _restore(self) -> None:
+        """Seed every catalog entry the engine did not bring back from its resume data."""
+        for entry in self._store.catalog():
+            source = Path(entry.source)
+            if self._engine.status(entry.info_hash) is None and source.exists():
+                try:
+                    self._ensure_seeding(entry.info_hash, source)
+                except PublishError as exc:
+                    log.warning("cannot seed %s again: %s", entry.source, exc)
+
+
+def _checked_path(path: str) -> str:
+    try:
+        return check_relative_path(path)
+    except ManifestError as exc:
+        raise PublishError(f"path {path!r}: {exc}") from None
+
+
+def _title_of(source: Path) -> str:
+    return source.stem if source.is_file() else source.name
+
+
+def _folder_extra(files: Sequence[Any]) -> dict[str, Any]:
+    """Per-file sizes and hashes of a folder item (older readers ignore unknown fields)."""
+    return {
+        "files": [
+            {
+                "path": f.name.split("/", 1)[1],
+                "size": f.hashes.size,
+                "sha256": f.hashes.sha256,
+                "xxh3": f.hashes.xxh3,
+            }
+            for f in files
+        ]
+    }
