@@ -92,6 +92,24 @@ class CatalogEntry:
     item: dict[str, Any]
 
 
+@dataclass(frozen=True)
+class ClientItem:
+    """One manifest item as the client tracks it (table client_items).
+
+    `state` is one of the client's item states (see meshmedia/client.py);
+    `item` is the manifest item as JSON; `next_attempt` is a time.time() value.
+    """
+
+    url: str
+    path: str
+    info_hash: str | None
+    state: str
+    item: dict[str, Any]
+    attempts: int = 0
+    next_attempt: float = 0.0
+    error: str | None = None
+
+
 class Store:
     """The state database. Use as a context manager or call close()."""
 
@@ -273,3 +291,43 @@ class Store:
     def delete_catalog(self, group: str, path: str) -> None:
         """Forget the published item at (group, path)."""
         self.execute("DELETE FROM catalog WHERE grp = ? AND path = ?", (group, path))
+
+    # -- client items ------------------------------------------------------
+    def client_items(self, url: str | None = None) -> list[ClientItem]:
+        """The client's items (of one manifest URL, or all), ordered by URL and path."""
+        sql = (
+            "SELECT url, path, info_hash, state, item, attempts, next_attempt, error"
+            " FROM client_items"
+        )
+        rows = (
+            self.execute(sql + " WHERE url = ? ORDER BY path", (url,))
+            if url is not None
+            else self.execute(sql + " ORDER BY url, path")
+        )
+        return [ClientItem(*row[:4], json.loads(row[4]), *row[5:]) for row in rows]
+
+    def client_item(self, url: str, path: str) -> ClientItem | None:
+        """One client item, or None."""
+        return next((i for i in self.client_items(url) if i.path == path), None)
+
+    def save_client_item(self, item: ClientItem) -> None:
+        """Insert or replace one client item."""
+        self.execute(
+            "INSERT OR REPLACE INTO client_items (url, path, info_hash, state, item,"
+            " attempts, next_attempt, error, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                item.url,
+                item.path,
+                item.info_hash,
+                item.state,
+                json.dumps(item.item, sort_keys=True),
+                item.attempts,
+                item.next_attempt,
+                item.error,
+                time.time(),
+            ),
+        )
+
+    def delete_client_item(self, url: str, path: str) -> None:
+        """Forget one client item."""
+        self.execute("DELETE FROM client_items WHERE url = ? AND path = ?", (url, path))

@@ -1,0 +1,363 @@
+"""The client's sync logic: plan manifest items, download, verify, place, seed, notify.
+
+`SyncClient` keeps one row per (manifest URL, path) in the store's client_items
+table and moves each through these states:
+
+    queued -> downloading -> placed            (verified and renamed into place)
+                          -> failed            (hash or size mismatch, bad torrent; retried
+                                                with backoff)
+                          -> paused            (not enough disk space; retried later)
+
+An item gone from its manifest stops seeding (and its file is deleted with
+delete_removed). The daemon (`meshmedia/sync.py`) drives it from fetcher threads
+and a main loop; `--once` runs one cycle.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import queue
+import threading
+import time
+from dataclasses import replace
+from enum import Enum
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qsl
+
+import requests
+
+from .config import Config
+from .engine import Engine, EngineEvent, TorrentState
+from .errors import MeshmediaError
+from .jellyfin import JellyfinNotifier
+from .manifest import Item, Manifest, parse_manifest, validate_item
+from .placement import (
+    digests,
+    final_path,
+    incomplete_dir,
+    is_disk_full,
+    is_folder,
+    link_for_adoption,
+    matches,
+    move_aside,
+    placed_files,
+    remove_tree,
+    renames_for,
+    space_problem,
+)
+from .store import ClientItem, Store
+from .torrentinfo import fetch_torrent, read_torrent
+
+log = logging.getLogger(__name__)
+
+MANIFEST_KEY = "client.manifest:"  # + URL: the last good manifest, as JSON {etag, body}
+MAX_RETRY = 6 * 3600.0
+
+
+class ItemState(str, Enum):
+    """The state of one client item (stored as its value)."""
+
+    QUEUED = "queued"
+    DOWNLOADING = "downloading"
+    PLACED = "placed"
+    FAILED = "failed"
+    PAUSED = "paused"
+
+
+RETRIED = {ItemState.FAILED.value, ItemState.PAUSED.value}
+SETTLED = {ItemState.PLACED.value, ItemState.FAILED.value, ItemState.PAUSED.value}
+
+
+class SyncClient:
+    """Plans and carries out the sync of every followed manifest; thread-safe."""
+
+    def __init__(
+        self,
+        config: Config,
+        store: Store,
+        engine: Engine,
+        notifier: JellyfinNotifier | None = None,
+        *,
+        retry_base: float = 60.0,
+        http: requests.Session | None = None,
+    ) -> None:
+        self.config = config
+        self.store = store
+        self.engine = engine
+        self.notifier = notifier
+        self.retry_base = retry_base
+        self.retries = True  # --once turns retries off
+        self.download_dir = Path(config.download_dir)
+        self._http = http or requests.Session()
+        self._lock = threading.RLock()
+        self._events: queue.Queue[EngineEvent] = queue.Queue()
+        self._finished: set[str] = set()
+        self._adopted: set[str] = set()
+        self._space_checked: set[str] = set()
+        self.rejected: dict[str, list[str]] = {}
+        engine.subscribe(self._events.put)
+
+    # -- manifests -------------------------------------------------------------
+    def saved_manifest(self, url: str) -> tuple[bytes, str | None] | None:
+        """The last good manifest of `url` kept in the store (body, ETag), or None."""
+        raw = self.store.get(MANIFEST_KEY + url)
+        if raw is None:
+            return None
+        saved = json.loads(raw)
+        return saved["body"].encode(), saved.get("etag")
+
+    def apply(self, url: str, body: bytes, etag: str | None = None) -> bool:
+        """Parse a fetched manifest, keep it as the last good one and plan its items.
+
+        Returns False (and keeps the previous manifest) when the document is unusable.
+        """
+        try:
+            manifest, rejected = parse_manifest(body)
+        except MeshmediaError as exc:
+            log.error("manifest %s is unusable, keeping the last good one: %s", url, exc)
+            return False
+        for bad in rejected:
+            log.warning("skipping %s from %s", bad, url)
+        text = json.dumps({"etag": etag, "body": body.decode("utf-8")})
+        self.store.put(MANIFEST_KEY + url, text)
+        with self._lock:
+            self.rejected[url] = [str(bad) for bad in rejected]
+            self._plan(url, manifest)
+        return True
+
+    def _plan(self, url: str, manifest: Manifest) -> None:
+        current = {ci.path: ci for ci in self.store.client_items(url)}
+        taken = {ci.path for ci in self.store.client_items() if ci.url != url}
+        for item in manifest.items:
+            if item.path in taken:
+                log.warning("skipping %s from %s: another manifest has that path", item.path, url)
+                continue
+            known = current.pop(item.path, None)
+            if known is not None and known.item == item.to_json():
+                if known.state == ItemState.PLACED.value and self._lost(known):
+                    self._start(replace(known, state=ItemState.QUEUED.value))
+                continue
+            if known is not None and known.info_hash:
+                self._drop(known, delete_final=False)
+            ih = item.info_hash
+            self._start(ClientItem(url, item.path, ih, ItemState.QUEUED.value, item.to_json()))
+        for gone in current.values():
+            log.info("%s left the manifest %s", gone.path, url)
+            self._drop(gone, delete_final=self.config.delete_removed)
+            self.store.delete_client_item(gone.url, gone.path)
+
+    def _lost(self, ci: ClientItem) -> bool:
+        """A placed item whose torrent the engine no longer has (resume data lost)."""
+        return ci.info_hash is None or self.engine.status(ci.info_hash) is None
+
+    def _drop(self, ci: ClientItem, *, delete_final: bool) -> None:
+        """Stop seeding an item; delete its partial download, and its file when told to."""
+        if ci.info_hash and self.engine.status(ci.info_hash) is not None:
+            self.engine.remove(ci.info_hash)
+        if ci.info_hash:
+            remove_tree(incomplete_dir(self.download_dir, ci.info_hash))
+        if delete_final and ci.state == ItemState.PLACED.value:
+            target = self.download_dir / ci.path
+            remove_tree(target)
+            log.info("deleted %s (delete_removed)", target)
+
+    # -- starting --------------------------------------------------------------
+    def _start(self, ci: ClientItem) -> None:
+        """Adopt the item when its file is already in place, else start its download."""
+        item = validate_item(ci.item)
+        try:
+            final = final_path(self.download_dir, item.path)
+            source, ih, name = self._source(item)
+        except MeshmediaError as exc:
+            self._fail(ci, str(exc))
+            return
+        ci = replace(ci, info_hash=ih)
+        staging = incomplete_dir(self.download_dir, ih)
+        adopt = final.is_file() and matches(final, item.size, item.sha256, item.xxh3) is True
+        if adopt:
+            link_for_adoption(final, staging, name or final.name)
+            self._adopted.add(ih)
+            log.info("%s is already in place and verified: adopting it", final)
+        elif item.size is not None and (problem := self._space(ih, item.size)):
+            self._pause(ci, problem)
+            return
+        try:
+            self.engine.add_download(source, staging)
+        except MeshmediaError as exc:
+            self._fail(ci, f"cannot add the torrent: {exc}")
+            return
+        if not adopt:
+            log.info("downloading %s (%s)", item.path, ih)
+        self._save(ci, ItemState.DOWNLOADING, error=None)
+
+    def _source(self, item: Item) -> tuple[str | bytes, str, str | None]:
+        """(what to hand the engine, info hash, the torrent's name when known)."""
+        ih = item.info_hash
+        if ih is not None:
+            query = dict(parse_qsl(item.torrent[len("magnet:?") :]))
+            return item.torrent, ih, query.get("dn")
+        data = fetch_torrent(self._http, item.torrent)
+        info = read_torrent(data)
+        return data, info.info_hash, info.name
+
+    def _space(self, ih: str, size: int) -> str | None:
+        self._space_checked.add(ih)
+        return space_problem(self.download_dir, size, self.config.min_free)
+
+    # -- the main loop's work --------------------------------------------------
+    def step(self) -> None:
+        """Handle engine events, place finished downloads, retry what is due."""
+        while True:
+            try:
+                event = self._events.get_nowait()
+            except queue.Empty:
+                break
+            self._on_event(event)
+        with self._lock:
+            now = time.time()
+            for ci in self.store.client_items():
+                if ci.state == ItemState.DOWNLOADING.value:
+                    self._check(ci)
+                elif ci.state in RETRIED and self.retries and ci.next_attempt <= now:
+                    log.info("retrying %s (attempt %d)", ci.path, ci.attempts + 1)
+                    self._start(ci)
+
+    def _on_event(self, event: EngineEvent) -> None:
+        if event.kind == "finished":
+            self._finished.add(event.info_hash)
+        elif event.kind == "file_error" and is_disk_full(event.message):
+            with self._lock:
+                for ci in self.store.client_items():
+                    if ci.info_hash == event.info_hash and ci.state != ItemState.PLACED.value:
+                        self.engine.remove(event.info_hash)
+                        self._pause(ci, f"the disk is full ({event.message}); download paused")
+
+    def _check(self, ci: ClientItem) -> None:
+        ih = ci.info_hash or ""
+        status = self.engine.status(ih)
+        if status is None:
+            self._start(ci)
+            return
+        if status.state == TorrentState.SEEDING and (
+            ih in self._finished or status.total_download == 0
+        ):
+            self._place(ci)
+        elif status.state == TorrentState.ERROR and status.error and is_disk_full(status.error):
+            self.engine.remove(ih)
+            self._pause(ci, f"the disk is full ({status.error}); download paused")
+        elif ih not in self._space_checked and status.total_wanted > 0:
+            problem = self._space(ih, status.total_wanted - status.total_done)
+            if problem:
+                self.engine.remove(ih)
+                self._pause(ci, problem)
+
+    def _place(self, ci: ClientItem) -> None:
+        """Verify a finished download and rename it into place."""
+        item = validate_item(ci.item)
+        ih = ci.info_hash or ""
+        final = final_path(self.download_dir, item.path)
+        staging = incomplete_dir(self.download_dir, ih)
+        files = self.engine.files(ih)
+        problem = self._verify(item, ih, staging, files)
+        if problem:
+            log.error("%s: %s; deleting the download", item.path, problem)
+            self.engine.remove(ih, delete_files=True)
+            remove_tree(staging)
+            self._fail(ci, problem)
+            return
+        self._clear_way(final, staging, files)
+        final.parent.mkdir(parents=True, exist_ok=True)
+        renames = {i: n for i, n in renames_for(files, final).items() if n != files[i][0]}
+        try:
+            self.engine.relocate(ih, final.parent, renames)
+        except MeshmediaError as exc:
+            self._fail(ci, f"cannot move into place: {exc}")
+            return
+        remove_tree(staging)  # leftovers only: empty folders, an adoption's second link
+        self._adopted.discard(ih)
+        log.info("placed %s", final)
+        if self.notifier is not None:
+            self.notifier.notify(final)
+        self._save(ci, ItemState.PLACED, error=None, attempts=0)
+
+    def _verify(
+        self, item: Item, ih: str, staging: Path, files: list[tuple[str, int]]
+    ) -> str | None:
+        """None when the download is the item, else what is wrong."""
+        total = sum(size for _, size in files)
+        if not files:
+            return "the torrent has no files"
+        if item.size is not None and total != item.size:
+            return f"size mismatch: expected {item.size} bytes, the torrent has {total}"
+        if item.sha256 and not is_folder(files) and ih not in self._adopted:
+            actual = digests(staging / files[0][0]).sha256
+            if actual != item.sha256:
+                return f"SHA-256 mismatch: expected {item.sha256}, got {actual}"
+        return None
+
+    def _clear_way(self, final: Path, staging: Path, files: list[tuple[str, int]]) -> None:
+        """Move aside anything at the final paths that is not this item's content."""
+        if final.exists() and final.is_dir() != is_folder(files):
+            move_aside(final, self.download_dir)
+            return
+        for (target, _), (name, _) in zip(placed_files(final, files), files, strict=True):
+            source = staging / name
+            if not target.exists() or (source.exists() and target.samefile(source)):
+                continue
+            move_aside(target, self.download_dir)
+
+    # -- bookkeeping -----------------------------------------------------------
+    def _save(self, ci: ClientItem, state: ItemState, **changes: Any) -> None:
+        self.store.save_client_item(replace(ci, state=state.value, **changes))
+
+    def _fail(self, ci: ClientItem, error: str) -> None:
+        attempts = ci.attempts + 1
+        delay = min(self.retry_base * 2 ** (attempts - 1), MAX_RETRY)
+        log.error("%s failed: %s (retry in %.0f s)", ci.path, error, delay)
+        self._save(
+            ci,
+            ItemState.FAILED,
+            error=error,
+            attempts=attempts,
+            next_attempt=time.time() + delay,
+        )
+
+    def _pause(self, ci: ClientItem, reason: str) -> None:
+        log.warning("%s paused: %s", ci.path, reason)
+        self._space_checked.discard(ci.info_hash or "")
+        self._save(
+            ci,
+            ItemState.PAUSED,
+            error=reason,
+            next_attempt=time.time() + self.config.interval,
+        )
+
+    # -- looking ---------------------------------------------------------------
+    def items(self) -> list[ClientItem]:
+        """Every item of every followed manifest."""
+        return self.store.client_items()
+
+    def settled(self) -> bool:
+        """True when no item is queued or downloading."""
+        return all(ci.state in SETTLED for ci in self.items())
+
+    def status_json(self) -> dict[str, Any]:
+        """The engine snapshot plus each item's state (GET /status)."""
+        return {
+            "engine": self.engine.snapshot().to_json(),
+            "items": [
+                {
+                    "url": ci.url,
+                    "path": ci.path,
+                    "info_hash": ci.info_hash,
+                    "state": ci.state,
+                    "attempts": ci.attempts,
+                    "next_attempt": ci.next_attempt,
+                    "error": ci.error,
+                }
+                for ci in self.items()
+            ],
+            "rejected": self.rejected,
+        }
