@@ -1,8 +1,8 @@
 """The curator's HTTP contract, against a real server on a free port.
 
-Manifest routes run against a real ManifestStore; /seed, /seeds, /status and
-/torrents against a real Store, Engine and Publisher (tests/test_server_seed.py
-style fixture below: `seeding`).
+Manifest routes run against a real ManifestStore (fixture `server`, no engine);
+/seed, /seeds, /status and /torrents against a real Store, Engine and Publisher
+(fixture `seeding`).
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ import requests
 from meshmedia import __version__
 from meshmedia.manifest import ManifestStore
 from meshmedia.server import ManifestServer, load_or_create_token
-from tests.helpers import make_config
+from tests.helpers import make_config, random_file
 
 TOKEN = "test-token-5d2c"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -282,3 +282,92 @@ def test_token_is_generated_once_with_mode_0600(
     os.chmod(path, 0o644)
     assert load_or_create_token(config) == token
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
+
+
+# -- /seed, /seeds, /status, /torrents with a real Store, Engine and Publisher --------
+
+
+@pytest.fixture
+def seeding(tmp_path: Path) -> Iterator[ManifestServer]:
+    from meshmedia.engine import Engine  # noqa: PLC0415 - only these tests need libtorrent
+    from meshmedia.publisher import Publisher  # noqa: PLC0415
+    from meshmedia.store import Store  # noqa: PLC0415
+
+    config = make_config(tmp_path, port=0, listen_port=0)
+    store = Store.in_state_dir(config.state_dir)
+    try:
+        with Engine(config, store) as engine:
+            manifests = ManifestStore(config.state_dir / "manifests")
+            publisher = Publisher(config, store, engine, manifests)
+            try:
+                with ManifestServer(config, manifests, publisher, engine.snapshot, TOKEN) as srv:
+                    yield srv
+            finally:
+                publisher.close()
+    finally:
+        store.close()
+
+
+def test_seed_publishes_and_every_read_route_shows_it(seeding: ManifestServer) -> None:
+    share = seeding.config.shares[0].path
+    source = random_file(share / "clip.mkv", 300_000, seed=1)
+    body = {"path": str(source), "group": "default", "dest_path": "Clips/clip.mkv", "title": "Clip"}
+    answer = post(seeding, "/seed", body)
+    assert answer.status_code == 200, answer.text
+    magnet, item = answer.json()["magnet"], answer.json()["item"]
+    assert magnet.startswith("magnet:?xt=urn:btih:")
+    assert (item["path"], item["title"], item["size"]) == ("Clips/clip.mkv", "Clip", 300_000)
+    info_hash = magnet.split("urn:btih:")[1][:40].lower()
+    manifest = get(seeding, "/manifest/default.json").json()
+    assert [i["path"] for i in manifest["items"]] == ["Clips/clip.mkv"]
+    torrent = get(seeding, f"/torrents/{info_hash}.torrent")
+    assert torrent.status_code == 200
+    assert torrent.headers["Content-Type"] == "application/x-bittorrent"
+    assert torrent.content.startswith(b"d")
+    assert get(seeding, f"/torrents/{info_hash.upper()}.torrent").status_code == 200
+    assert get(seeding, f"/torrents/{'f' * 40}.torrent").status_code == 404
+    seeds = get(seeding, "/seeds").json()["seeds"]
+    assert [(s["path"], s["info_hash"]) for s in seeds] == [("Clips/clip.mkv", info_hash)]
+    status = get(seeding, "/status").json()
+    assert info_hash in [t["info_hash"] for t in status["torrents"]]
+
+
+def test_seed_refuses_paths_outside_the_share(seeding: ManifestServer, tmp_path: Path) -> None:
+    share = seeding.config.shares[0].path
+    outside = random_file(tmp_path / "outside" / "secret.mkv", 1000, seed=2)
+    (share / "link.mkv").symlink_to(outside)
+    (share / "linkdir").symlink_to(outside.parent, target_is_directory=True)
+    for path in (
+        str(outside),
+        f"{share}/../../outside/secret.mkv",
+        str(share / "link.mkv"),
+        str(share / "linkdir" / "secret.mkv"),
+        "/etc/passwd",
+    ):
+        answer = post(seeding, "/seed", {"path": path})
+        assert answer.status_code == 403, path
+        assert answer.json() == {"error": "path is not inside a share folder"}
+    assert get(seeding, "/manifest/default.json").json()["items"] == []
+    assert get(seeding, "/seeds").json()["seeds"] == []
+
+
+@pytest.mark.parametrize(
+    ("body", "reason"),
+    [
+        ({}, "path is missing"),
+        ({"path": "relative/clip.mkv"}, "absolute"),
+        ({"path": "SHARE/missing.mkv"}, "does not exist"),
+        ({"path": "SHARE/ok.mkv", "dest_path": "../up.mkv"}, "dest_path: path has a '..'"),
+        ({"path": "SHARE/ok.mkv", "title": 5}, "title must be a non-empty string"),
+    ],
+)
+def test_seed_bad_bodies_are_400(
+    seeding: ManifestServer, body: dict[str, Any], reason: str
+) -> None:
+    share = seeding.config.shares[0].path
+    random_file(share / "ok.mkv", 1000, seed=3)
+    if "path" in body:
+        body = {**body, "path": body["path"].replace("SHARE", str(share))}
+    answer = post(seeding, "/seed", body)
+    assert answer.status_code == 400
+    assert reason in answer.json()["error"]
