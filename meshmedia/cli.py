@@ -273,3 +273,48 @@ def doctor(role: str, **params: object) -> None:
             click.echo(f"     fix: {check.fix}")
     if failed:
         raise SystemExit(1)
+
+
+@cli.command()
+@click.argument("path", type=click.Path(exists=True, path_type=Path))
+@click.option("--group", help="Group whose manifest lists it (default: its share folder's).")
+@click.option("--title", help="Title in the manifest (default: the file or folder name).")
+@click.option("--dest-path", help="Path on the clients (default: its path in the share).")
+@click.option("--url", help="Curator to ask (default http://MESHMEDIA_HOST:MESHMEDIA_PORT).")
+@click.option("--token", help="Write token (default MESHMEDIA_TOKEN, else <state-dir>/token).")
+@click.option("--state-dir", type=click.Path(path_type=Path), help="The curator's state folder.")
+@click.option(
+    "--env-file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Read settings from this .env file (default ./.env when present).",
+)
+@library_errors
+def publish(
+    path: Path,
+    group: str | None,
+    title: str | None,
+    dest_path: str | None,
+    url: str | None,
+    **params: Any,
+) -> None:
+    """Publish a file or folder under a share folder through the running curator.
+
+    The curator hashes it, seeds it and lists it in the group's manifest; the
+    magnet is printed.
+
+    \b
+    Example:
+      meshmedia publish ~/share/Films/Spirited\\ Away.mkv --group family
+    """
+    from .publish_request import curator_url, read_token, request_seed  # noqa: PLC0415
+
+    config = build_config(dict(params))
+    answer = request_seed(
+        url or curator_url(config),
+        read_token(config),
+        path,
+        group=group,
+        title=title,
+        dest_path=dest_path,
+    )
+    click.echo(answer["magnet"])

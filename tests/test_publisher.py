@@ -16,7 +16,7 @@ from meshmedia.errors import PublishError
 from meshmedia.manifest import ManifestStore
 from meshmedia.publisher import Publisher
 from meshmedia.store import Store
-from tests.helpers import make_config, random_file
+from tests.helpers import free_port, make_config, random_file, run_meshmedia
 
 TIMEOUT = 60
 
@@ -176,3 +176,44 @@ def test_refused_inputs(curator: Curator, tmp_path: Path) -> None:
     with pytest.raises(PublishError, match="share folder itself"):
         curator.publisher.publish(curator.share)
     assert curator.manifests.get("default").version == 0
+
+
+def test_publish_command_posts_to_the_curator(curator: Curator, tmp_path: Path) -> None:
+    from meshmedia.server import ManifestServer  # noqa: PLC0415
+
+    path = random_file(curator.share / "Films" / "film.mkv", 200_000, seed=8)
+    state = str(curator.config.state_dir)
+    no_token = run_meshmedia(
+        "publish", str(path), env={"MESHMEDIA_STATE_DIR": str(tmp_path), "MESHMEDIA_TOKEN": ""}
+    )
+    assert no_token.returncode == 1
+    assert "no write token" in no_token.stderr
+    (curator.config.state_dir / "token").write_text("s3cret\n")
+    down = run_meshmedia(
+        "publish", str(path), "--state-dir", state, "--url", f"http://127.0.0.1:{free_port()}"
+    )
+    assert down.returncode == 1
+    assert "cannot reach the curator" in down.stderr
+    assert len(down.stderr.strip().splitlines()) == 1
+
+    server = ManifestServer(
+        curator.config, curator.manifests, curator.publisher, curator.engine.snapshot, "s3cret"
+    ).start()
+    try:
+        env = {"MESHMEDIA_PORT": str(server.port), "MESHMEDIA_HOST": "127.0.0.1"}
+        refused = run_meshmedia("publish", str(path), env={**env, "MESHMEDIA_TOKEN": "wrong"})
+        assert refused.returncode == 1
+        assert "the curator refused (401)" in refused.stderr
+        done = run_meshmedia(
+            "publish", str(path), "--group", "family", "--title", "A Film",
+            "--state-dir", state, env={**env, "MESHMEDIA_TOKEN": ""},
+        )  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        (item,) = curator.manifests.get("family").items
+        assert done.stdout.strip() == item.torrent
+        assert (item.title, item.path) == ("A Film", "Films/film.mkv")
+        bad = run_meshmedia("publish", str(path), "--nope", env=env)
+        assert bad.returncode == 2
+        assert "No such option" in bad.stderr
+    finally:
+        server.close()
