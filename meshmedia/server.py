@@ -67,7 +67,8 @@ class RequestHandler(BaseHTTPRequestHandler):
         split = urlsplit(self.path)
         self.query = dict(parse_qsl(split.query, keep_blank_values=True))
         try:
-            route, match = find_route(self.command, split.path)
+            method = "GET" if self.command == "HEAD" else self.command
+            route, match = find_route(method, split.path)
             response = route(self, match)
         except HttpError as exc:
             response = exc.response()

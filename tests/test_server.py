@@ -24,7 +24,7 @@ import requests
 from meshmedia import __version__
 from meshmedia.manifest import ManifestStore
 from meshmedia.server import ManifestServer, load_or_create_token
-from tests.helpers import make_config, random_file
+from tests.helpers import make_config, random_file, run_meshmedia
 
 TOKEN = "test-token-5d2c"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -243,6 +243,57 @@ def test_keep_alive_serves_several_requests_on_one_connection(server: ManifestSe
             assert session.get(server.url + "/", timeout=30).status_code == 200
         answer = session.get(server.url + "/manifest/default.json", timeout=30)
         assert answer.headers.get("Connection") != "close"
+
+
+def test_head_answers_like_get_without_a_body(server: ManifestServer) -> None:
+    answer = requests.head(server.url + "/manifest/default.json", timeout=30)
+    assert answer.status_code == 200
+    assert answer.content == b""
+    assert int(answer.headers["Content-Length"]) == len(
+        get(server, "/manifest/default.json").content
+    )
+
+
+def test_idle_connections_are_closed_after_the_timeout(tmp_path: Path) -> None:
+    config = make_config(tmp_path, port=0)
+    store = ManifestStore(tmp_path / "manifests")
+    with (
+        ManifestServer(config, store, None, None, TOKEN, connection_timeout=0.5) as srv,
+        socket.create_connection(("127.0.0.1", srv.port), timeout=30) as sock,
+    ):
+        sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n")  # headers never finished
+        assert sock.recv(1024) == b""  # the server gave up and closed
+
+
+def test_closing_the_server_ends_held_long_polls(tmp_path: Path) -> None:
+    config = make_config(tmp_path, port=0)
+    store = ManifestStore(tmp_path / "manifests")
+    srv = ManifestServer(config, store, None, None, TOKEN).start()
+    try:
+        etag = get(srv, "/manifest/default.json").headers["ETag"]
+        answers: list[int] = []
+
+        def poll() -> None:
+            url = "/manifest/default.json?wait=60"
+            answers.append(get(srv, url, headers={"If-None-Match": etag}).status_code)
+
+        thread = threading.Thread(target=poll)
+        thread.start()
+        time.sleep(0.3)
+    finally:
+        srv.close()
+    thread.join(20)
+    assert answers == [304]  # answered well before its 60 s wait
+
+
+def test_validate_command_reads_a_url(server: ManifestServer) -> None:
+    post(server, "/manifest/default.json", {"items": [entry("a.mkv")]})
+    result = run_meshmedia("manifest", "validate", server.url + "/manifest/default.json")
+    assert result.returncode == 0, result.stderr
+    assert "1 items valid, 0 rejected" in result.stdout
+    missing = run_meshmedia("manifest", "validate", server.url + "/manifest/nobody.json")
+    assert missing.returncode == 1
+    assert "404" in missing.stderr
 
 
 def test_torrents_route_checks_the_info_hash(server: ManifestServer) -> None:
