@@ -42,9 +42,9 @@ class RequestHandler(BaseHTTPRequestHandler):
     sys_version = ""
 
     def setup(self) -> None:
-        """Apply the per-connection timeout before the socket is wrapped."""
-        self.timeout = self.server.app.connection_timeout
+        """Apply the per-connection socket timeout."""
         super().setup()
+        self.connection.settimeout(self.server.app.connection_timeout)
 
     @property
     def app(self) -> ManifestServer:
