@@ -48,7 +48,7 @@ from .placement import (
     space_problem,
 )
 from .store import ClientItem, Store
-from .torrentinfo import fetch_torrent, read_torrent
+from .torrentinfo import fetch_torrent, read_torrent, torrent_files
 
 log = logging.getLogger(__name__)
 
@@ -259,7 +259,8 @@ class SyncClient:
         ih = ci.info_hash or ""
         final = final_path(self.download_dir, item.path)
         staging = incomplete_dir(self.download_dir, ih)
-        files = self.engine.files(ih)
+        indexed = self._torrent_files(ih)
+        files = [(name, size) for _, name, size in indexed]
         problem = self._verify(item, ih, staging, files)
         if problem:
             log.error("%s: %s; deleting the download", item.path, problem)
@@ -269,9 +270,8 @@ class SyncClient:
             return
         self._clear_way(final, staging, files)
         final.parent.mkdir(parents=True, exist_ok=True)
-        renames = {i: n for i, n in renames_for(files, final).items() if n != files[i][0]}
         try:
-            self.engine.relocate(ih, final.parent, renames)
+            self.engine.relocate(ih, final.parent, renames_for(indexed, final))
         except MeshmediaError as exc:
             self._fail(ci, f"cannot move into place: {exc}")
             return
@@ -281,6 +281,13 @@ class SyncClient:
         if self.notifier is not None:
             self.notifier.notify(final)
         self._save(ci, ItemState.PLACED, error=None, attempts=0)
+
+    def _torrent_files(self, ih: str) -> list[tuple[int, str, int]]:
+        """(index, name, size) of the torrent's real files (pad files left out)."""
+        data = self.engine.torrent_bytes(ih)
+        if data is None:
+            return [(i, name, size) for i, (name, size) in enumerate(self.engine.files(ih))]
+        return [(i, name, size) for i, name, size, pad in torrent_files(data) if not pad]
 
     def _verify(
         self, item: Item, ih: str, staging: Path, files: list[tuple[str, int]]

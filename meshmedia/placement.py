@@ -90,11 +90,16 @@ def placed_files(final: Path, files: Sequence[tuple[str, int]]) -> list[tuple[Pa
     return [(final / name.split("/", 1)[1], size) for name, size in files]
 
 
-def renames_for(files: Sequence[tuple[str, int]], final: Path) -> dict[int, str]:
-    """File renames (relative to the new save path `final.parent`) that land at `final`."""
-    if not is_folder(files):
-        return {0: final.name}
-    return {i: f"{final.name}/{name.split('/', 1)[1]}" for i, (name, _) in enumerate(files)}
+def renames_for(files: Sequence[tuple[int, str, int]], final: Path) -> dict[int, str]:
+    """Renames by file index (relative to the new save path `final.parent`) that land at
+    `final`; only the files whose name changes. `files` holds (index, name, size)."""
+    pairs = [(name, size) for _, name, size in files]
+    if not is_folder(pairs):
+        wanted = {files[0][0]: final.name}
+    else:
+        wanted = {i: f"{final.name}/{name.split('/', 1)[1]}" for i, name, _ in files}
+    current = {i: name for i, name, _ in files}
+    return {i: name for i, name in wanted.items() if current[i] != name}
 
 
 def matches(path: Path, size: int | None, sha256: str | None, xxh3: str | None) -> bool | None:

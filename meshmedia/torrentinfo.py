@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
+from typing import Any
 
 import requests
 
@@ -57,6 +58,50 @@ def _dict_spans(data: bytes, pos: int) -> dict[bytes, tuple[int, int]]:
         spans[key] = (pos, end)
         pos = end
     return spans
+
+
+def bdecode(data: bytes, pos: int = 0) -> tuple[Any, int]:
+    """Decode the bencoded value at `pos`: (value, position after it); ValueError if bad."""
+    lead = data[pos : pos + 1]
+    if lead == b"i":
+        end = data.index(b"e", pos)
+        return int(data[pos + 1 : end]), end + 1
+    if lead == b"l":
+        pos, items = pos + 1, []
+        while data[pos : pos + 1] != b"e":
+            value, pos = bdecode(data, pos)
+            items.append(value)
+        return items, pos + 1
+    if lead == b"d":
+        pos, mapping = pos + 1, {}
+        while data[pos : pos + 1] != b"e":
+            key, pos = _string(data, pos)
+            mapping[key], pos = bdecode(data, pos)
+        return mapping, pos + 1
+    if lead.isdigit():
+        return _string(data, pos)
+    raise ValueError(f"bad bencode at byte {pos}")
+
+
+def torrent_files(data: bytes) -> list[tuple[int, str, int, bool]]:
+    """(index, path inside the torrent, size, is a pad file) of each file of a `.torrent`."""
+    try:
+        top, _ = bdecode(data)
+        info = top[b"info"]
+        name = info[b"name"].decode()
+        if b"files" not in info:
+            return [(0, name, int(info[b"length"]), False)]
+        return [
+            (
+                index,
+                "/".join([name, *(part.decode() for part in entry[b"path"])]),
+                int(entry[b"length"]),
+                b"p" in entry.get(b"attr", b""),
+            )
+            for index, entry in enumerate(info[b"files"])
+        ]
+    except (ValueError, KeyError, IndexError, TypeError, AttributeError, UnicodeDecodeError) as exc:
+        raise EngineError(f"not a valid .torrent file ({exc!r})") from None
 
 
 def read_torrent(data: bytes) -> TorrentInfo:

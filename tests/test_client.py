@@ -1,0 +1,336 @@
+"""The client's parts with real pieces: HTTP servers, a real curator, a real engine."""
+
+from __future__ import annotations
+
+import hashlib
+import http.server
+import logging
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from meshmedia.client import SyncClient
+from meshmedia.curator import Curator
+from meshmedia.engine import Engine
+from meshmedia.errors import EngineError, ManifestError
+from meshmedia.fetcher import FetchError, ManifestFetcher
+from meshmedia.placement import final_path, matches, renames_for
+from meshmedia.store import ClientItem, Store
+from meshmedia.torrentinfo import read_torrent, torrent_files
+from tests.helpers import make_config, random_file, wait_for
+
+MIB = 1 << 20
+
+
+# -- HTTP servers ------------------------------------------------------------------
+class _Doc:
+    """A manifest document a test server serves, with a condition for long-polls."""
+
+    def __init__(self, body: bytes) -> None:
+        self.body = body
+        self.requests = 0
+        self.closing = False
+        self.cond = threading.Condition()
+
+    @property
+    def etag(self) -> str:
+        return '"' + hashlib.sha256(self.body).hexdigest()[:16] + '"'
+
+    def set(self, body: bytes) -> None:
+        with self.cond:
+            self.body = body
+            self.cond.notify_all()
+
+    def release(self) -> None:
+        """Answer every held request now."""
+        with self.cond:
+            self.closing = True
+            self.cond.notify_all()
+
+
+@contextmanager
+def serve_doc(doc: _Doc, *, long_poll: bool) -> Iterator[str]:
+    """A real HTTP server for `doc`: a long-polling one, or one that ignores ?wait."""
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            doc.requests += 1
+            wait = float(self.path.partition("wait=")[2] or 0) if long_poll else 0
+            tag = self.headers.get("If-None-Match")
+            with doc.cond:
+                if long_poll and tag == doc.etag and wait:
+                    doc.cond.wait_for(lambda: doc.etag != tag or doc.closing, timeout=wait)
+                body, etag = doc.body, doc.etag
+            if long_poll and tag == etag:
+                self.send_response(304)
+                self.end_headers()
+                return
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            if long_poll:
+                self.send_header("ETag", etag)
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.daemon_threads = True
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/manifest/default.json"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@contextmanager
+def following(fetcher: ManifestFetcher, interval: float, doc: _Doc) -> Iterator[list[bytes]]:
+    seen: list[bytes] = []
+    stop = threading.Event()
+    thread = threading.Thread(
+        target=fetcher.follow, args=(stop, lambda body, _etag: seen.append(body), interval)
+    )
+    thread.start()
+    try:
+        yield seen
+    finally:
+        stop.set()
+        doc.release()
+        thread.join(timeout=30)
+        assert not thread.is_alive()
+
+
+def test_long_poll_delivers_a_change_at_once() -> None:
+    doc = _Doc(b'{"v": 1}')
+    with serve_doc(doc, long_poll=True) as url:
+        fetcher = ManifestFetcher(url)
+        with following(fetcher, 300, doc) as seen:
+            wait_for(lambda: len(seen) == 1, timeout=10)
+            wait_for(lambda: doc.requests >= 2, timeout=10)  # the second request is held
+            doc.set(b'{"v": 2}')
+            wait_for(lambda: len(seen) == 2, timeout=10)  # interval is 300 s: not a poll
+            assert fetcher.long_poll is not False
+        assert seen == [b'{"v": 1}', b'{"v": 2}']
+
+
+def test_a_server_that_ignores_wait_is_polled_not_hammered() -> None:
+    doc = _Doc(b'{"v": 1}')
+    with serve_doc(doc, long_poll=False) as url:
+        fetcher = ManifestFetcher(url)
+        with following(fetcher, 300, doc) as seen:
+            wait_for(lambda: fetcher.long_poll is False, timeout=10)
+            threading.Event().wait(1.5)
+        assert seen == [b'{"v": 1}']
+        assert doc.requests == 2  # the first fetch and the one that showed no hold
+
+
+def test_a_changed_body_from_a_plain_server_is_seen_on_the_next_poll() -> None:
+    doc = _Doc(b'{"v": 1}')
+    with serve_doc(doc, long_poll=False) as url:
+        fetcher = ManifestFetcher(url)
+        assert fetcher.fetch().body == b'{"v": 1}'
+        assert not fetcher.fetch(wait=30).changed
+        doc.set(b'{"v": 2}')
+        assert fetcher.fetch(wait=30).body == b'{"v": 2}'
+
+
+def test_manifest_over_the_size_cap_is_refused() -> None:
+    with serve_doc(_Doc(b"x" * 2048), long_poll=False) as url, pytest.raises(FetchError):
+        ManifestFetcher(url, max_bytes=1024).fetch()
+
+
+def test_unreachable_server_backs_off_and_never_raises() -> None:
+    errors: list[FetchError] = []
+    fetcher = ManifestFetcher("http://127.0.0.1:9/manifest/default.json", timeout=2)
+    stop = threading.Event()
+    thread = threading.Thread(
+        target=fetcher.follow, args=(stop, lambda *_: None, 2.0, errors.append)
+    )
+    thread.start()
+    wait_for(lambda: len(errors) >= 2, timeout=20)
+    stop.set()
+    thread.join(timeout=10)
+    assert not thread.is_alive()
+    assert "127.0.0.1:9" in str(errors[0])
+
+
+# -- placement and torrents ---------------------------------------------------------
+@pytest.mark.parametrize(
+    "path", ["/etc/passwd", "../up.mkv", "a/../../b", "a//b", "C:/x", "a\\b", ".meshmedia/x"]
+)
+def test_unsafe_paths_are_refused(tmp_path: Path, path: str) -> None:
+    with pytest.raises(ManifestError):
+        final_path(tmp_path, path)
+
+
+def test_a_symlinked_folder_cannot_lead_outside(tmp_path: Path) -> None:
+    (tmp_path / "media").mkdir()
+    (tmp_path / "media" / "evil").symlink_to(tmp_path)
+    with pytest.raises(ManifestError, match="symlink"):
+        final_path(tmp_path / "media", "evil/file.mkv")
+    assert final_path(tmp_path / "media", "ok/file.mkv") == tmp_path / "media" / "ok/file.mkv"
+
+
+def test_matches_checks_size_then_hashes(tmp_path: Path) -> None:
+    path = random_file(tmp_path / "f", 1000, seed=1)
+    sha = hashlib.sha256(path.read_bytes()).hexdigest()
+    assert matches(path, 1000, sha, None) is True
+    assert matches(path, 999, sha, None) is False
+    assert matches(path, 1000, "0" * 64, None) is False
+    assert matches(path, 1000, None, "0" * 32) is False
+    assert matches(path, 1000, None, None) is None
+    assert matches(tmp_path / "missing", 1000, sha, None) is False
+
+
+def test_renames_put_a_single_file_and_a_folder_at_the_item_path(tmp_path: Path) -> None:
+    final = tmp_path / "Film (2001)" / "Film.mkv"
+    assert renames_for([(0, "upload.mkv", 5)], final) == {0: "Film.mkv"}
+    assert renames_for([(0, "Film.mkv", 5)], final) == {}
+    folder = [(0, "Show/e1.mkv", 5), (2, "Show/e2.mkv", 5)]
+    assert renames_for(folder, tmp_path / "TV" / "My Show") == {
+        0: "My Show/e1.mkv",
+        2: "My Show/e2.mkv",
+    }
+
+
+def test_torrent_files_agree_with_a_published_folder(tmp_path: Path) -> None:
+    config = make_config(tmp_path, "curator")
+    share = config.shares[0].path
+    random_file(share / "Show" / "e1.mkv", 300_000, seed=2)
+    random_file(share / "Show" / "e2.mkv", 200_000, seed=3)
+    with Curator(config, force_polling=True) as curator:
+        assert curator.publisher is not None
+        assert curator.engine is not None
+        item = curator.publisher.publish(share / "Show")
+        data = curator.engine.torrent_bytes(item.info_hash or "")
+    assert data is not None
+    assert read_torrent(data).info_hash == item.info_hash
+    real = [(name, size) for _, name, size, pad in torrent_files(data) if not pad]
+    assert real == [("Show/e1.mkv", 300_000), ("Show/e2.mkv", 200_000)]
+    with pytest.raises(EngineError):
+        read_torrent(b"d4:infoi3ee")
+
+
+def test_client_items_round_trip(tmp_path: Path) -> None:
+    with Store(tmp_path / "s.db") as store:
+        item = ClientItem("http://x/m.json", "a/b.mkv", "ab" * 20, "queued", {"path": "a/b.mkv"})
+        store.save_client_item(item)
+        assert store.client_items() == [item]
+        assert store.client_item("http://x/m.json", "a/b.mkv") == item
+        store.delete_client_item("http://x/m.json", "a/b.mkv")
+        assert store.client_items() == []
+
+
+# -- the sync client against a real curator ------------------------------------------
+class Node:
+    """A curator (in process) and a SyncClient with its own engine."""
+
+    def __init__(self, tmp_path: Path) -> None:
+        self.curator_config = make_config(tmp_path, "curator")
+        self.share = self.curator_config.shares[0].path
+        self.curator = Curator(self.curator_config, force_polling=True)
+        self.curator.start()
+        assert self.curator.server is not None
+        self.url = self.curator.server.url.rstrip("/") + "/manifest/default.json"
+        self.config = make_config(tmp_path, "client", manifest_urls=(self.url,), interval=5)
+        self.media = self.config.download_dir
+        self.store = Store.in_state_dir(self.config.state_dir)
+        self.engine = Engine(self.config, self.store)
+        self.client = SyncClient(self.config, self.store, self.engine, retry_base=3600)
+        self.client.retries = False
+
+    def publish(self, name: str, size: int, **kwargs: Any) -> Any:
+        assert self.curator.publisher is not None
+        path = random_file(self.share / name, size, seed=size)
+        return self.curator.publisher.publish(path, **kwargs)
+
+    def sync(self) -> None:
+        body = ManifestFetcher(self.url).fetch().body
+        assert body is not None
+        assert self.client.apply(self.url, body)
+        wait_for(lambda: self.client.step() or self.client.settled(), timeout=60, interval=0.2)
+
+    def state(self, path: str) -> ClientItem:
+        found = self.store.client_item(self.url, path)
+        assert found is not None
+        return found
+
+    def close(self) -> None:
+        self.engine.close()
+        self.store.close()
+        self.curator.close()
+
+
+@pytest.fixture
+def node(tmp_path: Path) -> Iterator[Node]:
+    n = Node(tmp_path)
+    try:
+        yield n
+    finally:
+        n.close()
+
+
+def test_sync_places_renamed_files_and_folders(node: Node) -> None:
+    node.publish("upload.bin", 2 * MIB, dest_path="Film (2001)/Film.mkv")
+    random_file(node.share / "Show" / "e1.mkv", 300_000, seed=5)
+    random_file(node.share / "Show" / "e2.mkv", 100_000, seed=6)
+    assert node.curator.publisher is not None
+    node.curator.publisher.publish(node.share / "Show", dest_path="TV/My Show")
+    node.sync()
+    placed = node.media / "Film (2001)" / "Film.mkv"
+    assert placed.read_bytes() == (node.share / "upload.bin").read_bytes()
+    for name in ("e1.mkv", "e2.mkv"):
+        assert (node.media / "TV/My Show" / name).read_bytes() == (
+            node.share / "Show" / name
+        ).read_bytes()
+    assert {ci.state for ci in node.client.items()} == {"placed"}
+    assert not any((node.media / ".meshmedia" / "incomplete").iterdir())
+
+
+def test_a_wrong_sha256_never_places_and_logs_both_hashes(
+    node: Node, caplog: pytest.LogCaptureFixture
+) -> None:
+    item = node.publish("a.bin", MIB)
+    assert node.curator.manifests is not None
+    wrong = "ab" * 32
+    bad = item.__class__(**{**item.__dict__, "sha256": wrong})
+    node.curator.manifests.replace("default", [bad])
+    with caplog.at_level(logging.ERROR, logger="meshmedia.client"):
+        node.sync()
+    assert not (node.media / "a.bin").exists()
+    state = node.state("a.bin")
+    assert state.state == "failed"
+    assert state.attempts == 1
+    assert wrong in caplog.text
+    assert item.sha256 in caplog.text
+
+
+def test_a_correct_file_in_place_is_adopted_without_downloading(node: Node) -> None:
+    item = node.publish("movie.mkv", 2 * MIB)
+    random_file(node.media / "movie.mkv", 2 * MIB, seed=2 * MIB)
+    inode = (node.media / "movie.mkv").stat().st_ino
+    node.sync()
+    assert node.state("movie.mkv").state == "placed"
+    status = node.engine.status(item.info_hash or "")
+    assert status is not None
+    assert status.total_download == 0
+    assert (node.media / "movie.mkv").stat().st_ino == inode
+    assert status.save_path.rstrip("/") == str(node.media)
+
+
+def test_items_gone_from_the_manifest_stop_seeding_and_are_kept(node: Node) -> None:
+    item = node.publish("keep.bin", MIB)
+    node.sync()
+    assert node.curator.manifests is not None
+    node.curator.manifests.replace("default", [])
+    node.sync()
+    assert node.engine.status(item.info_hash or "") is None
+    assert (node.media / "keep.bin").exists()
+    assert node.client.items() == []
