@@ -138,6 +138,69 @@ def main() -> None:
 
 
 @cli.command()
+@click.option("--once", is_flag=True, help="One cycle: exit when every item is in place.")
+@click.option(
+    "--manifest-url",
+    "manifest_url",
+    multiple=True,
+    metavar="URL",
+    help="Manifest to follow (repeatable), e.g. http://curator:5000/manifest/family.json.",
+)
+@click.option("--download-dir", type=click.Path(path_type=Path), help="Media folder.")
+@click.option(
+    "--interval",
+    type=click.FloatRange(min=0, min_open=True),
+    help="Seconds between polls of servers without long-poll (300).",
+)
+@click.option("--jellyfin-url", help="Jellyfin to tell about arrived files (default off).")
+@click.option("--jellyfin-api-key", help="Jellyfin API key.")
+@click.option(
+    "--jellyfin-path-map",
+    multiple=True,
+    metavar="LOCAL=REMOTE",
+    help="Rewrite a path prefix for Jellyfin (repeatable), e.g. /srv/media=/media.",
+)
+@click.option("--min-free", type=SIZE, help="Free space to keep in the download dir (1G).")
+@click.option(
+    "--delete-removed/--keep-removed",
+    default=None,
+    help="Delete files dropped from the manifest (default: keep them, stop seeding).",
+)
+@click.option(
+    "--status-port", type=click.IntRange(0, 65535), help="Loopback status HTTP port (5001)."
+)
+@click.option("--group", help="Group name (default 'default').")
+@common_options
+@library_errors
+def sync(once: bool, **params: Any) -> None:
+    """Client: follow manifest URL(s), download, verify, place, seed, notify Jellyfin.
+
+    Files download into DOWNLOAD_DIR/.meshmedia/incomplete/, are verified, and
+    only then renamed to their path. With --once: one cycle, exit 0 when every
+    valid item is in place, else 1 with a summary.
+
+    \b
+    Example:
+      meshmedia sync --manifest-url http://192.168.1.10:5000/manifest/family.json \\
+        --download-dir ~/Videos/synced --jellyfin-url http://localhost:8096
+    """
+    from .sync_daemon import sync_forever, sync_once  # noqa: PLC0415 - keeps --help fast
+
+    config = build_config(params)
+    setup_logging(config.log_level)
+    if not config.manifest_urls:
+        raise click.UsageError("no manifest to follow: give --manifest-url or MANIFEST_URL")
+    if not once:
+        sync_forever(config)
+        return
+    summary = sync_once(config, sys.stderr, sys.stderr.isatty())
+    for line in summary.lines():
+        click.echo(line, err=not summary.ok)
+    if not summary.ok:
+        raise SystemExit(1)
+
+
+@cli.command()
 @click.option("--state-dir", type=click.Path(path_type=Path), help="State folder.")
 @click.option("--force", is_flag=True, help="Replace an existing key (clients must re-trust).")
 @library_errors
