@@ -277,7 +277,9 @@ class SyncClient:
             return
         remove_tree(staging)  # leftovers only: empty folders, an adoption's second link
         self._adopted.discard(ih)
-        log.info("placed %s", final)
+        status = self.engine.status(ih)
+        fetched = status.total_download if status else 0
+        log.info("placed %s (%d bytes downloaded by this process)", final, fetched)
         if self.notifier is not None:
             self.notifier.notify(final)
         self._save(ci, ItemState.PLACED, error=None, attempts=0)

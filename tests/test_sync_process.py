@@ -1,0 +1,327 @@
+"""`meshmedia sync` as a real process against a real `meshmedia serve` (or a plain
+`python -m http.server` for the earlier manifest format)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.helpers import free_port, meshmedia_command, random_file, wait_for
+
+MIB = 1 << 20
+NETWORK = ("--listen-host", "127.0.0.1", "--no-dht", "--no-lsd", "--no-upnp", "--no-natpmp")
+
+
+def _get_json(url: str) -> Any:
+    with urllib.request.urlopen(url, timeout=10) as answer:
+        return json.loads(answer.read())
+
+
+def _answers(url: str) -> Any:
+    try:
+        return _get_json(url)
+    except OSError:
+        return None
+
+
+class Daemon:
+    """A meshmedia child process with its log in a file; stopped by stop()."""
+
+    def __init__(self, base: Path, name: str) -> None:
+        self.base = base
+        self.log = base / f"{name}.log"
+        base.mkdir(parents=True, exist_ok=True)
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def spawn(self, *args: str) -> None:
+        with self.log.open("ab") as err:
+            self.proc = subprocess.Popen(
+                meshmedia_command(*args), stdout=subprocess.DEVNULL, stderr=err, cwd=self.base
+            )
+
+    @property
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def text(self) -> str:
+        return self.log.read_text(errors="replace") if self.log.exists() else ""
+
+    def stop(self, sig: int = signal.SIGTERM) -> int | None:
+        if self.proc is None:
+            return None
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=30)
+        code, self.proc = self.proc.returncode, None
+        return code
+
+
+class Curator(Daemon):
+    """`meshmedia serve` with one share folder (group default) on fixed ports."""
+
+    def __init__(self, base: Path, upload_limit: str = "0") -> None:
+        super().__init__(base, "serve")
+        self.share = base / "share"
+        self.share.mkdir(parents=True, exist_ok=True)
+        self.port, self.peer_port = free_port(), free_port()
+        self.upload_limit = upload_limit
+
+    @property
+    def manifest_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/manifest/default.json"
+
+    def start(self) -> None:
+        self.spawn(
+            "serve", "--share", f"default={self.share}", "--state-dir", str(self.base / "state"),
+            "--host", "127.0.0.1", "--port", str(self.port), "--listen-port", str(self.peer_port),
+            "--upload-limit", self.upload_limit, "--settle-time", "0.2", *NETWORK,
+        )  # fmt: skip
+        wait_for(lambda: _answers(f"http://127.0.0.1:{self.port}/"), timeout=60, interval=0.2)
+
+    def items(self) -> list[dict[str, Any]]:
+        return list((_answers(self.manifest_url) or {}).get("items", []))
+
+    def wait_items(self, count: int) -> list[dict[str, Any]]:
+        wait_for(lambda: len(self.items()) >= count, timeout=60, interval=0.2)
+        return self.items()
+
+
+class Client(Daemon):
+    """`meshmedia sync` with its own state dir, media folder and status port."""
+
+    def __init__(self, base: Path, urls: list[str]) -> None:
+        super().__init__(base, "sync")
+        self.media = base / "media"
+        self.status_port = free_port()
+        self.urls = urls
+
+    def args(self, *extra: str) -> list[str]:
+        urls = [arg for url in self.urls for arg in ("--manifest-url", url)]
+        return [
+            "sync", *urls, "--download-dir", str(self.media),
+            "--state-dir", str(self.base / "state"), "--listen-port", "0",
+            "--status-port", str(self.status_port), "--min-free", "0", "--interval", "2",
+            *NETWORK, *extra,
+        ]  # fmt: skip
+
+    def once(self, *extra: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            meshmedia_command(*self.args("--once", *extra)),
+            capture_output=True, text=True, timeout=timeout, check=False, cwd=self.base,
+        )  # fmt: skip
+
+    def start(self, *extra: str) -> None:
+        self.spawn(*self.args(*extra))
+
+    def status(self) -> dict[str, Any] | None:
+        return _answers(f"http://127.0.0.1:{self.status_port}/status")
+
+    def placed(self, path: str) -> bool:
+        items = (self.status() or {}).get("items", [])
+        return any(i["path"] == path and i["state"] == "placed" for i in items)
+
+
+@pytest.fixture
+def stop_later() -> Iterator[list[Daemon]]:
+    daemons: list[Daemon] = []
+    yield daemons
+    for daemon in daemons:
+        daemon.stop(signal.SIGKILL if daemon.alive else signal.SIGTERM)
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+class FinalPathWatcher(threading.Thread):
+    """Polls final paths; whenever one exists it must already be complete and verified."""
+
+    def __init__(self, expected: dict[Path, str]) -> None:
+        super().__init__(daemon=True)
+        self.expected = expected
+        self.stop = threading.Event()
+        self.seen: set[Path] = set()
+        self.violations: list[str] = []
+
+    def run(self) -> None:
+        while not self.stop.wait(0.02):
+            for path, digest in self.expected.items():
+                try:
+                    actual = sha256(path)
+                except OSError:
+                    continue
+                self.seen.add(path)
+                if actual != digest:
+                    self.violations.append(f"{path} existed with sha256 {actual}")
+
+
+def test_sync_once_places_byte_identical_files_only_when_complete(
+    tmp_path: Path, stop_later: list[Daemon]
+) -> None:
+    curator = Curator(tmp_path / "curator")
+    stop_later.append(curator)
+    random_file(curator.share / "Film.mkv", 6 * MIB, seed=1)
+    random_file(curator.share / "Show" / "e1.mkv", MIB, seed=2)
+    curator.start()
+    curator.wait_items(2)
+    client = Client(tmp_path / "client", [curator.manifest_url])
+    expected = {
+        client.media / "Film.mkv": sha256(curator.share / "Film.mkv"),
+        client.media / "Show" / "e1.mkv": sha256(curator.share / "Show" / "e1.mkv"),
+    }
+    watcher = FinalPathWatcher(expected)
+    watcher.start()
+    try:
+        result = client.once("--download-limit", "3M")
+    finally:
+        watcher.stop.set()
+        watcher.join(timeout=10)
+    assert result.returncode == 0, result.stderr
+    assert "2 in place" in result.stdout
+    for path, digest in expected.items():
+        assert sha256(path) == digest
+    assert watcher.seen == set(expected)
+    assert watcher.violations == []
+
+
+def test_earlier_format_from_a_plain_http_server(tmp_path: Path, stop_later: list[Daemon]) -> None:
+    curator = Curator(tmp_path / "curator")
+    stop_later.append(curator)
+    random_file(curator.share / "old.mkv", 2 * MIB, seed=3)
+    random_file(curator.share / "bad.mkv", MIB, seed=4)
+    curator.start()
+    items = {i["path"]: i for i in curator.wait_items(2)}
+    good, bad = items["old.mkv"], items["bad.mkv"]
+    wrong = "cd" * 32
+    site = tmp_path / "site"
+    site.mkdir()
+    old = {  # the webtorrent-cli era format: no version, no size, no xxh3
+        "group": "default",
+        "items": [
+            {"title": "Old", "torrent": good["torrent"], "path": "Movies/Old.mkv",
+             "sha256": good["sha256"]},
+            {"title": "Evil", "torrent": good["torrent"], "path": "../evil.mkv"},
+            {"title": "Abs", "torrent": good["torrent"], "path": "/tmp/abs.mkv"},
+            {"title": "Bad", "torrent": bad["torrent"], "path": "bad.mkv", "sha256": wrong},
+        ],
+    }  # fmt: skip
+    (site / "family.json").write_text(json.dumps(old))
+    port = free_port()
+    plain = subprocess.Popen(
+        [sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1"],
+        cwd=site, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        url = f"http://127.0.0.1:{port}/family.json"
+        wait_for(lambda: _answers(url), timeout=30, interval=0.1)
+        client = Client(tmp_path / "client", [url])
+        result = client.once()
+    finally:
+        plain.terminate()
+        plain.wait(timeout=30)
+    assert (client.media / "Movies" / "Old.mkv").read_bytes() == (
+        curator.share / "old.mkv"
+    ).read_bytes()
+    assert result.returncode == 1  # the wrong hash keeps one valid item out
+    assert not (client.media / "bad.mkv").exists()
+    assert wrong in result.stderr
+    assert bad["sha256"] in result.stderr
+    assert "../evil.mkv" in result.stderr
+    assert "/tmp/abs.mkv" in result.stderr
+    assert not (tmp_path / "client" / "evil.mkv").exists()
+    assert not Path("/tmp/abs.mkv").exists()
+
+
+def test_killed_mid_download_resumes_without_starting_over(
+    tmp_path: Path, stop_later: list[Daemon]
+) -> None:
+    curator = Curator(tmp_path / "curator")
+    stop_later.append(curator)
+    size = 8 * MIB
+    random_file(curator.share / "big.mkv", size, seed=5)
+    curator.start()
+    curator.wait_items(1)
+    client = Client(tmp_path / "client", [curator.manifest_url])
+    stop_later.append(client)
+    client.start("--download-limit", "1M")
+
+    def done() -> int:
+        torrents = ((client.status() or {}).get("engine") or {}).get("torrents", [])
+        return max((t["total_done"] for t in torrents), default=0)
+
+    wait_for(lambda: done() >= 3 * MIB, timeout=60, interval=0.2)
+    client.stop(signal.SIGKILL)
+    assert not (client.media / "big.mkv").exists()
+    result = client.once()
+    assert result.returncode == 0, result.stderr
+    assert (client.media / "big.mkv").read_bytes() == (curator.share / "big.mkv").read_bytes()
+    fetched = int(re.search(r"placed .*big\.mkv \((\d+) bytes", result.stderr).group(1))
+    assert fetched <= size - 2 * MIB, f"fetched {fetched} of {size} after the restart"
+
+
+def test_client_outlives_its_curator_and_syncs_when_it_is_back(
+    tmp_path: Path, stop_later: list[Daemon]
+) -> None:
+    curator = Curator(tmp_path / "curator")
+    stop_later.append(curator)
+    random_file(curator.share / "first.mkv", MIB, seed=6)
+    curator.start()
+    curator.wait_items(1)
+    client = Client(tmp_path / "client", [curator.manifest_url])
+    stop_later.append(client)
+    client.start()
+    wait_for(lambda: client.placed("first.mkv"), timeout=60, interval=0.2)
+    assert curator.stop() == 0
+    wait_for(lambda: client.text().count("manifest fetch failed") >= 2, timeout=30)
+    assert client.alive
+    random_file(curator.share / "second.mkv", MIB, seed=7)
+    curator.start()
+    wait_for(lambda: client.placed("second.mkv"), timeout=90, interval=0.2)
+    assert (client.media / "second.mkv").read_bytes() == (curator.share / "second.mkv").read_bytes()
+    assert client.stop() == 0
+
+
+@pytest.mark.timeout(280)
+def test_clients_share_pieces_with_each_other(tmp_path: Path, stop_later: list[Daemon]) -> None:
+    size = int(os.environ.get("MESHMEDIA_SWARM_SIZE", "60000000"))
+    curator = Curator(tmp_path / "curator", upload_limit="5M")
+    stop_later.append(curator)
+    random_file(curator.share / "big.mkv", size, seed=8)
+    curator.start()
+    curator.wait_items(1)
+
+    def run(names: list[str]) -> float:
+        clients = [Client(tmp_path / name, [curator.manifest_url]) for name in names]
+        stop_later.extend(clients)
+        start = time.monotonic()
+        for client in clients:
+            client.start()
+        wait_for(lambda: all(c.placed("big.mkv") for c in clients), timeout=240, interval=0.2)
+        elapsed = time.monotonic() - start
+        for client in clients:
+            assert client.stop() == 0
+            assert sha256(client.media / "big.mkv") == sha256(curator.share / "big.mkv")
+        return elapsed
+
+    alone = run(["solo"])
+    together = run(["a", "b", "c"])
+    ratio = together / alone
+    print(f"swarm: one client {alone:.1f} s, three clients {together:.1f} s, ratio {ratio:.2f}")
+    assert ratio < 2.2
