@@ -124,26 +124,31 @@ class IncrementalHasher:
     """
 
     def __init__(
-        self, path: Path, piece_size: int | None = None, *, lookahead: float = LOOKAHEAD
+        self, path: Path, piece_size: int | None = None, *, lookahead: float | None = None
     ) -> None:
         self.path = Path(path)
         self.bytes_read = 0
         self._fixed = piece_size
-        self._lookahead = lookahead
+        self._lookahead = LOOKAHEAD if lookahead is None else lookahead
         self._lock = threading.Lock()
         self._fd = -1
         self._whole: _WholeFile | None = None
         self._streams: dict[int, _Pieces] = {}
-        self._ring = [bytearray(CHUNK) for _ in range(RING)]
+        self._ring: list[bytearray] = []  # allocated while the file is open
         self._inflight: list[list[Future[None]]] = [[] for _ in range(RING)]
         self._slot = 0
         self._finishing = False
+        self._primary = 0
 
     # -- public --------------------------------------------------------------
     @property
     def hashed(self) -> int:
-        """Bytes of the file hashed (or handed to the hashing threads) so far."""
-        return self._whole.scheduled if self._whole else 0
+        """Bytes publish can reuse: read for the whole-file digests and for the SHA-1
+        pieces at the current piece size (handed to the hashing threads)."""
+        primary = self._streams.get(self._primary)
+        if self._whole is None or primary is None:
+            return 0
+        return min(self._whole.scheduled, primary.scheduled)
 
     def update(self) -> int:
         """Hash what is on disk now, until caught up with the file's size; return that size."""
@@ -185,7 +190,8 @@ class IncrementalHasher:
             raise PublishError(f"cannot read {self.path}: {exc.strerror}") from exc
         if self._fd >= 0:
             old = os.fstat(self._fd)
-            if (old.st_dev, old.st_ino) != (st.st_dev, st.st_ino) or st.st_size < self.hashed:
+            seen = self._whole.scheduled if self._whole else 0
+            if (old.st_dev, old.st_ino) != (st.st_dev, st.st_ino) or st.st_size < seen:
                 log.info("%s was replaced or truncated; hashing it again", self.path)
                 self._close()
         if self._fd < 0:
@@ -195,11 +201,12 @@ class IncrementalHasher:
                 raise PublishError(f"cannot read {self.path}: {exc.strerror}") from exc
             self._whole = _WholeFile()
             self._streams = {}
+            self._ring = [bytearray(CHUNK) for _ in range(RING)]
         return int(os.fstat(self._fd).st_size)
 
     def _plan(self, size: int, final: bool) -> _Pieces:
         """Keep the SHA-1 streams the size calls for: its piece size and maybe the next one."""
-        piece = self._fixed or piece_size_for(size)
+        piece = self._primary = self._fixed or piece_size_for(size)
         wanted = {piece}
         limit = step_limit(piece)
         if not final and not self._fixed and size > self._lookahead * limit and piece < MAX_PIECE:
@@ -284,7 +291,7 @@ class IncrementalHasher:
         consumers = [*self._streams.values(), *([self._whole] if self._whole else [])]
         for c in consumers:
             c.close()
-        self._streams, self._whole = {}, None
+        self._streams, self._whole, self._ring = {}, None, []
         if self._fd >= 0:
             os.close(self._fd)
             self._fd = -1

@@ -19,7 +19,7 @@ from typing import Any
 from .config import Config, Share
 from .engine import Engine
 from .errors import EngineError, ManifestError, PublishError
-from .manifest import Item, ManifestStore, check_relative_path, utc_now
+from .manifest import Item, ManifestStore, check_relative_path, utc_now, validate_item
 from .manifest_store import write_atomic
 from .sources import SourceHasher
 from .store import CatalogEntry, Store
@@ -173,7 +173,9 @@ class Publisher:
             ):
                 self._ensure_seeding(existing.info_hash, source)
                 log.debug("%s is already published as %s", source, existing.info_hash)
-                return Item(**existing.item)
+                item = validate_item(existing.item)
+                self._manifests.upsert(group, [item])  # no change, no new version
+                return item
             self._seed(built, source)
             item = Item(
                 title=title or _title_of(source),

@@ -81,6 +81,9 @@ def test_published_file_and_folder_download_byte_identical(
     assert (folder.path, folder.title, folder.sha256) == ("Show", "The Show", None)
     assert curator.manifests.get("default").version == 2
     assert set(curator.items()) == {"Films/Movie (2001).mkv", "Show"}
+    assert [f["path"] for f in folder.extra["files"]] == ["notes.txt", "s01/e01.mkv", "s01/e02.mkv"]
+    assert curator.publisher.publish(show, title="The Show") == folder  # a no-op
+    assert curator.manifests.get("default").version == 2
 
     with running(make_config(tmp_path, "client")) as client:
         dest = tmp_path / "downloads"
