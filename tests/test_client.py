@@ -232,14 +232,16 @@ def test_client_items_round_trip(tmp_path: Path) -> None:
 class Node:
     """A curator (in process) and a SyncClient with its own engine."""
 
-    def __init__(self, tmp_path: Path) -> None:
+    def __init__(self, tmp_path: Path, **client_config: Any) -> None:
         self.curator_config = make_config(tmp_path, "curator")
         self.share = self.curator_config.shares[0].path
         self.curator = Curator(self.curator_config, force_polling=True)
         self.curator.start()
         assert self.curator.server is not None
         self.url = self.curator.server.url.rstrip("/") + "/manifest/default.json"
-        self.config = make_config(tmp_path, "client", manifest_urls=(self.url,), interval=5)
+        self.config = make_config(
+            tmp_path, "client", manifest_urls=(self.url,), interval=5, **client_config
+        )
         self.media = self.config.download_dir
         self.store = Store.in_state_dir(self.config.state_dir)
         self.engine = Engine(self.config, self.store)
@@ -334,3 +336,26 @@ def test_items_gone_from_the_manifest_stop_seeding_and_are_kept(node: Node) -> N
     assert node.engine.status(item.info_hash or "") is None
     assert (node.media / "keep.bin").exists()
     assert node.client.items() == []
+
+
+def test_a_download_that_would_fill_the_disk_is_not_started(tmp_path: Path) -> None:
+    node = Node(tmp_path, min_free=1 << 60)
+    try:
+        item = node.publish("huge.bin", MIB)
+        node.sync()
+        state = node.state("huge.bin")
+        assert state.state == "paused"
+        assert "not enough disk space" in (state.error or "")
+        assert "--min-free" in (state.error or "")
+        assert node.engine.status(item.info_hash or "") is None
+    finally:
+        node.close()
+
+
+def test_progress_rows_render_rate_and_eta() -> None:
+    from meshmedia.progress import Row, render  # noqa: PLC0415
+
+    line = render(Row("Spirited Away (2001)", 512 * 1024, 1024 * 1024, 256 * 1024))
+    assert "50.0%" in line
+    assert "256.0 KiB/s" in line
+    assert "ETA 0:02" in line
