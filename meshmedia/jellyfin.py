@@ -35,11 +35,16 @@ PathMap = Iterable[tuple[str, str]]
 _KEY_RE = re.compile(r"^[\x21\x23-\x7e]+$")  # printable, no space, no '"': safe in the header
 _RETRY_STATUSES = {401, 403, 408, 429}  # plus every 5xx: "not now", keep the paths
 _HINTS = {
-    401: " unauthorized: check JELLYFIN_API_KEY (sent as Authorization: MediaBrowser Token)",
-    403: " forbidden: use an API key from Dashboard > API Keys",
-    404: " not found: an old Jellyfin or a wrong URL",
-    503: " the server is starting",
+    401: "unauthorized: check JELLYFIN_API_KEY, sent as Authorization: MediaBrowser Token",
+    403: "forbidden: use an API key from Dashboard > API Keys",
+    404: "not found: an old Jellyfin or a wrong URL",
+    503: "the server is starting",
 }
+
+
+def _reason(status: int) -> str:
+    hint = _HINTS.get(status)
+    return f"HTTP {status} ({hint})" if hint else f"HTTP {status}"
 
 
 def map_path(path: str, path_map: PathMap) -> str:
@@ -258,7 +263,7 @@ class JellyfinNotifier:
         status = answer.status_code
         if 200 <= status < 300:
             return _Outcome("ok")
-        reason = f"HTTP {status}" + _HINTS.get(status, "")
+        reason = _reason(status)
         if 300 <= status < 400:
             return _Outcome("retry", f"{reason}, redirected to {answer.headers.get('Location')}")
         if status in _RETRY_STATUSES or status >= 500:
@@ -315,8 +320,9 @@ class JellyfinCheck:
         """True when Jellyfin answers and takes our updates with this key."""
         return self.reachable and bool(self.key_ok) and self.problem is None
 
-    def describe(self) -> str:
-        """One line for `meshmedia doctor`."""
+    @property
+    def detail(self) -> str:
+        """One line for `meshmedia doctor`: who answered, and what is wrong if anything."""
         who = f"{self.product_name or 'unknown server'} {self.version or '?'}"
         if self.server_name:
             who += f" ({self.server_name})"
@@ -339,15 +345,15 @@ def check(url: str, api_key: str | None, timeout: float = 5.0) -> JellyfinCheck:
         if found.problem:
             return found
         try:
-            http.headers["Authorization"] = f'MediaBrowser Token="{api_key}"'
             _check_settings(base, api_key)
+            http.headers["Authorization"] = f'MediaBrowser Token="{api_key}"'
             answer = http.post(base + MEDIA_UPDATED, json={"Updates": []}, timeout=timeout)
         except (ConfigError, requests.RequestException) as exc:
             return dataclasses.replace(found, problem=str(exc))
     status = answer.status_code
     if 200 <= status < 300:
         return dataclasses.replace(found, key_ok=True)
-    reason = f"POST {MEDIA_UPDATED} answered HTTP {status}{_HINTS.get(status, '')}"
+    reason = f"POST {MEDIA_UPDATED} answered {_reason(status)}"
     key_ok = False if status in (401, 403) else None
     return dataclasses.replace(found, key_ok=key_ok, problem=reason)
 
@@ -360,7 +366,7 @@ def _public_info(http: requests.Session, base: str, timeout: float) -> JellyfinC
     except (requests.RequestException, ValueError) as exc:
         return JellyfinCheck(shown, False, problem=f"no answer from {PUBLIC_INFO}: {exc}")
     if not isinstance(info, dict):
-        reason = f"HTTP {answer.status_code}{_HINTS.get(answer.status_code, '')}"
+        reason = _reason(answer.status_code)
         return JellyfinCheck(shown, False, problem=f"{PUBLIC_INFO} answered {reason}")
     product = info.get("ProductName")
     return JellyfinCheck(

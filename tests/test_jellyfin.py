@@ -321,13 +321,13 @@ def test_the_stand_in_public_info_follows_the_schema(standin: JellyfinStandIn) -
 
 def test_check_names_the_server_and_accepts_the_key(standin: JellyfinStandIn) -> None:
     found = check(standin.url, KEY)
-    assert found.ok, found.describe()
+    assert found.ok, found.detail
     assert (found.server_name, found.version, found.product_name) == (
         "standin",
         "12.0.0",
         "Jellyfin Server",
     )
-    assert "API key accepted" in found.describe()
+    assert "API key accepted" in found.detail
     assert [r.path for r in standin.requests()] == ["/System/Info/Public", MEDIA_UPDATED]
     assert "authorization" not in standin.requests()[0].headers
 
@@ -335,7 +335,7 @@ def test_check_names_the_server_and_accepts_the_key(standin: JellyfinStandIn) ->
 def test_check_explains_what_is_wrong(standin: JellyfinStandIn) -> None:
     wrong = check(standin.url, "not-the-key")
     assert (wrong.reachable, wrong.key_ok, wrong.ok) == (True, False, False)
-    assert "401" in wrong.describe()
+    assert "401" in wrong.detail
     standin.mode = "no_media_updated"
     old = check(standin.url, KEY)
     assert old.key_ok is None
@@ -348,3 +348,10 @@ def test_check_explains_what_is_wrong(standin: JellyfinStandIn) -> None:
     assert not down.reachable
     assert down.problem
     assert check("http://127.0.0.1:1", None).problem
+
+
+def test_the_stand_in_accepts_legacy_forms_only_when_told_to(standin: JellyfinStandIn) -> None:
+    legacy = {"auth": None, "headers": {"X-Emby-Token": KEY}}
+    assert post(standin, GOOD, **legacy) == 401
+    standin.state.legacy_authorization = True  # Jellyfin 10.x's default
+    assert post(standin, GOOD, **legacy) == 204
