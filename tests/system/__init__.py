@@ -1,0 +1,1 @@
+"""System tests: many hosts on a real network in namespaces (need root)."""

@@ -1,0 +1,62 @@
+"""Fixtures for system tests: a lab network of namespaces, skipped where none can be made."""
+
+from __future__ import annotations
+
+import signal
+from collections.abc import Callable, Iterator
+from types import FrameType
+from typing import Any
+
+import pytest
+
+from tests.system.netlab import Network
+from tests.system.netns import NetlabError, unavailable_reason
+
+PREFIX = "mmlab"
+
+
+@pytest.fixture(scope="session")
+def netns_support() -> None:
+    """Skip (with the exact reason) where network namespaces cannot be made."""
+    reason = unavailable_reason(PREFIX)
+    if reason:
+        pytest.skip(reason)
+
+
+def _interrupt(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+@pytest.fixture
+def network_factory(netns_support: None) -> Iterator[Callable[..., Network]]:
+    """make(n_hosts=5, offload=False) -> an open Network, closed when the test ends.
+
+    While it runs, SIGTERM raises KeyboardInterrupt so that a killed test run still
+    tears its namespaces down."""
+    networks: list[Network] = []
+    previous = signal.signal(signal.SIGTERM, _interrupt)
+
+    def make(**kwargs: Any) -> Network:
+        net = Network(prefix=PREFIX, **kwargs)
+        net.__enter__()
+        networks.append(net)
+        return net
+
+    try:
+        yield make
+    finally:
+        errors = []
+        for net in reversed(networks):
+            try:
+                net.close()
+            except NetlabError as exc:
+                errors.append(exc)
+        signal.signal(signal.SIGTERM, previous)
+        if errors:
+            raise errors[0]
+
+
+@pytest.fixture
+def network(network_factory: Callable[..., Network]) -> Network:
+    """Five hosts (h0 meant as the curator, h1..h4 as clients) on one switch."""
+    return network_factory(n_hosts=5)
