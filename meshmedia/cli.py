@@ -138,6 +138,45 @@ def main() -> None:
 
 
 @cli.command()
+@click.option(
+    "--share",
+    "share",
+    multiple=True,
+    metavar="[GROUP=]DIR",
+    help="Drop folder to watch (repeatable; GROUP=DIR binds it to a group; default ~/share).",
+)
+@click.option("--group", help="Group of folders given without GROUP= (default 'default').")
+@click.option("--advertise-host", help="Address clients reach this curator's peer at.")
+@click.option(
+    "--settle-time",
+    type=click.FloatRange(min=0),
+    help="Seconds a file must stay quiet after it is closed before publishing (0.2).",
+)
+@click.option(
+    "--poll-quiet",
+    type=click.FloatRange(min=0, min_open=True),
+    help="Polling fallback: seconds size and mtime must stay unchanged (2).",
+)
+@common_options
+@http_options
+@library_errors
+def serve(**params: Any) -> None:
+    """Curator: watch the share folder(s), seed every file, serve the manifests over HTTP.
+
+    Runs until SIGTERM or Ctrl-C, then saves its state and exits 0.
+
+    \b
+    Example:
+      meshmedia serve --share family=~/share --host 0.0.0.0 --advertise-host 192.168.1.10
+    """
+    from .curator import serve as run_curator  # noqa: PLC0415 - keeps --help fast
+
+    config = build_config(params)
+    setup_logging(config.log_level)
+    run_curator(config)
+
+
+@cli.command()
 @click.option("--once", is_flag=True, help="One cycle: exit when every item is in place.")
 @click.option(
     "--manifest-url",

@@ -114,6 +114,8 @@ class Watcher:
         if force_polling is None:
             force_polling = os.environ.get(FORCE_POLLING_ENV, "") not in ("", "0")
         self._config = config
+        # Resolved, as the publisher's catalog is: event paths then compare equal.
+        self._shares = tuple(Share(s.group, s.path.resolve()) for s in config.shares)
         self._publisher = publisher
         self._force_polling = force_polling
         self._follow_interval = follow_interval
@@ -129,7 +131,7 @@ class Watcher:
     # -- life cycle ----------------------------------------------------------
     def start(self) -> None:
         """Start the observers (inotify, else polling) and reconcile with the catalog."""
-        for share in self._config.shares:
+        for share in self._shares:
             share.path.mkdir(parents=True, exist_ok=True)
         self._observer = self._start_observer()
         self._worker = threading.Thread(target=self._run, name="meshmedia-watcher", daemon=True)
@@ -155,7 +157,7 @@ class Watcher:
         return observer
 
     def _schedule(self, observer: BaseObserver) -> None:
-        for share in self._config.shares:
+        for share in self._shares:
             observer.schedule(_Handler(self._events, share), str(share.path), recursive=True)
 
     def close(self, timeout: float = 30.0) -> None:
@@ -299,6 +301,9 @@ class Watcher:
                 self._call("publish", self._publisher.publish, path, pending.share.group)
 
     def _call(self, what: str, func: Any, *args: Any) -> None:
+        """Call the publisher; one file's failure is one log line, never the end of the loop."""
+        if what != "follow":
+            log.debug("watcher: %s %s", what, " -> ".join(str(a) for a in args[:2]))
         try:
             func(*args)
         except Exception as exc:
@@ -311,7 +316,7 @@ class Watcher:
     def _reconcile(self) -> None:
         published = self._published_set()
         seen = 0
-        for share in self._config.shares:
+        for share in self._shares:
             for path in _walk(share.path):
                 seen += 1
                 if path not in self._pending:
@@ -320,7 +325,7 @@ class Watcher:
             for path in published:
                 if path.is_relative_to(share.path) and not path.is_file():
                     self._call("unpublish", self._publisher.unpublish, path)
-        log.info("reconciling %d file(s) in %d share folder(s)", seen, len(self._config.shares))
+        log.info("reconciling %d file(s) in %d share folder(s)", seen, len(self._shares))
 
     def _reconcile_due(self, path: Path) -> float:
         """Publish now, unless the file changed so recently that it may still be written."""

@@ -15,6 +15,10 @@ from pathlib import Path
 import pytest
 
 from meshmedia.config import Share
+from meshmedia.engine import Engine
+from meshmedia.manifest import ManifestStore
+from meshmedia.publisher import Publisher
+from meshmedia.store import Store
 from meshmedia.watcher import Watcher, is_temporary
 from tests.helpers import make_config, wait_for
 
@@ -235,3 +239,34 @@ def test_inotify_failure_falls_back_to_polling(
         wait_for(lambda: pub.names("publish") == ["late.mkv"], timeout=20)
     finally:
         watcher.close()
+
+
+def test_with_the_real_publisher(tmp_path: Path) -> None:
+    """Store + Engine + ManifestStore + Publisher: a write, a rename and a move, hashed once."""
+    config = make_config(tmp_path, shares=(Share("family", tmp_path / "share"),))
+    share = config.shares[0].path
+    (share / "Later").mkdir()
+    with Store.in_state_dir(config.state_dir) as store, Engine(config, store) as engine:
+        manifests = ManifestStore(config.state_dir / "manifests")
+        publisher = Publisher(config, store, engine, manifests)
+
+        def paths() -> set[str]:
+            return {item.path for item in manifests.get("family").items}
+
+        with Watcher(config, publisher) as watcher:
+            with (share / "a.mkv.part").open("wb") as out:
+                for _ in range(4):
+                    out.write(os.urandom(64_000))
+                    out.flush()
+                    time.sleep(0.1)
+            (share / "a.mkv.part").rename(share / "a.mkv")
+            wait_for(lambda: paths() == {"a.mkv"}, timeout=30)
+            assert watcher.wait_idle()
+            hashed = publisher.bytes_hashed
+            assert hashed >= 256_000
+
+            (share / "a.mkv").rename(share / "Later" / "a.mkv")
+            wait_for(lambda: paths() == {"Later/a.mkv"}, timeout=30)
+            assert watcher.wait_idle()
+            assert publisher.bytes_hashed == hashed  # the move read nothing again
+        publisher.close()
