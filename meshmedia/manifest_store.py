@@ -19,6 +19,7 @@ from pathlib import Path
 from .config import GROUP_RE
 from .errors import ManifestError
 from .manifest import Item, Manifest, parse_manifest, utc_now
+from .signing import SigningKey
 
 log = logging.getLogger(__name__)
 
@@ -55,9 +56,13 @@ def write_atomic(path: Path, data: bytes) -> None:
 class ManifestStore:
     """The manifests of every group, cached in memory, one `<group>.json` each on disk."""
 
-    def __init__(self, folder: Path) -> None:
-        """Use (and create) `folder`; files are read lazily, on first use."""
+    def __init__(self, folder: Path, signer: SigningKey | None = None) -> None:
+        """Use (and create) `folder`; files are read lazily, on first use.
+
+        With a `signer`, every version written carries its ed25519 signature.
+        """
         self.folder = Path(folder)
+        self._signer = signer
         self.folder.mkdir(parents=True, exist_ok=True)
         self._cache: dict[str, Manifest] = {}
         self._changed = threading.Condition(threading.Lock())
@@ -116,6 +121,8 @@ class ManifestStore:
         if tuple(items) == old.items:
             return old
         new = replace(old, version=old.version + 1, updated_at=utc_now(), items=tuple(items))
+        if self._signer is not None:
+            new = replace(new, extra={**new.extra, **self._signer.sign(new.to_json())})
         write_atomic(self._file(old.group), new.dumps())
         self._cache[old.group] = new
         self._changed.notify_all()

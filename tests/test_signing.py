@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import copy
+import json
 import os
 import stat
 from pathlib import Path
 
 import pytest
 
+from meshmedia.manifest import Item
+from meshmedia.manifest_store import ManifestStore
 from meshmedia.signing import (
     RollbackError,
     SignatureError,
@@ -106,3 +109,16 @@ def test_trust_on_first_use_pins_the_key(store: Store, caplog: pytest.LogCapture
         TrustPolicy(store).admit("src", other.sign(DOC))
     with pytest.raises(SignatureError, match="not signed"):
         TrustPolicy(store).admit("src", DOC)
+
+
+def test_manifest_store_signs_every_version(tmp_path: Path) -> None:
+    key = generate_key()
+    manifests = ManifestStore(tmp_path / "manifests", signer=key)
+    magnet = "magnet:?xt=urn:btih:" + "cd" * 20
+    manifests.upsert("family", [Item(title="A", torrent=magnet, path="a.mkv")])
+    second = manifests.upsert("family", [Item(title="B", torrent=magnet, path="b.mkv")])
+    on_disk = json.loads((tmp_path / "manifests" / "family.json").read_bytes())
+    assert on_disk["version"] == second.version == 2
+    verify(on_disk, key.public)
+    verify(json.loads(second.dumps()), key.public)
+    assert on_disk["signature"]["key"] == key.public_hex
