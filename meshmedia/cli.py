@@ -209,6 +209,11 @@ def serve(**params: Any) -> None:
     "--status-port", type=click.IntRange(0, 65535), help="Loopback status HTTP port (5001)."
 )
 @click.option("--group", help="Group name (default 'default').")
+@click.option(
+    "--trust",
+    metavar="PUBLIC_KEY",
+    help="Accept only manifests signed by this key (from `meshmedia keygen`).",
+)
 @common_options
 @library_errors
 def sync(once: bool, **params: Any) -> None:

@@ -47,6 +47,7 @@ from .placement import (
     renames_for,
     space_problem,
 )
+from .signing import RollbackError, SignatureError, TrustPolicy, parse_public_key
 from .store import ClientItem, Store
 from .torrentinfo import fetch_torrent, read_torrent, torrent_files
 
@@ -97,6 +98,7 @@ class SyncClient:
         self._adopted: set[str] = set()
         self._space_checked: set[str] = set()
         self.rejected: dict[str, list[str]] = {}
+        self.trust = TrustPolicy(store, parse_public_key(config.trust) if config.trust else None)
         engine.subscribe(self._events.put)
 
     # -- manifests -------------------------------------------------------------
@@ -115,6 +117,10 @@ class SyncClient:
         """
         try:
             manifest, rejected = parse_manifest(body)
+            self.trust.admit(url, json.loads(body))
+        except (SignatureError, RollbackError) as exc:
+            log.error("manifest %s refused, keeping the last good one: %s", url, exc)
+            return False
         except MeshmediaError as exc:
             log.error("manifest %s is unusable, keeping the last good one: %s", url, exc)
             return False

@@ -82,6 +82,9 @@ class Config:
             _check(getattr(self, name) >= 0, name, getattr(self, name), "a size of 0 or more")
         _check(self.interval > 0, "interval", self.interval, "a number of seconds above 0")
         _check(self.transport in TRANSPORTS, "transport", self.transport, "both, tcp or utp")
+        if self.trust is not None:
+            ok = len(self.trust) == 64 and all(c in "0123456789abcdefABCDEF" for c in self.trust)
+            _check(ok, "trust", self.trust, "an ed25519 public key as 64 hex digits")
         for url in self.manifest_urls:
             _check(url.startswith(("http://", "https://")), "manifest_url", url, "an http(s) URL")
 
