@@ -116,7 +116,10 @@ def test_cache_and_catalog_avoid_rehashing(tmp_path: Path) -> None:
     with running(config) as curator:  # a restart
         assert curator.publisher.published() == [path]
         assert curator.engine.status(first.info_hash or "") is not None
+        torrent_file = config.state_dir / "torrents" / f"{first.info_hash}.torrent"
+        torrent_file.unlink()  # a lost .torrent is rebuilt from the hash cache
         assert curator.publisher.publish(path) == first
+        assert curator.publisher.torrent_bytes(first.info_hash or "") == torrent_file.read_bytes()
         moved = path.parent.parent / "b" / "film.mkv"
         moved.parent.mkdir()
         path.rename(moved)
