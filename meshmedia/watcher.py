@@ -28,17 +28,16 @@ from watchdog.events import (
     FileModifiedEvent,
     FileMovedEvent,
     FileSystemEvent,
-    FileSystemEventHandler,
 )
-from watchdog.observers import Observer
 from watchdog.observers.api import BaseObserver
-from watchdog.observers.polling import PollingObserver
 
 from .config import Config, Share
+from .watch_fs import file_stat, is_temporary, start_observer, walk_files
+
+__all__ = ["FORCE_POLLING_ENV", "PublisherLike", "Watcher", "is_temporary"]
 
 log = logging.getLogger(__name__)
 
-TEMP_SUFFIXES = (".part", ".crdownload", ".tmp", "~")
 FORCE_POLLING_ENV = "MESHMEDIA_FORCE_POLLING"
 _STOP = object()
 
@@ -62,18 +61,6 @@ class PublisherLike(Protocol):
         """The source paths of every published file."""
 
 
-def is_temporary(path: Path, root: Path) -> bool:
-    """True for names a writer uses before the final rename (and for dot-files/folders)."""
-    try:
-        parts = path.relative_to(root).parts
-    except ValueError:
-        return True
-    if not parts:
-        return True
-    # Dot-files and dot-folders cover rsync's `.name.XXXXXX` as well.
-    return any(p.startswith(".") for p in parts) or parts[-1].lower().endswith(TEMP_SUFFIXES)
-
-
 @dataclass
 class _Pending:
     """A file waiting to be published: `due` None means "wait for the close"."""
@@ -82,18 +69,6 @@ class _Pending:
     due: float | None
     stat: tuple[int, int] | None = None
     followed: float = 0.0
-
-
-class _Handler(FileSystemEventHandler):
-    """Runs on watchdog's thread: only hands events to the worker's queue."""
-
-    def __init__(self, events: queue.Queue[Any], share: Share) -> None:
-        self._events = events
-        self._share = share
-
-    def on_any_event(self, event: FileSystemEvent) -> None:
-        """Queue the event with the share it belongs to."""
-        self._events.put((self._share, event))
 
 
 class Watcher:
@@ -133,32 +108,15 @@ class Watcher:
         """Start the observers (inotify, else polling) and reconcile with the catalog."""
         for share in self._shares:
             share.path.mkdir(parents=True, exist_ok=True)
-        self._observer = self._start_observer()
+        self._observer, self.polling = start_observer(
+            self._shares,
+            self._events,
+            force_polling=self._force_polling,
+            poll_interval=self._poll_interval,
+        )
         self._worker = threading.Thread(target=self._run, name="meshmedia-watcher", daemon=True)
         self._worker.start()
-        self._put("reconcile")
-
-    def _start_observer(self) -> BaseObserver:
-        if not self._force_polling:
-            observer = Observer()
-            try:
-                self._schedule(observer)
-                observer.start()
-            except OSError as exc:
-                log.warning("inotify unavailable (%s); falling back to polling", exc)
-                observer.unschedule_all()
-            else:
-                return observer
-        self.polling = True
-        observer = PollingObserver(timeout=self._poll_interval)
-        self._schedule(observer)
-        observer.start()
-        log.info("polling share folders every %.1f s", self._poll_interval)
-        return observer
-
-    def _schedule(self, observer: BaseObserver) -> None:
-        for share in self._shares:
-            observer.schedule(_Handler(self._events, share), str(share.path), recursive=True)
+        self._events.put("reconcile")
 
     def close(self, timeout: float = 30.0) -> None:
         """Stop watching; a publish under way is finished first."""
@@ -188,9 +146,6 @@ class Watcher:
                     return False
                 self._idle.wait(min(left, 0.1))
         return True
-
-    def _put(self, item: Any) -> None:
-        self._events.put(item)
 
     # -- worker --------------------------------------------------------------
     def _run(self) -> None:
@@ -226,6 +181,8 @@ class Watcher:
             dest = Path(os.fsdecode(event.dest_path))
             if isinstance(event, FileMovedEvent):
                 self._on_moved(share, src, dest)
+            else:
+                self._on_dir_moved(share, src, dest)
             return
         if isinstance(event, DirDeletedEvent):
             self._on_dir_deleted(src)
@@ -234,7 +191,11 @@ class Watcher:
             return
         if isinstance(event, FileDeletedEvent):
             self._pending.pop(src, None)
-            self._call("unpublish", self._publisher.unpublish, src)
+            owner = self._owner(src)
+            if owner is not None:
+                self._settle(share, owner)
+            else:
+                self._call("unpublish", self._publisher.unpublish, src)
         elif self.polling and isinstance(event, (FileCreatedEvent, FileModifiedEvent)):
             self._wait_quiet(share, src)
         elif isinstance(event, FileCreatedEvent):
@@ -260,22 +221,30 @@ class Watcher:
 
     def _wait_quiet(self, share: Share, path: Path) -> None:
         self._pending[path] = _Pending(
-            share, time.monotonic() + self._config.poll_quiet, _stat(path)
+            share, time.monotonic() + self._config.poll_quiet, file_stat(path)
         )
 
     def _on_moved(self, share: Share, src: Path, dest: Path) -> None:
         src_temp = is_temporary(src, share.path)
+        self._pending.pop(src, None)
+        published = self._published_set()
+        src_owner = None if src_temp else self._owner(src, published)
+        if src_owner is not None:
+            self._settle(share, src_owner)  # the file left (or moved inside) a folder item
         dest_temp = is_temporary(dest, share.path)
-        pending = self._pending.pop(src, None)
-        if dest_temp:
-            if not src_temp:
-                self._call("unpublish", self._publisher.unpublish, src)
+        if src in published and not dest_temp and self._owner(dest, published) is None:
+            self._call("move", self._publisher.moved, src, dest)
             return
-        if src_temp or pending is not None or src not in self._published_set():
+        if src in published:
+            self._call("unpublish", self._publisher.unpublish, src)
+        if not dest_temp:
             # A rename to the final name means the writer is done with it.
             self._settle(share, dest)
-            return
-        self._call("move", self._publisher.moved, src, dest)
+
+    def _on_dir_moved(self, share: Share, src: Path, dest: Path) -> None:
+        """A folder item moved as a whole; its files' own move events follow and are no-ops."""
+        if src in self._published_set() and not is_temporary(dest, share.path):
+            self._call("move", self._publisher.moved, src, dest)
 
     def _on_dir_deleted(self, folder: Path) -> None:
         for path in [p for p in self._pending if p.is_relative_to(folder)]:
@@ -286,19 +255,31 @@ class Watcher:
 
     def _run_due(self) -> None:
         now = time.monotonic()
+        targets: dict[Path, str] = {}
         for path, pending in list(self._pending.items()):
             if pending.due is None or pending.due > now:
                 continue
-            stat = _stat(path)
+            stat = file_stat(path)
             if stat is None:
                 del self._pending[path]
             elif pending.stat is not None and stat != pending.stat:
                 pending.stat, pending.due = stat, now + self._config.poll_quiet
-            elif stat[0] == 0 and not self.polling:
+            elif stat[0] == 0 and not self.polling and not path.is_dir():
                 pending.due = None  # created empty: wait for the writes and the close
             else:
                 del self._pending[path]
-                self._call("publish", self._publisher.publish, path, pending.share.group)
+                targets[path] = pending.share.group
+        published = self._published_set() if targets else set()
+        # A file inside a published folder item republishes the folder, once per round.
+        for target, group in {
+            self._owner(p, published) or p: g for p, g in targets.items()
+        }.items():
+            self._call("publish", self._publisher.publish, target, group)
+
+    def _owner(self, path: Path, published: set[Path] | None = None) -> Path | None:
+        """The published folder item (POST /seed of a folder) that holds `path`, if any."""
+        published = self._published_set() if published is None else published
+        return next((p for p in path.parents if p in published), None)
 
     def _call(self, what: str, func: Any, *args: Any) -> None:
         """Call the publisher; one file's failure is one log line, never the end of the loop."""
@@ -317,13 +298,13 @@ class Watcher:
         published = self._published_set()
         seen = 0
         for share in self._shares:
-            for path in _walk(share.path):
+            for path in walk_files(share.path):
                 seen += 1
                 if path not in self._pending:
                     self._wait_quiet(share, path)
                     self._pending[path].due = self._reconcile_due(path)
             for path in published:
-                if path.is_relative_to(share.path) and not path.is_file():
+                if path.is_relative_to(share.path) and not path.exists():
                     self._call("unpublish", self._publisher.unpublish, path)
         log.info("reconciling %d file(s) in %d share folder(s)", seen, len(self._shares))
 
@@ -335,21 +316,3 @@ class Watcher:
             return time.monotonic()
         wait = self._config.poll_quiet - age
         return time.monotonic() + max(0.0, wait)
-
-
-def _stat(path: Path) -> tuple[int, int] | None:
-    try:
-        st = path.stat()
-    except OSError:
-        return None
-    return st.st_size, st.st_mtime_ns
-
-
-def _walk(root: Path) -> Iterable[Path]:
-    """Every regular file under root with a final (non-temporary) name."""
-    for folder, dirs, files in os.walk(root):
-        dirs[:] = [d for d in dirs if not d.startswith(".")]
-        for name in files:
-            path = Path(folder) / name
-            if not is_temporary(path, root) and path.is_file():
-                yield path

@@ -20,7 +20,7 @@ from meshmedia.manifest import ManifestStore
 from meshmedia.publisher import Publisher
 from meshmedia.store import Store
 from meshmedia.watcher import Watcher, is_temporary
-from tests.helpers import make_config, wait_for
+from tests.helpers import make_config, random_file, wait_for
 
 
 class RecordingPublisher:
@@ -209,6 +209,29 @@ def test_reconcile_at_start(tmp_path: Path, share: Path, mode: str) -> None:
     assert pub.names("unpublish") == ["gone.mkv"]
 
 
+def test_folder_items_are_republished_as_a_whole(
+    share: Path, pub: RecordingPublisher, watcher: Watcher
+) -> None:
+    """A folder published as one item (POST /seed) is never split into file items."""
+    series = share / "Series"
+    pub.catalog.add(series)  # as if POST /seed had published the folder
+    series.mkdir()
+    (series / "e1.mkv").write_bytes(b"1" * 100)
+    wait_for(lambda: pub.names("publish"), timeout=20)
+    assert watcher.wait_idle()
+    (series / "e2.mkv").write_bytes(b"2" * 100)
+    wait_for(lambda: len(pub.names("publish")) >= 2, timeout=20)
+    (series / "e1.mkv").unlink()
+    wait_for(lambda: len(pub.names("publish")) >= 3, timeout=20)
+    assert watcher.wait_idle()
+    assert set(pub.names("publish")) == {"Series"}
+    assert pub.names("unpublish") == []
+    series.rename(share / "Show")
+    wait_for(lambda: ("moved", "Series", "Show") in pub.calls, timeout=20)
+    assert watcher.wait_idle()
+    assert pub.catalog == {share / "Show"}
+
+
 def test_one_failure_does_not_stop_the_watcher(tmp_path: Path, share: Path) -> None:
     pub = RecordingPublisher(fail_on="bad.mkv")
     w = start_watcher(tmp_path, share, pub, "inotify")
@@ -249,9 +272,15 @@ def test_with_the_real_publisher(tmp_path: Path) -> None:
     with Store.in_state_dir(config.state_dir) as store, Engine(config, store) as engine:
         manifests = ManifestStore(config.state_dir / "manifests")
         publisher = Publisher(config, store, engine, manifests)
+        random_file(share / "Series" / "e1.mkv", 20_000)
+        publisher.publish(share / "Series")  # a folder item, as POST /seed makes
 
         def paths() -> set[str]:
-            return {item.path for item in manifests.get("family").items}
+            return {item.path for item in manifests.get("family").items} - {"Series"}
+
+        def series_files() -> list[str]:
+            items = {item.path: item for item in manifests.get("family").items}
+            return [f["path"] for f in items["Series"].extra.get("files", [])]
 
         with Watcher(config, publisher) as watcher:
             with (share / "a.mkv.part").open("wb") as out:
@@ -269,4 +298,9 @@ def test_with_the_real_publisher(tmp_path: Path) -> None:
             wait_for(lambda: paths() == {"Later/a.mkv"}, timeout=30)
             assert watcher.wait_idle()
             assert publisher.bytes_hashed == hashed  # the move read nothing again
+
+            random_file(share / "Series" / "e2.mkv", 20_000)
+            wait_for(lambda: series_files() == ["e1.mkv", "e2.mkv"], timeout=30)
+            assert watcher.wait_idle()
+            assert paths() == {"Later/a.mkv"}  # no file item split off the folder
         publisher.close()
