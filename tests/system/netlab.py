@@ -154,18 +154,8 @@ class Network:
         ip("netns", "add", sw)
         in_netns(sw, "sh", "-c", "echo 1 > /proc/sys/net/ipv6/conf/all/disable_ipv6")
         ip("link", "set", "lo", "up", netns=sw)
-        ip(
-            "link",
-            "add",
-            "br0",
-            "type",
-            "bridge",
-            "stp_state",
-            "0",
-            "mcast_snooping",
-            "0",
-            netns=sw,
-        )
+        bridge = ("type", "bridge", "stp_state", "0", "mcast_snooping", "0")
+        ip("link", "add", "br0", *bridge, netns=sw)
         ip("link", "set", "br0", "up", netns=sw)
         for host in self.hosts:
             self._add_host(host)
@@ -181,6 +171,7 @@ class Network:
         ip("addr", "add", f"{host.address}/24", "dev", "eth0", netns=ns)
         ip("link", "set", "lo", "up", netns=ns)
         ip("link", "set", "eth0", "up", netns=ns)
+        ip("route", "add", "224.0.0.0/4", "dev", "eth0", netns=ns)  # LSD multicast
         ip("link", "set", host.port, "master", "br0", "up", netns=sw)
 
     def impair(
@@ -192,7 +183,8 @@ class Network:
     ) -> None:
         """Delay by `delay_ms` and drop with probability `loss` every frame that `hosts`
         (default: all) send, as `tc netem` on their eth0 would; 0, 0 clears them.
-        Frames in flight while the switch changes are lost (TCP recovers)."""
+        Other hosts keep their settings. The switch restarts on each call: frames in
+        flight then are lost (TCP recovers). `seed` makes the losses repeatable."""
         if delay_ms < 0 or not 0.0 <= loss < 1.0:
             raise ValueError("delay_ms must be >= 0 and loss in [0, 1)")
         for host in hosts if hosts is not None else self.hosts:
