@@ -138,17 +138,17 @@ class IncrementalHasher:
         self._inflight: list[list[Future[None]]] = [[] for _ in range(RING)]
         self._slot = 0
         self._finishing = False
-        self._primary = 0
 
     # -- public --------------------------------------------------------------
     @property
     def hashed(self) -> int:
         """Bytes publish can reuse: read for the whole-file digests and for the SHA-1
         pieces at the current piece size (handed to the hashing threads)."""
-        primary = self._streams.get(self._primary)
-        if self._whole is None or primary is None:
+        whole = self._whole
+        if whole is None:
             return 0
-        return min(self._whole.scheduled, primary.scheduled)
+        primary = self._streams.get(self._fixed or piece_size_for(whole.scheduled))
+        return min(whole.scheduled, primary.scheduled) if primary else 0
 
     def update(self) -> int:
         """Hash what is on disk now, until caught up with the file's size; return that size."""
@@ -206,7 +206,7 @@ class IncrementalHasher:
 
     def _plan(self, size: int, final: bool) -> _Pieces:
         """Keep the SHA-1 streams the size calls for: its piece size and maybe the next one."""
-        piece = self._primary = self._fixed or piece_size_for(size)
+        piece = self._fixed or piece_size_for(size)
         wanted = {piece}
         limit = step_limit(piece)
         if not final and not self._fixed and size > self._lookahead * limit and piece < MAX_PIECE:
