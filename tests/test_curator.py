@@ -7,6 +7,7 @@ import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import time
 import urllib.error
@@ -199,3 +200,19 @@ def test_restart_reconciles_and_sigterm_exits_zero(tmp_path: Path) -> None:
         assert items["kept.mkv"]["sha256"] == sha256(kept)
         assert curator.stop() == 0
         assert "Traceback" not in curator.log_text()
+
+
+def test_busy_http_port_is_one_clear_line(tmp_path: Path) -> None:
+    curator = CuratorProcess(tmp_path / "c")
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", curator.port))
+        try:
+            curator.start()
+        except AssertionError as exc:
+            message = str(exc)
+        else:
+            curator.kill()
+            pytest.fail("serve started on a busy port")
+    assert "serve exited 2" in message
+    assert f"cannot listen on 127.0.0.1:{curator.port}" in message
+    assert "Traceback" not in message
