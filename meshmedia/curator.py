@@ -18,6 +18,7 @@ from .engine import Engine, install_signal_handlers
 from .manifest_store import ManifestStore
 from .publisher import Publisher
 from .server import ManifestServer
+from .signing import load_key
 from .store import Store
 from .token import load_or_create_token, token_path
 from .watcher import Watcher
@@ -47,7 +48,12 @@ class Curator:
             self._stack.callback(store.close)
             self.engine = engine = Engine(config, store)
             self._stack.callback(engine.close)
-            self.manifests = manifests = ManifestStore(Path(config.state_dir) / "manifests")
+            signer = load_key(Path(config.state_dir))
+            if signer is not None:
+                log.info("signing manifests with key %s", signer.public_hex)
+            self.manifests = manifests = ManifestStore(
+                Path(config.state_dir) / "manifests", signer=signer
+            )
             self.publisher = publisher = Publisher(config, store, engine, manifests)
             self._stack.callback(publisher.close)
             token = load_or_create_token(config)
