@@ -32,7 +32,9 @@ def test_legacy_env_names_and_sizes(tmp_path: Path) -> None:
 
 def test_flags_beat_environment_beat_env_file(tmp_path: Path) -> None:
     env_file = tmp_path / ".env"
-    env_file.write_text("# comment\nexport GROUP=fromfile\nMESHMEDIA_PORT='6000'\nSYNC_INTERVAL=7\n")
+    env_file.write_text(
+        "# comment\nexport GROUP=fromfile\nMESHMEDIA_PORT='6000'\nSYNC_INTERVAL=7\n"
+    )
     config = load_config({"port": 7000}, {"GROUP": "fromenv"}, env_file)
     assert (config.group, config.port, config.interval) == ("fromenv", 7000, 7.0)
 
