@@ -199,6 +199,7 @@ class Publisher:
             )
             if existing is not None and existing.info_hash != built.info_hash:
                 self._release(existing.info_hash)
+        self._hasher.drop(source)  # a follow() that raced with this publish
         log.info("published %s as %s in %s (%s)", source, item_path, group, built.info_hash)
         return item
 
