@@ -131,23 +131,25 @@ class ManifestStore:
 
     def upsert(self, group: str, items: Iterable[Item]) -> Manifest:
         """Merge `items` by path: replace the item at the same path, append new ones."""
+        return self.update(group, items)
+
+    def remove(self, group: str, paths: Iterable[str]) -> Manifest:
+        """Drop the items at `paths` (unknown paths are ignored)."""
+        return self.update(group, (), paths)
+
+    def update(self, group: str, items: Iterable[Item], remove: Iterable[str] = ()) -> Manifest:
+        """Drop the items at `remove` and merge `items` by path, in one new version.
+
+        One version for both keeps a move from ever showing neither path.
+        """
+        gone = set(remove)
         with self._changed:
             old = self._load(check_group(group))
-            merged = {item.path: item for item in old.items}
+            merged = {item.path: item for item in old.items if item.path not in gone}
             for item in items:
                 previous = merged.get(item.path)
                 merged[item.path] = _with_added_at(item, previous)
             return self._commit(old, list(merged.values()))
-
-    def remove(self, group: str, paths: Iterable[str]) -> Manifest:
-        """Drop the items at `paths` (unknown paths are ignored)."""
-        gone = set(paths)
-        with self._changed:
-            old = self._load(check_group(group))
-            kept = [item for item in old.items if item.path not in gone]
-            if len(kept) == len(old.items):
-                return old
-            return self._commit(old, kept)
 
     def replace(self, group: str, items: Iterable[Item]) -> Manifest:
         """Make `items` the whole item list (added_at kept for paths already listed)."""

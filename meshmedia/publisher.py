@@ -153,6 +153,8 @@ class Publisher:
         title: str | None,
         dest_path: str | None,
         added_at: str | None,
+        *,
+        replaces: str | None = None,
     ) -> Item:
         source = path.resolve()
         share = self.share_for(source)
@@ -192,7 +194,8 @@ class Publisher:
                 added_at=added_at or utc_now(),
                 extra=_folder_extra(files) if source.is_dir() else {},
             )
-            manifest = self._manifests.upsert(group, [item])
+            gone = [replaces] if replaces and replaces != item_path else []
+            manifest = self._manifests.update(group, [item], gone)
             item = manifest.item_for(item_path) or item
             self._store.save_catalog(
                 CatalogEntry(group, item_path, built.info_hash, str(source), item.to_json())
@@ -244,10 +247,13 @@ class Publisher:
         if custom_title == _title_of(old_source):
             custom_title = None
         self._store.delete_catalog(entry.group, entry.path)
-        if custom_path is None:
-            self._manifests.remove(entry.group, [entry.path])
         self._publish(
-            new_source, entry.group, custom_title, custom_path, entry.item.get("added_at")
+            new_source,
+            entry.group,
+            custom_title,
+            custom_path,
+            entry.item.get("added_at"),
+            replaces=entry.path if custom_path is None else None,
         )
         self._release(entry.info_hash)
 

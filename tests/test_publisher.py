@@ -123,8 +123,11 @@ def test_cache_and_catalog_avoid_rehashing(tmp_path: Path) -> None:
         moved = path.parent.parent / "b" / "film.mkv"
         moved.parent.mkdir()
         path.rename(moved)
+        before = curator.manifests.get("default").version
         curator.publisher.moved(path, moved)
         assert curator.publisher.bytes_hashed == 0
+        # one new version: no reader ever sees a manifest with neither path
+        assert curator.manifests.get("default").version == before + 1
         assert set(curator.items()) == {"b/film.mkv"}
         item = curator.items()["b/film.mkv"]
         assert (item["sha256"], item["added_at"]) == (first.sha256, first.added_at)
