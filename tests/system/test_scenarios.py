@@ -1,0 +1,190 @@
+"""Issue 7's scenarios: one curator and four clients, each in its own network namespace.
+
+Real `python -m meshmedia serve/sync` processes on the lab network (h0 the
+curator, h1..h4 the clients). Every scenario ends with the file byte-identical
+at its final path on every client. Reasons and measurements:
+native_notes/system-tests.md.
+"""
+
+from __future__ import annotations
+
+import re
+import signal
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import random_file
+from tests.system.netlab import Network
+from tests.system.nodes import (
+    QUIET,
+    ClientNode,
+    CuratorNode,
+    assert_identical,
+    sha256,
+    tails,
+    wait_until,
+)
+
+pytestmark = pytest.mark.system
+
+MIB = 1 << 20
+
+
+def publish(curator: CuratorNode, size: int, name: str = "film.mkv") -> tuple[str, str]:
+    """Drop a random file into the share, start the curator; (item path, SHA-256)."""
+    digest = sha256(random_file(curator.share / name, size, seed=size))
+    curator.start()
+    item = curator.wait_items(1)[0]
+    assert item["sha256"] == digest
+    return item["path"], digest
+
+
+def clients_of(
+    network: Network, tmp_path: Path, curator: CuratorNode, *extra: str
+) -> list[ClientNode]:
+    """A client (not started) in each of h1..h4, with its own folders."""
+    return [
+        ClientNode(host, tmp_path / f"client{host.index}", curator.manifest_url, *extra)
+        for host in network.hosts[1:]
+    ]
+
+
+def wait_placed(
+    clients: list[ClientNode], path: str, timeout: float, others: list[CuratorNode]
+) -> float:
+    """Wait until every client has placed `path`; returns the seconds it took."""
+    start = time.monotonic()
+    wait_until(
+        lambda: all(client.placed(path) for client in clients),
+        timeout,
+        f"{path} placed on {[c.host.name for c in clients]}",
+        [*others, *clients],
+    )
+    return time.monotonic() - start
+
+
+def test_100_mb_reaches_four_clients_who_serve_each_other(network: Network, tmp_path: Path) -> None:
+    size = 100 * MIB
+    curator = CuratorNode(network.hosts[0], tmp_path / "curator", "--upload-limit", "10M", *QUIET)
+    path, digest = publish(curator, size)
+
+    solo = ClientNode(network.hosts[1], tmp_path / "solo", curator.manifest_url, *QUIET)
+    solo.start()
+    alone = wait_placed([solo], path, 180, [curator])
+    assert_identical([solo], path, digest)
+    solo.stop()
+
+    before = curator.uploaded()
+    clients = clients_of(network, tmp_path, curator, *QUIET)
+    for client in clients:
+        client.start()
+    together = wait_placed(clients, path, 300, [curator])
+    assert_identical(clients, path, digest)
+    from_curator = curator.uploaded() - before
+    counters = [client.counters() for client in clients]
+    from_clients = sum(up for _down, up in counters)
+    print(
+        f"\n100 MiB, curator upload 10 MiB/s: one client alone {alone:.1f} s, four clients "
+        f"{together:.1f} s, ratio {together / alone:.2f}; curator sent {from_curator / size:.2f} "
+        f"copies, the clients {from_clients / size:.2f} (down/up MiB per client: "
+        f"{[(d // MIB, u // MIB) for d, u in counters]})"
+    )
+    # Four copies arrived; the clients must have served at least two of them to each
+    # other, so the curator's limited uplink carried at most two (ratio under 2).
+    assert from_clients >= 2 * size, tails([curator, *clients])
+    assert all(up > 0 for _down, up in counters), counters
+
+
+def test_clients_complete_after_the_curator_is_killed(network: Network, tmp_path: Path) -> None:
+    size = 16 * MIB
+    curator = CuratorNode(network.hosts[0], tmp_path / "curator", "--upload-limit", "2M", *QUIET)
+    path, digest = publish(curator, size)
+    # Clients upload at a quarter of the curator's rate, so every piece exists among
+    # them while each still has only about half.
+    clients = clients_of(network, tmp_path, curator, "--upload-limit", "512K", *QUIET)
+    for client in clients:
+        client.start()
+
+    def every_piece_among_clients() -> bool:
+        saved = [client.saved_pieces() for client in clients]
+        total = max(count for _have, count in saved)
+        return total > 0 and len(set().union(*(have for have, _ in saved))) == total
+
+    wait_until(every_piece_among_clients, 120, "every piece among the clients", [curator, *clients])
+    curator.stop(signal.SIGKILL)
+    progress = [client.progress() for client in clients]
+    print(f"\ncurator killed with the clients at {[f'{p:.0%}' for p in progress]}")
+    wait_placed(clients, path, 180, [curator])
+    assert_identical(clients, path, digest)
+
+
+def test_all_complete_over_50_ms_and_1_percent_loss(network: Network, tmp_path: Path) -> None:
+    network.impair(delay_ms=50, loss=0.01, seed=7)
+    curator = CuratorNode(network.hosts[0], tmp_path / "curator", *QUIET)
+    path, digest = publish(curator, 8 * MIB)
+    clients = clients_of(network, tmp_path, curator, *QUIET)
+    for client in clients:
+        client.start()
+    took = wait_placed(clients, path, 240, [curator])
+    print(f"\n8 MiB to four clients over 50 ms / 1 % loss links: {took:.1f} s")
+    assert_identical(clients, path, digest)
+
+
+def test_a_client_cut_off_for_20_s_completes(network: Network, tmp_path: Path) -> None:
+    curator = CuratorNode(network.hosts[0], tmp_path / "curator", "--upload-limit", "2M", *QUIET)
+    path, digest = publish(curator, 16 * MIB)
+    clients = clients_of(network, tmp_path, curator, *QUIET)
+    victim = clients[-1]
+    for client in clients:
+        client.start()
+    wait_until(lambda: victim.progress() >= 0.1, 120, "10 % on the victim", [curator, *clients])
+    network.link_down(victim.host)
+    cut_at = victim.progress()
+    assert cut_at < 1.0, "the download ended before the cut"
+    time.sleep(20)
+    assert not victim.placed(path), "placed while cut off?"
+    network.link_up(victim.host)
+    took = wait_placed([victim], path, 180, [curator, *clients])
+    print(f"\ncut off at {cut_at:.0%} for 20 s; complete {took:.1f} s after the link came back")
+    wait_placed(clients, path, 60, [curator])
+    assert_identical(clients, path, digest)
+
+
+def _manifest_gets(curator: CuratorNode, address: str, after: int) -> int:
+    """How many manifest GETs from `address` the curator's log holds past offset `after`."""
+    text = curator.log.read_text(errors="replace")[after:]
+    return len(re.findall(rf'{re.escape(address)} "GET /manifest/default\.json', text))
+
+
+def test_curator_restart_changes_nothing(network: Network, tmp_path: Path) -> None:
+    curator = CuratorNode(network.hosts[0], tmp_path / "curator", "--log-level", "DEBUG", *QUIET)
+    path, digest = publish(curator, 8 * MIB)
+    clients = clients_of(network, tmp_path, curator, *QUIET)
+    for client in clients:
+        client.start()
+    wait_placed(clients, path, 120, [curator])
+    manifest = curator.manifest()
+    downloaded = [client.counters()[0] for client in clients]
+    client_logs = [len(client.log.read_text()) for client in clients]
+
+    assert curator.stop() == 0, curator.tail()
+    offset = len(curator.log.read_text(errors="replace"))
+    curator.start()
+    # Each client has asked twice since the restart: any change would have been planned.
+    wait_until(
+        lambda: all(_manifest_gets(curator, c.host.address, offset) >= 2 for c in clients),
+        60,
+        "two manifest requests from every client after the restart",
+        [curator, *clients],
+    )
+    assert curator.manifest() == manifest
+    assert [client.counters()[0] for client in clients] == downloaded
+    assert curator.uploaded() == 0, curator.get("/status")
+    for client, start in zip(clients, client_logs, strict=True):
+        assert client.placed(path), client.tail()
+        later = client.log.read_text()[start:]
+        assert "downloading" not in later, client.tail()
+        assert "adopting" not in later, client.tail()
+    assert_identical(clients, path, digest)
