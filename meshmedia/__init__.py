@@ -7,6 +7,8 @@ verify and place each file atomically, and keep seeding to each other.
 
 from __future__ import annotations
 
+import importlib
+
 __version__ = "0.1.0"
 
 from .config import Config, Share, load_config
@@ -19,15 +21,47 @@ from .errors import (
     StoreError,
 )
 
+# The daemons' entry points load libtorrent: imported on first use, so that
+# `import meshmedia` and `meshmedia --help` stay fast.
+_LAZY = {
+    "Curator": "curator",
+    "serve": "curator",
+    "sync_once": "sync_daemon",
+    "sync_forever": "sync_daemon",
+    "Engine": "engine",
+    "TorrentState": "engine",
+    "Publisher": "publisher",
+    "ManifestStore": "manifest_store",
+    "Store": "store",
+}
+
+
+def __getattr__(name: str) -> object:
+    """Load the daemon classes and functions named in `_LAZY` on first use."""
+    if name in _LAZY:
+        module = importlib.import_module(f".{_LAZY[name]}", __name__)
+        return getattr(module, name)
+    raise AttributeError(f"module 'meshmedia' has no attribute {name!r}")
+
+
 __all__ = [
     "Config",
     "ConfigError",
+    "Curator",
+    "Engine",
     "EngineError",
     "ManifestError",
+    "ManifestStore",
     "MeshmediaError",
     "PublishError",
+    "Publisher",
     "Share",
+    "Store",
     "StoreError",
+    "TorrentState",
     "__version__",
     "load_config",
+    "serve",
+    "sync_forever",
+    "sync_once",
 ]

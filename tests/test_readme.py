@@ -1,0 +1,119 @@
+"""The README is followed literally: its set-up commands, its walkthrough, its Python example."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import random_file, wait_for
+
+ROOT = Path(__file__).resolve().parent.parent
+README = (ROOT / "README.md").read_text()
+
+
+def section(title: str) -> str:
+    """The text of one `## title` section of the README."""
+    match = re.search(rf"^## {re.escape(title)}\n(.*?)(?=^## |\Z)", README, re.M | re.S)
+    assert match, f"README has no section {title!r}"
+    return match.group(1)
+
+
+def blocks(text: str, language: str) -> list[str]:
+    """The fenced code blocks of one language, in order."""
+    return [b.strip() for b in re.findall(rf"^```{language}\n(.*?)^```", text, re.M | re.S)]
+
+
+def test_exactly_two_setup_commands_and_ci_runs_the_test_one() -> None:
+    setup = blocks(section("Set up"), "sh")
+    assert len(setup) == 2
+    serve, tests = setup
+    assert serve.endswith("meshmedia serve")
+    assert tests.endswith("python -m pytest")
+    ci = (ROOT / ".ci" / "run").read_text()
+    for part in tests.split(" && "):
+        assert part.replace(" -q", "") in ci.replace(" -q", ""), f".ci/run lacks {part!r}"
+
+
+def test_python_example_runs(tmp_path: Path) -> None:
+    (example,) = blocks(section("Use it from Python"), "python")
+    result = subprocess.run(
+        [sys.executable, "-c", example],
+        capture_output=True, text=True, timeout=120, cwd=tmp_path, check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "published hello.txt magnet:?xt=urn:btih:" in result.stdout
+    assert result.stdout.endswith("hello from the curator\n")
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket() as sock:
+        try:
+            sock.bind(("0.0.0.0", port))
+        except OSError:
+            return False
+    return True
+
+
+def _started(curator: subprocess.Popen[bytes], log: Path) -> bool:
+    text = log.read_text(errors="replace")
+    assert curator.poll() is None, f"the curator command exited:\n{text[-3000:]}"
+    return "curator running" in text
+
+
+def _shell(command: str, checkout: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        ["sh", "-c", command],
+        cwd=checkout, env=env, capture_output=True, text=True, timeout=180, check=False,
+    )  # fmt: skip
+
+
+@pytest.mark.timeout(600)
+def test_walkthrough_in_a_fresh_checkout(tmp_path: Path) -> None:
+    ports = (5000, 5001, 5002, 6881, 6882)
+    busy = [p for p in ports if not _port_free(p)]
+    if busy:
+        pytest.skip(f"the README's default ports are in use here: {busy}")
+    checkout, home = tmp_path / "checkout", tmp_path / "home"
+    files = subprocess.run(
+        ["git", "ls-files", "-z"], cwd=ROOT, capture_output=True, check=True
+    ).stdout.split(b"\0")
+    for name in filter(None, (f.decode() for f in files)):
+        (checkout / name).parent.mkdir(parents=True, exist_ok=True)
+        (checkout / name).write_bytes((ROOT / name).read_bytes())
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MESHMEDIA_", "VIRTUAL_ENV"))}
+    env.update(HOME=str(home), PATH=os.defpath)
+    for key in ("MANIFEST_URL", "GROUP", "DOWNLOAD_DIR", "JELLYFIN_URL", "JELLYFIN_API_KEY"):
+        env.pop(key, None)
+    holiday = random_file(home / "Videos" / "holiday.mp4", 3_000_000, seed=7)
+    (home / "share").mkdir(parents=True)
+
+    serve_command = blocks(section("Set up"), "sh")[0]
+    copy, status, sync = blocks(section("Try it on one machine"), "sh")
+    log = (tmp_path / "serve.log").open("w")
+    curator = subprocess.Popen(
+        ["sh", "-c", serve_command], cwd=checkout, env=env, stdout=log, stderr=log,
+        start_new_session=True,
+    )  # fmt: skip
+    try:
+        wait_for(lambda: _started(curator, tmp_path / "serve.log"), 400, 0.5)
+        assert _shell(copy, checkout, env).returncode == 0
+        wait_for(lambda: "seeding" in _shell(status, checkout, env).stdout, 30, 0.5)
+        synced = _shell(sync, checkout, env)
+        assert synced.returncode == 0, synced.stderr[-3000:]
+        assert "1 in place, 0 not" in synced.stdout
+        placed = home / "friend" / "media" / "holiday.mp4"
+        digest = hashlib.sha256(holiday.read_bytes()).hexdigest()
+        assert hashlib.sha256(placed.read_bytes()).hexdigest() == digest
+    finally:
+        os.killpg(curator.pid, signal.SIGTERM)
+        code = curator.wait(timeout=60)
+        log.close()
+    assert code == 0, (tmp_path / "serve.log").read_text()[-3000:]
