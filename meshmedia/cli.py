@@ -57,6 +57,12 @@ common_options = _options(
     click.option("--upload-limit", type=SIZE, help="Upload limit in bytes/s (20M, 0 = none)."),
     click.option("--download-limit", type=SIZE, help="Download limit in bytes/s."),
     click.option("--dht/--no-dht", default=None, help="Use the DHT (default on)."),
+    click.option(
+        "--dht-bootstrap",
+        multiple=True,
+        metavar="HOST:PORT",
+        help="DHT node to bootstrap from, e.g. the curator (repeatable; default libtorrent's).",
+    ),
     click.option("--lsd/--no-lsd", default=None, help="Local service discovery (default on)."),
     click.option("--upnp/--no-upnp", default=None, help="UPnP port mapping (default on)."),
     click.option("--natpmp/--no-natpmp", default=None, help="NAT-PMP port mapping (default on)."),
@@ -146,7 +152,10 @@ def main() -> None:
     help="Drop folder to watch (repeatable; GROUP=DIR binds it to a group; default ~/share).",
 )
 @click.option("--group", help="Group of folders given without GROUP= (default 'default').")
-@click.option("--advertise-host", help="Address clients reach this curator's peer at.")
+@click.option(
+    "--advertise-host",
+    help="Address clients reach this curator's peer at ('none': no x.pe in magnets).",
+)
 @click.option(
     "--settle-time",
     type=click.FloatRange(min=0),

@@ -62,6 +62,7 @@ class Config:
     delete_removed: bool = False
     status_port: int = 5001
     dht: bool = True
+    dht_bootstrap: tuple[str, ...] = ()
     lsd: bool = True
     upnp: bool = True
     natpmp: bool = True
@@ -85,6 +86,10 @@ class Config:
         if self.trust is not None:
             ok = len(self.trust) == 64 and all(c in "0123456789abcdefABCDEF" for c in self.trust)
             _check(ok, "trust", self.trust, "an ed25519 public key as 64 hex digits")
+        for node in self.dht_bootstrap:
+            host, _, port = node.rpartition(":")
+            ok = bool(host) and port.isdigit() and 0 < int(port) <= 65535
+            _check(ok, "dht_bootstrap", node, "HOST:PORT")
         for url in self.manifest_urls:
             _check(url.startswith(("http://", "https://")), "manifest_url", url, "an http(s) URL")
 
@@ -220,6 +225,7 @@ ENVIRONMENT: dict[str, tuple[tuple[str, ...], Parser]] = {
     ),
     "status_port": (("MESHMEDIA_STATUS_PORT",), _int("status_port")),
     "dht": (("MESHMEDIA_DHT",), lambda t: parse_bool(t, "dht")),
+    "dht_bootstrap": (("MESHMEDIA_DHT_BOOTSTRAP",), lambda t: tuple(t.split())),
     "lsd": (("MESHMEDIA_LSD",), lambda t: parse_bool(t, "lsd")),
     "upnp": (("MESHMEDIA_UPNP",), lambda t: parse_bool(t, "upnp")),
     "natpmp": (("MESHMEDIA_NATPMP",), lambda t: parse_bool(t, "natpmp")),

@@ -91,17 +91,22 @@ def _padded_last_piece(source: SourceFile, piece_size: int) -> bytes:
     return digest.digest()
 
 
-def magnet_uri(info_hash: str, name: str, host: str, port: int) -> str:
-    """`magnet:?xt=urn:btih:<ih>&dn=<name>&x.pe=<host>:<port>` (IPv6 hosts in brackets)."""
+def magnet_uri(info_hash: str, name: str, host: str | None, port: int) -> str:
+    """`magnet:?xt=urn:btih:<ih>&dn=<name>&x.pe=<host>:<port>` (IPv6 hosts in brackets);
+    no `x.pe` when host is None (peers are then found by the DHT or LSD)."""
+    uri = f"magnet:?xt=urn:btih:{info_hash}&dn={quote(name, safe='')}"
+    if host is None:
+        return uri
     peer = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-    return (
-        f"magnet:?xt=urn:btih:{info_hash}&dn={quote(name, safe='')}&x.pe={quote(peer, safe='[]:')}"
-    )
+    return f"{uri}&x.pe={quote(peer, safe='[]:')}"
 
 
-def advertise_host(config: Config) -> str:
+def advertise_host(config: Config) -> str | None:
     """The address peers reach this curator at: advertise_host, a specific listen host,
-    else the primary local address (the one a default route would use)."""
+    else the primary local address (the one a default route would use); None when
+    advertise_host is "none" (magnets then carry no peer)."""
+    if config.advertise_host and config.advertise_host.lower() == "none":
+        return None
     if config.advertise_host:
         return config.advertise_host
     if config.listen_host not in ("", "0.0.0.0", "::"):  # noqa: S104

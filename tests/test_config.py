@@ -7,7 +7,9 @@ from pathlib import Path
 import pytest
 
 from meshmedia.config import Config, load_config, parse_size
+from meshmedia.engine_settings import build_settings
 from meshmedia.errors import ConfigError
+from meshmedia.torrents import advertise_host, magnet_uri
 
 
 def test_legacy_env_names_and_sizes(tmp_path: Path) -> None:
@@ -54,6 +56,8 @@ def test_share_groups(tmp_path: Path) -> None:
         ({"GROUP": "../etc"}, "group"),
         ({"MANIFEST_URL": "ftp://x/y.json"}, "manifest_url"),
         ({"MESHMEDIA_TRANSPORT": "carrier-pigeon"}, "transport"),
+        ({"MESHMEDIA_DHT_BOOTSTRAP": "curator"}, "dht_bootstrap"),
+        ({"MESHMEDIA_DHT_BOOTSTRAP": "curator:0"}, "dht_bootstrap"),
     ],
 )
 def test_bad_values_name_the_setting(env: dict[str, str], setting: str) -> None:
@@ -68,3 +72,22 @@ def test_parse_size() -> None:
     assert parse_size("500K") == 500 * 1024
     assert parse_size("1.5GiB") == int(1.5 * 1024**3)
     assert Config().min_free == 1024**3
+
+
+def test_dht_bootstrap_nodes_reach_the_session_with_private_ips_allowed(tmp_path: Path) -> None:
+    env = {"MESHMEDIA_DHT_BOOTSTRAP": "10.0.0.2:6881 [fd00::2]:6881"}
+    config = load_config({"state_dir": tmp_path}, env, None)
+    assert config.dht_bootstrap == ("10.0.0.2:6881", "[fd00::2]:6881")
+    settings = build_settings(config)
+    assert settings["dht_bootstrap_nodes"] == "10.0.0.2:6881,[fd00::2]:6881"
+    assert settings["dht_restrict_routing_ips"] is False
+    assert settings["dht_ignore_dark_internet"] is False
+    assert "dht_bootstrap_nodes" not in build_settings(Config(state_dir=tmp_path))
+
+
+def test_advertise_host_none_gives_magnets_without_a_peer(tmp_path: Path) -> None:
+    config = load_config({"advertise_host": "none", "state_dir": tmp_path}, {}, None)
+    assert advertise_host(config) is None
+    ih = "ab" * 20
+    assert magnet_uri(ih, "a b.mkv", None, 6881) == f"magnet:?xt=urn:btih:{ih}&dn=a%20b.mkv"
+    assert magnet_uri(ih, "x", "10.0.0.2", 6881).endswith("&x.pe=10.0.0.2:6881")

@@ -18,6 +18,7 @@ import pytest
 from tests.helpers import random_file
 from tests.system.netlab import Network
 from tests.system.nodes import (
+    PEER_PORT,
     QUIET,
     ClientNode,
     CuratorNode,
@@ -187,4 +188,23 @@ def test_curator_restart_changes_nothing(network: Network, tmp_path: Path) -> No
         later = client.log.read_text()[start:]
         assert "downloading" not in later, client.tail()
         assert "adopting" not in later, client.tail()
+    assert_identical(clients, path, digest)
+
+
+def test_peers_found_by_the_dht_with_the_curator_as_bootstrap_node(
+    network: Network, tmp_path: Path
+) -> None:
+    discovery = ("--dht", "--no-lsd", "--no-upnp", "--no-natpmp")
+    curator = CuratorNode(
+        network.hosts[0], tmp_path / "curator", "--advertise-host", "none", *discovery
+    )
+    path, digest = publish(curator, 8 * MIB)
+    magnet = curator.manifest()["items"][0]["torrent"]
+    assert "x.pe" not in magnet, magnet
+    bootstrap = f"{curator.host.address}:{PEER_PORT}"
+    clients = clients_of(network, tmp_path, curator, "--dht-bootstrap", bootstrap, *discovery)
+    for client in clients:
+        client.start()
+    took = wait_placed(clients, path, 120, [curator])
+    print(f"\n8 MiB to four clients found by the DHT alone: {took:.1f} s")
     assert_identical(clients, path, digest)
