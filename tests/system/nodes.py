@@ -15,7 +15,6 @@ import json
 import os
 import signal
 import socket
-import sqlite3
 import subprocess
 import sys
 import time
@@ -23,8 +22,6 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
-
-import libtorrent as lt
 
 from tests.system.netlab import Host
 
@@ -58,8 +55,10 @@ def inside(host: Host) -> Iterator[None]:
         os.close(own)
 
 
-def get_json(host: Host, address: str, port: int, path: str, timeout: float = 10.0) -> Any:
-    """GET http://address:port/path from inside `host`; None when it does not answer 200."""
+def get_bytes(
+    host: Host, address: str, port: int, path: str, timeout: float = 10.0
+) -> bytes | None:
+    """GET http://address:port/path from inside `host`; None unless it answers 200."""
     try:
         with inside(host):
             sock = socket.create_connection((address, port), timeout=timeout)
@@ -73,7 +72,13 @@ def get_json(host: Host, address: str, port: int, path: str, timeout: float = 10
             conn.close()
     except OSError:
         return None
-    return json.loads(body) if answer.status == 200 else None
+    return body if answer.status == 200 else None
+
+
+def get_json(host: Host, address: str, port: int, path: str, timeout: float = 10.0) -> Any:
+    """GET a JSON document from inside `host`; None unless it answers 200."""
+    body = get_bytes(host, address, port, path, timeout)
+    return None if body is None else json.loads(body)
 
 
 def sha256(path: Path) -> str:
@@ -165,6 +170,10 @@ class CuratorNode(Node):
         """GET a path of its HTTP module (from inside its host); None on failure."""
         return get_json(self.host, self.host.address, HTTP_PORT, path)
 
+    def get_bytes(self, path: str) -> bytes | None:
+        """GET a path of its HTTP module as bytes; None on failure."""
+        return get_bytes(self.host, self.host.address, HTTP_PORT, path)
+
     def start(self) -> None:
         """Start and wait until the HTTP module answers."""
         super().start()
@@ -237,26 +246,22 @@ class ClientNode(Node):
         torrents = self.torrents()
         return float(torrents[0]["progress"]) if torrents else 0.0
 
-    def saved_pieces(self) -> tuple[set[int], int]:
-        """(pieces its last saved resume data has, piece count; 0 before any save).
+    def pieces_written(self, source: Path, name: str, piece_size: int) -> set[int]:
+        """Pieces of its copy of `name` (partial or placed) that equal the source's.
 
-        Resume data is saved every few seconds: what it lists is surely there."""
-        db = self.state_dir / "state.db"
-        if not db.exists():
-            return set(), 0
-        try:
-            with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5) as conn:
-                rows = conn.execute("SELECT data FROM resume").fetchall()
-        except sqlite3.Error:
-            return set(), 0
-        pieces: set[int] = set()
-        count = 0
-        for (data,) in rows:
-            atp = lt.read_resume_data(bytes(data))
-            if atp.ti is not None:
-                count = atp.ti.num_pieces()
-            pieces.update(i for i, have in enumerate(atp.have_pieces) if have)
-        return pieces, count
+        Random source data: a piece that matches was received; read live from disk."""
+        found = [self.media / name, *self.media.glob(f".meshmedia/incomplete/*/{name}")]
+        copies = [path for path in found if path.is_file()]
+        if not copies:
+            return set()
+        have: set[int] = set()
+        with source.open("rb") as original, copies[0].open("rb") as copy:
+            index = 0
+            while expected := original.read(piece_size):
+                if copy.read(piece_size) == expected:
+                    have.add(index)
+                index += 1
+        return have
 
 
 def tails(nodes: list[Node]) -> str:

@@ -13,6 +13,7 @@ import signal
 import time
 from pathlib import Path
 
+import libtorrent as lt
 import pytest
 
 from tests.helpers import random_file
@@ -40,6 +41,16 @@ def publish(curator: CuratorNode, size: int, name: str = "film.mkv") -> tuple[st
     item = curator.wait_items(1)[0]
     assert item["sha256"] == digest
     return item["path"], digest
+
+
+def piece_length(curator: CuratorNode) -> int:
+    """The piece size of the curator's (only) item."""
+    item = curator.manifest()["items"][0]
+    info_hash = re.search(r"btih:([0-9a-fA-F]{40})", item["torrent"])
+    assert info_hash, item
+    data = curator.get_bytes(f"/torrents/{info_hash[1].lower()}.torrent")
+    assert data, curator.tail()
+    return int(lt.torrent_info(lt.bdecode(data)).piece_length())
 
 
 def clients_of(
@@ -102,6 +113,8 @@ def test_clients_complete_after_the_curator_is_killed(network: Network, tmp_path
     size = 16 * MIB
     curator = CuratorNode(network.hosts[0], tmp_path / "curator", "--upload-limit", "2M", *QUIET)
     path, digest = publish(curator, size)
+    source, length = curator.share / path, piece_length(curator)
+    pieces = -(-size // length)
     # Clients upload at a quarter of the curator's rate, so every piece exists among
     # them while each still has only about half.
     clients = clients_of(network, tmp_path, curator, "--upload-limit", "512K", *QUIET)
@@ -109,9 +122,8 @@ def test_clients_complete_after_the_curator_is_killed(network: Network, tmp_path
         client.start()
 
     def every_piece_among_clients() -> bool:
-        saved = [client.saved_pieces() for client in clients]
-        total = max(count for _have, count in saved)
-        return total > 0 and len(set().union(*(have for have, _ in saved))) == total
+        have = [client.pieces_written(source, path, length) for client in clients]
+        return len(set().union(*have)) == pieces
 
     wait_until(every_piece_among_clients, 120, "every piece among the clients", [curator, *clients])
     curator.stop(signal.SIGKILL)
