@@ -223,6 +223,12 @@ def serve(**params: Any) -> None:
     metavar="PUBLIC_KEY",
     help="Accept only manifests signed by this key (from `meshmedia keygen`).",
 )
+@click.option(
+    "--follow",
+    multiple=True,
+    metavar="PUBLIC_KEY[:GROUP]",
+    help="Find this curator's manifests through the DHT alone, no server (repeatable).",
+)
 @common_options
 @library_errors
 def sync(once: bool, **params: Any) -> None:
@@ -241,8 +247,10 @@ def sync(once: bool, **params: Any) -> None:
 
     config = build_config(params)
     setup_logging(config.log_level)
-    if not config.manifest_urls:
-        raise click.UsageError("no manifest to follow: give --manifest-url or MANIFEST_URL")
+    if not config.manifest_urls and not config.follow:
+        raise click.UsageError(
+            "no manifest to follow: give --manifest-url (MANIFEST_URL) or --follow"
+        )
     if not once:
         sync_forever(config)
         return

@@ -71,6 +71,7 @@ class Config:
     poll_quiet: float = 2.0
     log_level: str = "INFO"
     trust: str | None = None
+    follow: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         _check(GROUP_RE.match(self.group) is not None, "group", self.group, _GROUP_RULE)
@@ -90,6 +91,10 @@ class Config:
             host, _, port = node.rpartition(":")
             ok = bool(host) and port.isdigit() and 0 < int(port) <= 65535
             _check(ok, "dht_bootstrap", node, "HOST:PORT")
+        for spec in self.follow:
+            key, _, group = spec.partition(":")
+            ok = len(key) == 64 and all(c in "0123456789abcdefABCDEF" for c in key)
+            _check(ok and (not group or bool(GROUP_RE.match(group))), "follow", spec, _FOLLOW)
         for url in self.manifest_urls:
             _check(url.startswith(("http://", "https://")), "manifest_url", url, "an http(s) URL")
 
@@ -103,6 +108,7 @@ class Config:
         return replace(self, **changes)
 
 
+_FOLLOW = "PUBLIC_KEY[:GROUP], the key as 64 hex digits"
 _GROUP_RULE = "letters, digits, '.', '_' or '-' (at most 64, not starting with a symbol)"
 
 
@@ -234,6 +240,7 @@ ENVIRONMENT: dict[str, tuple[tuple[str, ...], Parser]] = {
     "poll_quiet": (("MESHMEDIA_POLL_QUIET",), _float("poll_quiet")),
     "log_level": (("MESHMEDIA_LOG_LEVEL",), str.upper),
     "trust": (("MESHMEDIA_TRUST",), lambda t: t or None),
+    "follow": (("MESHMEDIA_FOLLOW",), lambda t: tuple(t.split())),
 }
 
 

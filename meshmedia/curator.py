@@ -14,6 +14,7 @@ from importlib import resources
 from pathlib import Path
 
 from .config import Config
+from .dht import DhtAnnouncer
 from .engine import Engine, install_signal_handlers
 from .manifest_store import ManifestStore
 from .publisher import Publisher
@@ -39,6 +40,7 @@ class Curator:
         self.publisher: Publisher | None = None
         self.server: ManifestServer | None = None
         self.watcher: Watcher | None = None
+        self.announcer: DhtAnnouncer | None = None
 
     def start(self) -> None:
         """Build and start every part; on a failure, close what was started and re-raise."""
@@ -56,6 +58,10 @@ class Curator:
             )
             self.publisher = publisher = Publisher(config, store, engine, manifests)
             self._stack.callback(publisher.close)
+            if signer is not None and config.dht:
+                self.announcer = DhtAnnouncer(config, store, engine, manifests, signer)
+                self.announcer.start()
+                self._stack.callback(self.announcer.close)
             token = load_or_create_token(config)
             self.server = server = ManifestServer(
                 config, manifests, publisher, engine.snapshot, token, home_page=status_page

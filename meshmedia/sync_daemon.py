@@ -19,6 +19,7 @@ from typing import Any, TextIO
 
 from .client import SyncClient
 from .config import Config
+from .dht_follow import follow_once, start_following
 from .engine import Engine, TorrentState, install_signal_handlers
 from .fetcher import FetchError, ManifestFetcher
 from .jellyfin import JellyfinNotifier
@@ -148,6 +149,7 @@ def sync_forever(config: Config, stop: threading.Event | None = None) -> None:
                     daemon=True,
                 )
                 thread.start()
+            start_following(config, client, stop, stack)
             while not stop.wait(1.0):
                 client.step()
             log.info("sync stopping")
@@ -171,6 +173,7 @@ def sync_once(config: Config, stream: TextIO | None = None, tty: bool = False) -
             client.retries = False
             for url in config.manifest_urls:
                 _fetch_once(client, url, summary)
+            follow_once(config, client, summary.problems)
             view = ProgressView(stream, tty) if stream is not None else None
             while not client.settled() and not stop.is_set():
                 client.step()
