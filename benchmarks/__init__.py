@@ -1,0 +1,1 @@
+"""meshmedia's benchmark suite: `python -m benchmarks` (see native_notes/benchmarks.md)."""
