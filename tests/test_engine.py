@@ -186,7 +186,7 @@ def test_errors_name_the_problem(tmp_path: Path) -> None:
     with engine(tmp_path, "node") as eng:
         with pytest.raises(EngineError, match="unknown torrent"):
             eng.remove("00" * 20)
-        with pytest.raises(EngineError, match="not a valid .torrent"):
+        with pytest.raises(EngineError, match=r"not a valid \.torrent"):
             eng.add_download(b"not bencode", tmp_path / "x")
         with pytest.raises(EngineError, match="magnet"):
             eng.add_download("magnet:?dn=nothing", tmp_path / "x")
