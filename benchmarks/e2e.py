@@ -59,8 +59,9 @@ class Meshmedia(DropSystem):
 
     name = "meshmedia"
 
-    def __init__(self) -> None:
+    def __init__(self, log_level: str = "WARNING") -> None:
         self.procs = Processes()
+        self.log_level = log_level  # INFO: serve.log and sync.log show where the time goes
 
     def start(self, base: Path) -> None:
         """Start the curator, wait for its health answer, then start the client."""
@@ -71,7 +72,7 @@ class Meshmedia(DropSystem):
         self.procs.start(
             [*mm, "serve", "--share", f"default={self.share}", "--state-dir", str(base / "cs"),
              "--host", "127.0.0.1", "--port", str(http), "--listen-port", str(free_port()),
-             "--log-level", "WARNING", *NETWORK],
+             "--log-level", self.log_level, *NETWORK],
             log=base / "serve.log",
         )  # fmt: skip
         wait_until(lambda: answers(f"http://127.0.0.1:{http}/"), 60, "meshmedia serve")
@@ -79,7 +80,7 @@ class Meshmedia(DropSystem):
             [*mm, "sync", "--manifest-url", f"http://127.0.0.1:{http}/manifest/default.json",
              "--download-dir", str(self.media), "--state-dir", str(base / "ss"),
              "--listen-port", str(free_port()), "--status-port", str(free_port()),
-             "--min-free", "0", "--log-level", "WARNING", *NETWORK],
+             "--min-free", "0", "--log-level", self.log_level, *NETWORK],
             log=base / "sync.log",
         )  # fmt: skip
 
@@ -114,7 +115,7 @@ def measure(
                 time.sleep(0.5)  # let the writeback of the new file start before timing
                 seconds = system.deliver(staged, size)
                 results[size].append(seconds)
-                log(f"{system.name}: {size / 1e6:.0f} MB run {run + 1}: {seconds:.3f} s")
+                log(f"{system.name}: {size:,} bytes, run {run + 1}: {seconds:.3f} s")
     finally:
         system.close()
     return results
