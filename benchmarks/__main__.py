@@ -1,6 +1,6 @@
 """`python -m benchmarks`: publish, transfer, end-to-end latency and load, beside the anchors.
 
-    .venv/bin/python -m benchmarks                      # full: 1 GiB, 3 runs (~10 min)
+    .venv/bin/python -m benchmarks                      # full: 1 GiB, 3 runs (~6-7 min)
     .venv/bin/python -m benchmarks --quick              # 100 MB, ~2 min
     .venv/bin/python -m benchmarks --only e2e --runs 5 --markdown /tmp/table.md
 
