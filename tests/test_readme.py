@@ -68,6 +68,14 @@ def _started(curator: subprocess.Popen[bytes], log: Path) -> bool:
     return "curator running" in text
 
 
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
 def _shell(command: str, checkout: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         ["sh", "-c", command],
@@ -115,5 +123,6 @@ def test_walkthrough_in_a_fresh_checkout(tmp_path: Path) -> None:
     finally:
         os.killpg(curator.pid, signal.SIGTERM)  # Ctrl-C's effect on the shell and its children
         curator.wait(timeout=60)
+        wait_for(lambda: not _group_alive(curator.pid), timeout=60)
         log.close()
     assert "curator stopped" in (tmp_path / "serve.log").read_text()
