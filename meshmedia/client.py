@@ -68,6 +68,8 @@ class ItemState(str, Enum):
 
 
 RETRIED = {ItemState.FAILED.value, ItemState.PAUSED.value}
+PEER_REDIAL = 5.0  # seconds between dialling the x.pe peers of a download with none
+
 SETTLED = {ItemState.PLACED.value, ItemState.FAILED.value, ItemState.PAUSED.value}
 
 
@@ -97,6 +99,7 @@ class SyncClient:
         self._finished: set[str] = set()
         self._adopted: set[str] = set()
         self._space_checked: set[str] = set()
+        self._dialed: dict[str, float] = {}
         self.rejected: dict[str, list[str]] = {}
         self.trust = TrustPolicy(store, parse_public_key(config.trust) if config.trust else None)
         engine.subscribe(self._events.put)
@@ -253,11 +256,27 @@ class SyncClient:
         elif status.state == TorrentState.ERROR and status.error and is_disk_full(status.error):
             self.engine.remove(ih)
             self._pause(ci, f"the disk is full ({status.error}); download paused")
+        elif status.num_peers == 0 and status.state != TorrentState.SEEDING:
+            self._reach_peers(ci, ih)
         elif ih not in self._space_checked and status.total_wanted > 0:
             problem = self._space(ih, status.total_wanted - status.total_done)
             if problem:
                 self.engine.remove(ih)
                 self._pause(ci, problem)
+
+    def _reach_peers(self, ci: ClientItem, ih: str) -> None:
+        """A download with no peer (restored after a restart, a link back up): dial x.pe."""
+        now = time.monotonic()
+        if now - self._dialed.get(ih, 0.0) < PEER_REDIAL:
+            return
+        self._dialed[ih] = now
+        torrent = str(ci.item.get("torrent", ""))
+        if not torrent.startswith("magnet:?"):
+            return
+        for key, value in parse_qsl(torrent[len("magnet:?") :]):
+            host, _, port = value.rpartition(":")
+            if key == "x.pe" and host and port.isdigit():
+                self.engine.connect_peer(ih, host.strip("[]"), int(port))
 
     def _place(self, ci: ClientItem) -> None:
         """Verify a finished download and rename it into place."""

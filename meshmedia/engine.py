@@ -65,7 +65,7 @@ class Engine(DhtMixin, AlertLoop):
         store: Store,
         *,
         settings: dict[str, Any] | None = None,
-        resume_interval: float = 5.0,
+        resume_interval: float = 1.0,
     ) -> None:
         self._config = config
         self._session = lt.session(session_params(config, settings))
