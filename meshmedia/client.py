@@ -68,6 +68,7 @@ class ItemState(str, Enum):
 
 
 RETRIED = {ItemState.FAILED.value, ItemState.PAUSED.value}
+PLACEMENT_POLL = 0.02  # seconds between looks at a finished download awaiting placement
 PEER_REDIAL = 5.0  # seconds between dialling the x.pe peers of a download with none
 
 SETTLED = {ItemState.PLACED.value, ItemState.FAILED.value, ItemState.PAUSED.value}
@@ -102,7 +103,8 @@ class SyncClient:
         self._dialed: dict[str, float] = {}
         self.rejected: dict[str, list[str]] = {}
         self.trust = TrustPolicy(store, parse_public_key(config.trust) if config.trust else None)
-        engine.subscribe(self._events.put)
+        self._wakeup = threading.Event()
+        engine.subscribe(self._notify)
 
     # -- manifests -------------------------------------------------------------
     def saved_manifest(self, url: str) -> tuple[bytes, str | None] | None:
@@ -232,6 +234,26 @@ class SyncClient:
                 elif ci.state in RETRIED and self.retries and ci.next_attempt <= now:
                     log.info("retrying %s (attempt %d)", ci.path, ci.attempts + 1)
                     self._start(ci)
+
+    def _notify(self, event: EngineEvent) -> None:
+        self._events.put(event)
+        self._wakeup.set()
+
+    def wait(self, timeout: float) -> None:
+        """Sleep until the engine reports something or `timeout` passes.
+
+        While a finished download waits for its status to say seeding, the
+        sleeps are short, so a verified file lands within a few tens of ms.
+        """
+        with self._lock:
+            waiting = any(
+                ci.state == ItemState.DOWNLOADING.value and ci.info_hash in self._finished
+                for ci in self.store.client_items()
+            )
+        if waiting:
+            timeout = min(timeout, PLACEMENT_POLL)
+        self._wakeup.wait(timeout)
+        self._wakeup.clear()
 
     def _on_event(self, event: EngineEvent) -> None:
         if event.kind == "finished":

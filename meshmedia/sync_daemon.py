@@ -11,8 +11,8 @@ from __future__ import annotations
 import json
 import logging
 import threading
-from collections.abc import Callable
-from contextlib import ExitStack
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, TextIO
@@ -121,76 +121,67 @@ def _fetcher(client: SyncClient, url: str) -> ManifestFetcher:
     return ManifestFetcher(url, etag=etag, body=body)
 
 
-def sync_forever(config: Config, stop: threading.Event | None = None) -> None:
-    """Follow every manifest URL until SIGTERM/SIGINT (or `stop`); never gives up."""
-    stop = stop or threading.Event()
-    restore = (
-        install_signal_handlers(stop)
-        if threading.current_thread() is threading.main_thread()
-        else None
-    )
+@contextmanager
+def _signals_set(stop: threading.Event) -> Iterator[None]:
+    """SIGTERM/SIGINT set `stop` while inside (on the main thread only)."""
+    main = threading.current_thread() is threading.main_thread()
+    restore = install_signal_handlers(stop) if main else None
     try:
-        with ExitStack() as stack:
-            client = _start_parts(config, stack)
-            for url in config.manifest_urls:
-                saved = client.saved_manifest(url)
-                if saved:
-                    log.info("using the last good manifest of %s until it answers", url)
-                    client.apply(url, *saved)
-                fetcher = _fetcher(client, url)
-                thread = threading.Thread(
-                    target=fetcher.follow,
-                    args=(
-                        stop,
-                        lambda body, etag, u=url: client.apply(u, body, etag),
-                        config.interval,
-                    ),
-                    name=f"fetch {url}",
-                    daemon=True,
-                )
-                thread.start()
-            start_following(config, client, stop, stack)
-            while not stop.wait(1.0):
-                client.step()
-            log.info("sync stopping")
+        yield
     finally:
         if restore:
             restore()
+
+
+def sync_forever(config: Config, stop: threading.Event | None = None) -> None:
+    """Follow every manifest URL until SIGTERM/SIGINT (or `stop`); never gives up."""
+    stop = stop or threading.Event()
+    with _signals_set(stop), ExitStack() as stack:
+        client = _start_parts(config, stack)
+        for url in config.manifest_urls:
+            saved = client.saved_manifest(url)
+            if saved:
+                log.info("using the last good manifest of %s until it answers", url)
+                client.apply(url, *saved)
+            fetcher = _fetcher(client, url)
+            thread = threading.Thread(
+                target=fetcher.follow,
+                args=(stop, lambda body, etag, u=url: client.apply(u, body, etag), config.interval),
+                name=f"fetch {url}",
+                daemon=True,
+            )
+            thread.start()
+        start_following(config, client, stop, stack)
+        while not stop.is_set():
+            client.wait(1.0)
+            client.step()
+        log.info("sync stopping")
 
 
 def sync_once(config: Config, stream: TextIO | None = None, tty: bool = False) -> SyncSummary:
     """One cycle: fetch each manifest once, download, place, and wait for every item."""
     summary = SyncSummary()
     stop = threading.Event()
-    restore = (
-        install_signal_handlers(stop)
-        if threading.current_thread() is threading.main_thread()
-        else None
-    )
-    try:
-        with ExitStack() as stack:
-            client = _start_parts(config, stack)
-            client.retries = False
-            for url in config.manifest_urls:
-                _fetch_once(client, url, summary)
-            follow_once(config, client, summary.problems)
-            view = ProgressView(stream, tty) if stream is not None else None
-            while not client.settled() and not stop.is_set():
-                client.step()
-                if view:
-                    view.update(progress_rows(client))
-                stop.wait(0.25)
+    with _signals_set(stop), ExitStack() as stack:
+        client = _start_parts(config, stack)
+        client.retries = False
+        for url in config.manifest_urls:
+            _fetch_once(client, url, summary)
+        follow_once(config, client, summary.problems)
+        view = ProgressView(stream, tty) if stream is not None else None
+        while not client.settled() and not stop.is_set():
             client.step()
             if view:
-                view.clear()
-            if stop.is_set():
-                summary.problems.append("interrupted before every item was in place")
-            if client.notifier is not None and not client.notifier.flush():
-                log.warning("Jellyfin did not take every path")
-            _summarize(client, summary)
-    finally:
-        if restore:
-            restore()
+                view.update(progress_rows(client))
+            client.wait(0.25)
+        client.step()
+        if view:
+            view.clear()
+        if stop.is_set():
+            summary.problems.append("interrupted before every item was in place")
+        if client.notifier is not None and not client.notifier.flush():
+            log.warning("Jellyfin did not take every path")
+        _summarize(client, summary)
     return summary
 
 

@@ -58,15 +58,24 @@ def random_file(path: Path, size: int, seed: int | None = None) -> Path:
     return path
 
 
-def wait_for(predicate: Callable[[], Any], timeout: float = 30.0, interval: float = 0.05) -> Any:
-    """Poll `predicate` until it returns a truthy value; fail the test after `timeout`."""
+def wait_for(
+    predicate: Callable[[], Any],
+    timeout: float = 30.0,
+    interval: float = 0.05,
+    describe: Callable[[], str] | None = None,
+) -> Any:
+    """Poll `predicate` until it returns a truthy value; fail the test after `timeout`.
+
+    `describe` adds context to the failure (e.g. the daemons' log tails).
+    """
     deadline = time.monotonic() + timeout
     while True:
         value = predicate()
         if value:
             return value
         if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {predicate}")
+            detail = f"\n{describe()}" if describe else ""
+            raise AssertionError(f"timed out after {timeout}s waiting for {predicate}{detail}")
         time.sleep(interval)
 
 

@@ -17,12 +17,12 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from tests.helpers import wait_for
 from tests.system.netlab import Host
 
 HTTP_PORT = 5000
@@ -277,14 +277,7 @@ def wait_until(
     interval: float = 0.2,
 ) -> Any:
     """Poll `predicate` until truthy; on timeout fail with `what` and the nodes' log tails."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}\n{tails(nodes)}")
-        time.sleep(interval)
+    return wait_for(predicate, timeout, interval, describe=lambda: f"{what}\n{tails(nodes)}")
 
 
 def assert_identical(clients: list[ClientNode], path: str, digest: str) -> None:
