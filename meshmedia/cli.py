@@ -376,6 +376,7 @@ def status(url: str | None, as_json: bool, env_file: Path | None) -> None:
 @click.option(
     "--role", type=click.Choice(["curator", "client"]), default="client", show_default=True
 )
+@click.option("--download-dir", type=click.Path(path_type=Path), help="Client: the media folder.")
 @common_options
 @http_options
 def doctor(role: str, **params: object) -> None:

@@ -89,6 +89,27 @@ def check_inotify(path: Path = INOTIFY_WATCHES) -> Check:
     return Check("inotify", True, f"max_user_watches is {watches}")
 
 
+SOCKET_MAX = (Path("/proc/sys/net/core/rmem_max"), Path("/proc/sys/net/core/wmem_max"))
+UTP_BUFFER = 4 * 1024 * 1024
+
+
+def check_socket_buffers(paths: tuple[Path, ...] = SOCKET_MAX) -> Check:
+    """The kernel lets libtorrent have the 4 MiB UDP buffers uTP needs (see engine notes)."""
+    try:
+        limits = [int(path.read_text()) for path in paths]
+    except (OSError, ValueError):
+        return Check("socket buffers", True, "limits unknown here")
+    if min(limits) < UTP_BUFFER:
+        return Check(
+            "socket buffers",
+            False,
+            f"net.core.rmem_max/wmem_max are {limits[0]}/{limits[1]}: uTP stalls at LAN speed",
+            "printf 'net.core.rmem_max=4194304\\nnet.core.wmem_max=4194304\\n' | sudo tee "
+            "/etc/sysctl.d/90-meshmedia-utp.conf && sudo sysctl --system",
+        )
+    return Check("socket buffers", True, f"rmem_max/wmem_max {limits[0]}/{limits[1]}")
+
+
 def check_jellyfin(config: Config) -> Check:
     """Jellyfin answers and accepts the API key (when configured)."""
     if not config.jellyfin_url:
@@ -106,6 +127,7 @@ def run_checks(config: Config, role: str) -> Iterator[Check]:
     """Every check for a curator (`serve`) or a client (`sync`)."""
     checks: list[Callable[[], Check]] = [
         check_libtorrent,
+        check_socket_buffers,
         lambda: check_writable("state dir", config.state_dir),
         lambda: check_port("bittorrent port", config.listen_host, config.listen_port),
     ]

@@ -12,6 +12,7 @@ import click
 import pytest
 
 from meshmedia.cli import cli
+from meshmedia.doctor import check_socket_buffers
 
 from .helpers import run_meshmedia
 
@@ -131,3 +132,14 @@ def test_status_without_a_daemon_is_one_clear_line(tmp_path: Path) -> None:
     assert result.returncode == 1
     assert "no meshmedia daemon answered" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_doctor_flags_small_socket_buffers(tmp_path: Path) -> None:
+    small, big = tmp_path / "small", tmp_path / "big"
+    small.write_text("212992\n")
+    big.write_text("4194304\n")
+    bad = check_socket_buffers((small, big))
+    assert not bad.ok
+    assert "212992" in bad.detail
+    assert "net.core.rmem_max=4194304" in bad.fix
+    assert check_socket_buffers((big, big)).ok
