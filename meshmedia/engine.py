@@ -47,7 +47,7 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 MAX_TORRENT_BYTES = 16 * 1024 * 1024
-_PEX_ENCRYPTION = 1  # pex flags without pex_utp: libtorrent connects over TCP first
+_PEX_ENCRYPTION = 1  # no pex_utp; libtorrent dials uTP anyway when outgoing uTP is on
 _NO_FLAGS: Mapping[int, str] = {}
 
 
@@ -148,7 +148,7 @@ class Engine(DhtMixin, AlertLoop):
         log.info("removed %s%s", info_hash, " and its files" if delete_files else "")
 
     def connect_peer(self, info_hash: str, host: str, port: int) -> None:
-        """Tell a torrent about a peer; local-network peers get TCP first when both are on."""
+        """Tell a torrent about a peer (the transport follows `enable_outgoing_utp`)."""
         flags = _PEX_ENCRYPTION if is_local_address(host) else 13
         try:
             self._handle(info_hash).connect_peer((host, int(port)), 0, flags)

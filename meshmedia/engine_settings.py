@@ -61,6 +61,10 @@ def build_settings(config: Config, overrides: dict[str, Any] | None = None) -> d
     """The settings pack for a session run with this config, plus explicit overrides."""
     tcp = config.transport in ("both", "tcp")
     utp = config.transport in ("both", "utp")
+    # "both" accepts either but dials TCP: libtorrent dials uTP first whenever it
+    # may (connect_peer's pex flags cannot prevent it), and uTP took 8-9 s for
+    # 1 GiB on loopback against 3.1-4.7 s over TCP ("Transfer speed" in the notes).
+    dial_utp = config.transport == "utp"
     settings: dict[str, Any] = {
         "user_agent": f"meshmedia/{__version__} libtorrent/{lt.__version__}",
         "listen_interfaces": listen_interfaces(config),
@@ -70,7 +74,7 @@ def build_settings(config: Config, overrides: dict[str, Any] | None = None) -> d
         "enable_natpmp": config.natpmp,
         "enable_outgoing_tcp": tcp,
         "enable_incoming_tcp": tcp,
-        "enable_outgoing_utp": utp,
+        "enable_outgoing_utp": dial_utp,
         "enable_incoming_utp": utp,
         "mixed_mode_algorithm": 0,  # prefer_tcp: uTP's delay-based backoff never starves TCP
         "alert_mask": (
