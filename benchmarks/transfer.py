@@ -88,7 +88,8 @@ def run_seeder(args: argparse.Namespace) -> None:
         Store.in_state_dir(config.state_dir) as store,
         Engine(config, store, settings=parse_overrides(args.set)) as engine,
     ):
-        engine.add_seed(Path(args.torrent).read_bytes(), Path(args.data))
+        verified = not args.seed_mode  # make_torrent just hashed this very file
+        engine.add_seed(Path(args.torrent).read_bytes(), Path(args.data), verified=verified)
         print(f"PORT {engine.listen_port}", flush=True)
         stop.wait()
 
@@ -129,6 +130,8 @@ def run_downloader(args: argparse.Namespace) -> None:
 def child(role: str, args: argparse.Namespace, **extra: Any) -> list[str]:
     """argv for a worker process of this script."""
     argv = [sys.executable, __file__, "--role", role, "--transport", args.transport]
+    if args.seed_mode:
+        argv.append("--seed-mode")
     for item in args.set:
         argv += ["--set", item]
     for key, value in extra.items():
@@ -259,6 +262,9 @@ def main() -> None:
     parser.add_argument("--no-aria2", action="store_true")
     parser.add_argument("--no-verify", dest="verify", action="store_false")
     parser.add_argument("--trace", action="store_true", help="print progress each second")
+    parser.add_argument(
+        "--seed-mode", action="store_true", help="seeder hashes each piece on first request"
+    )
     parser.add_argument("--timeout", type=float, default=300)
     parser.add_argument("--workdir", help="default: a temporary directory")
     parser.add_argument("--role", choices=("seed", "download"), help=argparse.SUPPRESS)

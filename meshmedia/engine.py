@@ -81,11 +81,19 @@ class Engine(DhtMixin, AlertLoop):
         return int(self._session.listen_port())
 
     # -- adding and removing -------------------------------------------------
-    def add_seed(self, torrent: bytes, save_path: Path) -> str:
-        """Seed a complete file we have (no initial check); returns the info hash."""
+    def add_seed(self, torrent: bytes, save_path: Path, *, verified: bool = False) -> str:
+        """Seed a complete file we have (no initial check); returns the info hash.
+
+        By default each piece is hashed on its first request (seed_mode). Pass
+        `verified=True` only when the caller has just hashed these very files
+        into this torrent: then every piece is served without hashing it again.
+        """
         atp = _load_torrent(torrent)
         atp.save_path = str(save_path)
-        atp.flags |= lt.torrent_flags.seed_mode
+        if verified:
+            atp.have_pieces = [True] * atp.ti.num_pieces()
+        else:
+            atp.flags |= lt.torrent_flags.seed_mode
         return self._add(atp, "seed", ())
 
     def add_download(

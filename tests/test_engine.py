@@ -70,6 +70,17 @@ def test_transfer_is_byte_identical(tmp_path: Path, payload: Any, transport: str
         assert lt.torrent_info(downloader.torrent_bytes(ih)).info_hashes().v1 == lt.sha1_hash(
             bytes.fromhex(ih)
         )
+        assert seeder.stats()["disk.disk_hash_time"] > 0  # seed_mode hashed what it served
+
+
+def test_verified_seed_serves_without_hashing(tmp_path: Path, payload: Any) -> None:
+    src, torrent = payload
+    with engine(tmp_path, "seed") as seeder, engine(tmp_path, "down") as downloader:
+        ih = seeder.add_seed(torrent, src.parent, verified=True)
+        downloader.add_download(torrent, tmp_path / "dl", [("127.0.0.1", seeder.listen_port)])
+        downloader.wait_until(ih, TorrentState.SEEDING, timeout=120)
+        assert (tmp_path / "dl" / "movie.mkv").read_bytes() == src.read_bytes()
+        assert seeder.stats()["disk.disk_hash_time"] == 0
 
 
 def test_relocate_keeps_seeding_and_survives_restart(tmp_path: Path, payload: Any) -> None:
