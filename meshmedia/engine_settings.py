@@ -23,7 +23,7 @@ _THROUGHPUT = {
     "send_buffer_low_watermark": 1 * _MIB,
     "send_buffer_watermark_factor": 150,
     "max_out_request_queue": 1500,
-    "max_queued_disk_bytes": 64 * _MIB,
+    "max_queued_disk_bytes": 16 * _MIB,  # 64 MiB bought no speed and ~60 MiB of RSS (engine.md)
 }
 
 # uTP: see "uTP stall" in native_notes/engine.md.
