@@ -56,6 +56,8 @@ class Curator:
             self.manifests = manifests = ManifestStore(
                 Path(config.state_dir) / "manifests", signer=signer
             )
+            self._stack.callback(manifests.close)
+            manifests.preload({share.group for share in config.shares})
             self.publisher = publisher = Publisher(config, store, engine, manifests)
             self._stack.callback(publisher.close)
             if signer is not None and config.dht:
@@ -90,7 +92,7 @@ class Curator:
             log.info("watching by polling (quiet interval %.1f s)", config.poll_quiet)
 
     def close(self) -> None:
-        """Stop in order: watcher, HTTP server, publisher, engine (saves resume data), database."""
+        """Stop in order: watcher, HTTP server, publisher, manifests (fsync), engine, database."""
         self._stack.close()
 
     def __enter__(self) -> Curator:

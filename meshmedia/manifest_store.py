@@ -8,8 +8,6 @@ manifest has an ETag other than the one they hold (the server's long-poll).
 from __future__ import annotations
 
 import logging
-import os
-import tempfile
 import threading
 import time
 from collections.abc import Iterable
@@ -19,6 +17,7 @@ from pathlib import Path
 from .config import GROUP_RE
 from .errors import ManifestError
 from .manifest import Item, Manifest, parse_manifest, utc_now
+from .manifest_durability import BLOCK, Flusher, VersionBook, write_atomic
 from .signing import SigningKey
 
 log = logging.getLogger(__name__)
@@ -33,28 +32,16 @@ def check_group(group: str) -> str:
     return group
 
 
-def write_atomic(path: Path, data: bytes) -> None:
-    """Write `data` to `path`: temp file, fsync, rename, fsync the folder."""
-    fd, temp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as out:
-            out.write(data)
-            out.flush()
-            os.fsync(out.fileno())
-        os.chmod(temp, 0o644)
-        os.replace(temp, path)
-    except BaseException:
-        Path(temp).unlink(missing_ok=True)
-        raise
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+__all__ = ["ManifestStore", "check_group", "write_atomic"]
 
 
 class ManifestStore:
-    """The manifests of every group, cached in memory, one `<group>.json` each on disk."""
+    """The manifests of every group, cached in memory, one `<group>.json` each on disk.
+
+    A new version is served from memory at once and written to disk in the
+    background (manifest_durability); `flush()` and `close()` wait for that.
+    Versions never go backwards, even when a crash loses the last file written.
+    """
 
     def __init__(self, folder: Path, signer: SigningKey | None = None) -> None:
         """Use (and create) `folder`; files are read lazily, on first use.
@@ -65,7 +52,10 @@ class ManifestStore:
         self._signer = signer
         self.folder.mkdir(parents=True, exist_ok=True)
         self._cache: dict[str, Manifest] = {}
+        self._base: dict[str, int] = {}
         self._changed = threading.Condition(threading.Lock())
+        self._book = VersionBook(self.folder)
+        self._flusher: Flusher | None = Flusher(self._book)
 
     def _file(self, group: str) -> Path:
         return self.folder / f"{check_group(group)}.json"
@@ -83,9 +73,31 @@ class ManifestStore:
         except OSError as exc:
             raise ManifestError(f"cannot read {path}: {exc.strerror}") from exc
         else:
-            manifest = self._parse_file(path, group, data)
+            manifest = self._parse_or_set_aside(path, group, data)
+        mark = self._book.mark(group)
+        if mark > manifest.version:
+            log.warning(
+                "manifest %s: not closed cleanly (version %d on disk, up to %d reserved);"
+                " new versions continue above %d",
+                group,
+                manifest.version,
+                mark,
+                mark,
+            )
+        self._base[group] = max(manifest.version, mark)
         self._cache[group] = manifest
         return manifest
+
+    def _parse_or_set_aside(self, path: Path, group: str, data: bytes) -> Manifest:
+        """Parse a manifest file; one that is not a manifest (a crash can leave an empty
+        file) is renamed to `<name>.broken` and the group starts from no items."""
+        try:
+            return self._parse_file(path, group, data)
+        except ManifestError as exc:
+            aside = path.with_name(path.name + ".broken")
+            path.replace(aside)
+            log.error("%s; renamed it to %s, the group starts empty", exc, aside.name)
+            return Manifest(group, 0, "", ())
 
     @staticmethod
     def _parse_file(path: Path, group: str, data: bytes) -> Manifest:
@@ -116,18 +128,56 @@ class ManifestStore:
             on_disk = {p.stem for p in self.folder.glob("*.json") if GROUP_RE.match(p.stem)}
             return sorted(on_disk | {g for g, m in self._cache.items() if m.version > 0})
 
+    def preload(self, groups: Iterable[str]) -> None:
+        """Read these groups and reserve their next versions now, not on the first publish."""
+        with self._changed:
+            for group in groups:
+                self._load(check_group(group))
+                self._reserve(group, self._base[group] + 1)
+
+    def _reserve(self, group: str, version: int) -> None:
+        """Make sure `version` is covered by a durable reservation. Lock held."""
+        mark = self._book.mark(group)
+        if version > mark:
+            self._book.record({group: version + BLOCK - 1})
+        elif version > mark - BLOCK // 2 and self._flusher is not None:
+            self._flusher.reserve(group, mark + BLOCK)
+
     def _commit(self, old: Manifest, items: list[Item]) -> Manifest:
         """Write `items` as the next version of `old` unless nothing changed. Lock held."""
         if tuple(items) == old.items:
             return old
-        new = replace(old, version=old.version + 1, updated_at=utc_now(), items=tuple(items))
+        version = max(old.version, self._base[old.group]) + 1
+        self._reserve(old.group, version)
+        new = replace(old, version=version, updated_at=utc_now(), items=tuple(items))
         if self._signer is not None:
             new = replace(new, extra={**new.extra, **self._signer.sign(new.to_json())})
-        write_atomic(self._file(old.group), new.dumps())
+        if self._flusher is not None:
+            self._flusher.write(self._file(old.group), new.dumps())
+        else:
+            write_atomic(self._file(old.group), new.dumps())
         self._cache[old.group] = new
+        self._base[old.group] = version
         self._changed.notify_all()
         log.info("manifest %s: version %d, %d items", new.group, new.version, len(new.items))
         return new
+
+    def flush(self, timeout: float | None = None) -> bool:
+        """Wait until every version written so far is on disk; False on timeout."""
+        return self._flusher.flush(timeout) if self._flusher is not None else True
+
+    def close(self) -> None:
+        """Write everything durably and record a clean stop (the next start goes on at +1).
+
+        Later changes are still accepted, written with fsync on the caller's thread.
+        """
+        with self._changed:
+            flusher, self._flusher = self._flusher, None
+        if flusher is None:
+            return
+        flusher.close()
+        with self._changed:
+            self._book.record(dict(self._base))  # the highest version handed out
 
     def upsert(self, group: str, items: Iterable[Item]) -> Manifest:
         """Merge `items` by path: replace the item at the same path, append new ones."""

@@ -265,7 +265,9 @@ class Publisher:
         ]
 
     def _restore(self) -> None:
-        """Seed every catalog entry the engine did not bring back from its resume data."""
+        """Seed every catalog entry the engine did not bring back from its resume data,
+        and list again every catalog item a crash took out of its manifest."""
+        self._relist_missing()
         for entry in self._store.catalog():
             source = Path(entry.source)
             if self._engine.status(entry.info_hash) is None and source.exists():
@@ -273,6 +275,18 @@ class Publisher:
                     self._ensure_seeding(entry.info_hash, source)
                 except PublishError as exc:
                     log.warning("cannot seed %s again: %s", entry.source, exc)
+
+    def _relist_missing(self) -> None:
+        missing: dict[str, list[Item]] = {}
+        for entry in self._store.catalog():
+            if self._manifests.get(entry.group).item_for(entry.path) is None:
+                try:
+                    missing.setdefault(entry.group, []).append(validate_item(entry.item))
+                except ManifestError as exc:
+                    log.warning("catalog item %s in %s: %s", entry.path, entry.group, exc)
+        for group, items in missing.items():
+            log.warning("manifest %s lacked %d published items; listed again", group, len(items))
+            self._manifests.update(group, items)
 
 
 def _write_without_fsync(path: Path, data: bytes) -> None:

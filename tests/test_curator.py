@@ -216,3 +216,24 @@ def test_busy_http_port_is_one_clear_line(tmp_path: Path) -> None:
     assert "serve exited 2" in message
     assert f"cannot listen on 127.0.0.1:{curator.port}" in message
     assert "Traceback" not in message
+
+
+def test_a_crash_that_empties_the_manifest_loses_no_item_and_no_version(tmp_path: Path) -> None:
+    curator = CuratorProcess(tmp_path / "c")
+    try:
+        curator.start()
+        random_file(curator.share / "a.bin", 100_000)
+        wait_for(lambda: "a.bin" in curator.items(), timeout=30, describe="a.bin listed")
+        served = curator.get(f"/manifest/{GROUP}.json")["version"]
+        curator.kill()
+        # What a power cut between the rename and the background fsync can leave.
+        (curator.state / "manifests" / f"{GROUP}.json").write_bytes(b"")
+        curator.start()
+        manifest = curator.get(f"/manifest/{GROUP}.json")
+        assert [item["path"] for item in manifest["items"]] == ["a.bin"]  # from the catalog
+        assert manifest["version"] > served  # clients that saw `served` accept it
+        log = curator.log_text()
+        assert "renamed it to family.json.broken" in log
+        assert "listed again" in log
+    finally:
+        curator.kill()

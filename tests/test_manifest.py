@@ -172,9 +172,11 @@ def test_store_versions_merge_noop_and_atomic_files(tmp_path: Path) -> None:
     four = store.replace("family", [item("z.mkv")])
     assert (four.version, [i.path for i in four.items]) == (4, ["z.mkv"])
     assert store.groups() == ["family"]
+    store.flush()
     on_disk = tmp_path / "manifests" / "family.json"
     assert on_disk.read_bytes() == four.dumps()
-    assert [p.name for p in on_disk.parent.iterdir()] == ["family.json"]  # no temp files left
+    left = sorted(p.name for p in on_disk.parent.iterdir())
+    assert left == [".versions", "family.json"]  # no temp files left
     reopened = ManifestStore(tmp_path / "manifests").get("family")
     assert reopened == four
     assert reopened.etag == four.etag

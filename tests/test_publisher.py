@@ -34,6 +34,7 @@ class Curator:
 
     def close(self) -> None:
         self.publisher.close()
+        self.manifests.close()
         self.engine.close()
         self.store.close()
 

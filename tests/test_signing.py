@@ -117,6 +117,7 @@ def test_manifest_store_signs_every_version(tmp_path: Path) -> None:
     magnet = "magnet:?xt=urn:btih:" + "cd" * 20
     manifests.upsert("family", [Item(title="A", torrent=magnet, path="a.mkv")])
     second = manifests.upsert("family", [Item(title="B", torrent=magnet, path="b.mkv")])
+    manifests.flush()
     on_disk = json.loads((tmp_path / "manifests" / "family.json").read_bytes())
     assert on_disk["version"] == second.version == 2
     verify(on_disk, key.public)
