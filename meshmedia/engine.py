@@ -187,6 +187,11 @@ class Engine(DhtMixin, AlertLoop):
         Raises EngineError when the torrent is removed or fails while waiting.
         """
         deadline = time.monotonic() + timeout
+        # One fresh status now; later ones come from the alert thread (every
+        # UPDATE_INTERVAL and on state changes). Posting on every wake-up fed a
+        # loop (post -> state_update -> notify -> post) that kept two Python
+        # threads and libtorrent's network thread busy during downloads.
+        self._session.post_torrent_updates()
         with self._cond:
             while True:
                 current = self._statuses.get(info_hash)
@@ -202,8 +207,7 @@ class Engine(DhtMixin, AlertLoop):
                         f"{info_hash} is {current.state.value} "
                         f"({current.progress:.1%}), not {state.value}, after {timeout}s"
                     )
-                self._session.post_torrent_updates()
-                self._cond.wait(min(left, 0.25))
+                self._cond.wait(left)
 
     def subscribe(self, callback: Callable[[EngineEvent], None]) -> None:
         """Call `callback(event)` on the alert thread for every EngineEvent."""

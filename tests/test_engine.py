@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -15,6 +16,7 @@ import libtorrent as lt
 import pytest
 
 from meshmedia.engine import Engine, EngineEvent, TorrentState
+from meshmedia.engine_alerts import UPDATE_INTERVAL
 from meshmedia.errors import EngineError
 from meshmedia.store import Store
 from tests.helpers import make_config, random_file, wait_for
@@ -81,6 +83,31 @@ def test_verified_seed_serves_without_hashing(tmp_path: Path, payload: Any) -> N
         downloader.wait_until(ih, TorrentState.SEEDING, timeout=120)
         assert (tmp_path / "dl" / "movie.mkv").read_bytes() == src.read_bytes()
         assert seeder.stats()["disk.disk_hash_time"] == 0
+
+
+def test_waiting_for_a_download_does_not_spin(tmp_path: Path) -> None:
+    """wait_until used to post a status request on every wake-up, and every answer
+    woke it again: hundreds of state updates a second, for as long as it waited."""
+    src = random_file(tmp_path / "src" / "slow.mkv", 6 * MIB)
+    torrent = make_torrent(src)
+    with (
+        engine(tmp_path, "seed", upload_limit=2 * MIB) as seeder,
+        engine(tmp_path, "down") as downloader,
+    ):
+        ih = seeder.add_seed(torrent, src.parent, verified=True)
+        downloader.add_download(torrent, tmp_path / "dl", [("127.0.0.1", seeder.listen_port)])
+        handled: list[float] = []
+        handler = downloader._dispatch["state_update_alert"]
+        downloader._dispatch["state_update_alert"] = lambda a: (
+            handled.append(time.monotonic()),
+            handler(a),
+        )
+        started = time.monotonic()
+        downloader.wait_until(ih, TorrentState.SEEDING, timeout=60)
+        waited = time.monotonic() - started
+        assert waited > 1.5  # the limit held: there was a wait to spin in
+        # Two a second from the alert thread, plus a few on state changes.
+        assert len(handled) <= waited / UPDATE_INTERVAL + 8, (len(handled), waited)
 
 
 def test_relocate_keeps_seeding_and_survives_restart(tmp_path: Path, payload: Any) -> None:
