@@ -3,7 +3,8 @@
 Seeder and downloader run in separate processes. Prints seconds, MB/s and the
 downloader's peak RSS for meshmedia and, when `aria2c` and `opentracker` are
 installed (apt-get install aria2 opentracker), for two aria2c processes that
-find each other through a local opentracker; then the speed ratio.
+find each other through a local opentracker, and this machine's floor with no
+BitTorrent at all (rawpipe.py); then medians, best runs and ratios.
 
     .venv/bin/python benchmarks/transfer.py --size 1G
     .venv/bin/python benchmarks/transfer.py --size 256M --transport utp --no-aria2
@@ -18,6 +19,7 @@ import os
 import resource
 import shutil
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -30,6 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import libtorrent as lt
 
+from benchmarks.rawpipe import raw_pipe
 from meshmedia.config import Config, parse_size
 from meshmedia.engine import Engine, TorrentState, install_signal_handlers
 from meshmedia.store import Store
@@ -260,6 +263,9 @@ def main() -> None:
     parser.add_argument("--set", action="append", default=[], help="libtorrent key=value")
     parser.add_argument("--runs", type=int, default=1)
     parser.add_argument("--no-aria2", action="store_true")
+    parser.add_argument(
+        "--no-floor", dest="floor", action="store_false", help="skip the raw-pipe floor"
+    )
     parser.add_argument("--no-verify", dest="verify", action="store_false")
     parser.add_argument("--trace", action="store_true", help="print progress each second")
     parser.add_argument(
@@ -286,24 +292,42 @@ def main() -> None:
         torrent = work / "payload.torrent"
         torrent.write_bytes(torrent_bytes)
         print(f"{size} bytes over 127.0.0.1, transport={args.transport}, set={args.set}")
-        best_mm = None
+        times: dict[str, list[float]] = {}
         for run in range(args.runs):
             os.sync()  # else run 1 races the writeback of the file just created
             result = bench_meshmedia(args, work, src, torrent)
             report(f"meshmedia run {run + 1}", size, result)
-            if result["ok"] and (best_mm is None or result["seconds"] < best_mm):
-                best_mm = result["seconds"]
-        if args.no_aria2 or not (shutil.which("aria2c") and shutil.which("opentracker")):
-            return
-        best_aria = None
-        for run in range(args.runs):
-            os.sync()
-            result = bench_aria2(args, work, src, torrent_bytes)
-            report(f"aria2c run {run + 1}", size, result)
-            if result["ok"] and (best_aria is None or result["seconds"] < best_aria):
-                best_aria = result["seconds"]
-        if best_mm and best_aria:
-            print(f"ratio: meshmedia is {best_aria / best_mm:.1f}x faster than aria2c (best runs)")
+            if result["ok"]:
+                times.setdefault("meshmedia", []).append(result["seconds"])
+        if not args.no_aria2 and shutil.which("aria2c") and shutil.which("opentracker"):
+            for run in range(args.runs):
+                os.sync()
+                result = bench_aria2(args, work, src, torrent_bytes)
+                report(f"aria2c run {run + 1}", size, result)
+                if result["ok"]:
+                    times.setdefault("aria2c", []).append(result["seconds"])
+        if args.floor:
+            for run in range(args.runs):
+                os.sync()
+                seconds = raw_pipe(src, work / "rawpipe.bin")
+                (work / "rawpipe.bin").unlink()
+                mbps = size / seconds / 1e6
+                print(f"raw pipe run {run + 1:<9} {seconds:7.2f} s  {mbps:8.1f} MB/s"
+                      "  (sendfile -> recv, write, SHA-1; no BitTorrent)")  # fmt: skip
+                times.setdefault("raw pipe", []).append(seconds)
+        summarize(times)
+
+
+def summarize(times: dict[str, list[float]]) -> None:
+    """Medians and best runs, and meshmedia's ratio to each of the others."""
+    ours = times.get("meshmedia")
+    for name, values in times.items():
+        median = statistics.median(values)
+        line = f"{name + ' median':<22} {median:7.2f} s  best {min(values):.2f} s"
+        if ours and name != "meshmedia":
+            ratio = median / statistics.median(ours)
+            line += f"  {name}/meshmedia: median {ratio:.2f}x, best {min(values) / min(ours):.2f}x"
+        print(line)
 
 
 if __name__ == "__main__":

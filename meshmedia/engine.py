@@ -25,6 +25,7 @@ from .engine_dht import DhtMixin
 from .engine_resume import file_paths, file_stats, is_complete, needs_recheck
 from .engine_settings import is_local_address, peer_class_filter, session_params
 from .errors import EngineError
+from .malloc_tuning import tune_malloc
 from .snapshots import (
     EngineEvent,
     EngineSnapshot,
@@ -68,6 +69,7 @@ class Engine(DhtMixin, AlertLoop):
         resume_interval: float = 1.0,
     ) -> None:
         self._config = config
+        tune_malloc()
         self._session = lt.session(session_params(config, settings))
         self._session.set_peer_class_filter(peer_class_filter())
         super().__init__(self._session, store, resume_interval)
