@@ -21,7 +21,7 @@ def file_paths(ti: Any, renamed: dict[int, str] | None = None) -> list[tuple[int
     """(index, path relative to save_path, size) of every real (non-pad) file."""
     if ti is None:
         return []
-    fs = ti.files()
+    fs = ti.layout()  # the original names; renames come in `renamed`
     renamed = renamed or {}
     result = []
     for index in range(fs.num_files()):
