@@ -25,6 +25,14 @@ log = logging.getLogger(__name__)
 
 UPDATE_INTERVAL = 0.5
 SLOW_HANDLER = 0.1
+COUNTERS_INTERVAL = 300.0
+"""Seconds between saves for changed counters alone (bytes up/down, active time)."""
+
+# libtorrent's resume_data_flags_t bits (the binding names only their union,
+# `only_if_modified` = 248): an idle seed's counters change every second, so
+# `only_if_modified` re-saved every torrent every second.
+IF_COUNTERS_CHANGED = 8
+IF_MODIFIED_BUT_COUNTERS = int(lt.torrent_handle.only_if_modified) & ~IF_COUNTERS_CHANGED
 
 
 class _Waiter:
@@ -76,6 +84,7 @@ class AlertLoop:
     def _run(self) -> None:
         next_update = 0.0
         next_save = time.monotonic() + self._resume_interval
+        next_counters = time.monotonic() + COUNTERS_INTERVAL
         while not self._stop.is_set():
             self._session.wait_for_alert(100)
             for alert in self._session.pop_alerts():
@@ -85,8 +94,11 @@ class AlertLoop:
                 self._session.post_torrent_updates()
                 next_update = now + UPDATE_INTERVAL
             if now >= next_save:
-                self._save_modified()
+                counters = now >= next_counters
+                self._save_modified(counters)
                 next_save = now + self._resume_interval
+                if counters:
+                    next_counters = now + COUNTERS_INTERVAL
 
     def _handle_alert(self, alert: Any) -> None:
         name = type(alert).__name__
@@ -114,13 +126,15 @@ class AlertLoop:
                 log.exception("subscriber %r failed on %s", callback, event)
 
     # -- resume data -------------------------------------------------------------
-    def _save_modified(self) -> None:
-        flags = lt.torrent_handle.save_info_dict | lt.torrent_handle.only_if_modified
+    def _save_modified(self, counters: bool) -> None:
+        """Save the torrents whose progress, state, config or metadata changed, and
+        with `counters` those whose transfer counters alone changed."""
+        which = IF_MODIFIED_BUT_COUNTERS | (IF_COUNTERS_CHANGED if counters else 0)
         with self._cond:
             handles = list(self._handles.values())
         for handle in handles:
-            if handle.need_save_resume_data():
-                handle.save_resume_data(flags)
+            if handle.need_save_resume_data(which):
+                handle.save_resume_data(lt.torrent_handle.save_info_dict | which)
 
     def _save_all_and_wait(self, timeout: float) -> None:
         with self._cond:

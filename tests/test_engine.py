@@ -110,6 +110,26 @@ def test_waiting_for_a_download_does_not_spin(tmp_path: Path) -> None:
         assert len(handled) <= waited / UPDATE_INTERVAL + 8, (len(handled), waited)
 
 
+def test_an_idle_seed_is_not_saved_again_and_again(tmp_path: Path) -> None:
+    """An idle seed's time counters change every second; saving on them rewrote every
+    torrent's resume data every second (CPU and SD-card wear for a large library)."""
+    src = random_file(tmp_path / "src" / "idle.mkv", 300_000)
+    config = make_config(tmp_path, "seed")
+    with Store.in_state_dir(config.state_dir) as store:
+        with Engine(config, store, resume_interval=0.2) as seeder:
+            seeder.add_seed(make_torrent(src), src.parent, verified=True)
+            time.sleep(1.0)  # the first save, after adding, is wanted
+            saved: list[str] = []
+            handler = seeder._dispatch["save_resume_data_alert"]
+            seeder._dispatch["save_resume_data_alert"] = lambda a: (
+                saved.append("x"),
+                handler(a),
+            )
+            time.sleep(3.0)  # 15 periodic checks
+            assert saved == []
+        assert len(store.load_resume()) == 1  # close() still saves everything
+
+
 def test_relocate_keeps_seeding_and_survives_restart(tmp_path: Path, payload: Any) -> None:
     src, torrent = payload
     final = tmp_path / "media"
