@@ -23,7 +23,7 @@ from .errors import EngineError, ManifestError, PublishError
 from .manifest import Item, ManifestStore, check_relative_path, utc_now, validate_item
 from .sources import SourceHasher
 from .store import CatalogEntry, Store
-from .torrents import BuiltTorrent, advertise_host, build_torrent, magnet_uri
+from .torrents import BuiltTorrent, SourceFile, advertise_host, build_torrent, magnet_uri
 
 log = logging.getLogger(__name__)
 
@@ -173,12 +173,12 @@ class Publisher:
                 and existing.info_hash == built.info_hash
                 and existing.source == str(source)
             ):
-                self._seed(built, source)
+                self._seed(built, source, files)
                 log.debug("%s is already published as %s", source, existing.info_hash)
                 item = validate_item(existing.item)
                 self._manifests.upsert(group, [item])  # no change, no new version
                 return item
-            self._seed(built, source)
+            self._seed(built, source, files)
             item = Item(
                 title=title or _title_of(source),
                 torrent=magnet_uri(
@@ -206,14 +206,21 @@ class Publisher:
         log.info("published %s as %s in %s (%s)", source, item_path, group, built.info_hash)
         return item
 
-    def _seed(self, built: BuiltTorrent, source: Path) -> None:
+    def _seed(self, built: BuiltTorrent, source: Path, files: Sequence[SourceFile]) -> None:
         torrent_file = self.torrent_dir / f"{built.info_hash}.torrent"
         if self.torrent_bytes(built.info_hash) != built.data:  # missing or damaged
             _write_without_fsync(torrent_file, built.data)
-        self._ensure_seeding(built.info_hash, source, built.data)
+        verified = all(f.fresh for f in files)
+        self._ensure_seeding(built.info_hash, source, built.data, verified=verified)
 
-    def _ensure_seeding(self, info_hash: str, source: Path, data: bytes | None = None) -> None:
-        """Seed `info_hash` from `source`'s folder (re-pointed if it seeds from elsewhere)."""
+    def _ensure_seeding(
+        self, info_hash: str, source: Path, data: bytes | None = None, *, verified: bool = False
+    ) -> None:
+        """Seed `info_hash` from `source`'s folder (re-pointed if it seeds from elsewhere).
+
+        `verified`: the files were hashed into this torrent just now, so libtorrent
+        need not hash each piece again on its first upload (seed_mode does).
+        """
         status = self._engine.status(info_hash)
         if status is not None and Path(status.save_path) == source.parent:
             return
@@ -223,7 +230,7 @@ class Publisher:
         if data is None:
             raise PublishError(f"the torrent {info_hash} is missing from {self.torrent_dir}")
         try:
-            self._engine.add_seed(data, source.parent)
+            self._engine.add_seed(data, source.parent, verified=verified)
         except EngineError as exc:
             raise PublishError(f"cannot seed {source}: {exc}") from exc
 

@@ -108,7 +108,7 @@ class SourceHasher:
             size = source.stat().st_size
             if size == 0:
                 raise PublishError(f"{source} is empty; there is nothing to publish")
-            return [SourceFile(source.name, source, self.file_hashes(source, None))]
+            return [SourceFile(source.name, source, *self._hashes(source, None))]
         if not source.is_dir():
             raise PublishError(f"{source} is not a file or a folder")
         found = sorted(
@@ -125,19 +125,24 @@ class SourceHasher:
             SourceFile(
                 f"{source.name}/{p.relative_to(source).as_posix()}",
                 p,
-                self.file_hashes(p, piece),
+                *self._hashes(p, piece),
             )
             for p in found
         ]
 
     def file_hashes(self, path: Path, piece_size: int | None) -> FileHashes:
         """The file's hashes at `piece_size` (None: the rule for its own size)."""
+        return self._hashes(path, piece_size)[0]
+
+    def _hashes(self, path: Path, piece_size: int | None) -> tuple[FileHashes, bool]:
+        """The hashes, and whether they were read just now from a file that did not
+        change meanwhile (then the bytes on disk are known to match them)."""
         before = _stat(path)
         piece = piece_size or piece_size_for(before.st_size)
         cached = self._store.cached_hashes(*_key(before), piece)
         if cached is not None:
             log.debug("hash cache hit for %s", path)
-            return _from_record(cached)
+            return _from_record(cached), False
         with self._lock:
             follower = self._followers.pop(path, None)
         hasher = follower.stop() if follower else IncrementalHasher(path, piece_size)
@@ -152,9 +157,10 @@ class SourceHasher:
             with self._lock:
                 self._bytes += hasher.bytes_read
         after = _stat(path)
-        if _key(after) == _key(before) and hashes.size == after.st_size:
+        unchanged = _key(after) == _key(before) and hashes.size == after.st_size
+        if unchanged:
             self._store.save_hashes(_to_record(after, hashes))
-        return hashes
+        return hashes, unchanged
 
     def _finish_quietly(self, follower: _Follower) -> None:
         follower.stop().close()

@@ -34,6 +34,7 @@ class SourceFile:
     name: str  # "file.mkv" for a single file, "folder/sub/file.mkv" in a folder torrent
     path: Path
     hashes: FileHashes
+    fresh: bool = False  # hashed just now from an unchanged file (not from the cache)
 
 
 @dataclass(frozen=True)

@@ -98,6 +98,8 @@ def test_published_file_and_folder_download_byte_identical(
             hashes.append(client.engine.add_download(torrent, dest, [("127.0.0.1", port)]))
         for info_hash in hashes:
             client.engine.wait_until(info_hash, TorrentState.SEEDING, TIMEOUT)
+    # Hashed just now: served without seed_mode's second SHA-1 pass over each piece.
+    assert curator.engine.stats()["disk.disk_hash_time"] == 0
     assert (dest / movie.name).read_bytes() == movie.read_bytes()
     for name in ("s01/e01.mkv", "s01/e02.mkv", "notes.txt"):
         assert (dest / "Show" / name).read_bytes() == (show / name).read_bytes()
