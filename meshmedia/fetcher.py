@@ -26,6 +26,7 @@ log = logging.getLogger(__name__)
 MAX_MANIFEST_BYTES = 16 * 1024 * 1024
 MAX_WAIT = 60.0
 MIN_SPACING = 1.0  # seconds between two requests that the server did not hold
+HELD = 0.5  # a request held this long before its answer shows a long-polling server
 
 
 class FetchError(MeshmediaError):
@@ -144,8 +145,17 @@ class ManifestFetcher:
             stop.wait(self._pause(wait, result, interval))
 
     def _pause(self, wait: float, result: Fetched, interval: float) -> float:
-        """How long to sleep before the next request, learning whether the server holds."""
-        held = wait > 0 and result.elapsed >= wait / 2
+        """How long to sleep before the next request, learning whether the server holds.
+
+        A server that held a request (for half the wait, or HELD seconds before a
+        change came) is asked again at once after every answer: it answers only
+        on a change, so that cannot hammer it (one that then answers 304 at once
+        is found out as before). Pausing MIN_SPACING there made a second drop
+        within a second wait for the pause (up to 1 s).
+        """
+        held = wait > 0 and (
+            result.elapsed >= wait / 2 or (result.changed and result.elapsed >= HELD)
+        )
         if held:
             self.long_poll = True
             return 0.0
@@ -153,6 +163,8 @@ class ManifestFetcher:
             if self.long_poll is not False:
                 log.info("%s answers at once: polling every %.0f s", self.url, interval)
             self.long_poll = False
+        if result.changed and self.long_poll:
+            return 0.0
         if result.changed and self.long_poll is not False:
             return MIN_SPACING
         return interval

@@ -17,7 +17,7 @@ from meshmedia.client import SyncClient
 from meshmedia.curator import Curator
 from meshmedia.engine import Engine
 from meshmedia.errors import EngineError, ManifestError
-from meshmedia.fetcher import FetchError, ManifestFetcher
+from meshmedia.fetcher import HELD, MIN_SPACING, Fetched, FetchError, ManifestFetcher
 from meshmedia.placement import final_path, matches, renames_for
 from meshmedia.store import ClientItem, Store
 from meshmedia.torrentinfo import read_torrent, torrent_files
@@ -359,3 +359,18 @@ def test_progress_rows_render_rate_and_eta() -> None:
     assert "50.0%" in line
     assert "256.0 KiB/s" in line
     assert "ETA 0:02" in line
+
+
+def test_a_holding_server_is_asked_again_at_once_after_a_change() -> None:
+    """Two drops a moment apart: the second must not wait out a pause meant for
+    servers that answer at once (it waited up to MIN_SPACING, 1 s)."""
+    fetcher = ManifestFetcher("http://127.0.0.1:9/manifest/default.json")
+    first = fetcher._pause(60, Fetched(b"{}", '"a"', 0.01), 300)  # before any hold
+    assert (first, fetcher.long_poll) == (MIN_SPACING, None)
+    assert fetcher._pause(60, Fetched(b"{}", '"b"', HELD + 0.1), 300) == 0.0  # held, changed
+    assert fetcher.long_poll is True
+    assert fetcher._pause(60, Fetched(b"{}", '"c"', 0.01), 300) == 0.0  # the next change
+    # A server that only seemed to hold answers "unchanged" at once: found out.
+    assert fetcher._pause(60, Fetched(None, '"c"', 0.01), 300) == 300
+    assert fetcher.long_poll is False
+    assert fetcher._pause(60, Fetched(b"{}", '"d"', 0.01), 300) == 300
