@@ -73,6 +73,7 @@ class ManifestFetcher:
         self.max_bytes = max_bytes
         self.etag = etag
         self.long_poll: bool | None = None  # None: not known yet
+        self._quick_changes = 0  # changed answers in a row from requests not held
         self._digest = hashlib.sha256(body).digest() if body is not None else None
         self._session = session or requests.Session()
 
@@ -150,14 +151,19 @@ class ManifestFetcher:
         A server that held a request (for half the wait, or HELD seconds before a
         change came) is asked again at once after every answer: it answers only
         on a change, so that cannot hammer it (one that then answers 304 at once
-        is found out as before). Pausing MIN_SPACING there made a second drop
-        within a second wait for the pause (up to 1 s).
+        is found out as before). While that is not known, a change is followed by
+        one immediate request (which a holding server holds, and which teaches
+        us), then by MIN_SPACING. Pausing MIN_SPACING after every change kept a
+        client that saw a change every second from ever long-polling.
         """
         held = wait > 0 and (
             result.elapsed >= wait / 2 or (result.changed and result.elapsed >= HELD)
         )
         if held:
             self.long_poll = True
+        if held or not result.changed:
+            self._quick_changes = 0
+        if held:
             return 0.0
         if wait > 0 and not result.changed:
             if self.long_poll is not False:
@@ -165,6 +171,7 @@ class ManifestFetcher:
             self.long_poll = False
         if result.changed and self.long_poll:
             return 0.0
-        if result.changed and self.long_poll is not False:
-            return MIN_SPACING
+        if result.changed and self.long_poll is None:
+            self._quick_changes += 1
+            return 0.0 if self._quick_changes == 1 else MIN_SPACING
         return interval

@@ -362,15 +362,19 @@ def test_progress_rows_render_rate_and_eta() -> None:
 
 
 def test_a_holding_server_is_asked_again_at_once_after_a_change() -> None:
-    """Two drops a moment apart: the second must not wait out a pause meant for
-    servers that answer at once (it waited up to MIN_SPACING, 1 s)."""
+    """Drops a moment apart: the next change must not wait out a pause meant for
+    servers that answer at once (it waited up to MIN_SPACING, 1 s, every time)."""
     fetcher = ManifestFetcher("http://127.0.0.1:9/manifest/default.json")
-    first = fetcher._pause(60, Fetched(b"{}", '"a"', 0.01), 300)  # before any hold
-    assert (first, fetcher.long_poll) == (MIN_SPACING, None)
-    assert fetcher._pause(60, Fetched(b"{}", '"b"', HELD + 0.1), 300) == 0.0  # held, changed
+    # Not known yet: one immediate request after a change, then spacing.
+    assert fetcher._pause(60, Fetched(b"{}", '"a"', 0.01), 300) == 0.0
+    assert fetcher._pause(60, Fetched(b"{}", '"b"', 0.01), 300) == MIN_SPACING
+    assert fetcher.long_poll is None
+    # Held before its change came: a long-polling server, asked again at once.
+    assert fetcher._pause(60, Fetched(b"{}", '"c"', HELD + 0.1), 300) == 0.0
     assert fetcher.long_poll is True
-    assert fetcher._pause(60, Fetched(b"{}", '"c"', 0.01), 300) == 0.0  # the next change
-    # A server that only seemed to hold answers "unchanged" at once: found out.
-    assert fetcher._pause(60, Fetched(None, '"c"', 0.01), 300) == 300
+    assert fetcher._pause(60, Fetched(b"{}", '"d"', 0.01), 300) == 0.0
+    assert fetcher._pause(60, Fetched(b"{}", '"e"', 0.01), 300) == 0.0
+    # One that only seemed to hold answers "unchanged" at once: found out.
+    assert fetcher._pause(60, Fetched(None, '"e"', 0.01), 300) == 300
     assert fetcher.long_poll is False
-    assert fetcher._pause(60, Fetched(b"{}", '"d"', 0.01), 300) == 300
+    assert fetcher._pause(60, Fetched(b"{}", '"f"', 0.01), 300) == 300
