@@ -10,8 +10,6 @@ it is closed only hashes the tail.
 from __future__ import annotations
 
 import logging
-import os
-import re
 import threading
 from collections.abc import Sequence
 from pathlib import Path
@@ -19,15 +17,14 @@ from typing import Any
 
 from .config import Config, Share
 from .engine import Engine
-from .errors import EngineError, ManifestError, PublishError
+from .errors import ManifestError, PublishError
 from .manifest import Item, ManifestStore, check_relative_path, utc_now, validate_item
+from .seed_keeper import SeedKeeper
 from .sources import SourceHasher
 from .store import CatalogEntry, Store
-from .torrents import BuiltTorrent, SourceFile, advertise_host, build_torrent, magnet_uri
+from .torrents import advertise_host, build_torrent, magnet_uri
 
 log = logging.getLogger(__name__)
-
-_INFO_HASH = re.compile(r"^[0-9a-f]{40}$")
 
 
 class Publisher:
@@ -43,8 +40,8 @@ class Publisher:
         self._manifests = manifests
         self._lock = threading.RLock()
         self._hasher = SourceHasher(store)
-        self.torrent_dir = config.state_dir / "torrents"
-        self.torrent_dir.mkdir(parents=True, exist_ok=True)
+        self._seeds = SeedKeeper(config.state_dir / "torrents", store, engine)
+        self.torrent_dir = self._seeds.torrent_dir
         self._restore()
 
     @property
@@ -84,7 +81,7 @@ class Publisher:
             for entry in self._entries_under(source):
                 self._manifests.remove(entry.group, [entry.path])
                 self._store.delete_catalog(entry.group, entry.path)
-                self._release(entry.info_hash)
+                self._seeds.release(entry.info_hash)
                 log.info("unpublished %s (%s) from %s", entry.path, entry.info_hash, entry.group)
 
     def moved(self, old: Path, new: Path) -> None:
@@ -134,12 +131,7 @@ class Publisher:
 
     def torrent_bytes(self, info_hash: str) -> bytes | None:
         """The `.torrent` of a published item, or None."""
-        if not _INFO_HASH.match(info_hash):
-            return None
-        try:
-            return (self.torrent_dir / f"{info_hash}.torrent").read_bytes()
-        except FileNotFoundError:
-            return None
+        return self._seeds.torrent_bytes(info_hash)
 
     def close(self) -> None:
         """Stop following growing files."""
@@ -173,12 +165,12 @@ class Publisher:
                 and existing.info_hash == built.info_hash
                 and existing.source == str(source)
             ):
-                self._seed(built, source, files)
+                self._seeds.seed(built, source, files)
                 log.debug("%s is already published as %s", source, existing.info_hash)
                 item = validate_item(existing.item)
                 self._manifests.upsert(group, [item])  # no change, no new version
                 return item
-            self._seed(built, source, files)
+            self._seeds.seed(built, source, files)
             item = Item(
                 title=title or _title_of(source),
                 torrent=magnet_uri(
@@ -201,46 +193,10 @@ class Publisher:
                 CatalogEntry(group, item_path, built.info_hash, str(source), item.to_json())
             )
             if existing is not None and existing.info_hash != built.info_hash:
-                self._release(existing.info_hash)
+                self._seeds.release(existing.info_hash)
         self._hasher.drop(source)  # a follow() that raced with this publish
         log.info("published %s as %s in %s (%s)", source, item_path, group, built.info_hash)
         return item
-
-    def _seed(self, built: BuiltTorrent, source: Path, files: Sequence[SourceFile]) -> None:
-        torrent_file = self.torrent_dir / f"{built.info_hash}.torrent"
-        if self.torrent_bytes(built.info_hash) != built.data:  # missing or damaged
-            _write_without_fsync(torrent_file, built.data)
-        verified = all(f.fresh for f in files)
-        self._ensure_seeding(built.info_hash, source, built.data, verified=verified)
-
-    def _ensure_seeding(
-        self, info_hash: str, source: Path, data: bytes | None = None, *, verified: bool = False
-    ) -> None:
-        """Seed `info_hash` from `source`'s folder (re-pointed if it seeds from elsewhere).
-
-        `verified`: the files were hashed into this torrent just now, so libtorrent
-        need not hash each piece again on its first upload (seed_mode does).
-        """
-        status = self._engine.status(info_hash)
-        if status is not None and Path(status.save_path) == source.parent:
-            return
-        if status is not None:
-            self._engine.remove(info_hash)
-        data = data or self.torrent_bytes(info_hash)
-        if data is None:
-            raise PublishError(f"the torrent {info_hash} is missing from {self.torrent_dir}")
-        try:
-            self._engine.add_seed(data, source.parent, verified=verified)
-        except EngineError as exc:
-            raise PublishError(f"cannot seed {source}: {exc}") from exc
-
-    def _release(self, info_hash: str) -> None:
-        """Stop seeding a torrent no catalog entry uses any more, and drop its file."""
-        if any(e.info_hash == info_hash for e in self._store.catalog()):
-            return
-        if self._engine.status(info_hash) is not None:
-            self._engine.remove(info_hash)
-        (self.torrent_dir / f"{info_hash}.torrent").unlink(missing_ok=True)
 
     def _move_entry(self, entry: CatalogEntry, old_root: Path, new_root: Path) -> None:
         old_source = Path(entry.source)
@@ -262,7 +218,7 @@ class Publisher:
             entry.item.get("added_at"),
             replaces=entry.path if custom_path is None else None,
         )
-        self._release(entry.info_hash)
+        self._seeds.release(entry.info_hash)
 
     def _entries_under(self, source: Path) -> list[CatalogEntry]:
         return [
@@ -279,7 +235,7 @@ class Publisher:
             source = Path(entry.source)
             if self._engine.status(entry.info_hash) is None and source.exists():
                 try:
-                    self._ensure_seeding(entry.info_hash, source)
+                    self._seeds.ensure_seeding(entry.info_hash, source)
                 except PublishError as exc:
                     log.warning("cannot seed %s again: %s", entry.source, exc)
 
@@ -294,15 +250,6 @@ class Publisher:
         for group, items in missing.items():
             log.warning("manifest %s lacked %d published items; listed again", group, len(items))
             self._manifests.update(group, items)
-
-
-def _write_without_fsync(path: Path, data: bytes) -> None:
-    """Write temp + rename. No fsync: right after a large copy an fsync waits for the
-    disk to write that copy out (0.7 s measured), and a lost `.torrent` is rebuilt
-    from the hash cache when the file is published again (the watcher does at start)."""
-    temp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-    temp.write_bytes(data)
-    os.replace(temp, path)
 
 
 def _checked_path(path: str) -> str:
