@@ -8,13 +8,9 @@ brings every torrent back after a restart without re-hashing complete files.
 from __future__ import annotations
 
 import logging
-import signal
-import threading
 import time
-import urllib.request
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from types import FrameType
 from typing import Any
 
 import libtorrent as lt
@@ -24,8 +20,10 @@ from .engine_alerts import AlertLoop
 from .engine_dht import DhtMixin
 from .engine_resume import file_paths, file_stats, is_complete, needs_recheck
 from .engine_settings import is_local_address, peer_class_filter, session_params
+from .engine_sources import load_torrent, params_for
 from .errors import EngineError
 from .malloc_tuning import tune_malloc
+from .signals import install_signal_handlers
 from .snapshots import (
     EngineEvent,
     EngineSnapshot,
@@ -47,7 +45,6 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-MAX_TORRENT_BYTES = 16 * 1024 * 1024
 _PEX_ENCRYPTION = 1  # no pex_utp; libtorrent dials uTP anyway when outgoing uTP is on
 _NO_FLAGS: Mapping[int, str] = {}
 
@@ -90,7 +87,7 @@ class Engine(DhtMixin, AlertLoop):
         `verified=True` only when the caller has just hashed these very files
         into this torrent: then every piece is served without hashing it again.
         """
-        atp = _load_torrent(torrent)
+        atp = load_torrent(torrent)
         atp.save_path = str(save_path)
         if verified:
             atp.have_pieces = [True] * atp.ti.num_pieces()
@@ -102,17 +99,7 @@ class Engine(DhtMixin, AlertLoop):
         self, source: str | bytes, save_path: Path, peers: Sequence[tuple[str, int]] = ()
     ) -> str:
         """Download from a magnet URI, an http(s) URL of a .torrent, or .torrent bytes."""
-        if isinstance(source, bytes):
-            atp = _load_torrent(source)
-        elif source.startswith("magnet:"):
-            try:
-                atp = lt.parse_magnet_uri(source)
-            except RuntimeError as exc:
-                raise EngineError(f"not a usable magnet URI: {exc}") from exc
-        elif source.startswith(("http://", "https://")):
-            atp = _load_torrent(_fetch_torrent(source))
-        else:
-            raise EngineError(f"unknown torrent source {source[:80]!r}")
+        atp = params_for(source)
         atp.save_path = str(save_path)
         magnet_peers = [(str(host), int(port)) for host, port in atp.peers]
         atp.peers = []
@@ -313,44 +300,3 @@ class Engine(DhtMixin, AlertLoop):
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-
-def _load_torrent(data: bytes) -> Any:
-    try:
-        return lt.load_torrent_buffer(data)
-    except RuntimeError as exc:
-        raise EngineError(f"not a valid .torrent: {exc}") from exc
-
-
-def _fetch_torrent(url: str, timeout: float = 30.0) -> bytes:
-    try:
-        with urllib.request.urlopen(url, timeout=timeout) as response:  # noqa: S310 - http(s) only
-            data = response.read(MAX_TORRENT_BYTES + 1)
-    except OSError as exc:
-        raise EngineError(f"cannot fetch {url}: {exc}") from exc
-    if len(data) > MAX_TORRENT_BYTES:
-        raise EngineError(f"{url} is larger than {MAX_TORRENT_BYTES} bytes")
-    return data
-
-
-def install_signal_handlers(
-    on_signal: Callable[[], None] | threading.Event,
-) -> Callable[[], None]:
-    """Make SIGTERM and SIGINT call `on_signal()` (or set the Event); returns an undo function.
-
-    Keep `on_signal` short; a daemon typically sets an Event its main thread waits
-    on and then calls `engine.close()` there. Must be called from the main thread.
-    """
-    callback = on_signal.set if isinstance(on_signal, threading.Event) else on_signal
-
-    def handler(signum: int, _frame: FrameType | None) -> None:
-        log.info("received %s: shutting down", signal.Signals(signum).name)
-        callback()
-
-    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGTERM, signal.SIGINT)}
-
-    def restore() -> None:
-        for sig, old in previous.items():
-            signal.signal(sig, old)
-
-    return restore
