@@ -2,7 +2,8 @@
 
 `start_observer` prefers inotify (close-after-write events) and falls back to
 watchdog's PollingObserver, with a warning, where inotify cannot start (not
-available, or its watch limit reached).
+available, or its watch limit reached). Its snapshots are retaken when the tree
+changed under the walk (see `_TornWalk`), so a rename never reads as delete + create.
 """
 
 from __future__ import annotations
@@ -10,14 +11,16 @@ from __future__ import annotations
 import logging
 import os
 import queue
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
+from stat import S_ISDIR
 from typing import Any
 
 from watchdog.events import FileSystemEvent, FileSystemEventHandler
 from watchdog.observers import Observer
 from watchdog.observers.api import BaseObserver
-from watchdog.observers.polling import PollingObserver
+from watchdog.observers.polling import PollingEmitter
+from watchdog.utils.dirsnapshot import DirectorySnapshot
 
 from .config import Share
 
@@ -71,7 +74,7 @@ def start_observer(
             observer.unschedule_all()
         else:
             return observer, False
-    observer = PollingObserver(timeout=poll_interval)
+    observer = BaseObserver(_SnapshotPollingEmitter, timeout=poll_interval)
     _schedule(observer, shares, events)
     observer.start()
     log.info("polling share folders every %.1f s", poll_interval)
@@ -81,6 +84,76 @@ def start_observer(
 def _schedule(observer: BaseObserver, shares: Sequence[Share], events: queue.Queue[Any]) -> None:
     for share in shares:
         observer.schedule(_Handler(events, share), str(share.path), recursive=True)
+
+
+SNAPSHOT_TRIES = 4
+
+
+class _TornWalk:
+    """stat/listdir for one DirectorySnapshot, noting signs that the tree changed meanwhile.
+
+    A folder renamed between the listing of its parent and its own stat (or
+    listing) is missing from a snapshot under both names: the diffs would say
+    "deleted", then "created", and the watcher would unpublish a folder item
+    that was only renamed.
+    """
+
+    def __init__(self) -> None:
+        self.torn = False
+
+    def stat(self, path: str) -> os.stat_result:
+        try:
+            return os.stat(path)
+        except FileNotFoundError:
+            # Listed a moment ago, gone now (a dangling symlink is no sign).
+            self.torn = self.torn or not os.path.lexists(path)
+            raise
+
+    def listdir(self, path: str | None) -> Iterator[os.DirEntry[str]]:
+        try:
+            return os.scandir(path)
+        except (FileNotFoundError, NotADirectoryError):
+            self.torn = True
+            raise
+
+    def changed_since(self, snapshot: DirectorySnapshot) -> bool:
+        """A folder's entries changed after it was read, or a folder was seen twice."""
+        seen: dict[tuple[int, int], str] = {}
+        for path in snapshot.paths:
+            before = snapshot.stat_info(path)
+            if not S_ISDIR(before.st_mode):
+                continue
+            ident = (before.st_ino, before.st_dev)
+            twin = seen.setdefault(ident, path)
+            if twin != path and os.path.realpath(twin) != os.path.realpath(path):
+                return True  # moved from a folder already walked to one walked later
+            try:
+                after = os.stat(path)
+            except OSError:
+                return True
+            if (after.st_ino, after.st_mtime_ns) != (before.st_ino, before.st_mtime_ns):
+                return True
+        return False
+
+
+def consistent_snapshot(path: str) -> DirectorySnapshot:
+    """A snapshot of `path`, retaken (a few times at most) while the walk was torn."""
+    for _ in range(SNAPSHOT_TRIES - 1):
+        walk = _TornWalk()
+        snapshot = DirectorySnapshot(path, stat=walk.stat, listdir=walk.listdir)
+        if not walk.torn and not walk.changed_since(snapshot):
+            return snapshot
+        log.debug("share folder %s changed during a poll; taking it again", path)
+    return DirectorySnapshot(path)  # busy all along: take it as it comes
+
+
+class _SnapshotPollingEmitter(PollingEmitter):
+    """watchdog's PollingEmitter, with snapshots that never tear a rename in two."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # PollingEmitter takes every snapshot (the first one too) through this hook.
+        self._take_snapshot = lambda: consistent_snapshot(self.watch.path)
 
 
 def file_stat(path: Path) -> tuple[int, int] | None:

@@ -227,8 +227,36 @@ def test_folder_items_are_republished_as_a_whole(
     assert set(pub.names("publish")) == {"Series"}
     assert pub.names("unpublish") == []
     series.rename(share / "Show")
-    wait_for(lambda: ("moved", "Series", "Show") in pub.calls, timeout=20)
+    moved = ("moved", "Series", "Show")
+    wait_for(lambda: moved in pub.calls, timeout=20, describe=lambda: repr(pub.calls))
     assert watcher.wait_idle()
+    assert pub.catalog == {share / "Show"}
+
+
+@pytest.mark.parametrize("mode", ["polling"])
+def test_folder_renamed_in_the_middle_of_a_poll_is_a_move(
+    share: Path, pub: RecordingPublisher, watcher: Watcher, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The rename lands after a poll listed the share, before it looked at the folder."""
+    series = share / "Series"
+    series.mkdir()
+    (series / "e1.mkv").write_bytes(b"1" * 100)
+    pub.catalog.add(series)
+    wait_for(lambda: pub.names("publish"), timeout=20)
+    assert watcher.wait_idle()
+    real_stat, renamed = os.stat, threading.Event()
+
+    def stat(path: object, *args: object, **kwargs: object) -> os.stat_result:
+        if path == str(series) and not renamed.is_set():  # the poll's walk, not pathlib
+            series.rename(share / "Show")
+            renamed.set()
+        return real_stat(path, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(os, "stat", stat)  # the next poll's walk renames the folder
+    moved = ("moved", "Series", "Show")
+    wait_for(lambda: moved in pub.calls, timeout=20, describe=lambda: f"{renamed} {pub.calls}")
+    assert watcher.wait_idle()
+    assert pub.names("unpublish") == []
     assert pub.catalog == {share / "Show"}
 
 
