@@ -9,68 +9,51 @@ table and moves each through these states:
                           -> paused            (not enough disk space; retried later)
 
 An item gone from its manifest stops seeding (and its file is deleted with
-delete_removed). The daemon (`meshmedia/sync.py`) drives it from fetcher threads
-and a main loop; `--once` runs one cycle.
+delete_removed). Planning is in client_plan.py, verifying and placing in
+client_place.py. The daemon (`meshmedia/sync_daemon.py`) drives it from fetcher
+threads and a main loop; `--once` runs one cycle.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import queue
 import threading
 import time
 from dataclasses import replace
-from enum import Enum
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl
 
 import requests
 
+from .client_place import Placer
+from .client_plan import (
+    MANIFEST_KEY,
+    ItemPlanner,
+    ItemState,
+    keep_manifest,
+    read_manifest,
+    saved_manifest,
+)
 from .config import Config
 from .engine import Engine, EngineEvent, TorrentState
 from .errors import MeshmediaError
 from .jellyfin import JellyfinNotifier
-from .manifest import Item, Manifest, parse_manifest, validate_item
-from .placement import (
-    digests,
-    final_path,
-    incomplete_dir,
-    is_disk_full,
-    is_folder,
-    link_for_adoption,
-    matches,
-    move_aside,
-    placed_files,
-    remove_tree,
-    renames_for,
-    space_problem,
-)
-from .signing import RollbackError, SignatureError, TrustPolicy, parse_public_key
+from .manifest import Item, validate_item
+from .placement import final_path, incomplete_dir, is_disk_full, space_problem
+from .signing import TrustPolicy, parse_public_key
 from .store import ClientItem, Store
-from .torrentinfo import fetch_torrent, read_torrent, torrent_files
+from .torrentinfo import fetch_torrent, read_torrent
+
+__all__ = ["MANIFEST_KEY", "ItemState", "SyncClient"]
 
 log = logging.getLogger(__name__)
 
-MANIFEST_KEY = "client.manifest:"  # + URL: the last good manifest, as JSON {etag, body}
 MAX_RETRY = 6 * 3600.0
-
-
-class ItemState(str, Enum):
-    """The state of one client item (stored as its value)."""
-
-    QUEUED = "queued"
-    DOWNLOADING = "downloading"
-    PLACED = "placed"
-    FAILED = "failed"
-    PAUSED = "paused"
-
-
 RETRIED = {ItemState.FAILED.value, ItemState.PAUSED.value}
 PLACEMENT_POLL = 0.02  # seconds between looks at a finished download awaiting placement
 PEER_REDIAL = 5.0  # seconds between dialling the x.pe peers of a download with none
-
 SETTLED = {ItemState.PLACED.value, ItemState.FAILED.value, ItemState.PAUSED.value}
 
 
@@ -98,81 +81,36 @@ class SyncClient:
         self._lock = threading.RLock()
         self._events: queue.Queue[EngineEvent] = queue.Queue()
         self._finished: set[str] = set()
-        self._adopted: set[str] = set()
         self._space_checked: set[str] = set()
         self._dialed: dict[str, float] = {}
         self.rejected: dict[str, list[str]] = {}
         self.trust = TrustPolicy(store, parse_public_key(config.trust) if config.trust else None)
         self._wakeup = threading.Event()
+        self._placer = Placer(engine, self.download_dir, notifier)
+        self._planner = ItemPlanner(
+            store, engine, self.download_dir, self._start, delete_removed=config.delete_removed
+        )
         engine.subscribe(self._notify)
 
     # -- manifests -------------------------------------------------------------
     def saved_manifest(self, url: str) -> tuple[bytes, str | None] | None:
         """The last good manifest of `url` kept in the store (body, ETag), or None."""
-        raw = self.store.get(MANIFEST_KEY + url)
-        if raw is None:
-            return None
-        saved = json.loads(raw)
-        return saved["body"].encode(), saved.get("etag")
+        return saved_manifest(self.store, url)
 
     def apply(self, url: str, body: bytes, etag: str | None = None) -> bool:
         """Parse a fetched manifest, keep it as the last good one and plan its items.
 
         Returns False (and keeps the previous manifest) when the document is unusable.
         """
-        try:
-            manifest, rejected = parse_manifest(body)
-            self.trust.admit(url, json.loads(body))
-        except (SignatureError, RollbackError) as exc:
-            log.error("manifest %s refused, keeping the last good one: %s", url, exc)
+        read = read_manifest(url, body, self.trust)
+        if read is None:
             return False
-        except MeshmediaError as exc:
-            log.error("manifest %s is unusable, keeping the last good one: %s", url, exc)
-            return False
-        for bad in rejected:
-            log.warning("skipping %s from %s", bad, url)
-        text = json.dumps({"etag": etag, "body": body.decode("utf-8")})
-        self.store.put(MANIFEST_KEY + url, text)
+        manifest, rejected = read
+        keep_manifest(self.store, url, body, etag)
         with self._lock:
             self.rejected[url] = [str(bad) for bad in rejected]
-            self._plan(url, manifest)
+            self._planner.plan(url, manifest)
         return True
-
-    def _plan(self, url: str, manifest: Manifest) -> None:
-        current = {ci.path: ci for ci in self.store.client_items(url)}
-        taken = {ci.path for ci in self.store.client_items() if ci.url != url}
-        for item in manifest.items:
-            if item.path in taken:
-                log.warning("skipping %s from %s: another manifest has that path", item.path, url)
-                continue
-            known = current.pop(item.path, None)
-            if known is not None and known.item == item.to_json():
-                if known.state == ItemState.PLACED.value and self._lost(known):
-                    self._start(replace(known, state=ItemState.QUEUED.value))
-                continue
-            if known is not None and known.info_hash:
-                self._drop(known, delete_final=False)
-            ih = item.info_hash
-            self._start(ClientItem(url, item.path, ih, ItemState.QUEUED.value, item.to_json()))
-        for gone in current.values():
-            log.info("%s left the manifest %s", gone.path, url)
-            self._drop(gone, delete_final=self.config.delete_removed)
-            self.store.delete_client_item(gone.url, gone.path)
-
-    def _lost(self, ci: ClientItem) -> bool:
-        """A placed item whose torrent the engine no longer has (resume data lost)."""
-        return ci.info_hash is None or self.engine.status(ci.info_hash) is None
-
-    def _drop(self, ci: ClientItem, *, delete_final: bool) -> None:
-        """Stop seeding an item; delete its partial download, and its file when told to."""
-        if ci.info_hash and self.engine.status(ci.info_hash) is not None:
-            self.engine.remove(ci.info_hash)
-        if ci.info_hash:
-            remove_tree(incomplete_dir(self.download_dir, ci.info_hash))
-        if delete_final and ci.state == ItemState.PLACED.value:
-            target = self.download_dir / ci.path
-            remove_tree(target)
-            log.info("deleted %s (delete_removed)", target)
 
     # -- starting --------------------------------------------------------------
     def _start(self, ci: ClientItem) -> None:
@@ -186,12 +124,8 @@ class SyncClient:
             return
         ci = replace(ci, info_hash=ih)
         staging = incomplete_dir(self.download_dir, ih)
-        adopt = final.is_file() and matches(final, item.size, item.sha256, item.xxh3) is True
-        if adopt:
-            link_for_adoption(final, staging, name or final.name)
-            self._adopted.add(ih)
-            log.info("%s is already in place and verified: adopting it", final)
-        elif item.size is not None and (problem := self._space(ih, item.size)):
+        adopt = self._placer.adopt(item, final, ih, name)
+        if not adopt and item.size is not None and (problem := self._space(ih, item.size)):
             self._pause(ci, problem)
             return
         try:
@@ -304,65 +238,11 @@ class SyncClient:
         """Verify a finished download and rename it into place."""
         item = validate_item(ci.item)
         ih = ci.info_hash or ""
-        final = final_path(self.download_dir, item.path)
-        staging = incomplete_dir(self.download_dir, ih)
-        indexed = self._torrent_files(ih)
-        files = [(name, size) for _, name, size in indexed]
-        problem = self._verify(item, ih, staging, files)
+        problem = self._placer.place(item, ih, final_path(self.download_dir, item.path))
         if problem:
-            log.error("%s: %s; deleting the download", item.path, problem)
-            self.engine.remove(ih, delete_files=True)
-            remove_tree(staging)
             self._fail(ci, problem)
             return
-        self._clear_way(final, staging, files)
-        final.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            self.engine.relocate(ih, final.parent, renames_for(indexed, final))
-        except MeshmediaError as exc:
-            self._fail(ci, f"cannot move into place: {exc}")
-            return
-        remove_tree(staging)  # leftovers only: empty folders, an adoption's second link
-        self._adopted.discard(ih)
-        status = self.engine.status(ih)
-        fetched = status.total_download if status else 0
-        log.info("placed %s (%d bytes downloaded by this process)", final, fetched)
-        if self.notifier is not None:
-            self.notifier.notify(final)
         self._save(ci, ItemState.PLACED, error=None, attempts=0)
-
-    def _torrent_files(self, ih: str) -> list[tuple[int, str, int]]:
-        """(index, name, size) of the torrent's real files (pad files left out)."""
-        data = self.engine.torrent_bytes(ih)
-        if data is None:
-            return [(i, name, size) for i, (name, size) in enumerate(self.engine.files(ih))]
-        return [(i, name, size) for i, name, size, pad in torrent_files(data) if not pad]
-
-    def _verify(
-        self, item: Item, ih: str, staging: Path, files: list[tuple[str, int]]
-    ) -> str | None:
-        """None when the download is the item, else what is wrong."""
-        total = sum(size for _, size in files)
-        if not files:
-            return "the torrent has no files"
-        if item.size is not None and total != item.size:
-            return f"size mismatch: expected {item.size} bytes, the torrent has {total}"
-        if item.sha256 and not is_folder(files) and ih not in self._adopted:
-            actual = digests(staging / files[0][0]).sha256
-            if actual != item.sha256:
-                return f"SHA-256 mismatch: expected {item.sha256}, got {actual}"
-        return None
-
-    def _clear_way(self, final: Path, staging: Path, files: list[tuple[str, int]]) -> None:
-        """Move aside anything at the final paths that is not this item's content."""
-        if final.exists() and final.is_dir() != is_folder(files):
-            move_aside(final, self.download_dir)
-            return
-        for (target, _), (name, _) in zip(placed_files(final, files), files, strict=True):
-            source = staging / name
-            if not target.exists() or (source.exists() and target.samefile(source)):
-                continue
-            move_aside(target, self.download_dir)
 
     # -- bookkeeping -----------------------------------------------------------
     def _save(self, ci: ClientItem, state: ItemState, **changes: Any) -> None:
