@@ -161,10 +161,10 @@ class ManifestFetcher:
         )
         if held:
             self.long_poll = True
-        if held or not result.changed:
             self._quick_changes = 0
-        if held:
             return 0.0
+        if not result.changed:
+            self._quick_changes = 0
         if wait > 0 and not result.changed:
             if self.long_poll is not False:
                 log.info("%s answers at once: polling every %.0f s", self.url, interval)

@@ -147,7 +147,7 @@ class ManifestStore:
         """Write `items` as the next version of `old` unless nothing changed. Lock held."""
         if tuple(items) == old.items:
             return old
-        version = max(old.version, self._base[old.group]) + 1
+        version = self._base[old.group] + 1  # never below old.version (see _load)
         self._reserve(old.group, version)
         new = replace(old, version=version, updated_at=utc_now(), items=tuple(items))
         if self._signer is not None:

@@ -41,7 +41,6 @@ class Publisher:
         self._lock = threading.RLock()
         self._hasher = SourceHasher(store)
         self._seeds = SeedKeeper(config.state_dir / "torrents", store, engine)
-        self.torrent_dir = self._seeds.torrent_dir
         self._restore()
 
     @property
@@ -230,8 +229,9 @@ class Publisher:
     def _restore(self) -> None:
         """Seed every catalog entry the engine did not bring back from its resume data,
         and list again every catalog item a crash took out of its manifest."""
-        self._relist_missing()
-        for entry in self._store.catalog():
+        entries = self._store.catalog()
+        self._relist_missing(entries)
+        for entry in entries:
             source = Path(entry.source)
             if self._engine.status(entry.info_hash) is None and source.exists():
                 try:
@@ -239,9 +239,9 @@ class Publisher:
                 except PublishError as exc:
                     log.warning("cannot seed %s again: %s", entry.source, exc)
 
-    def _relist_missing(self) -> None:
+    def _relist_missing(self, entries: list[CatalogEntry]) -> None:
         missing: dict[str, list[Item]] = {}
-        for entry in self._store.catalog():
+        for entry in entries:
             if self._manifests.get(entry.group).item_for(entry.path) is None:
                 try:
                     missing.setdefault(entry.group, []).append(validate_item(entry.item))

@@ -130,13 +130,10 @@ class SourceHasher:
             for p in found
         ]
 
-    def file_hashes(self, path: Path, piece_size: int | None) -> FileHashes:
-        """The file's hashes at `piece_size` (None: the rule for its own size)."""
-        return self._hashes(path, piece_size)[0]
-
     def _hashes(self, path: Path, piece_size: int | None) -> tuple[FileHashes, bool]:
-        """The hashes, and whether they were read just now from a file that did not
-        change meanwhile (then the bytes on disk are known to match them)."""
+        """The file's hashes at `piece_size` (None: the rule for its own size), and
+        whether they were read just now from a file that did not change meanwhile
+        (then the bytes on disk are known to match them)."""
         before = _stat(path)
         piece = piece_size or piece_size_for(before.st_size)
         cached = self._store.cached_hashes(*_key(before), piece)
