@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -21,3 +23,21 @@ def stop_later() -> Iterator[list[Daemon]]:
     yield daemons
     for daemon in daemons:
         daemon.stop(signal.SIGKILL if daemon.alive else signal.SIGTERM)
+
+
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[Any]:
+    """In CI (CI=true) a skipped test fails: every part it needs must be there.
+
+    Locally a test may skip with its reason (no Chromium, not root, podman absent); in CI that
+    would leave the run green without the tests that matter.
+    """
+    outcome = yield
+    report = outcome.get_result()
+    if IN_CI and report.skipped and not hasattr(report, "wasxfail"):
+        reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else report.longrepr
+        report.outcome = "failed"
+        report.longrepr = f"skipped in CI, where every part a test needs must be present: {reason}"
