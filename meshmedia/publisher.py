@@ -20,7 +20,7 @@ from .engine import Engine
 from .errors import ManifestError, PublishError
 from .manifest import Item, ManifestStore, check_relative_path, utc_now, validate_item
 from .seed_keeper import SeedKeeper
-from .sources import SourceHasher
+from .sources import SYMLINK_RULE, SourceHasher, symlink_on
 from .store import CatalogEntry, Store
 from .torrents import advertise_host, build_torrent, magnet_uri
 
@@ -74,7 +74,7 @@ class Publisher:
 
     def unpublish(self, path: Path) -> None:
         """A source file or folder is gone: drop its items and stop seeding them."""
-        source = Path(path).resolve()
+        source = _literal(Path(path))
         self._hasher.drop(source)
         with self._lock:
             for entry in self._entries_under(source):
@@ -85,7 +85,7 @@ class Publisher:
 
     def moved(self, old: Path, new: Path) -> None:
         """A published file or folder moved inside the shares: new path, same hashes."""
-        old_source, new_source = Path(old).resolve(), Path(new).resolve()
+        old_source, new_source = _literal(Path(old)), _literal(Path(new))
         self._hasher.drop(old_source)
         with self._lock:
             entries = self._entries_under(old_source)
@@ -147,6 +147,9 @@ class Publisher:
         *,
         replaces: str | None = None,
     ) -> Item:
+        link = symlink_on(path.absolute(), self._share_roots())
+        if link is not None:
+            raise PublishError(f"{link} is a symbolic link; {SYMLINK_RULE}")
         source = path.resolve()
         share = self.share_for(source)
         if share is None:
@@ -155,7 +158,7 @@ class Publisher:
             raise PublishError(f"{path} is a share folder itself; publish a file or folder in it")
         group = group or share.group
         item_path = _checked_path(dest_path or source.relative_to(share.path.resolve()).as_posix())
-        files = self._hasher.sources(source)
+        files = self._hasher.sources(source, share.path.resolve())
         built = build_torrent(files)
         with self._lock:
             existing = self._store.catalog_entry(group, item_path)
@@ -219,6 +222,11 @@ class Publisher:
         )
         self._seeds.release(entry.info_hash)
 
+    def _share_roots(self) -> list[Path]:
+        """Every share folder as configured and resolved (links above a share are the user's)."""
+        shares = self._config.shares
+        return [s.path.absolute() for s in shares] + [s.path.resolve() for s in shares]
+
     def _entries_under(self, source: Path) -> list[CatalogEntry]:
         return [
             e
@@ -250,6 +258,12 @@ class Publisher:
         for group, items in missing.items():
             log.warning("manifest %s lacked %d published items; listed again", group, len(items))
             self._manifests.update(group, items)
+
+
+def _literal(path: Path) -> Path:
+    """`path` with its folder resolved but not its last name: a file replaced by a
+    symbolic link is that file gone, never the link's target."""
+    return path.absolute().parent.resolve() / path.name
 
 
 def _checked_path(path: str) -> str:

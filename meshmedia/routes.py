@@ -189,7 +189,8 @@ def post_seed(req: RequestHandler, match: re.Match[str]) -> Response:
     if not resolved.exists():
         raise HttpError(400, "path does not exist")
     try:
-        item = publisher.publish(resolved, group, title=title, dest_path=dest_path)
+        # The path as given: the publisher refuses a symbolic link anywhere below the share.
+        item = publisher.publish(target, group, title=title, dest_path=dest_path)
     except (PublishError, ManifestError) as exc:
         raise HttpError(400, str(exc)) from None
     return json_response({"magnet": item.torrent, "item": item.to_json()})
