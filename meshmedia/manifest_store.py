@@ -39,8 +39,9 @@ class ManifestStore:
     """The manifests of every group, cached in memory, one `<group>.json` each on disk.
 
     A new version is served from memory at once and written to disk in the
-    background (manifest_durability); `flush()` and `close()` wait for that.
-    Versions never go backwards, even when a crash loses the last file written.
+    background (manifest_durability); `flush()` and `close()` wait for that, and
+    the HTTP routes call `flush()` before they acknowledge a change. Versions
+    never go backwards, even when a crash loses the last file written.
     """
 
     def __init__(self, folder: Path, signer: SigningKey | None = None) -> None:
@@ -76,17 +77,39 @@ class ManifestStore:
             manifest = self._parse_or_set_aside(path, group, data)
         mark = self._book.mark(group)
         if mark > manifest.version:
-            log.warning(
-                "manifest %s: not closed cleanly (version %d on disk, up to %d reserved);"
-                " new versions continue above %d",
-                group,
-                manifest.version,
-                mark,
-                mark,
-            )
-        self._base[group] = max(manifest.version, mark)
+            manifest = self._continue_above(manifest, mark)
+        self._base[group] = manifest.version
         self._cache[group] = manifest
         return manifest
+
+    def _continue_above(self, manifest: Manifest, mark: int) -> Manifest:
+        """After an unclean stop, the items on disk as version `mark + 1`, written now.
+
+        Versions up to `mark` may have been served before the crash (a watcher publish
+        is served before it is on disk): serving the older file as it is would make
+        the version go backwards for clients that saw a later one. Lock held.
+        """
+        version = mark + 1
+        log.warning(
+            "manifest %s: not closed cleanly (version %d on disk, up to %d reserved);"
+            " serving its %d items as version %d",
+            manifest.group,
+            manifest.version,
+            mark,
+            len(manifest.items),
+            version,
+        )
+        self._book.record({manifest.group: version + BLOCK - 1})
+        new = self._stamped(manifest, version, manifest.items)
+        write_atomic(self._file(manifest.group), new.dumps())
+        return new
+
+    def _stamped(self, old: Manifest, version: int, items: tuple[Item, ...]) -> Manifest:
+        """`old` with these items as `version`, dated now and signed when there is a key."""
+        new = replace(old, version=version, updated_at=utc_now(), items=items)
+        if self._signer is not None:
+            new = replace(new, extra={**new.extra, **self._signer.sign(new.to_json())})
+        return new
 
     def _parse_or_set_aside(self, path: Path, group: str, data: bytes) -> Manifest:
         """Parse a manifest file; one that is not a manifest (a crash can leave an empty
@@ -149,9 +172,7 @@ class ManifestStore:
             return old
         version = self._base[old.group] + 1  # never below old.version (see _load)
         self._reserve(old.group, version)
-        new = replace(old, version=version, updated_at=utc_now(), items=tuple(items))
-        if self._signer is not None:
-            new = replace(new, extra={**new.extra, **self._signer.sign(new.to_json())})
+        new = self._stamped(old, version, tuple(items))
         if self._flusher is not None:
             self._flusher.write(self._file(old.group), new.dumps())
         else:
@@ -163,8 +184,15 @@ class ManifestStore:
         return new
 
     def flush(self, timeout: float | None = None) -> bool:
-        """Wait until every version written so far is on disk; False on timeout."""
+        """Wait until every version handed out before this call is on disk (later
+        writes are not waited for); False on timeout. An answer that acknowledges
+        a change calls this first."""
         return self._flusher.flush(timeout) if self._flusher is not None else True
+
+    @property
+    def write_error(self) -> str | None:
+        """Why the last background write failed, while it keeps failing; else None."""
+        return self._flusher.error if self._flusher is not None else None
 
     def close(self) -> None:
         """Write everything durably and record a clean stop (the next start goes on at +1).

@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from .server import RequestHandler
 
 MAX_WAIT = 60.0
+DURABLE_TIMEOUT = 30.0  # a write answered 503 after this: not acknowledged
 _INFO_HASH = re.compile(r"^[0-9a-fA-F]{40}$")
 JSON = "application/json"
 
@@ -145,6 +146,7 @@ def post_manifest(req: RequestHandler, match: re.Match[str]) -> Response:
             manifest = req.app.manifests.upsert(group, items)
     except ManifestError as exc:
         raise HttpError(400, str(exc)) from None
+    _wait_durable(req, f"version {manifest.version} of {group}")
     summary = {
         "group": manifest.group,
         "version": manifest.version,
@@ -153,6 +155,20 @@ def post_manifest(req: RequestHandler, match: re.Match[str]) -> Response:
         "etag": manifest.etag,
     }
     return json_response(summary, headers={"ETag": manifest.etag})
+
+
+def _wait_durable(req: RequestHandler, what: str) -> None:
+    """Acknowledge a change only once it is on disk: a 200 then survives a SIGKILL."""
+    manifests = req.app.manifests
+    if manifests.flush(DURABLE_TIMEOUT):
+        return
+    reason = manifests.write_error or "the disk is slow"
+    raise HttpError(
+        503,
+        f"{what} is served but not yet on disk after {DURABLE_TIMEOUT:g} s ({reason});"
+        " a crash now would lose it",
+        {"Retry-After": "10"},
+    )
 
 
 def _optional_str(doc: Mapping[str, Any], name: str) -> str | None:
@@ -193,6 +209,7 @@ def post_seed(req: RequestHandler, match: re.Match[str]) -> Response:
         item = publisher.publish(target, group, title=title, dest_path=dest_path)
     except (PublishError, ManifestError) as exc:
         raise HttpError(400, str(exc)) from None
+    _wait_durable(req, f"the item {item.path!r}")
     return json_response({"magnet": item.torrent, "item": item.to_json()})
 
 

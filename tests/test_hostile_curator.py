@@ -8,6 +8,7 @@ Real parts throughout: Store, Engine, ManifestStore and Publisher on tmp_path, a
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import os
 from collections.abc import Callable
@@ -18,7 +19,10 @@ import libtorrent as lt
 import pytest
 import requests
 
+from meshmedia import routes
 from meshmedia.errors import PublishError
+from meshmedia.manifest_store import ManifestStore
+from meshmedia.server import ManifestServer
 from tests.helpers import make_config, random_file, wait_for
 from tests.test_curator import GROUP, CuratorProcess
 from tests.test_publisher import Curator, running
@@ -181,3 +185,120 @@ def sha_list(items: list[dict[str, Any]]) -> set[str]:
     found = {i.get("sha256") for i in items}
     found |= {f.get("sha256") for i in items for f in i.get("files", [])}
     return {s for s in found if s}
+
+
+# -- finding 8: an acknowledged write survives a SIGKILL ------------------------------
+
+
+def manual_item(path: str) -> dict[str, Any]:
+    """An item as a script would POST it (its own info hash, so no two items share one)."""
+    info_hash = hashlib.sha1(path.encode()).hexdigest()
+    return {"title": path, "torrent": f"magnet:?xt=urn:btih:{info_hash}", "path": path}
+
+
+LIBRARY = 40_000
+"""Items of the manifest the curator starts with: every background write rewrites the
+whole file (about 6 MB here), so on an idle disk the 200 can still outrun it."""
+
+
+def test_an_acknowledged_post_survives_a_sigkill_right_after_the_answer(tmp_path: Path) -> None:
+    curator = CuratorProcess(tmp_path / "c")
+    library = [manual_item(f"Library/{n:05}.mkv") for n in range(LIBRARY)]
+    folder = curator.state / "manifests"
+    folder.mkdir(parents=True)
+    document = {"group": GROUP, "version": 1, "updated_at": "", "items": library}
+    (folder / f"{GROUP}.json").write_text(json.dumps(document))
+    acknowledged = {i["path"] for i in library}
+    version = 1
+
+    def check_served() -> None:
+        served = curator.get(f"/manifest/{GROUP}.json")
+        missing = acknowledged - {i["path"] for i in served["items"]}
+        assert not missing, f"{len(missing)} acknowledged items lost, e.g. {sorted(missing)[:3]}"
+        assert served["version"] >= version, (served["version"], version)
+
+    try:
+        for round_ in range(3):
+            curator.start()
+            check_served()
+            token = (curator.state / "token").read_text().strip()
+            items = [manual_item(f"Round {round_}/{n:04}.mkv") for n in range(2000)]
+            answer = requests.post(
+                f"{curator.url}/manifest/{GROUP}.json",
+                json={"items": items},
+                headers={"Authorization": f"Bearer {token}"},
+                timeout=60,
+            )
+            curator.kill()  # SIGKILL the moment the answer is in
+            assert answer.status_code == 200, answer.text
+            acknowledged |= {i["path"] for i in items}
+            version = answer.json()["version"]
+        curator.start()
+        check_served()
+        assert "not closed cleanly" in curator.log_text()
+    finally:
+        curator.kill()
+
+
+def test_a_write_that_cannot_reach_the_disk_is_not_acknowledged(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(routes, "DURABLE_TIMEOUT", 0.5)
+    folder = tmp_path / "manifests"
+    store = ManifestStore(folder)
+    config = make_config(tmp_path, port=0)
+    url = f"/manifest/{GROUP}.json"
+    with ManifestServer(config, store, None, None, "t0ken") as server:
+        auth = {"Authorization": "Bearer t0ken"}
+
+        def post(path: str) -> requests.Response:
+            body = {"items": [manual_item(path)]}
+            return requests.post(server.url + url, json=body, headers=auth, timeout=30)
+
+        assert post("first.mkv").status_code == 200  # reserves the next versions
+        folder.rename(tmp_path / "away")
+        folder.write_bytes(b"")  # the folder is now a file: every write fails
+        answer = post("second.mkv")
+        assert answer.status_code == 503, answer.text
+        assert "not yet on disk" in answer.json()["error"]
+        assert "Not a directory" in answer.json()["error"]
+        assert answer.headers["Retry-After"] == "10"
+        folder.unlink()
+        (tmp_path / "away").rename(folder)
+        assert store.flush(timeout=30)  # the failed batch was tried again
+        on_disk = json.loads((folder / f"{GROUP}.json").read_bytes())
+        assert [i["path"] for i in on_disk["items"]] == ["first.mkv", "second.mkv"]
+        assert post("third.mkv").status_code == 200
+    store.close()
+
+
+def test_seed_answers_only_once_its_item_is_on_disk(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(routes, "DURABLE_TIMEOUT", 0.5)
+    config = make_config(tmp_path, "curator", port=0)
+    with running(config) as curator:
+        folder = curator.manifests.folder
+        share = curator.share
+        args = (config, curator.manifests, curator.publisher, curator.engine.snapshot, "t0ken")
+        with ManifestServer(*args) as server:
+
+            def seed(path: Path) -> requests.Response:
+                return requests.post(
+                    server.url + "/seed",
+                    json={"path": str(path)},
+                    headers={"Authorization": "Bearer t0ken"},
+                    timeout=60,
+                )
+
+            assert seed(random_file(share / "a.mkv", 5000, seed=8)).status_code == 200
+            folder.rename(tmp_path / "away")
+            folder.write_bytes(b"")
+            answer = seed(random_file(share / "b.mkv", 5000, seed=9))
+            assert answer.status_code == 503, answer.text
+            assert "the item 'b.mkv' is served but not yet on disk" in answer.json()["error"]
+            folder.unlink()
+            (tmp_path / "away").rename(folder)
+            assert curator.manifests.flush(timeout=30)
+            on_disk = json.loads((folder / "default.json").read_bytes())
+            assert [i["path"] for i in on_disk["items"]] == ["a.mkv", "b.mkv"]
