@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import replace
 from pathlib import Path
 
@@ -32,7 +32,13 @@ def check_group(group: str) -> str:
     return group
 
 
-__all__ = ["ManifestStore", "check_group", "write_atomic"]
+__all__ = [
+    "ManifestStore",
+    "check_curated_path",
+    "check_group",
+    "check_placeable",
+    "write_atomic",
+]
 
 
 class ManifestStore:
@@ -143,7 +149,8 @@ class ManifestStore:
     def exists(self, group: str) -> bool:
         """True when `group` has a manifest in memory or on disk."""
         with self._changed:
-            return group in self._cache or self._file(group).is_file()
+            cached = self._cache.get(group)
+            return (cached is not None and cached.version > 0) or self._file(group).is_file()
 
     def groups(self) -> list[str]:
         """The groups that have a manifest, sorted."""
@@ -224,9 +231,11 @@ class ManifestStore:
         with self._changed:
             old = self._load(check_group(group))
             merged = {item.path: item for item in old.items if item.path not in gone}
+            items = list(items)
             for item in items:
                 previous = merged.get(item.path)
                 merged[item.path] = _with_added_at(item, previous)
+            check_placeable(items, merged)
             return self._commit(old, list(merged.values()))
 
     def replace(self, group: str, items: Iterable[Item]) -> Manifest:
@@ -236,6 +245,7 @@ class ManifestStore:
             new: dict[str, Item] = {}
             for item in items:
                 new[item.path] = _with_added_at(item, old.item_for(item.path))
+            check_placeable(new.values(), new)
             return self._commit(old, list(new.values()))
 
     def wait_for_change(self, group: str, etag: str | None, timeout: float) -> Manifest:
@@ -249,6 +259,57 @@ class ManifestStore:
                 if etag is None or manifest.etag != etag or left <= 0:
                     return manifest
                 self._changed.wait(left)
+
+
+STAGING = ".meshmedia"
+"""The client's own folder in its download dir (staging, replaced files): no item's."""
+
+
+def check_curated_path(path: str) -> str:
+    """Return `path` unless a curator must not list it: inside the client's `.meshmedia/`
+    (any case: a client may store on a case-insensitive disk) or not valid UTF-8."""
+    if path.split("/", 1)[0].casefold() == STAGING:
+        raise ManifestError(f"path {path!r:.200} is inside {STAGING}/, the client's own folder")
+    try:
+        path.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ManifestError(f"path {path!r:.200} is not valid UTF-8 text") from None
+    return path
+
+
+def check_placeable(items: Iterable[Item], listed: Mapping[str, Item]) -> None:
+    """Refuse a new item a client could not place beside the listed ones (`listed`
+    holds them all, the new ones too): a reserved path, or a path that is a folder of
+    another item's path or lies inside one (`Show` and `Show/ep1.mkv`)."""
+    items = list(items)
+    below = _path_below(listed, many=len(items) > FEW)
+    for item in items:
+        check_curated_path(item.path)
+        parts = item.path.split("/")
+        above = ("/".join(parts[:end]) for end in range(1, len(parts)))
+        other = below(item.path) or next((p for p in above if p in listed), None)
+        if other is not None:
+            raise ManifestError(
+                f"item {item.path!r:.200} overlaps item {other!r:.200}: one would be a folder"
+                " holding the other, and no client can place both; remove one first"
+            )
+
+
+FEW = 6
+"""Up to this many new items, each is checked by a scan of the listed paths (5 ms at
+40,000 items, load 1.4); more share an index of every folder they need (35 ms)."""
+
+
+def _path_below(listed: Mapping[str, Item], *, many: bool) -> Callable[[str], str | None]:
+    """A function giving one listed path inside the folder `path`, or None."""
+    if not many:
+        return lambda path: next((p for p in listed if p.startswith(path + "/")), None)
+    folders: dict[str, str] = {}
+    for path in listed:
+        parts = path.split("/")
+        for end in range(1, len(parts)):
+            folders.setdefault("/".join(parts[:end]), path)
+    return folders.get
 
 
 def _with_added_at(item: Item, previous: Item | None) -> Item:

@@ -162,10 +162,12 @@ class Publisher:
         built = build_torrent(files)
         with self._lock:
             existing = self._store.catalog_entry(group, item_path)
+            absorbed = self._files_of_folder(group, item_path, source)
             if (
                 existing is not None
                 and existing.info_hash == built.info_hash
                 and existing.source == str(source)
+                and not absorbed
             ):
                 self._seeds.seed(built, source, files)
                 log.debug("%s is already published as %s", source, existing.info_hash)
@@ -189,11 +191,16 @@ class Publisher:
                 extra=_folder_extra(files) if source.is_dir() else {},
             )
             gone = [replaces] if replaces and replaces != item_path else []
-            manifest = self._manifests.update(group, [item], gone)
+            try:
+                manifest = self._manifests.update(group, [item], gone + [e.path for e in absorbed])
+            except ManifestError:  # overlaps another item: refused, seed nothing for it
+                self._seeds.release(built.info_hash)
+                raise
             item = manifest.item_for(item_path) or item
             self._store.save_catalog(
                 CatalogEntry(group, item_path, built.info_hash, str(source), item.to_json())
             )
+            self._let_go(absorbed, item_path)
             if existing is not None and existing.info_hash != built.info_hash:
                 self._seeds.release(existing.info_hash)
         self._hasher.drop(source)  # a follow() that raced with this publish
@@ -221,6 +228,24 @@ class Publisher:
             replaces=entry.path if custom_path is None else None,
         )
         self._seeds.release(entry.info_hash)
+
+    def _files_of_folder(self, group: str, item_path: str, source: Path) -> list[CatalogEntry]:
+        """The items of `group` published from files inside the folder `source`: a
+        folder item takes them over (a client cannot place `Show` and `Show/ep1.mkv`)."""
+        if not source.is_dir():
+            return []
+        return [
+            e
+            for e in self._entries_under(source)
+            if e.group == group and e.path != item_path and Path(e.source) != source
+        ]
+
+    def _let_go(self, entries: list[CatalogEntry], folder_item: str) -> None:
+        """Forget file items a folder item took over, and stop seeding their torrents."""
+        for entry in entries:
+            self._store.delete_catalog(entry.group, entry.path)
+            self._seeds.release(entry.info_hash)
+            log.info("%s in %s is now part of folder item %s", entry.path, entry.group, folder_item)
 
     def _share_roots(self) -> list[Path]:
         """Every share folder as configured and resolved (links above a share are the user's)."""

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 from . import __version__
 from .errors import ManifestError, PublishError
 from .manifest import canonical_json, check_relative_path, parse_items
+from .manifest_store import check_curated_path
 
 if TYPE_CHECKING:
     from .server import RequestHandler
@@ -190,7 +191,7 @@ def post_seed(req: RequestHandler, match: re.Match[str]) -> Response:
     group, title, dest_path = (_optional_str(doc, k) for k in ("group", "title", "dest_path"))
     if dest_path is not None:
         try:
-            check_relative_path(dest_path)
+            check_curated_path(check_relative_path(dest_path))
         except ManifestError as exc:
             raise HttpError(400, f"dest_path: {exc}") from None
     publisher = req.app.publisher

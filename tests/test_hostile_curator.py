@@ -11,7 +11,7 @@ import hashlib
 import json
 import logging
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +21,7 @@ import requests
 
 from meshmedia import routes
 from meshmedia.errors import PublishError
+from meshmedia.manifest import validate_item
 from meshmedia.manifest_store import ManifestStore
 from meshmedia.server import ManifestServer
 from tests.helpers import make_config, random_file, wait_for
@@ -153,9 +154,12 @@ def test_serve_never_publishes_a_link(tmp_path: Path, outside: Path, polling: bo
     (share / "in-link.mkv").symlink_to(share / "real.mkv")
     (share / "out-link.mkv").symlink_to(outside)
     (share / "linkdir").symlink_to(outside.parent, target_is_directory=True)
+    random_file(Path(os.fsdecode(os.fsencode(share) + b"/caf\xe9.mkv")), 1000, seed=16)
     try:
         curator.start()
         wait_for(lambda: set(curator.items()) == {"real.mkv", "Show/ep1.mkv"}, timeout=30)
+        latin1 = r"caf\xe9.mkv': its name is not valid UTF-8"
+        wait_for(lambda: latin1 in curator.log_text(), timeout=30, describe=curator.log_text)
         for name in ("in-link.mkv", "out-link.mkv", "linkdir", "Show/poster.jpg"):
             line = f"skipping symbolic link {share / name}: "
             wait_for(lambda line=line: line in curator.log_text(), timeout=30, describe=line.strip)
@@ -169,6 +173,7 @@ def test_serve_never_publishes_a_link(tmp_path: Path, outside: Path, polling: bo
         answer = requests.post(seed, json={"path": str(share / "Show")}, headers=auth, timeout=60)
         assert answer.status_code == 200, answer.text
         assert [f["path"] for f in answer.json()["item"]["files"]] == ["ep1.mkv"]
+        assert set(curator.items()) == {"real.mkv", "Show"}  # the folder took ep1.mkv over
         refused = requests.post(
             seed, json={"path": str(share / "in-link.mkv")}, headers=auth, timeout=60
         )
@@ -302,3 +307,131 @@ def test_seed_answers_only_once_its_item_is_on_disk(
             assert curator.manifests.flush(timeout=30)
             on_disk = json.loads((folder / "default.json").read_bytes())
             assert [i["path"] for i in on_disk["items"]] == ["a.mkv", "b.mkv"]
+
+
+# -- finding 9: paths no client can place, names that are not UTF-8 ----------------------
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[ManifestServer]:
+    store = ManifestStore(tmp_path / "manifests")
+    with ManifestServer(make_config(tmp_path, port=0), store, None, None, "t0ken") as running_:
+        yield running_
+    store.close()
+
+
+def post_items(
+    server: ManifestServer, paths: list[str], replace: bool = False
+) -> requests.Response:
+    return requests.post(
+        f"{server.url}/manifest/{GROUP}.json" + ("?replace=1" if replace else ""),
+        json={"items": [manual_item(p) for p in paths]},
+        headers={"Authorization": "Bearer t0ken"},
+        timeout=30,
+    )
+
+
+@pytest.mark.parametrize(
+    ("listed", "posted", "other"),
+    [
+        (["Show/ep1.mkv"], ["Show"], "Show/ep1.mkv"),
+        (["Show"], ["Show/ep1.mkv"], "Show"),
+        (["A/B/c.mkv"], ["A/B"], "A/B/c.mkv"),
+        (["A"], ["A/B/c.mkv"], "A"),
+        ([], ["Show", "Show/ep1.mkv"], "Show/ep1.mkv"),  # both in one body
+    ],
+)
+def test_overlapping_items_are_refused(
+    server: ManifestServer, listed: list[str], posted: list[str], other: str
+) -> None:
+    if listed:
+        assert post_items(server, listed).status_code == 200
+    before = requests.get(f"{server.url}/manifest/{GROUP}.json", timeout=30).json()
+    answer = post_items(server, posted)
+    assert answer.status_code == 400, answer.text
+    assert f"overlaps item '{other}'" in answer.json()["error"]
+    assert "no client can place both" in answer.json()["error"]
+    after = requests.get(f"{server.url}/manifest/{GROUP}.json", timeout=30).json()
+    assert after == before  # nothing of the refused body was listed
+    fine = post_items(server, ["Show.mkv", "Shows/x.mkv", "A B/c.mkv"])  # prefixes, no folder
+    assert fine.status_code == 200, fine.text
+
+
+def test_replace_checks_the_new_list_alone(server: ManifestServer) -> None:
+    assert post_items(server, ["Show/ep1.mkv"]).status_code == 200
+    assert post_items(server, ["Show"], replace=True).status_code == 200  # ep1 is gone
+    assert post_items(server, ["Show", "Show/x"], replace=True).status_code == 400
+
+
+@pytest.mark.parametrize("path", [".meshmedia/incomplete/x.mkv", ".MeshMedia/x.mkv", ".meshmedia"])
+def test_items_inside_the_clients_own_folder_are_refused(server: ManifestServer, path: str) -> None:
+    answer = post_items(server, [path])
+    assert answer.status_code == 400, answer.text
+    assert "inside .meshmedia/, the client's own folder" in answer.json()["error"]
+    assert post_items(server, [".meshmedia-not/x.mkv", "a/.meshmedia/x.mkv"]).status_code == 200
+
+
+def test_seed_refuses_what_no_client_can_place(tmp_path: Path) -> None:
+    config = make_config(tmp_path, "curator", port=0)
+    with running(config) as curator:
+        args = (config, curator.manifests, curator.publisher, curator.engine.snapshot, "t0ken")
+        source = random_file(curator.share / "clip.mkv", 5000, seed=10)
+        curator.manifests.upsert("default", [validate_item(manual_item("Clips/old.mkv"))])
+        with ManifestServer(*args) as server:
+
+            def seed(dest_path: str) -> requests.Response:
+                return requests.post(
+                    server.url + "/seed",
+                    json={"path": str(source), "dest_path": dest_path},
+                    headers={"Authorization": "Bearer t0ken"},
+                    timeout=60,
+                )
+
+            staging = seed(".meshmedia/incomplete/clip.mkv")
+            assert staging.status_code == 400
+            assert "dest_path: path '.meshmedia/incomplete/clip.mkv' is inside" in staging.text
+            overlap = seed("Clips/old.mkv/clip.mkv")
+            assert overlap.status_code == 400
+            assert "overlaps item 'Clips/old.mkv'" in overlap.json()["error"]
+            surrogate = seed("Clips/\udce9.mkv")
+            assert surrogate.status_code == 400
+            assert "not valid UTF-8" in surrogate.json()["error"]
+            assert [i.path for i in curator.manifests.get("default").items] == ["Clips/old.mkv"]
+            assert curator.publisher.seeds() == []  # the refused item seeds nothing
+            assert curator.engine.snapshot().torrents == ()
+
+
+def test_a_folder_item_takes_over_the_items_of_its_own_files(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    with running(make_config(tmp_path, "curator")) as curator:
+        show = curator.share / "Show"
+        first = curator.publisher.publish(random_file(show / "ep1.mkv", 5000, seed=11))
+        curator.publisher.publish(random_file(show / "ep2.mkv", 5000, seed=12))
+        assert set(curator.items()) == {"Show/ep1.mkv", "Show/ep2.mkv"}  # as the watcher does
+        with caplog.at_level(logging.INFO, logger="meshmedia"):
+            folder = curator.publisher.publish(show)
+        assert set(curator.items()) == {"Show"}
+        assert [f["path"] for f in folder.extra["files"]] == ["ep1.mkv", "ep2.mkv"]
+        assert curator.engine.status(first.info_hash or "") is None
+        assert curator.publisher.published() == [show]
+        assert "Show/ep1.mkv in default is now part of folder item Show" in caplog.text
+
+
+def test_names_that_are_not_utf8_are_named_and_skipped(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    with running(make_config(tmp_path, "curator")) as curator:
+        share = os.fsencode(curator.share)
+        latin1 = Path(os.fsdecode(share + b"/caf\xe9.mkv"))
+        random_file(latin1, 3000, seed=13)
+        with pytest.raises(PublishError, match=r"caf\\xe9\.mkv': its name is not valid UTF-8"):
+            curator.publisher.publish(latin1)
+        show = curator.share / "Show"
+        random_file(show / "ep1.mkv", 3000, seed=14)
+        random_file(Path(os.fsdecode(os.fsencode(show) + b"/poster-\xff.jpg")), 300, seed=15)
+        with caplog.at_level(logging.WARNING, logger="meshmedia"):
+            folder = curator.publisher.publish(show)
+        assert [f["path"] for f in folder.extra["files"]] == ["ep1.mkv"]
+        assert r"poster-\xff.jpg': its name is not valid UTF-8" in caplog.text
+        assert set(curator.items()) == {"Show"}
