@@ -19,6 +19,8 @@ import tempfile
 import threading
 from pathlib import Path
 
+from .private_files import FILE_MODE
+
 log = logging.getLogger(__name__)
 
 BLOCK = 1000
@@ -28,14 +30,14 @@ RETRY = 1.0
 
 
 def write_atomic(path: Path, data: bytes) -> None:
-    """Write `data` to `path`: temp file, fsync, rename, fsync the folder."""
+    """Write `data` to `path` (mode 0600): temp file, fsync, rename, fsync the folder."""
     fd, temp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as out:
+            os.fchmod(fd, FILE_MODE)  # mkstemp's 0600 less the umask: exactly 0600
             out.write(data)
             out.flush()
             os.fsync(out.fileno())
-        os.chmod(temp, 0o644)
         os.replace(temp, path)
     except BaseException:
         Path(temp).unlink(missing_ok=True)

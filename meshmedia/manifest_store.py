@@ -18,6 +18,7 @@ from .config import GROUP_RE
 from .errors import ManifestError
 from .manifest import Item, Manifest, parse_manifest, utc_now
 from .manifest_durability import BLOCK, Flusher, VersionBook, write_atomic
+from .private_files import private_dir
 from .signing import SigningKey
 
 log = logging.getLogger(__name__)
@@ -57,7 +58,7 @@ class ManifestStore:
         """
         self.folder = Path(folder)
         self._signer = signer
-        self.folder.mkdir(parents=True, exist_ok=True)
+        private_dir(self.folder)
         self._cache: dict[str, Manifest] = {}
         self._base: dict[str, int] = {}
         self._changed = threading.Condition(threading.Lock())

@@ -11,6 +11,7 @@ import hashlib
 import json
 import logging
 import os
+import stat
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -24,7 +25,11 @@ from meshmedia.errors import PublishError
 from meshmedia.manifest import validate_item
 from meshmedia.manifest_store import ManifestStore
 from meshmedia.server import ManifestServer
-from tests.helpers import make_config, random_file, wait_for
+from meshmedia.signing import SignatureError, generate_key, load_key, save_key
+from meshmedia.store import Store
+from tests.daemons import Client, Daemon
+from tests.daemons import Curator as CuratorDaemon
+from tests.helpers import free_port, make_config, random_file, run_meshmedia, wait_for
 from tests.test_curator import GROUP, CuratorProcess
 from tests.test_publisher import Curator, running
 
@@ -435,3 +440,85 @@ def test_names_that_are_not_utf8_are_named_and_skipped(
         assert [f["path"] for f in folder.extra["files"]] == ["ep1.mkv"]
         assert r"poster-\xff.jpg': its name is not valid UTF-8" in caplog.text
         assert set(curator.items()) == {"Show"}
+
+
+# -- finding 9: modes of the state dir and of the signing key --------------------------
+
+
+def modes(top: Path) -> dict[str, int]:
+    """The mode of the folder and of everything under it, by relative path."""
+    found = {".": stat.S_IMODE(top.stat().st_mode)}
+    for path in top.rglob("*"):
+        found[path.relative_to(top).as_posix()] = stat.S_IMODE(path.lstat().st_mode)
+    return found
+
+
+def open_ones(found: dict[str, int], top: Path) -> dict[str, str]:
+    want = {p: 0o700 if (top / p).is_dir() else 0o600 for p in found}
+    return {p: f"{m:04o}" for p, m in found.items() if m != want[p]}
+
+
+def test_state_dirs_are_private_under_umask_000(tmp_path: Path, stop_later: list[Daemon]) -> None:
+    curator = CuratorDaemon(tmp_path / "curator")
+    client = Client(tmp_path / "client", [curator.manifest_url])
+    stop_later.append(curator)
+    random_file(curator.share / "Film.mkv", 300_000, seed=17)
+    previous = os.umask(0)  # the children inherit it
+    try:
+        keygen = run_meshmedia("keygen", "--state-dir", str(curator.base / "state"))
+        assert keygen.returncode == 0, keygen.stderr
+        curator.start()
+        curator.wait_items(1)
+        done = client.once()
+    finally:
+        os.umask(previous)
+    assert done.returncode == 0, done.stderr
+    assert (client.media / "Film.mkv").exists()
+    for state in (curator.base / "state", client.base / "state"):
+        assert open_ones(modes(state), state) == {}, state
+    assert "state.db" in modes(client.base / "state")  # its -wal and -shm left with it
+    served = modes(curator.base / "state")  # still running: SQLite's -wal and -shm are there
+    assert {"state.db", "state.db-wal", "state.db-shm", "token", "signing.key"} <= set(served)
+    assert {"signing.pub", "manifests", "manifests/default.json", "torrents"} <= set(served)
+    assert any(p.startswith("torrents/") and p.endswith(".torrent") for p in served)
+
+
+def test_an_open_state_dir_is_tightened_at_start(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    state = tmp_path / "state"
+    (state / "manifests").mkdir(parents=True)
+    (state / "torrents").mkdir()
+    for name in ("state.db", "token", "manifests/family.json", "torrents/x.torrent"):
+        (state / name).write_bytes(b"")
+    for path in (state, *state.rglob("*")):
+        os.chmod(path, 0o777 if path.is_dir() else 0o666)
+    own = tmp_path / "mine.txt"
+    own.write_bytes(b"not meshmedia's")
+    os.chmod(own, 0o644)
+    with caplog.at_level(logging.WARNING, logger="meshmedia"):
+        Store.in_state_dir(state).close()
+    assert open_ones(modes(state), state) == {}
+    assert f"state dir {state} had mode 0777 (open to other users); set it to 0700" in caplog.text
+    assert f"set 6 file(s) and folder(s) in {state} to modes 0600/0700" in caplog.text
+    assert stat.S_IMODE(own.stat().st_mode) == 0o644  # outside the state dir: left alone
+
+
+def test_a_signing_key_open_to_others_is_refused_with_the_chmod_to_run(tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    key = save_key(state, generate_key())
+    assert load_key(state) is not None
+    os.chmod(key, 0o644)
+    with pytest.raises(SignatureError, match=r"mode 0644\); run `chmod 600 .*signing\.key`"):
+        load_key(state)
+    share = tmp_path / "share"
+    share.mkdir()
+    serve = run_meshmedia(
+        "serve", "--share", str(share), "--state-dir", str(state), "--port", str(free_port()),
+        "--listen-port", "0", "--no-dht", "--no-lsd", "--no-upnp", "--no-natpmp", timeout=60,
+    )  # fmt: skip
+    assert serve.returncode == 1
+    assert f"run `chmod 600 {key}`" in serve.stderr
+    assert "Traceback" not in serve.stderr
+    os.chmod(key, 0o600)
+    assert load_key(state) is not None
