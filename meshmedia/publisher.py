@@ -99,7 +99,7 @@ class Publisher:
 
     def follow(self, path: Path) -> None:
         """A file is growing: hash what is on disk now, on a background thread (cheap)."""
-        self._hasher.follow(Path(path).resolve())
+        self._hasher.follow(_literal(Path(path)))
 
     def published(self) -> list[Path]:
         """The source paths of every published item."""

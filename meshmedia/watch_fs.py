@@ -146,7 +146,8 @@ def consistent_snapshot(path: str) -> DirectorySnapshot:
         if not walk.torn and not walk.changed_since(snapshot):
             return snapshot
         log.debug("share folder %s changed during a poll; taking it again", path)
-    return DirectorySnapshot(path)  # busy all along: take it as it comes
+    walk = _TornWalk()  # busy all along: take it as it comes (links still not followed)
+    return DirectorySnapshot(path, stat=walk.stat, listdir=walk.listdir)
 
 
 class _SnapshotPollingEmitter(PollingEmitter):
