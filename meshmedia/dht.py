@@ -32,6 +32,7 @@ from .errors import ManifestError, MeshmediaError
 from .hashing import hash_file
 from .manifest import Manifest
 from .manifest_store import ManifestStore, write_atomic
+from .private_files import private_dir
 from .signing import SigningKey, parse_public_key
 from .store import Store
 from .torrents import SourceFile, advertise_host, build_torrent
@@ -152,7 +153,7 @@ class DhtAnnouncer:
 
     def start(self) -> None:
         """Start announcing in the background."""
-        self._folder.mkdir(parents=True, exist_ok=True)
+        private_dir(self._folder)
         self._thread.start()
         log.info("announcing manifests in the DHT under key %s", self._key.public_hex)
 

@@ -25,6 +25,7 @@ from .engine import Engine, TorrentState
 from .engine_dht import wait_for_dht_nodes
 from .errors import EngineError, ManifestError, MeshmediaError
 from .fetcher import MAX_MANIFEST_BYTES
+from .private_files import private_dir
 from .signing import RollbackError, SignatureError, TrustPolicy
 
 log = logging.getLogger(__name__)
@@ -95,7 +96,8 @@ class DhtFollower:
     def _fetch(self, info_hash: str, peers: list[tuple[str, int]]) -> bytes:
         """Download the manifest torrent, read its one file, keep seeding it."""
         magnet = f"magnet:?xt=urn:btih:{info_hash}"
-        self._folder.mkdir(parents=True, exist_ok=True)
+        private_dir(self._folder.parent)
+        private_dir(self._folder)
         ih = self.engine.add_download(magnet, self._folder, peers)
         deadline = time.monotonic() + FETCH_TIMEOUT
         while True:

@@ -12,6 +12,7 @@ file crosses a piece-size step.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import logging
 import os
@@ -138,6 +139,7 @@ class IncrementalHasher:
         self._inflight: list[list[Future[None]]] = [[] for _ in range(RING)]
         self._slot = 0
         self._finishing = False
+        self.final_stat: os.stat_result | None = None  # of the file finish() read
 
     # -- public --------------------------------------------------------------
     @property
@@ -164,7 +166,8 @@ class IncrementalHasher:
             try:
                 size = self._catch_up(final=True)
                 self._drain()
-                if os.fstat(self._fd).st_size != size:
+                self.final_stat = os.fstat(self._fd)
+                if self.final_stat.st_size != size:
                     raise PublishError(f"{self.path} changed while it was hashed")
                 return self._result(size)
             finally:
@@ -185,7 +188,7 @@ class IncrementalHasher:
     def _open(self) -> int:
         """The size on disk; (re)opens the file and starts over when it was replaced."""
         try:
-            st = os.stat(self.path)
+            st = os.lstat(self.path)
         except OSError as exc:
             raise PublishError(f"cannot read {self.path}: {exc.strerror}") from exc
         if self._fd >= 0:
@@ -196,8 +199,11 @@ class IncrementalHasher:
                 self._close()
         if self._fd < 0:
             try:
-                self._fd = os.open(self.path, os.O_RDONLY)
+                # A file swapped for a symbolic link after it was checked is never read.
+                self._fd = os.open(self.path, os.O_RDONLY | os.O_NOFOLLOW)
             except OSError as exc:
+                if exc.errno == errno.ELOOP:
+                    raise PublishError(f"{self.path} is a symbolic link; not read") from None
                 raise PublishError(f"cannot read {self.path}: {exc.strerror}") from exc
             self._whole = _WholeFile()
             self._streams = {}

@@ -19,21 +19,25 @@ import tempfile
 import threading
 from pathlib import Path
 
+from .private_files import FILE_MODE
+
 log = logging.getLogger(__name__)
 
 BLOCK = 1000
 """Versions reserved at once; the next block is reserved when half is used."""
+RETRY = 1.0
+"""Seconds between tries when a batch cannot be written (a full or failing disk)."""
 
 
 def write_atomic(path: Path, data: bytes) -> None:
-    """Write `data` to `path`: temp file, fsync, rename, fsync the folder."""
+    """Write `data` to `path` (mode 0600): temp file, fsync, rename, fsync the folder."""
     fd, temp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as out:
+            os.fchmod(fd, FILE_MODE)  # mkstemp's 0600 less the umask: exactly 0600
             out.write(data)
             out.flush()
             os.fsync(out.fileno())
-        os.chmod(temp, 0o644)
         os.replace(temp, path)
     except BaseException:
         Path(temp).unlink(missing_ok=True)
@@ -84,7 +88,12 @@ class VersionBook:
 
 
 class Flusher:
-    """A thread that writes files durably and extends reservations, in the background."""
+    """A thread that writes files durably and extends reservations, in the background.
+
+    Every request takes a ticket; `flush` waits for the tickets handed out before
+    it was called, so a caller waits for its own batch, never for later writes.
+    A batch that fails is kept and tried again (RETRY seconds later).
+    """
 
     def __init__(self, book: VersionBook) -> None:
         """Start the thread; `book` receives the reservations asked for with `reserve`."""
@@ -92,29 +101,36 @@ class Flusher:
         self._cond = threading.Condition()
         self._files: dict[Path, bytes] = {}
         self._marks: dict[str, int] = {}
-        self._busy = False
+        self._issued = 0  # tickets handed out
+        self._done = 0  # every ticket up to this one is on disk
+        self.error: str | None = None  # why the last batch failed (None once one succeeds)
         self._closed = False
         self._thread = threading.Thread(target=self._run, name="manifest-fsync", daemon=True)
         self._thread.start()
 
-    def write(self, path: Path, data: bytes) -> None:
-        """Have `data` written to `path` soon (a newer write of the same path replaces it)."""
+    def write(self, path: Path, data: bytes) -> int:
+        """Have `data` written to `path` soon (a newer write of the same path replaces it);
+        returns its ticket."""
         with self._cond:
             self._files[path] = data
-            self._cond.notify_all()
+            return self._ticket()
 
-    def reserve(self, group: str, mark: int) -> None:
-        """Have the reservation of `group` raised to `mark` soon."""
+    def reserve(self, group: str, mark: int) -> int:
+        """Have the reservation of `group` raised to `mark` soon; returns its ticket."""
         with self._cond:
             self._marks[group] = max(mark, self._marks.get(group, 0))
-            self._cond.notify_all()
+            return self._ticket()
+
+    def _ticket(self) -> int:
+        self._issued += 1
+        self._cond.notify_all()
+        return self._issued
 
     def flush(self, timeout: float | None = None) -> bool:
-        """Wait until everything asked for so far is on disk; False on timeout."""
+        """Wait until everything asked for before this call is on disk; False on timeout."""
         with self._cond:
-            return self._cond.wait_for(
-                lambda: not (self._files or self._marks or self._busy), timeout
-            )
+            ticket = self._issued
+            return self._cond.wait_for(lambda: self._done >= ticket, timeout)
 
     def close(self) -> None:
         """Finish the pending work and stop the thread."""
@@ -131,15 +147,31 @@ class Flusher:
                     return
                 files, self._files = self._files, {}
                 marks, self._marks = self._marks, {}
-                self._busy = True
+                upto = self._issued
             try:
                 for path, data in files.items():
                     write_atomic(path, data)
                 if marks:
                     self._book.record(marks)
             except OSError as exc:
-                log.error("cannot make the manifests durable: %s", exc)
-            finally:
+                if self._failed(files, marks, exc):
+                    return
+            else:
                 with self._cond:
-                    self._busy = False
+                    self._done, self.error = upto, None
                     self._cond.notify_all()
+
+    def _failed(self, files: dict[Path, bytes], marks: dict[str, int], exc: OSError) -> bool:
+        """Keep a failed batch for the next try (newer data wins); True when closing."""
+        log.error("cannot make the manifests durable (trying again): %s", exc)
+        with self._cond:
+            self.error = str(exc)
+            for path, data in files.items():
+                self._files.setdefault(path, data)
+            for group, mark in marks.items():
+                self._marks[group] = max(mark, self._marks.get(group, 0))
+            if self._closed:
+                log.error("closing with %d manifest file(s) not on disk", len(self._files))
+                return True
+            self._cond.wait_for(lambda: self._closed, RETRY)
+        return False

@@ -20,7 +20,7 @@ from .engine import Engine
 from .errors import ManifestError, PublishError
 from .manifest import Item, ManifestStore, check_relative_path, utc_now, validate_item
 from .seed_keeper import SeedKeeper
-from .sources import SourceHasher
+from .sources import SYMLINK_RULE, SourceHasher, symlink_on
 from .store import CatalogEntry, Store
 from .torrents import advertise_host, build_torrent, magnet_uri
 
@@ -74,7 +74,7 @@ class Publisher:
 
     def unpublish(self, path: Path) -> None:
         """A source file or folder is gone: drop its items and stop seeding them."""
-        source = Path(path).resolve()
+        source = _literal(Path(path))
         self._hasher.drop(source)
         with self._lock:
             for entry in self._entries_under(source):
@@ -85,7 +85,7 @@ class Publisher:
 
     def moved(self, old: Path, new: Path) -> None:
         """A published file or folder moved inside the shares: new path, same hashes."""
-        old_source, new_source = Path(old).resolve(), Path(new).resolve()
+        old_source, new_source = _literal(Path(old)), _literal(Path(new))
         self._hasher.drop(old_source)
         with self._lock:
             entries = self._entries_under(old_source)
@@ -99,7 +99,7 @@ class Publisher:
 
     def follow(self, path: Path) -> None:
         """A file is growing: hash what is on disk now, on a background thread (cheap)."""
-        self._hasher.follow(Path(path).resolve())
+        self._hasher.follow(_literal(Path(path)))
 
     def published(self) -> list[Path]:
         """The source paths of every published item."""
@@ -147,6 +147,9 @@ class Publisher:
         *,
         replaces: str | None = None,
     ) -> Item:
+        link = symlink_on(path.absolute(), self._share_roots())
+        if link is not None:
+            raise PublishError(f"{link} is a symbolic link; {SYMLINK_RULE}")
         source = path.resolve()
         share = self.share_for(source)
         if share is None:
@@ -155,14 +158,16 @@ class Publisher:
             raise PublishError(f"{path} is a share folder itself; publish a file or folder in it")
         group = group or share.group
         item_path = _checked_path(dest_path or source.relative_to(share.path.resolve()).as_posix())
-        files = self._hasher.sources(source)
+        files = self._hasher.sources(source, share.path.resolve())
         built = build_torrent(files)
         with self._lock:
             existing = self._store.catalog_entry(group, item_path)
+            absorbed = self._files_of_folder(group, item_path, source)
             if (
                 existing is not None
                 and existing.info_hash == built.info_hash
                 and existing.source == str(source)
+                and not absorbed
             ):
                 self._seeds.seed(built, source, files)
                 log.debug("%s is already published as %s", source, existing.info_hash)
@@ -186,11 +191,16 @@ class Publisher:
                 extra=_folder_extra(files) if source.is_dir() else {},
             )
             gone = [replaces] if replaces and replaces != item_path else []
-            manifest = self._manifests.update(group, [item], gone)
+            try:
+                manifest = self._manifests.update(group, [item], gone + [e.path for e in absorbed])
+            except ManifestError:  # overlaps another item: refused, seed nothing for it
+                self._seeds.release(built.info_hash)
+                raise
             item = manifest.item_for(item_path) or item
             self._store.save_catalog(
                 CatalogEntry(group, item_path, built.info_hash, str(source), item.to_json())
             )
+            self._let_go(absorbed, item_path)
             if existing is not None and existing.info_hash != built.info_hash:
                 self._seeds.release(existing.info_hash)
         self._hasher.drop(source)  # a follow() that raced with this publish
@@ -218,6 +228,29 @@ class Publisher:
             replaces=entry.path if custom_path is None else None,
         )
         self._seeds.release(entry.info_hash)
+
+    def _files_of_folder(self, group: str, item_path: str, source: Path) -> list[CatalogEntry]:
+        """The items of `group` published from files inside the folder `source`: a
+        folder item takes them over (a client cannot place `Show` and `Show/ep1.mkv`)."""
+        if not source.is_dir():
+            return []
+        return [
+            e
+            for e in self._entries_under(source)
+            if e.group == group and e.path != item_path and Path(e.source) != source
+        ]
+
+    def _let_go(self, entries: list[CatalogEntry], folder_item: str) -> None:
+        """Forget file items a folder item took over, and stop seeding their torrents."""
+        for entry in entries:
+            self._store.delete_catalog(entry.group, entry.path)
+            self._seeds.release(entry.info_hash)
+            log.info("%s in %s is now part of folder item %s", entry.path, entry.group, folder_item)
+
+    def _share_roots(self) -> list[Path]:
+        """Every share folder as configured and resolved (links above a share are the user's)."""
+        shares = self._config.shares
+        return [s.path.absolute() for s in shares] + [s.path.resolve() for s in shares]
 
     def _entries_under(self, source: Path) -> list[CatalogEntry]:
         return [
@@ -250,6 +283,12 @@ class Publisher:
         for group, items in missing.items():
             log.warning("manifest %s lacked %d published items; listed again", group, len(items))
             self._manifests.update(group, items)
+
+
+def _literal(path: Path) -> Path:
+    """`path` with its folder resolved but not its last name: a file replaced by a
+    symbolic link is that file gone, never the link's target."""
+    return path.absolute().parent.resolve() / path.name
 
 
 def _checked_path(path: str) -> str:

@@ -18,11 +18,13 @@ from typing import TYPE_CHECKING, Any
 from . import __version__
 from .errors import ManifestError, PublishError
 from .manifest import canonical_json, check_relative_path, parse_items
+from .manifest_store import check_curated_path
 
 if TYPE_CHECKING:
     from .server import RequestHandler
 
 MAX_WAIT = 60.0
+DURABLE_TIMEOUT = 30.0  # a write answered 503 after this: not acknowledged
 _INFO_HASH = re.compile(r"^[0-9a-fA-F]{40}$")
 JSON = "application/json"
 
@@ -145,6 +147,7 @@ def post_manifest(req: RequestHandler, match: re.Match[str]) -> Response:
             manifest = req.app.manifests.upsert(group, items)
     except ManifestError as exc:
         raise HttpError(400, str(exc)) from None
+    _wait_durable(req, f"version {manifest.version} of {group}")
     summary = {
         "group": manifest.group,
         "version": manifest.version,
@@ -153,6 +156,20 @@ def post_manifest(req: RequestHandler, match: re.Match[str]) -> Response:
         "etag": manifest.etag,
     }
     return json_response(summary, headers={"ETag": manifest.etag})
+
+
+def _wait_durable(req: RequestHandler, what: str) -> None:
+    """Acknowledge a change only once it is on disk: a 200 then survives a SIGKILL."""
+    manifests = req.app.manifests
+    if manifests.flush(DURABLE_TIMEOUT):
+        return
+    reason = manifests.write_error or "the disk is slow"
+    raise HttpError(
+        503,
+        f"{what} is served but not yet on disk after {DURABLE_TIMEOUT:g} s ({reason});"
+        " a crash now would lose it",
+        {"Retry-After": "10"},
+    )
 
 
 def _optional_str(doc: Mapping[str, Any], name: str) -> str | None:
@@ -174,7 +191,7 @@ def post_seed(req: RequestHandler, match: re.Match[str]) -> Response:
     group, title, dest_path = (_optional_str(doc, k) for k in ("group", "title", "dest_path"))
     if dest_path is not None:
         try:
-            check_relative_path(dest_path)
+            check_curated_path(check_relative_path(dest_path))
         except ManifestError as exc:
             raise HttpError(400, f"dest_path: {exc}") from None
     publisher = req.app.publisher
@@ -189,9 +206,11 @@ def post_seed(req: RequestHandler, match: re.Match[str]) -> Response:
     if not resolved.exists():
         raise HttpError(400, "path does not exist")
     try:
-        item = publisher.publish(resolved, group, title=title, dest_path=dest_path)
+        # The path as given: the publisher refuses a symbolic link anywhere below the share.
+        item = publisher.publish(target, group, title=title, dest_path=dest_path)
     except (PublishError, ManifestError) as exc:
         raise HttpError(400, str(exc)) from None
+    _wait_durable(req, f"the item {item.path!r}")
     return json_response({"magnet": item.torrent, "item": item.to_json()})
 
 

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from .engine import Engine
 from .errors import EngineError, PublishError
+from .private_files import private_dir, write_private
 from .store import Store
 from .torrents import BuiltTorrent, SourceFile
 
@@ -30,7 +31,7 @@ class SeedKeeper:
     def __init__(self, torrent_dir: Path, store: Store, engine: Engine) -> None:
         """Use (and create) `torrent_dir`; `store`'s catalog says which torrents are in use."""
         self.torrent_dir = torrent_dir
-        self.torrent_dir.mkdir(parents=True, exist_ok=True)
+        private_dir(self.torrent_dir)
         self._store = store
         self._engine = engine
 
@@ -85,5 +86,5 @@ def _write_without_fsync(path: Path, data: bytes) -> None:
     disk to write that copy out (0.7 s measured), and a lost `.torrent` is rebuilt
     from the hash cache when the file is published again (the watcher does at start)."""
     temp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-    temp.write_bytes(data)
+    write_private(temp, data)
     os.replace(temp, path)

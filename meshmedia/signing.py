@@ -15,6 +15,8 @@ import hashlib
 import json
 import logging
 import os
+import shlex
+import stat
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +27,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from .errors import ManifestError
+from .private_files import open_private, private_dir, write_private
 
 log = logging.getLogger(__name__)
 
@@ -106,24 +109,38 @@ def _public_of(seed: bytes) -> bytes:
 
 
 def save_key(state_dir: Path, key: SigningKey, overwrite: bool = False) -> Path:
-    """Write the key pair into the state dir (private key mode 0600); return its path."""
-    state_dir.mkdir(parents=True, exist_ok=True)
+    """Write the key pair into the state dir (0700; both files 0600); return its path."""
+    private_dir(state_dir)
     path = state_dir / KEY_FILE
     flags = os.O_WRONLY | os.O_CREAT | (os.O_TRUNC if overwrite else os.O_EXCL)
     try:
-        fd = os.open(path, flags, 0o600)
+        fd = open_private(path, flags)
     except FileExistsError:
         raise SignatureError(f"{path} exists; refusing to replace a signing key") from None
     with os.fdopen(fd, "w") as out:
         out.write(key.seed.hex() + "\n")
-    os.chmod(path, 0o600)
-    (state_dir / PUBLIC_FILE).write_text(key.public_hex + "\n")
+    write_private(state_dir / PUBLIC_FILE, (key.public_hex + "\n").encode())
     return path
 
 
 def load_key(state_dir: Path) -> SigningKey | None:
-    """The state dir's key pair, or None when there is none."""
+    """The state dir's key pair, or None when there is none.
+
+    A key file that other users can read or write is refused (as ssh does), with
+    the command that fixes it: it is never tightened silently, since whoever could
+    read it may already sign manifests in the curator's name.
+    """
     path = state_dir / KEY_FILE
+    try:
+        mode = stat.S_IMODE(path.stat().st_mode)
+    except FileNotFoundError:
+        return None
+    if mode & 0o077:
+        raise SignatureError(
+            f"the signing key {path} is open to other users (mode {mode:04o}); run"
+            f" `chmod 600 {shlex.quote(str(path))}` (and, if someone else may have read it,"
+            " make a new key with `meshmedia keygen --force`; clients must then trust it)"
+        )
     try:
         seed = bytes.fromhex(path.read_text().strip())
     except FileNotFoundError:

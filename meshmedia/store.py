@@ -8,6 +8,7 @@ shared by the daemon's threads behind a lock (SQLite calls are short).
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 import threading
 import time
@@ -17,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import StoreError
+from .private_files import open_private, secure_state_dir
 from .store_schema import MIGRATIONS, CatalogEntry, ClientItem, HashRecord, ResumeRecord
 
 __all__ = [
@@ -34,6 +36,9 @@ class Store:
 
     def __init__(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
+        if not path.exists():
+            # SQLite gives the -wal and -shm files the database's own mode.
+            os.close(open_private(path, os.O_RDWR | os.O_CREAT))
         self.path = path
         self._lock = threading.RLock()
         try:
@@ -47,7 +52,8 @@ class Store:
 
     @classmethod
     def in_state_dir(cls, state_dir: Path) -> Store:
-        """Open (creating) `state.db` in the given state directory."""
+        """Open (creating) `state.db` in the given state directory, made private first."""
+        secure_state_dir(Path(state_dir))
         return cls(Path(state_dir) / "state.db")
 
     def _migrate(self) -> None:

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from .config import Config
 from .errors import ConfigError
+from .private_files import open_private
 
 log = logging.getLogger(__name__)
 TOKEN_FILE = "token"  # noqa: S105 - a file name, not a secret
@@ -40,8 +41,7 @@ def load_or_create_token(config: Config) -> str:
     path.parent.mkdir(parents=True, exist_ok=True)
     token = secrets.token_urlsafe(32)
     temp = path.with_name(f".{TOKEN_FILE}.{os.getpid()}.tmp")
-    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w", encoding="ascii") as out:
+    with os.fdopen(open_private(temp), "w", encoding="ascii") as out:
         out.write(token + "\n")
         out.flush()
         os.fsync(out.fileno())

@@ -82,7 +82,8 @@ def build_torrent(files: Sequence[SourceFile]) -> BuiltTorrent:
 def _padded_last_piece(source: SourceFile, piece_size: int) -> bytes:
     """SHA-1 of the file's last partial piece followed by the zeros of its pad file."""
     tail = source.hashes.size % piece_size
-    with source.path.open("rb") as handle:
+    fd = os.open(source.path, os.O_RDONLY | os.O_NOFOLLOW)  # never through a link
+    with os.fdopen(fd, "rb") as handle:
         handle.seek(source.hashes.size - tail)
         data = handle.read(tail)
     if len(data) != tail:

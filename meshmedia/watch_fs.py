@@ -23,6 +23,7 @@ from watchdog.observers.polling import PollingEmitter
 from watchdog.utils.dirsnapshot import DirectorySnapshot
 
 from .config import Share
+from .sources import SYMLINK_RULE
 
 log = logging.getLogger(__name__)
 
@@ -102,11 +103,12 @@ class _TornWalk:
         self.torn = False
 
     def stat(self, path: str) -> os.stat_result:
+        # Not following links: a link to a folder is one entry (the watcher skips
+        # it), never a walk into the folder it points at.
         try:
-            return os.stat(path)
+            return os.stat(path, follow_symlinks=False)
         except FileNotFoundError:
-            # Listed a moment ago, gone now (a dangling symlink is no sign).
-            self.torn = self.torn or not os.path.lexists(path)
+            self.torn = True  # listed a moment ago, gone now
             raise
 
     def listdir(self, path: str | None) -> Iterator[os.DirEntry[str]]:
@@ -144,7 +146,8 @@ def consistent_snapshot(path: str) -> DirectorySnapshot:
         if not walk.torn and not walk.changed_since(snapshot):
             return snapshot
         log.debug("share folder %s changed during a poll; taking it again", path)
-    return DirectorySnapshot(path)  # busy all along: take it as it comes
+    walk = _TornWalk()  # busy all along: take it as it comes (links still not followed)
+    return DirectorySnapshot(path, stat=walk.stat, listdir=walk.listdir)
 
 
 class _SnapshotPollingEmitter(PollingEmitter):
@@ -166,10 +169,15 @@ def file_stat(path: Path) -> tuple[int, int] | None:
 
 
 def walk_files(root: Path) -> Iterable[Path]:
-    """Every regular file under root with a final (non-temporary) name."""
+    """Every regular file under root with a final (non-temporary) name; symbolic links
+    (to files or folders) are skipped with a warning naming them, never followed."""
     for folder, dirs, files in os.walk(root):
-        dirs[:] = [d for d in dirs if not d.startswith(".")]
+        for name in [*dirs, *files]:
+            path = Path(folder) / name
+            if not is_temporary(path, root) and path.is_symlink():
+                log.warning("skipping symbolic link %s: %s", path, SYMLINK_RULE)
+        dirs[:] = [d for d in dirs if not d.startswith(".") and not (Path(folder) / d).is_symlink()]
         for name in files:
             path = Path(folder) / name
-            if not is_temporary(path, root) and path.is_file():
+            if not is_temporary(path, root) and not path.is_symlink() and path.is_file():
                 yield path

@@ -32,6 +32,7 @@ from watchdog.events import (
 from watchdog.observers.api import BaseObserver
 
 from .config import Config, Share
+from .sources import SYMLINK_RULE
 from .watch_fs import file_stat, is_temporary, start_observer, walk_files
 
 __all__ = ["FORCE_POLLING_ENV", "PublisherLike", "Watcher", "is_temporary"]
@@ -190,12 +191,9 @@ class Watcher:
         if event.is_directory or is_temporary(src, share.path):
             return
         if isinstance(event, FileDeletedEvent):
-            self._pending.pop(src, None)
-            owner = self._owner(src)
-            if owner is not None:
-                self._settle(share, owner)
-            else:
-                self._call("unpublish", self._publisher.unpublish, src)
+            self._on_deleted(share, src)
+        elif src.is_symlink():
+            self._skip_link(src)
         elif self.polling and isinstance(event, (FileCreatedEvent, FileModifiedEvent)):
             self._wait_quiet(share, src)
         elif isinstance(event, FileCreatedEvent):
@@ -206,6 +204,20 @@ class Watcher:
             self._on_modified(share, src)
         elif isinstance(event, FileClosedEvent):
             self._settle(share, src)
+
+    def _on_deleted(self, share: Share, path: Path) -> None:
+        self._pending.pop(path, None)
+        owner = self._owner(path)
+        if owner is not None:
+            self._settle(share, owner)  # a file left a folder item: republish the folder
+        else:
+            self._call("unpublish", self._publisher.unpublish, path)
+
+    def _skip_link(self, path: Path) -> None:
+        """A symbolic link is never published; a published file replaced by one is gone."""
+        log.warning("skipping symbolic link %s: %s", path, SYMLINK_RULE)
+        if path in self._published_set():
+            self._call("unpublish", self._publisher.unpublish, path)
 
     def _on_modified(self, share: Share, path: Path) -> None:
         pending = self._pending.setdefault(path, _Pending(share, None))
@@ -259,6 +271,10 @@ class Watcher:
         for path, pending in list(self._pending.items()):
             if pending.due is None or pending.due > now:
                 continue
+            if path.is_symlink():  # renamed over the file, or swapped in meanwhile
+                del self._pending[path]
+                self._skip_link(path)
+                continue
             stat = file_stat(path)
             if stat is None:
                 del self._pending[path]
@@ -304,7 +320,8 @@ class Watcher:
                     self._wait_quiet(share, path)
                     self._pending[path].due = self._reconcile_due(path)
             for path in published:
-                if path.is_relative_to(share.path) and not path.exists():
+                # Gone, or replaced by a link while the curator was down.
+                if path.is_relative_to(share.path) and (path.is_symlink() or not path.exists()):
                     self._call("unpublish", self._publisher.unpublish, path)
         log.info("reconciling %d file(s) in %d share folder(s)", seen, len(self._shares))
 

@@ -177,6 +177,7 @@ def test_store_versions_merge_noop_and_atomic_files(tmp_path: Path) -> None:
     assert on_disk.read_bytes() == four.dumps()
     left = sorted(p.name for p in on_disk.parent.iterdir())
     assert left == [".versions", "family.json"]  # no temp files left
+    store.close()  # a clean stop: the next start reads the same version back
     reopened = ManifestStore(tmp_path / "manifests").get("family")
     assert reopened == four
     assert reopened.etag == four.etag

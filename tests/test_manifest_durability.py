@@ -29,9 +29,15 @@ def test_a_crash_that_loses_the_last_files_never_reuses_a_version(tmp_path: Path
     # The crash: no close(), and the disk kept only version 1 of the file.
     (folder / "family.json").write_bytes(first_file)
     reopened = ManifestStore(folder)
-    assert reopened.get("family").version == 1
+    restored = reopened.get("family")
+    # The items the disk kept, above every version served before the crash: a client
+    # that saw version 3 takes it (it was served as version 1 before, a step back).
+    assert restored.version > served.version
+    assert [i.path for i in restored.items] == ["a.mkv"]
+    on_disk = json.loads((folder / "family.json").read_bytes())
+    assert on_disk["version"] == restored.version  # written, not only served
     after = reopened.upsert("family", [item("d.mkv")])
-    assert after.version > served.version  # a client that saw version 3 takes it
+    assert after.version == restored.version + 1
     assert [i.path for i in after.items] == ["a.mkv", "d.mkv"]
 
 
@@ -47,7 +53,9 @@ def test_a_clean_close_goes_on_at_plus_one(tmp_path: Path) -> None:
     reopened.preload(["family"])
     assert reopened.upsert("family", [item("c.mkv")]).version == 3
     # An unclean stop after that jumps over the whole reservation.
-    assert ManifestStore(folder).upsert("family", [item("d.mkv")]).version == 3 + BLOCK
+    after_crash = ManifestStore(folder)
+    assert after_crash.get("family").version == 3 + BLOCK
+    assert after_crash.upsert("family", [item("d.mkv")]).version == 3 + BLOCK + 1
 
 
 def test_closing_after_an_unclean_start_keeps_the_reservation(tmp_path: Path) -> None:
@@ -59,9 +67,9 @@ def test_closing_after_an_unclean_start_keeps_the_reservation(tmp_path: Path) ->
     mark = json.loads((folder / ".versions").read_text())["family"]
     (folder / "family.json").unlink()  # the crash lost the file altogether
     restarted = ManifestStore(folder)
-    assert restarted.get("family").version == 0
-    restarted.close()  # no new version: the mark must not fall back to 0
-    assert ManifestStore(folder).upsert("family", [item("c.mkv")]).version == mark + 1
+    assert (restarted.get("family").version, restarted.get("family").items) == (mark + 1, ())
+    restarted.close()  # the mark must not fall back
+    assert ManifestStore(folder).upsert("family", [item("c.mkv")]).version == mark + 2
 
 
 def test_publishing_writes_no_file_on_the_callers_thread(
@@ -103,4 +111,5 @@ def test_a_broken_file_is_set_aside_and_versions_go_on(
     assert reopened.get("family").items == ()
     assert (folder / "family.json.broken").exists()
     assert "renamed it to family.json.broken" in caplog.text
-    assert reopened.upsert("family", [item("b.mkv")]).version == 2
+    assert reopened.get("family").version == 2  # version 1 was served with a.mkv
+    assert reopened.upsert("family", [item("b.mkv")]).version == 3
