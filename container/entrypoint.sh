@@ -55,7 +55,8 @@ as_user() { setpriv --reuid="$PUID" --regid="$PGID" --clear-groups "$@"; }
 for dir in /share /media; do
   [ -d "$dir" ] || continue
   if [ -z "$(ls -A "$dir")" ]; then
-    chown "$PUID:$PGID" "$dir"
+    chown "$PUID:$PGID" "$dir" 2>/dev/null \
+      || say "warning: cannot hand the empty $dir to PUID=$PUID (mounted read-only?)"
   elif [ "$dir" = /share ] && ! as_user test -r "$dir" -a -x "$dir"; then
     say "warning: $dir is not readable by PUID=$PUID PGID=$PGID"
   elif [ "$dir" = /media ] && ! as_user test -r "$dir" -a -w "$dir" -a -x "$dir"; then

@@ -224,3 +224,20 @@ def test_a_file_dropped_in_the_curator_volume_arrives_in_the_client_volume(
     finally:
         for container in containers:
             container.close()
+
+
+def test_the_entrypoint_runs_any_command_as_puid_and_refuses_root(image: str) -> None:
+    def run(*args: str, puid: int = PUID) -> subprocess.CompletedProcess[str]:
+        ids = ("--env", f"PUID={puid}", "--env", f"PGID={PGID}")
+        return podman("run", "--rm", "--network", "none", *LIMITS, *ids, image, *args, check=False)
+
+    version = run("--version")  # a word or an option is meshmedia's
+    assert version.returncode == 0, version
+    assert "meshmedia, version" in version.stdout
+    # `sync` is also coreutils' program on PATH: the word must still mean meshmedia's.
+    assert "Usage: meshmedia sync" in run("sync", "--help").stdout
+    ids = run("/bin/sh", "-c", "id -u; id -G")  # a path is run as it is, as the user too
+    assert ids.stdout.split() == [str(PUID), str(PGID)], ids
+    refused = run("serve", puid=0)
+    assert refused.returncode == 64, refused
+    assert "PUID=0 would run meshmedia as root" in refused.stderr
