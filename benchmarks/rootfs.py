@@ -74,12 +74,15 @@ def debian_root(arch: str, packages: Sequence[str] = PACKAGES, hooks: Sequence[s
     out = cache_dir() / f"debian-{SUITE}-{arch}-{key(argv, MIRROR)}.tar"
     if out.exists():
         return out
-    out.parent.mkdir(parents=True, exist_ok=True)
-    part = out.with_suffix(".part.tar")
-    # The mirror is given, and stdin closed: mmdebstrap would read a sources.list from
-    # a standard input that is not a terminal.
-    subprocess.run([*argv, str(part), MIRROR], check=True, stdin=subprocess.DEVNULL)
-    part.rename(out)
+    part = Path(tempfile.mkdtemp(prefix=out.stem + ".", dir=_parent(out)))
+    try:
+        # The mirror is given, and stdin closed: mmdebstrap would read a sources.list
+        # from a standard input that is not a terminal.
+        tar = part / "root.tar"
+        subprocess.run([*argv, str(tar), MIRROR], check=True, stdin=subprocess.DEVNULL)
+        tar.rename(out)  # a run beside this one may have renamed its own: same inputs
+    finally:
+        remove(part)
     return out
 
 
@@ -110,15 +113,22 @@ def wheelhouse(machine: str, python: str = PYTHON) -> Path:
         return out
     part = Path(tempfile.mkdtemp(prefix=out.name + ".", dir=_parent(out)))
     platforms = [arg for tag in platform_tags(machine) for arg in ("--platform", tag)]
-    subprocess.run(
-        [
-            sys.executable, "-m", "pip", "download", "-q", "--only-binary=:all:",
-            *platforms, "--python-version", python, "--implementation", "cp",
-            "--dest", str(part), *reqs,
-        ],
-        check=True,
-    )  # fmt: skip
-    part.rename(out)
+    try:
+        subprocess.run(
+            [
+                sys.executable, "-m", "pip", "download", "-q", "--only-binary=:all:",
+                *platforms, "--python-version", python, "--implementation", "cp",
+                "--dest", str(part), *reqs,
+            ],
+            check=True,
+        )  # fmt: skip
+        try:
+            part.rename(out)
+        except OSError:  # a run beside this one made it first (rename onto a full folder)
+            if not out.exists():
+                raise
+    finally:
+        remove(part)
     return out
 
 

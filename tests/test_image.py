@@ -2,10 +2,11 @@
 a client, and a file dropped into the curator's share volume arrives, verified, in the
 client's media volume, owned by PUID:PGID, with neither daemon running as root.
 
-Long (marked `image`): the first run on a machine makes a Debian base with mmdebstrap
-and fetches the wheels (about 1 min), later runs reuse both (see benchmarks/rootfs.py)
-and take about 40 s. It skips where podman cannot run, except under CI=true, where that
-is a failure. MESHMEDIA_IMAGE_BASE names another base (e.g. python:3.11-slim).
+Long (marked `image`): measured 61 s on a machine's first run, which makes a Debian
+base with mmdebstrap and fetches the wheels, and 19-21 s later, reusing both (see
+benchmarks/rootfs.py; the build itself is 10-16 s). It skips where podman cannot
+run, except under CI=true, where that is a failure. MESHMEDIA_IMAGE_BASE names another
+base (e.g. python:3.11-slim).
 """
 
 from __future__ import annotations
