@@ -184,13 +184,15 @@ def http_get(
             ) as answer:
                 _watch_answer(answer)
                 body = _read_body(answer, max_bytes) if answer.status_code == 200 else b""
-                return Answer(answer.status_code, answer.reason or "", answer.headers, body)
         except ReadError:
             raise
         except _NETWORK_ERRORS as exc:
             if watchdog.expired:
                 raise ReadError(f"no complete answer within {deadline:.0f} s") from None
             raise ReadError(f"{type(exc).__name__}: {exc}") from None
+        if watchdog.expired:  # a shut-down socket can also look like a short, complete answer
+            raise ReadError(f"no complete answer within {deadline:.0f} s")
+        return Answer(answer.status_code, answer.reason or "", answer.headers, body)
 
 
 def _watch_answer(answer: requests.Response) -> None:

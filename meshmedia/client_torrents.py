@@ -18,7 +18,7 @@ import requests
 
 from .bounded import bounded_session
 from .errors import EngineError
-from .torrentinfo import TORRENT_DEADLINE, fetch_torrent
+from .torrentinfo import fetch_torrent
 
 log = logging.getLogger("meshmedia.client")
 
@@ -32,12 +32,12 @@ class TorrentFiles:
         self,
         on_done: Callable[[], None],
         http: requests.Session | None = None,
-        deadline: float = TORRENT_DEADLINE,
+        deadline: float | None = None,
     ) -> None:
         """Call `on_done()` after each fetch; `http` replaces the per-worker sessions."""
         self._on_done = on_done
         self._http = http
-        self.deadline = deadline
+        self.deadline = deadline  # None: torrentinfo.TORRENT_DEADLINE
         self._lock = threading.Lock()
         self._answers: dict[str, bytes | str] = {}
         self._pending: set[str] = set()

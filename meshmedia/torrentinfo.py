@@ -211,11 +211,12 @@ def read_torrent(data: bytes) -> TorrentInfo:
         raise EngineError(f"not a valid .torrent file ({exc!r:.200})") from None
 
 
-def fetch_torrent(http: requests.Session, url: str, deadline: float = TORRENT_DEADLINE) -> bytes:
-    """Download a `.torrent`: at most 16 MiB decoded, within `deadline` seconds in all;
-    EngineError when that fails."""
+def fetch_torrent(http: requests.Session, url: str, deadline: float | None = None) -> bytes:
+    """Download a `.torrent`: at most 16 MiB decoded, within `deadline` seconds in all
+    (TORRENT_DEADLINE by default); EngineError when that fails."""
+    seconds = TORRENT_DEADLINE if deadline is None else deadline
     try:
-        answer = http_get(http, url, max_bytes=MAX_TORRENT_BYTES, deadline=deadline)
+        answer = http_get(http, url, max_bytes=MAX_TORRENT_BYTES, deadline=seconds)
     except ReadError as exc:
         raise EngineError(f"cannot fetch the torrent {url}: {exc}") from None
     if answer.status != 200:

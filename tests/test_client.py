@@ -498,9 +498,7 @@ def test_a_folder_item_without_files_has_its_size_checked(node: Node) -> None:
     assert not (node.media / "Show").exists()
 
 
-def test_a_symlink_at_the_final_path_is_never_written_through(
-    node: Node, tmp_path: Path
-) -> None:
+def test_a_symlink_at_the_final_path_is_never_written_through(node: Node, tmp_path: Path) -> None:
     """A pre-planted DOWNLOAD_DIR/Show -> /elsewhere was written through."""
     _publish_folder(node, "Show", {"e1.mkv": 300_000})
     elsewhere = tmp_path / "elsewhere"
