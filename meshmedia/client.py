@@ -394,19 +394,9 @@ class SyncClient:
 
     def status_json(self) -> dict[str, Any]:
         """The engine snapshot plus each item's state (GET /status)."""
+        keys = ("url", "path", "info_hash", "state", "attempts", "next_attempt", "error")
         return {
             "engine": self.engine.snapshot().to_json(),
-            "items": [
-                {
-                    "url": ci.url,
-                    "path": ci.path,
-                    "info_hash": ci.info_hash,
-                    "state": ci.state,
-                    "attempts": ci.attempts,
-                    "next_attempt": ci.next_attempt,
-                    "error": ci.error,
-                }
-                for ci in self.items()
-            ],
+            "items": [dict(zip(keys, row, strict=True)) for row in self.store.client_item_states()],
             "rejected": self.rejected,
         }

@@ -14,6 +14,7 @@ and is importable from here too.
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import json
 import re
@@ -67,7 +68,7 @@ class Item:
                 out[name] = value
         return out
 
-    @property
+    @cached_property
     def info_hash(self) -> str | None:
         """The v1 info hash (40 lowercase hex) of a magnet `torrent`, else None."""
         return magnet_info_hash(self.torrent)
@@ -182,6 +183,7 @@ def check_relative_path(path: str) -> str:
     return path
 
 
+@functools.lru_cache(maxsize=1024)  # validation and Item.info_hash ask about the same URI
 def magnet_info_hash(uri: str) -> str | None:
     """The v1 info hash of a magnet URI as 40 lowercase hex, or None."""
     if not uri.startswith("magnet:?"):

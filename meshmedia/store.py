@@ -245,6 +245,17 @@ class Store:
         sql = "SELECT COUNT(*) FROM client_items WHERE state IN (SELECT value FROM json_each(?))"
         return int(self.execute(sql, (json.dumps(states),))[0][0])
 
+    def client_item_states(self) -> list[tuple[Any, ...]]:
+        """(url, path, info_hash, state, attempts, next_attempt, error) of every item,
+        without decoding the items (what a status answer shows)."""
+        return [
+            tuple(row)
+            for row in self.execute(
+                "SELECT url, path, info_hash, state, attempts, next_attempt, error"
+                " FROM client_items ORDER BY url, path"
+            )
+        ]
+
     def client_item_paths(self) -> list[tuple[str, str]]:
         """(url, path) of every client item, without decoding the items."""
         return [(u, p) for u, p in self.execute("SELECT url, path FROM client_items")]

@@ -194,3 +194,53 @@ def test_clients_share_pieces_with_each_other(tmp_path: Path, stop_later: list[D
     ratio = together / alone
     print(f"swarm: one client {alone:.1f} s, three clients {together:.1f} s, ratio {ratio:.2f}")
     assert ratio < 2.2
+
+
+def _vm(pid: int, key: str) -> int:
+    """A VmXXX figure of /proc/<pid>/status in MiB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(key + ":"):
+            return int(line.split()[1]) // 1024
+    raise AssertionError(f"no {key} for {pid}")
+
+
+@pytest.mark.timeout(280)
+def test_a_manifest_of_100000_items_keeps_the_client_small_and_sigterm_honoured(
+    tmp_path: Path, stop_later: list[Daemon]
+) -> None:
+    """150k items took a client to 475 MB RSS and growing, its status to 2.7 s, and
+    SIGTERM was ignored while it planned. Now: queued rows, at most 32 torrents."""
+    from tests.hostile import serve  # noqa: PLC0415
+
+    count = 100_000
+    items = [
+        {"path": f"d{n % 100}/f{n}.mkv", "size": 1000,
+         "torrent": f"magnet:?xt=urn:btih:{n + 1:040x}&x.pe=127.0.0.1:9"}
+        for n in range(count)
+    ]  # fmt: skip
+    body = json.dumps({"group": "default", "version": 1, "items": items}).encode()
+    with serve() as site:
+        url = site.body("/manifest/default.json", body)
+        client = Client(tmp_path / "client", [url])
+        stop_later.append(client)
+        client.start()
+        wait_for(
+            lambda: "planning" in client.text() or (client.status() or {}).get("items"),
+            timeout=120,
+            interval=0.02,
+        )  # processing it (the log says so, or the first items show)
+        assert client.proc is not None
+        client.proc.send_signal(signal.SIGTERM)
+        assert client.proc.wait(timeout=60) == 0, client.text()[-2000:]
+        client.proc = None
+        client.start()
+        wait_for(lambda: len((client.status() or {}).get("items", [])) == count, timeout=180)
+        status = client.status() or {}
+        torrents = status["engine"]["torrents"]
+        assert client.proc is not None
+        peak = _vm(client.proc.pid, "VmHWM")
+        print(f"{count} items: {len(torrents)} torrents, peak RSS {peak} MiB")
+        assert len(torrents) <= 32
+        assert {i["state"] for i in status["items"]} <= {"queued", "downloading"}
+        assert peak < 600
+        assert client.stop() == 0
