@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from meshmedia.publish_request import request_seed
 from tests.daemons import MIB, Client, Curator, Daemon, answers, sha256
 from tests.helpers import free_port, random_file, wait_for
 
@@ -244,3 +245,49 @@ def test_a_manifest_of_100000_items_keeps_the_client_small_and_sigterm_honoured(
         assert {i["state"] for i in status["items"]} <= {"queued", "downloading"}
         assert peak < 600
         assert client.stop() == 0
+
+
+@pytest.mark.parametrize(
+    ("kind", "mode"), [("file", "moved"), ("file", "resumed"), ("folder", "moved")]
+)
+def test_killed_just_after_placement_adopts_what_it_placed(
+    tmp_path: Path, stop_later: list[Daemon], kind: str, mode: str
+) -> None:
+    """After a SIGKILL between the move and its bookkeeping, the item was downloaded
+    again and the good file moved to .meshmedia/replaced. Now it is adopted."""
+    curator = Curator(tmp_path / "curator")
+    stop_later.append(curator)
+    random_file(curator.share / "movie.mkv", 3 * MIB, seed=21)
+    random_file(curator.share / "Show" / "e1.mkv", 2 * MIB, seed=22)
+    random_file(curator.share / "Show" / "e2.mkv", MIB, seed=23)
+    curator.start()
+    curator.wait_items(3)
+    if kind == "folder":
+        token = (curator.base / "state" / "token").read_text().strip()
+        request_seed(
+            f"http://127.0.0.1:{curator.port}", token, curator.share / "Show", dest_path="Series"
+        )
+        curator.wait_items(4)
+    items = {i["path"]: i for i in curator.items()}
+    victim = items["movie.mkv" if kind == "file" else "Series"]
+    placed = ["movie.mkv"] if kind == "file" else ["Series/e1.mkv", "Series/e2.mkv"]
+    ih = victim["torrent"].split("btih:")[1][:40]
+    worker = subprocess.run(
+        [sys.executable, str(Path(__file__).parent / "crash_worker.py"), str(tmp_path),
+         curator.manifest_url, mode, ih],
+        capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert worker.returncode == -signal.SIGKILL, worker.stdout + worker.stderr[-3000:]
+    assert f"RELOCATED {ih}" in worker.stdout
+    client = Client(tmp_path / "client", [curator.manifest_url])
+    inodes = {rel: (client.media / rel).stat().st_ino for rel in placed}
+    result = client.once()
+    assert result.returncode == 0, result.stderr[-3000:]
+    for rel in placed:
+        assert (client.media / rel).stat().st_ino == inodes[rel], f"{rel} was replaced"
+        source = curator.share / rel.replace("Series/", "Show/")
+        assert sha256(client.media / rel) == sha256(source)
+    assert not (client.media / ".meshmedia" / "replaced").exists()
+    name = re.escape(str(client.media / victim["path"]))
+    fetched = re.findall(name + r" \((\d+) bytes downloaded", result.stderr)
+    assert fetched == ["0"], result.stderr[-3000:]
