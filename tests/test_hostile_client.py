@@ -7,6 +7,8 @@ HTTP servers, `meshmedia sync` as a process or a SyncClient with a real Engine.
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,7 +23,7 @@ from meshmedia.engine import Engine
 from meshmedia.errors import EngineError
 from meshmedia.store import ClientItem, Store
 from tests.daemons import Client
-from tests.helpers import make_config, wait_for
+from tests.helpers import make_config, meshmedia_command, wait_for
 from tests.hostile import Seeder, Site, files_under, hand_built, serve
 
 MANIFEST = "/manifest/default.json"
@@ -290,3 +292,73 @@ def test_trickled_headers_are_cut_off_at_the_deadline(site: Site) -> None:
     site.routes["/slow-headers"] = route
     with bounded_session() as session, pytest.raises(ReadError, match="within 2 s"):
         http_get(session, site.url + "/slow-headers", deadline=2.0)
+
+
+def test_manifest_validate_does_not_decode_a_gzip_bomb(site: Site) -> None:
+    """`meshmedia manifest validate URL` decoded a 200 KB gzip bomb into 487 MB RSS."""
+    url = site.gzip_bomb("/bomb.json", 400 << 20)
+    measure = (
+        "import resource, subprocess, sys\n"
+        "r = subprocess.run(sys.argv[1:], capture_output=True, text=True)\n"
+        "print(r.returncode, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)\n"
+        "print(r.stdout + r.stderr)\n"
+    )
+    run = subprocess.run(
+        [sys.executable, "-c", measure, *meshmedia_command("manifest", "validate", url)],
+        capture_output=True, text=True, timeout=120, check=True,
+    )  # fmt: skip
+    code, maxrss_kib = map(int, run.stdout.split("\n", 1)[0].split())
+    print(f"gzip bomb of 400 MiB: validate exited {code}, peak RSS {maxrss_kib // 1024} MiB")
+    assert code == 1
+    assert "over the cap of 16777216 bytes once decoded" in run.stdout
+    assert maxrss_kib < 200 * 1024
+
+
+def _magnet_with_contacts(torrent: Any, seeder: Seeder, site: Site) -> str:
+    tracker, web = site.url + "/announce", site.url + "/ws"
+    return torrent.magnet("g", seeder.port) + f"&tr={tracker}&ws={web}"
+
+
+@pytest.mark.parametrize("allowed", [False, True])
+def test_trackers_and_web_seeds_are_used_only_when_allowed(
+    tmp_path: Path, seeder: Seeder, site: Site, allowed: bool
+) -> None:
+    """`tr=`/`ws=` in magnets and announce/url-list in .torrent files made the client
+    contact any host a manifest named; now only with --allow-trackers."""
+    site.body("/announce", b"d14:failure reason4:nopee")
+    site.body("/announce2", b"d14:failure reason4:nopee")
+    good = hand_built(b"film.mkv", single=b"good film " * 3000)
+    seeder.seed(good)
+    other = hand_built(b"other.mkv", single=b"other" * 4000)
+    listed = b"d8:announce" + b"%d:%s" % (len(site.url) + 10, (site.url + "/announce2").encode())
+    listed += b"4:info" + other.data[len(b"d4:info") : -1]
+    listed += b"8:url-listl%d:%se" % (len(site.url) + 4, (site.url + "/ws2").encode()) + b"e"
+    torrent_url = site.body("/t/other.torrent", listed)
+    body = manifest(
+        {"path": "Good.mkv", "torrent": _magnet_with_contacts(good, seeder, site)},
+        {"path": "Other.mkv", "torrent": torrent_url},
+    )
+    settings = {"allow_trackers": True} if allowed else {}  # the default is what is tested
+    node = Local(tmp_path, site.url + MANIFEST, **settings)
+    try:
+        assert node.client.apply(node.url, body)
+
+        def settled_enough() -> bool:
+            node.client.step()
+            return node.state("Good.mkv").state == "placed" and bool(
+                node.engine.status(other.info_hash)
+            )
+
+        wait_for(settled_enough, timeout=60, interval=0.1)
+        handles = [node.engine._handle(ih) for ih in (good.info_hash, other.info_hash)]
+        trackers = [t["url"] for h in handles for t in h.trackers()]
+        seeds = [url for h in handles for url in h.url_seeds()]
+        if allowed:
+            assert sorted(trackers) == [site.url + "/announce", site.url + "/announce2"]
+            assert sorted(seeds) == [site.url + "/ws", site.url + "/ws2"]
+            wait_for(lambda: site.hits.get("/announce2"), timeout=30)
+        else:
+            assert (trackers, seeds) == ([], [])
+            assert not any(site.hits.get(p) for p in ("/announce", "/announce2", "/ws", "/ws2"))
+    finally:
+        node.close()
