@@ -61,7 +61,7 @@ from .placement import (
 )
 from .signing import TrustPolicy, parse_public_key
 from .store import ClientItem, Store
-from .torrentinfo import read_torrent, torrent_files, unsafe_names
+from .torrentinfo import read_torrent
 
 __all__ = ["MANIFEST_KEY", "ItemState", "SyncClient"]
 
@@ -208,10 +208,8 @@ class SyncClient:
         if answer is None or isinstance(answer, str):
             return Problem(answer) if answer else None
         info = read_torrent(answer)
-        reason = unsafe_names(torrent_files(answer))
-        if reason:
-            return Problem(reason, retry=False)
-        return answer, info.info_hash, info.name
+        refused = self._placer.names_problem(answer)
+        return refused or (answer, info.info_hash, info.name)
 
     def _owner_of(self, ih: str, ci: ClientItem) -> str | None:
         """Another item that has the torrent `ih` already (one torrent, one place)."""

@@ -184,6 +184,8 @@ def unsafe_names(files: list[TorrentFile]) -> str | None:
             continue
         try:
             check_relative_path(entry.path)
+            if "/" in entry.path:  # placed as <item>/<rest>: the rest is checked on its own too
+                check_relative_path(entry.path.split("/", 1)[1])
         except ManifestError as exc:
             return f"the torrent names a file {entry.path!r:.200}: {exc}"
         if entry.symlink:
