@@ -191,18 +191,6 @@ def targets_for(files: Sequence[tuple[int, str, int]], final: Path) -> list[Targ
     return targets
 
 
-def renames_for(files: Sequence[tuple[int, str, int]], final: Path) -> dict[int, str]:
-    """Renames by file index (relative to the new save path `final.parent`) that land at
-    `final`; only the files whose name changes. `files` holds (index, name, size)."""
-    return {t.index: t.new_name for t in targets_for(files, final) if t.name != t.new_name}
-
-
-def placed_files(final: Path, files: Sequence[tuple[str, int]]) -> list[tuple[Path, int]]:
-    """The final path of each torrent file: the file itself, or `<final>/<rest>` for a folder."""
-    indexed = [(i, name, size) for i, (name, size) in enumerate(files)]
-    return [(t.path(final), t.size) for t in targets_for(indexed, final)]
-
-
 # -- what the client placed ---------------------------------------------------------
 def record_of(url: str, item_path: str, download_dir: Path, rel: str, sha256: str) -> PlacedFile:
     """A placed-file record of `download_dir/rel` as it is on disk now."""

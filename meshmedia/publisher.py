@@ -18,7 +18,14 @@ from typing import Any
 from .config import Config, Share
 from .engine import Engine
 from .errors import ManifestError, PublishError
-from .manifest import Item, ManifestStore, check_relative_path, utc_now, validate_item
+from .manifest import (
+    Item,
+    ManifestStore,
+    check_files,
+    check_relative_path,
+    utc_now,
+    validate_item,
+)
 from .seed_keeper import SeedKeeper
 from .sources import SourceHasher
 from .store import CatalogEntry, Store
@@ -156,6 +163,7 @@ class Publisher:
         group = group or share.group
         item_path = _checked_path(dest_path or source.relative_to(share.path.resolve()).as_posix())
         files = self._hasher.sources(source)
+        extra = _folder_extra(files) if source.is_dir() else {}
         built = build_torrent(files)
         with self._lock:
             existing = self._store.catalog_entry(group, item_path)
@@ -183,7 +191,7 @@ class Publisher:
                 size=sum(f.hashes.size for f in files),
                 xxh3=files[0].hashes.xxh3 if len(files) == 1 and source.is_file() else None,
                 added_at=added_at or utc_now(),
-                extra=_folder_extra(files) if source.is_dir() else {},
+                extra=extra,
             )
             gone = [replaces] if replaces and replaces != item_path else []
             manifest = self._manifests.update(group, [item], gone)
@@ -264,15 +272,22 @@ def _title_of(source: Path) -> str:
 
 
 def _folder_extra(files: Sequence[Any]) -> dict[str, Any]:
-    """Per-file sizes and hashes of a folder item (older readers ignore unknown fields)."""
-    return {
-        "files": [
-            {
-                "path": f.name.split("/", 1)[1],
-                "size": f.hashes.size,
-                "sha256": f.hashes.sha256,
-                "xxh3": f.hashes.xxh3,
-            }
-            for f in files
-        ]
-    }
+    """Per-file sizes and hashes of a folder item (older readers ignore unknown fields).
+
+    Checked as clients check them (`check_files`: each path like an item path, at
+    most MAX_FILES): a folder a client would refuse is refused here, naming why.
+    """
+    listed = [
+        {
+            "path": f.name.split("/", 1)[1],
+            "size": f.hashes.size,
+            "sha256": f.hashes.sha256,
+            "xxh3": f.hashes.xxh3,
+        }
+        for f in files
+    ]
+    try:
+        check_files(listed, None)
+    except ManifestError as exc:
+        raise PublishError(f"cannot publish this folder: {exc}") from None
+    return {"files": listed}

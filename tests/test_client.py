@@ -18,7 +18,7 @@ from meshmedia.curator import Curator
 from meshmedia.engine import Engine
 from meshmedia.errors import EngineError, ManifestError
 from meshmedia.fetcher import HELD, MIN_SPACING, Fetched, FetchError, ManifestFetcher
-from meshmedia.placement import final_path, matches, renames_for
+from meshmedia.placement import final_path, make_dirs, matches, refuse_links, targets_for
 from meshmedia.store import ClientItem, Store
 from meshmedia.torrentinfo import read_torrent, torrent_files
 from tests.helpers import make_config, random_file, wait_for
@@ -161,6 +161,33 @@ def test_unreachable_server_backs_off_and_never_raises() -> None:
     assert "127.0.0.1:9" in str(errors[0])
 
 
+def test_the_fetcher_thread_outlives_a_manifest_that_breaks_its_handler() -> None:
+    """A manifest that raised in the handler killed the fetcher thread: that URL was
+    never polled again."""
+    doc = _Doc(b'{"v": 1}')
+    seen: list[bytes] = []
+
+    def handle(body: bytes, _etag: str | None) -> None:
+        seen.append(body)
+        if len(seen) == 1:
+            raise UnicodeEncodeError("utf-8", "\ud800", 0, 1, "surrogates not allowed")
+
+    with serve_doc(doc, long_poll=True) as url:
+        stop = threading.Event()
+        thread = threading.Thread(target=ManifestFetcher(url).follow, args=(stop, handle, 300))
+        thread.start()
+        try:
+            wait_for(lambda: len(seen) == 1, timeout=10)
+            wait_for(lambda: doc.requests >= 2, timeout=10)
+            doc.set(b'{"v": 2}')
+            wait_for(lambda: len(seen) == 2, timeout=10)
+            assert thread.is_alive()
+        finally:
+            stop.set()
+            doc.release()
+            thread.join(timeout=30)
+
+
 # -- placement and torrents ---------------------------------------------------------
 @pytest.mark.parametrize(
     "path", ["/etc/passwd", "../up.mkv", "a/../../b", "a//b", "C:/x", "a\\b", ".meshmedia/x"]
@@ -189,15 +216,56 @@ def test_matches_checks_size_then_hashes(tmp_path: Path) -> None:
     assert matches(tmp_path / "missing", 1000, sha, None) is False
 
 
+def _renames(files: list[tuple[int, str, int]], final: Path) -> dict[int, str]:
+    return {t.index: t.new_name for t in targets_for(files, final) if t.name != t.new_name}
+
+
 def test_renames_put_a_single_file_and_a_folder_at_the_item_path(tmp_path: Path) -> None:
     final = tmp_path / "Film (2001)" / "Film.mkv"
-    assert renames_for([(0, "upload.mkv", 5)], final) == {0: "Film.mkv"}
-    assert renames_for([(0, "Film.mkv", 5)], final) == {}
+    assert _renames([(0, "upload.mkv", 5)], final) == {0: "Film.mkv"}
+    assert _renames([(0, "Film.mkv", 5)], final) == {}
     folder = [(0, "Show/e1.mkv", 5), (2, "Show/e2.mkv", 5)]
-    assert renames_for(folder, tmp_path / "TV" / "My Show") == {
+    assert _renames(folder, tmp_path / "TV" / "My Show") == {
         0: "My Show/e1.mkv",
         2: "My Show/e2.mkv",
     }
+
+
+@pytest.mark.parametrize(
+    "names",
+    [
+        ["x/../../../victim/file.txt"],
+        ["x/a", "x/../b"],
+        ["x//etc/passwd"],
+        ["x/C:/y"],
+        ["x/a\\..\\b"],
+        ["x/a", "x/a"],
+        ["x/a\nb"],
+        ["x", "y"],
+    ],
+)
+def test_torrent_names_that_would_leave_the_item_are_refused(
+    tmp_path: Path, names: list[str]
+) -> None:
+    """The one rule: a target is the item path plus libtorrent's name, checked and
+    kept inside the item's folder."""
+    files = [(i, name, 1) for i, name in enumerate(names)]
+    with pytest.raises(ManifestError):
+        targets_for(files, tmp_path / "Final")
+
+
+def test_make_dirs_refuses_a_planted_symlink_and_follows_none(tmp_path: Path) -> None:
+    root = tmp_path / "media"
+    (root / "a").mkdir(parents=True)
+    (tmp_path / "outside").mkdir()
+    (root / "a" / "link").symlink_to(tmp_path / "outside")
+    with pytest.raises(ManifestError, match="symlink or not a folder"):
+        make_dirs(root, "a/link/deeper")
+    assert list((tmp_path / "outside").iterdir()) == []
+    assert make_dirs(root, "a/b/c") == root / "a/b/c"
+    assert (root / "a/b/c").is_dir()
+    with pytest.raises(ManifestError, match="symlink"):
+        refuse_links(root, "a/link/x.mkv")
 
 
 def test_torrent_files_agree_with_a_published_folder(tmp_path: Path) -> None:
