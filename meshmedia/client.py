@@ -75,6 +75,7 @@ PLACEMENT_POLL = 0.02  # seconds between looks at a finished download awaiting p
 PEER_REDIAL = 5.0  # seconds between dialling the x.pe peers of a download with none
 UNSETTLED = (ItemState.QUEUED.value, ItemState.DOWNLOADING.value)
 DOWNLOADING = (ItemState.DOWNLOADING.value,)
+OWNING = (ItemState.DOWNLOADING.value, ItemState.PLACED.value, ItemState.PAUSED.value)
 
 
 class SyncClient:
@@ -163,37 +164,49 @@ class SyncClient:
     def _start(self, ci: ClientItem) -> None:
         """Adopt the item when its files are already in place, else start its download."""
         item = validate_item(ci.item)
-        try:
-            final = final_path(self.download_dir, item.path)
-            source = self._source(ci, item)
-        except MeshmediaError as exc:
-            self._fail(ci, str(exc))
+        ready = self._ready(ci, item)
+        if ready is None:
             return
-        if source is None:
-            return  # its .torrent is still being fetched
-        if isinstance(source, Problem):
-            self._fail(ci, source)
-            return
-        data, ih, name = source
-        ci = replace(ci, info_hash=ih)
-        if owner := self._owner_of(ih, ci):
-            self._fail(ci, Problem(f"its torrent {ih} is already used by {owner}", retry=False))
-            return
-        staging = incomplete_dir(self.download_dir, ih)
-        make_dirs(self.download_dir, staging.relative_to(self.download_dir).as_posix())
+        ci, final, data, name = ready
+        ih = ci.info_hash or ""
         adopt = self._placer.adopt(item, final, ih, name)
         self._looked.add(ih)  # what is at the final path was judged just now
         if not adopt and item.size is not None and (problem := self._space(ih, item.size)):
             self._pause(ci, problem)
             return
         try:
-            self.engine.add_download(data, staging)
+            self.engine.add_download(data, incomplete_dir(self.download_dir, ih))
         except MeshmediaError as exc:
             self._fail(ci, f"cannot add the torrent: {exc}")
             return
         if not adopt:
             log.info("downloading %s (%s)", item.path, ih)
         self._save(ci, ItemState.DOWNLOADING, error=None)
+
+    def _ready(
+        self, ci: ClientItem, item: Item
+    ) -> tuple[ClientItem, Path, str | bytes, str | None] | None:
+        """The item with its info hash, its final path, the engine's source and the
+        torrent's name; None when it cannot start now (failed, refused, still fetching)."""
+        try:
+            final = final_path(self.download_dir, item.path)
+            source = self._source(ci, item)
+            if source is None or isinstance(source, Problem):
+                if source is not None:
+                    self._fail(ci, source)
+                return None
+            data, ih, name = source
+            ci = replace(ci, info_hash=ih)
+            if owner := self._owner_of(ih, ci):
+                problem = Problem(f"its torrent {ih} is already used by {owner}", retry=False)
+                self._fail(ci, problem)
+                return None
+            staging = incomplete_dir(self.download_dir, ih)
+            make_dirs(self.download_dir, staging.relative_to(self.download_dir).as_posix())
+        except MeshmediaError as exc:
+            self._fail(ci, str(exc))
+            return None
+        return ci, final, data, name
 
     def _source(
         self, ci: ClientItem, item: Item
@@ -212,9 +225,11 @@ class SyncClient:
         return refused or (answer, info.info_hash, info.name)
 
     def _owner_of(self, ih: str, ci: ClientItem) -> str | None:
-        """Another item that has the torrent `ih` already (one torrent, one place)."""
+        """Another item that has the torrent `ih` under way or in place (one torrent,
+        one place: the first to start keeps it)."""
         for url, path in self.store.client_items_with_hash(ih):
-            if (url, path) != (ci.url, ci.path):
+            other = self.store.client_item(url, path) if (url, path) != (ci.url, ci.path) else None
+            if other is not None and other.state in OWNING:
                 return path
         return None
 

@@ -80,6 +80,9 @@ def read_manifest(
     except MeshmediaError as exc:
         log.error("manifest %s is unusable, keeping the last good one: %s", url, exc)
         return None
+    except UnicodeError as exc:  # a signed document with text that cannot be encoded
+        log.error("manifest %s refused, its signature cannot be checked: %s", url, exc)
+        return None
     for bad in rejected:
         log.warning("skipping %s from %s", bad, url)
     return manifest, rejected

@@ -362,3 +362,26 @@ def test_trackers_and_web_seeds_are_used_only_when_allowed(
             assert not any(site.hits.get(p) for p in ("/announce", "/announce2", "/ws", "/ws2"))
     finally:
         node.close()
+
+
+def test_two_manifests_cannot_nest_paths_or_share_a_torrent(local: Local) -> None:
+    """Across followed manifests too: a path inside another manifest's item is skipped,
+    and a torrent another manifest's item has is refused, naming that item."""
+    ih = "ab" * 20
+    first, second = local.url, local.url + "?other"
+    assert local.client.apply(
+        first, manifest({"path": "A", "torrent": f"magnet:?xt=urn:btih:{ih}"})
+    )
+    local.client.step()
+    body = manifest(
+        {"path": "A/b", "torrent": "magnet:?xt=urn:btih:" + "cd" * 20},
+        {"path": "C", "torrent": f"magnet:?xt=urn:btih:{ih}&dn=again"},
+    )
+    assert local.client.apply(second, body)
+    local.client.step()
+    assert local.store.client_item(second, "A/b") is None
+    refused = local.store.client_item(second, "C")
+    assert refused is not None
+    assert refused.state == "refused"
+    assert refused.error == f"its torrent {ih} is already used by A"
+    assert local.state("A").state == "downloading"

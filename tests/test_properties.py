@@ -97,7 +97,12 @@ documents = st.one_of(
             "items": st.one_of(st.lists(items, max_size=8), json_values),
             "version": st.one_of(st.integers(-3, 10**25), st.text(max_size=4)),
             "updated_at": json_values,
-            "signature": json_values,
+            "signature": st.one_of(
+                json_values,
+                st.fixed_dictionaries(
+                    {"alg": st.just("ed25519"), "key": st.just("ab" * 32), "sig": hexes}
+                ),
+            ),
         },
     ),
     json_values,
