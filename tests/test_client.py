@@ -579,3 +579,16 @@ def test_a_symlink_at_the_final_path_is_never_written_through(node: Node, tmp_pa
     assert "symlink" in (state.error or "")
     assert list(elsewhere.iterdir()) == []
     assert (node.media / "Show").is_symlink()
+
+
+def test_items_placed_before_files_were_recorded_get_their_records(node: Node) -> None:
+    """Upgrading from a version without placed_files: what the engine seeds from its
+    final place is recorded the next time the manifest is planned."""
+    _publish_folder(node, "Show", {"e1.mkv": 300_000, "e2.mkv": 100_000})
+    node.sync()
+    recorded = [r.rel for r in node.store.placed_files(node.url, "Show")]
+    node.store.delete_placed_files(node.url, "Show")
+    body = ManifestFetcher(node.url).fetch().body
+    assert body is not None
+    assert node.client.apply(node.url, body)  # the same manifest, planned again
+    assert [r.rel for r in node.store.placed_files(node.url, "Show")] == recorded
