@@ -58,7 +58,7 @@ def validate(source: str) -> None:
     from .manifest import parse_manifest  # noqa: PLC0415 - keeps --help fast
 
     data = _read_source(source)
-    parsed, rejected = parse_manifest(data)
+    parsed, rejected = parse_manifest(data, one_place_per_torrent=True)  # as clients read it
     for bad in rejected:
         click.echo(str(bad))
     click.echo(

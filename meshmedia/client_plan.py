@@ -72,7 +72,7 @@ def read_manifest(
     """Parse a fetched manifest and check its signature; None (logged) when unusable."""
     try:
         doc = load_document(body)  # decoded once, bounded; the signature covers all of it
-        manifest, rejected = parse_manifest(doc)
+        manifest, rejected = parse_manifest(doc, one_place_per_torrent=True)
         trust.admit(url, doc)
     except (SignatureError, RollbackError) as exc:
         log.error("manifest %s refused, keeping the last good one: %s", url, exc)

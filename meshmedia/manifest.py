@@ -341,11 +341,14 @@ def _item_name(obj: object, index: int) -> str:
     return f"#{index}"
 
 
-def parse_items(raw: object) -> tuple[list[Item], list[Rejected]]:
+def parse_items(
+    raw: object, *, one_place_per_torrent: bool = False
+) -> tuple[list[Item], list[Rejected]]:
     """Validate a list of items one by one.
 
     Refused as well: a path another item has, a path inside another item's
-    (`A` and `A/b`: the later one), a magnet whose info hash another item has.
+    (`A` and `A/b`: the later one), and with `one_place_per_torrent` (a client:
+    one torrent is seeded from one place) a magnet whose info hash another item has.
     """
     if not isinstance(raw, list):
         raise ManifestError(f"'items' must be a list, not {type(raw).__name__}")
@@ -362,7 +365,7 @@ def parse_items(raw: object) -> tuple[list[Item], list[Rejected]]:
             item = validate_item(obj)
             ih = item.info_hash
             paths.check(item.path)
-            if ih is not None and ih in hashes:
+            if one_place_per_torrent and ih is not None and ih in hashes:
                 raise ManifestError(f"its torrent {ih} is already listed at {hashes[ih]!r}")
             paths.add(item.path, index)
         except ManifestError as exc:
@@ -388,8 +391,14 @@ def load_document(data: bytes | str | Mapping[str, Any]) -> Mapping[str, Any]:
     return obj
 
 
-def parse_manifest(data: bytes | str | Mapping[str, Any]) -> tuple[Manifest, list[Rejected]]:
-    """Parse a manifest (ours or the earlier format); bad items come back as Rejected."""
+def parse_manifest(
+    data: bytes | str | Mapping[str, Any], *, one_place_per_torrent: bool = False
+) -> tuple[Manifest, list[Rejected]]:
+    """Parse a manifest (ours or the earlier format); bad items come back as Rejected.
+
+    `one_place_per_torrent`: also refuse an item whose magnet another item has
+    (what a client needs; a curator may list one torrent at two paths).
+    """
     doc = load_document(data)
     group = doc.get("group")
     if not isinstance(group, str) or not group:
@@ -405,7 +414,7 @@ def parse_manifest(data: bytes | str | Mapping[str, Any]) -> tuple[Manifest, lis
     extra = {k: v for k, v in doc.items() if k not in KNOWN_FIELDS}
     if (bad := bad_text({"group": group, "updated_at": updated_at, **extra})) is not None:
         raise ManifestError(f"the manifest holds a lone surrogate in {bad!r:.60}, not text")
-    items, rejected = parse_items(doc["items"])
+    items, rejected = parse_items(doc["items"], one_place_per_torrent=one_place_per_torrent)
     manifest = Manifest(group, version, updated_at, tuple(items), extra)
     return manifest, rejected
 

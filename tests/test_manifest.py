@@ -279,13 +279,15 @@ def test_an_item_inside_another_items_path_is_refused_naming_both() -> None:
             },
         ],
     }
-    manifest, rejected = parse_manifest(doc)
+    manifest, rejected = parse_manifest(doc, one_place_per_torrent=True)
     assert [i.path for i in manifest.items] == ["A", "C/d/e.mkv"]
     assert [str(r) for r in rejected] == [
         "item 1 (A/b): path lies inside item 0 ('A')",
         "item 3 (C/d): path is a folder holding item 2 ('C/d/e.mkv')",
         f"item 4 (Other.mkv): its torrent {IH} is already listed at 'A'",
     ]
+    curator_view, _ = parse_manifest(doc)  # a curator may list one torrent at two paths
+    assert [i.path for i in curator_view.items] == ["A", "C/d/e.mkv", "Other.mkv"]
 
 
 def test_a_lone_surrogate_anywhere_in_an_item_rejects_that_item_only() -> None:
