@@ -14,6 +14,7 @@ import hashlib
 import http.server
 import threading
 import time
+import warnings
 import zlib
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -97,7 +98,9 @@ class Seeder:
     def seed(self, torrent: HandBuilt) -> None:
         """Write each payload where libtorrent puts that file, then seed it."""
         ti = lt.torrent_info(lt.bdecode(torrent.data))
-        storage = ti.files()
+        with warnings.catch_warnings():  # files(), not layout(): the names on disk
+            warnings.simplefilter("ignore", DeprecationWarning)
+            storage = ti.files()
         folder = self.data_dir / torrent.info_hash
         for index, payload in enumerate(torrent.payloads):
             path = folder / storage.file_path(index)
