@@ -41,6 +41,12 @@ from .cli_options import SIZE, build_config, common_options, library_errors, set
     help="Delete files dropped from the manifest (default: keep them, stop seeding).",
 )
 @click.option(
+    "--allow-trackers/--no-allow-trackers",
+    default=None,
+    help="Use the trackers and web seeds that magnets and .torrent files name "
+    "(tr=, ws=, announce, url-list); default off: only the curator, peers, DHT, LSD.",
+)
+@click.option(
     "--status-port", type=click.IntRange(0, 65535), help="Loopback status HTTP port (5001)."
 )
 @click.option("--group", help="Group name (default 'default').")

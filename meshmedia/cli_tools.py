@@ -57,21 +57,8 @@ def validate(source: str) -> None:
     """
     from .manifest import parse_manifest  # noqa: PLC0415 - keeps --help fast
 
-    if source.startswith(("http://", "https://")):
-        import requests  # noqa: PLC0415
-
-        try:
-            response = requests.get(source, timeout=30)
-            response.raise_for_status()
-        except requests.RequestException as exc:
-            raise click.ClickException(f"cannot fetch {source}: {exc}") from None
-        data = response.content
-    else:
-        try:
-            data = Path(source).read_bytes()
-        except OSError as exc:
-            raise click.ClickException(f"cannot read {source}: {exc.strerror}") from None
-    parsed, rejected = parse_manifest(data)
+    data = _read_source(source)
+    parsed, rejected = parse_manifest(data, one_place_per_torrent=True)  # as clients read it
     for bad in rejected:
         click.echo(str(bad))
     click.echo(
@@ -80,6 +67,28 @@ def validate(source: str) -> None:
     )
     if rejected:
         sys.exit(1)
+
+
+def _read_source(source: str) -> bytes:
+    """The bytes of a manifest file or URL, bounded like the client's (16 MiB decoded)."""
+    from .bounded import MAX_DOCUMENT_BYTES, ReadError  # noqa: PLC0415
+
+    if not source.startswith(("http://", "https://")):
+        try:
+            with Path(source).open("rb") as src:
+                return src.read(MAX_DOCUMENT_BYTES + 1)
+        except OSError as exc:
+            raise click.ClickException(f"cannot read {source}: {exc.strerror}") from None
+    from .bounded import bounded_session, http_get  # noqa: PLC0415
+
+    try:
+        with bounded_session() as session:
+            answer = http_get(session, source, deadline=60.0)
+    except ReadError as exc:
+        raise click.ClickException(f"cannot fetch {source}: {exc}") from None
+    if answer.status != 200:
+        raise click.ClickException(f"cannot fetch {source}: HTTP {answer.status} {answer.reason}")
+    return answer.body
 
 
 @click.command()

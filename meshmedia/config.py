@@ -60,6 +60,7 @@ class Config:
     download_limit: int = 0
     min_free: int = 1024**3
     delete_removed: bool = False
+    allow_trackers: bool = False
     status_port: int = 5001
     dht: bool = True
     dht_bootstrap: tuple[str, ...] = ()
@@ -228,6 +229,10 @@ ENVIRONMENT: dict[str, tuple[tuple[str, ...], Parser]] = {
     "delete_removed": (
         ("MESHMEDIA_DELETE_REMOVED",),
         lambda t: parse_bool(t, "delete_removed"),
+    ),
+    "allow_trackers": (
+        ("MESHMEDIA_ALLOW_TRACKERS",),
+        lambda t: parse_bool(t, "allow_trackers"),
     ),
     "status_port": (("MESHMEDIA_STATUS_PORT",), _int("status_port")),
     "dht": (("MESHMEDIA_DHT",), lambda t: parse_bool(t, "dht")),

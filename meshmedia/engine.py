@@ -98,8 +98,11 @@ class Engine(DhtMixin, AlertLoop):
     def add_download(
         self, source: str | bytes, save_path: Path, peers: Sequence[tuple[str, int]] = ()
     ) -> str:
-        """Download from a magnet URI, an http(s) URL of a .torrent, or .torrent bytes."""
-        atp = params_for(source)
+        """Download from a magnet URI, an http(s) URL of a .torrent, or .torrent bytes.
+
+        The source's trackers and web seeds are used only with `allow_trackers`.
+        """
+        atp = params_for(source, allow_trackers=self._config.allow_trackers)
         atp.save_path = str(save_path)
         magnet_peers = [(str(host), int(port)) for host, port in atp.peers]
         atp.peers = []
@@ -216,6 +219,17 @@ class Engine(DhtMixin, AlertLoop):
         with self._cond:
             renamed = dict(self._renamed.get(info_hash, {}))
         return [(path, size) for _i, path, size in file_paths(handle.torrent_file(), renamed)]
+
+    def indexed_files(self, info_hash: str) -> list[tuple[int, str, int]]:
+        """(index, path relative to save_path, size) of each real file, renames included.
+
+        The names are libtorrent's, sanitised when the torrent was loaded (a raw
+        `..` becomes `_`, a leading `/` is dropped); pad files are left out.
+        """
+        handle = self._handle(info_hash)
+        with self._cond:
+            renamed = dict(self._renamed.get(info_hash, {}))
+        return file_paths(handle.torrent_file(), renamed)
 
     def stats(self, timeout: float = 5.0) -> dict[str, int]:
         """libtorrent's session counters by name (e.g. `disk.num_blocks_hashed`)."""

@@ -4,7 +4,10 @@ A meshmedia curator holds a request with `If-None-Match` and `?wait=N` until the
 manifest changes (then 200) or N seconds pass (then 304). A plain static server
 (`python -m http.server`) ignores both and answers at once with the same body:
 the fetcher notices the quick unchanged answer and falls back to polling every
-`interval` seconds, so it never spins.
+`interval` seconds, so it never spins. The body goes through the bounded reader
+(bounded.py: 16 MiB decoded, one overall deadline per request), and `follow`
+survives anything: a failed fetch backs off, a manifest that raises in
+`on_manifest` is logged and the thread keeps polling.
 """
 
 from __future__ import annotations
@@ -19,11 +22,12 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import requests
 
+from .bounded import MAX_DOCUMENT_BYTES, ReadError, bounded_session, http_get
 from .errors import MeshmediaError
 
 log = logging.getLogger(__name__)
 
-MAX_MANIFEST_BYTES = 16 * 1024 * 1024
+MAX_MANIFEST_BYTES = MAX_DOCUMENT_BYTES
 MAX_WAIT = 60.0
 MIN_SPACING = 1.0  # seconds between two requests that the server did not hold
 HELD = 0.5  # a request held this long before its answer shows a long-polling server
@@ -75,7 +79,7 @@ class ManifestFetcher:
         self.long_poll: bool | None = None  # None: not known yet
         self._quick_changes = 0  # changed answers in a row from requests not held
         self._digest = hashlib.sha256(body).digest() if body is not None else None
-        self._session = session or requests.Session()
+        self._session = session or bounded_session()
 
     def fetch(self, wait: float = 0.0) -> Fetched:
         """One request; `wait` > 0 asks the server to hold it until the manifest changes."""
@@ -86,36 +90,27 @@ class ManifestFetcher:
         url = with_wait(self.url, wait) if wait > 0 and "If-None-Match" in headers else self.url
         start = time.monotonic()
         try:
-            with self._session.get(
-                url, headers=headers, timeout=(10.0, self.timeout + wait), stream=True
-            ) as answer:
-                if answer.status_code == 304:
-                    return Fetched(None, self.etag, time.monotonic() - start)
-                if answer.status_code != 200:
-                    raise FetchError(f"{self.url}: HTTP {answer.status_code} {answer.reason}")
-                body = self._read(answer)
-                etag = answer.headers.get("ETag")
-        except requests.RequestException as exc:
-            raise FetchError(f"{self.url}: {type(exc).__name__}: {exc}") from None
+            answer = http_get(
+                self._session,
+                url,
+                max_bytes=self.max_bytes,
+                deadline=self.timeout + wait + 10.0,
+                read_timeout=self.timeout + wait,
+                headers=headers,
+            )
+        except ReadError as exc:
+            raise FetchError(f"{self.url}: {exc}") from None
+        if answer.status == 304:
+            return Fetched(None, self.etag, time.monotonic() - start)
+        if answer.status != 200:
+            raise FetchError(f"{self.url}: HTTP {answer.status} {answer.reason}")
+        body, etag = answer.body, answer.headers.get("ETag")
         elapsed = time.monotonic() - start
         digest = hashlib.sha256(body).digest()
         if digest == self._digest:
             return Fetched(None, self.etag, elapsed)
         self._digest, self.etag = digest, etag
         return Fetched(body, etag, elapsed)
-
-    def _read(self, answer: requests.Response) -> bytes:
-        length = answer.headers.get("Content-Length")
-        if length and length.isdigit() and int(length) > self.max_bytes:
-            raise FetchError(f"{self.url}: manifest of {length} bytes is over the size cap")
-        chunks: list[bytes] = []
-        total = 0
-        for chunk in answer.iter_content(65536):
-            total += len(chunk)
-            if total > self.max_bytes:
-                raise FetchError(f"{self.url}: manifest is over {self.max_bytes} bytes")
-            chunks.append(chunk)
-        return b"".join(chunks)
 
     def follow(
         self,
@@ -140,10 +135,21 @@ class ManifestFetcher:
                 stop.wait(backoff)
                 backoff = min(backoff * 2, interval)
                 continue
+            except Exception:  # this thread must outlive any answer
+                log.exception("manifest fetch of %s failed (retry in %.0f s)", self.url, backoff)
+                stop.wait(backoff)
+                backoff = min(backoff * 2, interval)
+                continue
             backoff = 1.0
             if result.changed:
-                on_manifest(result.body or b"", result.etag)
+                self._deliver(on_manifest, result)
             stop.wait(self._pause(wait, result, interval))
+
+    def _deliver(self, on_manifest: Callable[[bytes, str | None], None], result: Fetched) -> None:
+        try:
+            on_manifest(result.body or b"", result.etag)
+        except Exception:  # a manifest that breaks its handler must not end the polling
+            log.exception("the manifest from %s could not be handled", self.url)
 
     def _pause(self, wait: float, result: Fetched, interval: float) -> float:
         """How long to sleep before the next request, learning whether the server holds.

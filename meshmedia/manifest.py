@@ -14,6 +14,7 @@ and is importable from here too.
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import json
 import re
@@ -24,6 +25,7 @@ from functools import cached_property
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
+from .bounded import ReadError, bad_text, load_json
 from .errors import ManifestError
 
 _HEX40 = re.compile(r"^[0-9a-fA-F]{40}$")
@@ -33,6 +35,8 @@ _XXH3 = re.compile(r"^[0-9a-fA-F]{32}$")
 _DRIVE = re.compile(r"^[A-Za-z]:")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 MAX_SEGMENT_BYTES = 255
+MAX_ITEMS = 100_000  # 150k items (15 MB) took a client to 475 MB RSS before this bound
+MAX_FILES = 100_000  # per folder item
 KNOWN_ITEM_FIELDS = ("title", "torrent", "path", "sha256", "size", "xxh3", "added_at")
 KNOWN_FIELDS = ("group", "version", "updated_at", "items")
 
@@ -64,10 +68,26 @@ class Item:
                 out[name] = value
         return out
 
-    @property
+    @cached_property
     def info_hash(self) -> str | None:
         """The v1 info hash (40 lowercase hex) of a magnet `torrent`, else None."""
         return magnet_info_hash(self.torrent)
+
+    @cached_property
+    def files(self) -> tuple[FileEntry, ...] | None:
+        """A folder item's per-file list (`files` in its JSON), None when it has none."""
+        raw = self.extra.get("files")
+        return None if raw is None else check_files(raw, self.size)
+
+
+@dataclass(frozen=True)
+class FileEntry:
+    """One file of a folder item: its path inside the item's folder, size and hashes."""
+
+    path: str
+    size: int
+    sha256: str
+    xxh3: str | None = None
 
 
 @dataclass(frozen=True)
@@ -135,8 +155,9 @@ def check_relative_path(path: str) -> str:
     """Return `path` if it is a safe relative path inside the download dir.
 
     Refused: empty, absolute, backslashes, a drive letter, NUL and control
-    characters, empty segments (`a//b`, a trailing `/`), `.` and `..`
-    segments, a segment over 255 bytes. Raises ManifestError with the reason.
+    characters, lone surrogates, empty segments (`a//b`, a trailing `/`), `.`
+    and `..` segments, a segment over 255 bytes. Raises ManifestError with the
+    reason.
     """
     if not isinstance(path, str):
         raise ManifestError(f"path must be a string, not {type(path).__name__}")
@@ -144,6 +165,8 @@ def check_relative_path(path: str) -> str:
         raise ManifestError("path is empty")
     if match := _CONTROL.search(path):
         raise ManifestError(f"path contains the control character {match.group()!r}")
+    if bad_text(path) is not None:
+        raise ManifestError("path contains a lone surrogate (e.g. '\\ud800'), which is not text")
     if "\\" in path:
         raise ManifestError("path contains a backslash")
     if path.startswith("/"):
@@ -160,6 +183,7 @@ def check_relative_path(path: str) -> str:
     return path
 
 
+@functools.lru_cache(maxsize=1024)  # validation and Item.info_hash ask about the same URI
 def magnet_info_hash(uri: str) -> str | None:
     """The v1 info hash of a magnet URI as 40 lowercase hex, or None."""
     if not uri.startswith("magnet:?"):
@@ -214,16 +238,16 @@ def validate_item(obj: object) -> Item:
     if "torrent" not in obj:
         raise ManifestError("torrent is missing")
     torrent = check_torrent(obj["torrent"])
+    if (bad := bad_text(dict(obj))) is not None:
+        raise ManifestError(f"the item holds a lone surrogate in {bad!r:.60}, which is not text")
     title = obj.get("title", path.rsplit("/", 1)[-1])
     if not isinstance(title, str):
         raise ManifestError(f"title must be a string, not {type(title).__name__}")
-    size = obj.get("size")
-    if size is not None and (isinstance(size, bool) or not isinstance(size, int) or size < 0):
-        raise ManifestError(f"size must be a whole number of bytes >= 0, got {size!r:.40}")
+    size = _size(obj.get("size"), "size")
     added_at = obj.get("added_at")
     if added_at is not None and not isinstance(added_at, str):
         raise ManifestError("added_at must be a string")
-    return Item(
+    item = Item(
         title=title,
         torrent=torrent,
         path=path,
@@ -233,58 +257,148 @@ def validate_item(obj: object) -> Item:
         added_at=added_at,
         extra={k: v for k, v in obj.items() if k not in KNOWN_ITEM_FIELDS},
     )
+    _ = item.files  # checks `files` now, so a bad list rejects the item
+    return item
+
+
+def _size(value: object, name: str) -> int | None:
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
+        raise ManifestError(f"{name} must be a whole number of bytes >= 0, got {value!r:.40}")
+    return value
+
+
+def check_files(raw: object, total: int | None) -> tuple[FileEntry, ...]:
+    """Validate a folder item's `files`: paths like item paths, each once, none inside
+    another, at most MAX_FILES, sizes adding up to the item's `size` when it has one."""
+    if not isinstance(raw, list):
+        raise ManifestError(f"files must be a list, not {type(raw).__name__}")
+    if not raw:
+        raise ManifestError("files is empty")
+    if len(raw) > MAX_FILES:
+        raise ManifestError(f"files lists {len(raw)} files; at most {MAX_FILES:,} are accepted")
+    entries: list[FileEntry] = []
+    paths = PathSet("files entry")
+    for number, obj in enumerate(raw):
+        if not isinstance(obj, Mapping):
+            raise ManifestError(f"files[{number}] must be an object")
+        try:
+            path = check_relative_path(obj.get("path", ""))
+            size = _size(obj.get("size"), "size")
+            sha256 = _optional(obj, "sha256", _SHA256, "64 hex digits")
+            if size is None or sha256 is None:
+                raise ManifestError("size and sha256 are required")
+            paths.add(path, number)
+        except ManifestError as exc:
+            raise ManifestError(f"files[{number}]: {exc}") from None
+        xxh3 = _optional(obj, "xxh3", _XXH3, "32 hex digits (XXH3-128)")
+        entries.append(FileEntry(path, size, sha256, xxh3))
+    if total is not None and sum(e.size for e in entries) != total:
+        raise ManifestError(
+            f"the sizes in files add up to {sum(e.size for e in entries)}, not {total}"
+        )
+    return tuple(entries)
+
+
+class PathSet:
+    """Paths taken so far, refusing one that repeats or nests with another (`A`, `A/b`).
+
+    `what` names a holder in messages: "item" gives `path lies inside item 0 ('A')`.
+    """
+
+    def __init__(self, what: str) -> None:
+        self._what = what
+        self._owners: dict[str, int] = {}  # path -> the index that holds it
+        self._folders: dict[str, tuple[int, str]] = {}  # folder above a path -> one under it
+
+    def add(self, path: str, index: int) -> None:
+        """Take `path` for `index`; ManifestError naming the other holder on a clash."""
+        folders = self.check(path)
+        self._owners[path] = index
+        for folder in folders:
+            self._folders.setdefault(folder, (index, path))
+
+    def check(self, path: str) -> list[str]:
+        """The folders above `path`; ManifestError when `path` clashes with one taken."""
+        if path in self._owners:
+            raise ManifestError(f"path is already used by {self._what} {self._owners[path]}")
+        if path in self._folders:
+            other, inner = self._folders[path]
+            raise ManifestError(f"path is a folder holding {self._what} {other} ({inner!r})")
+        parts = path.split("/")
+        folders = ["/".join(parts[:i]) for i in range(1, len(parts))]
+        for folder in folders:
+            if folder in self._owners:
+                owner = self._owners[folder]
+                raise ManifestError(f"path lies inside {self._what} {owner} ({folder!r})")
+        return folders
 
 
 def _item_name(obj: object, index: int) -> str:
     if isinstance(obj, Mapping):
         for key in ("path", "title"):
             if isinstance(obj.get(key), str) and obj[key]:
-                return str(obj[key])[:200]
+                return str(obj[key])[:200].encode("utf-8", "backslashreplace").decode()
     return f"#{index}"
 
 
-def parse_items(raw: object) -> tuple[list[Item], list[Rejected]]:
-    """Validate a list of items one by one; a repeated path is rejected too."""
+def parse_items(
+    raw: object, *, one_place_per_torrent: bool = False
+) -> tuple[list[Item], list[Rejected]]:
+    """Validate a list of items one by one.
+
+    Refused as well: a path another item has, a path inside another item's
+    (`A` and `A/b`: the later one), and with `one_place_per_torrent` (a client:
+    one torrent is seeded from one place) a magnet whose info hash another item has.
+    """
     if not isinstance(raw, list):
         raise ManifestError(f"'items' must be a list, not {type(raw).__name__}")
+    if len(raw) > MAX_ITEMS:
+        raise ManifestError(
+            f"the manifest lists {len(raw)} items; at most {MAX_ITEMS:,} are accepted"
+        )
     items: list[Item] = []
     rejected: list[Rejected] = []
-    seen: dict[str, int] = {}
+    paths = PathSet("item")
+    hashes: dict[str, str] = {}
     for index, obj in enumerate(raw):
         try:
             item = validate_item(obj)
+            ih = item.info_hash
+            paths.check(item.path)
+            if one_place_per_torrent and ih is not None and ih in hashes:
+                raise ManifestError(f"its torrent {ih} is already listed at {hashes[ih]!r}")
+            paths.add(item.path, index)
         except ManifestError as exc:
             rejected.append(Rejected(index, _item_name(obj, index), str(exc)))
             continue
-        if item.path in seen:
-            reason = f"path is already used by item {seen[item.path]}"
-            rejected.append(Rejected(index, item.path, reason))
-            continue
-        seen[item.path] = index
+        if ih is not None:
+            hashes[ih] = item.path
         items.append(item)
     return items, rejected
 
 
 def load_document(data: bytes | str | Mapping[str, Any]) -> Mapping[str, Any]:
-    """Decode JSON bytes or text into an object; ManifestError when it is not one."""
+    """Decode JSON bytes or text (bounded: size, depth, numbers) into an object;
+    ManifestError when it is not one."""
     if isinstance(data, Mapping):
         return data
     try:
-        text = data.decode("utf-8-sig") if isinstance(data, bytes) else data
-        obj = json.loads(text)
-    except UnicodeDecodeError as exc:
-        raise ManifestError(f"not UTF-8 text: {exc.reason} at byte {exc.start}") from None
-    except json.JSONDecodeError as exc:
-        raise ManifestError(
-            f"not JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"
-        ) from None
+        obj = load_json(data)
+    except ReadError as exc:
+        raise ManifestError(str(exc)) from None
     if not isinstance(obj, dict):
         raise ManifestError(f"a manifest must be a JSON object, not {type(obj).__name__}")
     return obj
 
 
-def parse_manifest(data: bytes | str | Mapping[str, Any]) -> tuple[Manifest, list[Rejected]]:
-    """Parse a manifest (ours or the earlier format); bad items come back as Rejected."""
+def parse_manifest(
+    data: bytes | str | Mapping[str, Any], *, one_place_per_torrent: bool = False
+) -> tuple[Manifest, list[Rejected]]:
+    """Parse a manifest (ours or the earlier format); bad items come back as Rejected.
+
+    `one_place_per_torrent`: also refuse an item whose magnet another item has
+    (what a client needs; a curator may list one torrent at two paths).
+    """
     doc = load_document(data)
     group = doc.get("group")
     if not isinstance(group, str) or not group:
@@ -297,8 +411,10 @@ def parse_manifest(data: bytes | str | Mapping[str, Any]) -> tuple[Manifest, lis
     updated_at = doc.get("updated_at", "")
     if not isinstance(updated_at, str):
         raise ManifestError("'updated_at' must be a string")
-    items, rejected = parse_items(doc["items"])
     extra = {k: v for k, v in doc.items() if k not in KNOWN_FIELDS}
+    if (bad := bad_text({"group": group, "updated_at": updated_at, **extra})) is not None:
+        raise ManifestError(f"the manifest holds a lone surrogate in {bad!r:.60}, not text")
+    items, rejected = parse_items(doc["items"], one_place_per_torrent=one_place_per_torrent)
     manifest = Manifest(group, version, updated_at, tuple(items), extra)
     return manifest, rejected
 

@@ -268,13 +268,10 @@ STAGING = ".meshmedia"
 
 def check_curated_path(path: str) -> str:
     """Return `path` unless a curator must not list it: inside the client's `.meshmedia/`
-    (any case: a client may store on a case-insensitive disk) or not valid UTF-8."""
+    (any case: a client may store on a case-insensitive disk). Text that is not UTF-8 is
+    refused for every path by manifest.check_relative_path already."""
     if path.split("/", 1)[0].casefold() == STAGING:
         raise ManifestError(f"path {path!r:.200} is inside {STAGING}/, the client's own folder")
-    try:
-        path.encode("utf-8")
-    except UnicodeEncodeError:
-        raise ManifestError(f"path {path!r:.200} is not valid UTF-8 text") from None
     return path
 
 

@@ -18,9 +18,16 @@ from typing import Any
 from .config import Config, Share
 from .engine import Engine
 from .errors import ManifestError, PublishError
-from .manifest import Item, ManifestStore, check_relative_path, utc_now, validate_item
+from .manifest import (
+    Item,
+    ManifestStore,
+    check_files,
+    check_relative_path,
+    utc_now,
+    validate_item,
+)
 from .seed_keeper import SeedKeeper
-from .sources import SYMLINK_RULE, SourceHasher, symlink_on
+from .sources import NOT_UTF8, SYMLINK_RULE, SourceHasher, named, not_utf8, symlink_on
 from .store import CatalogEntry, Store
 from .torrents import advertise_host, build_torrent, magnet_uri
 
@@ -157,8 +164,12 @@ class Publisher:
         if source == share.path.resolve():
             raise PublishError(f"{path} is a share folder itself; publish a file or folder in it")
         group = group or share.group
-        item_path = _checked_path(dest_path or source.relative_to(share.path.resolve()).as_posix())
+        relative = source.relative_to(share.path.resolve()).as_posix()
+        if not_utf8(relative):  # say why, before the path rules refuse its lone surrogates
+            raise PublishError(f"{named(source)}: {NOT_UTF8}")
+        item_path = _checked_path(dest_path or relative)
         files = self._hasher.sources(source, share.path.resolve())
+        extra = _folder_extra(files) if source.is_dir() else {}
         built = build_torrent(files)
         with self._lock:
             existing = self._store.catalog_entry(group, item_path)
@@ -188,7 +199,7 @@ class Publisher:
                 size=sum(f.hashes.size for f in files),
                 xxh3=files[0].hashes.xxh3 if len(files) == 1 and source.is_file() else None,
                 added_at=added_at or utc_now(),
-                extra=_folder_extra(files) if source.is_dir() else {},
+                extra=extra,
             )
             gone = [replaces] if replaces and replaces != item_path else []
             try:
@@ -303,15 +314,22 @@ def _title_of(source: Path) -> str:
 
 
 def _folder_extra(files: Sequence[Any]) -> dict[str, Any]:
-    """Per-file sizes and hashes of a folder item (older readers ignore unknown fields)."""
-    return {
-        "files": [
-            {
-                "path": f.name.split("/", 1)[1],
-                "size": f.hashes.size,
-                "sha256": f.hashes.sha256,
-                "xxh3": f.hashes.xxh3,
-            }
-            for f in files
-        ]
-    }
+    """Per-file sizes and hashes of a folder item (older readers ignore unknown fields).
+
+    Checked as clients check them (`check_files`: each path like an item path, at
+    most MAX_FILES): a folder a client would refuse is refused here, naming why.
+    """
+    listed = [
+        {
+            "path": f.name.split("/", 1)[1],
+            "size": f.hashes.size,
+            "sha256": f.hashes.sha256,
+            "xxh3": f.hashes.xxh3,
+        }
+        for f in files
+    ]
+    try:
+        check_files(listed, None)
+    except ManifestError as exc:
+        raise PublishError(f"cannot publish this folder: {exc}") from None
+    return {"files": listed}

@@ -224,7 +224,7 @@ def _lstat(path: Path, name: str, dir_fd: int) -> os.stat_result:
     if S_ISLNK(st.st_mode):
         raise PublishError(f"{path} is a symbolic link; {SYMLINK_RULE}")
     if not_utf8(name):
-        raise PublishError(f"{_named(path)}: {NOT_UTF8}")
+        raise PublishError(f"{named(path)}: {NOT_UTF8}")
     return st
 
 
@@ -270,7 +270,7 @@ def _walk(source: Path, folder_fd: int) -> Iterator[tuple[str, os.stat_result]]:
             if S_ISLNK(st.st_mode):
                 log.warning("skipping symbolic link %s: %s", path, SYMLINK_RULE)
             elif not_utf8(name):
-                log.warning("skipping %s: %s", _named(path), NOT_UTF8)
+                log.warning("skipping %s: %s", named(path), NOT_UTF8)
             elif S_ISDIR(st.st_mode):
                 keep.append(name)
             elif S_ISREG(st.st_mode):
@@ -283,7 +283,7 @@ def _walk(source: Path, folder_fd: int) -> Iterator[tuple[str, os.stat_result]]:
 NOT_UTF8 = "its name is not valid UTF-8, so no client could store it; rename it (e.g. convmv)"
 
 
-def _named(path: Path) -> str:
+def named(path: Path) -> str:
     """A path whose name may not be UTF-8, as its exact bytes."""
     return repr(os.fsencode(path))
 

@@ -19,13 +19,21 @@ from typing import Any
 
 from .errors import StoreError
 from .private_files import open_private, secure_state_dir
-from .store_schema import MIGRATIONS, CatalogEntry, ClientItem, HashRecord, ResumeRecord
+from .store_schema import (
+    MIGRATIONS,
+    CatalogEntry,
+    ClientItem,
+    HashRecord,
+    PlacedFile,
+    ResumeRecord,
+)
 
 __all__ = [
     "MIGRATIONS",
     "CatalogEntry",
     "ClientItem",
     "HashRecord",
+    "PlacedFile",
     "ResumeRecord",
     "Store",
 ]
@@ -220,26 +228,66 @@ class Store:
     # -- client items ------------------------------------------------------
     def client_items(self, url: str | None = None) -> list[ClientItem]:
         """The client's items (of one manifest URL, or all), ordered by URL and path."""
-        sql = (
-            "SELECT url, path, info_hash, state, item, attempts, next_attempt, error"
-            " FROM client_items"
-        )
+        sql = _SELECT_CLIENT_ITEMS
         rows = (
             self.execute(sql + " WHERE url = ? ORDER BY path", (url,))
             if url is not None
             else self.execute(sql + " ORDER BY url, path")
         )
-        return [ClientItem(*row[:4], json.loads(row[4]), *row[5:]) for row in rows]
+        return [_client_item(row) for row in rows]
+
+    def client_items_in(
+        self, states: tuple[str, ...], *, due_by: float | None = None, limit: int = -1
+    ) -> list[ClientItem]:
+        """The items in one of `states` (whose next attempt is due by `due_by`, when given)."""
+        where = " WHERE state IN (SELECT value FROM json_each(?)) AND next_attempt <= ?"
+        due = float("inf") if due_by is None else due_by
+        sql = _SELECT_CLIENT_ITEMS + where + " ORDER BY url, path LIMIT ?"
+        rows = self.execute(sql, (json.dumps(states), due, limit))
+        return [_client_item(row) for row in rows]
+
+    def count_client_items(self, states: tuple[str, ...]) -> int:
+        """How many items are in one of `states`."""
+        sql = "SELECT COUNT(*) FROM client_items WHERE state IN (SELECT value FROM json_each(?))"
+        return int(self.execute(sql, (json.dumps(states),))[0][0])
+
+    def client_item_states(self) -> list[tuple[Any, ...]]:
+        """(url, path, info_hash, state, attempts, next_attempt, error) of every item,
+        without decoding the items (what a status answer shows)."""
+        return [
+            tuple(row)
+            for row in self.execute(
+                "SELECT url, path, info_hash, state, attempts, next_attempt, error"
+                " FROM client_items ORDER BY url, path"
+            )
+        ]
+
+    def client_item_paths(self) -> list[tuple[str, str]]:
+        """(url, path) of every client item, without decoding the items."""
+        return [(u, p) for u, p in self.execute("SELECT url, path FROM client_items")]
+
+    def client_items_with_hash(self, info_hash: str) -> list[tuple[str, str]]:
+        """(url, path) of the items whose torrent is `info_hash`."""
+        rows = self.execute("SELECT url, path FROM client_items WHERE info_hash = ?", (info_hash,))
+        return [(u, p) for u, p in rows]
+
+    def placed_item_paths(self) -> set[str]:
+        """The item paths with at least one placed-file record."""
+        return {p for (p,) in self.execute("SELECT DISTINCT item_path FROM placed_files")}
 
     def client_item(self, url: str, path: str) -> ClientItem | None:
         """One client item, or None."""
-        return next((i for i in self.client_items(url) if i.path == path), None)
+        rows = self.execute(_SELECT_CLIENT_ITEMS + " WHERE url = ? AND path = ?", (url, path))
+        return _client_item(rows[0]) if rows else None
 
     def save_client_item(self, item: ClientItem) -> None:
         """Insert or replace one client item."""
-        self.execute(
-            "INSERT OR REPLACE INTO client_items (url, path, info_hash, state, item,"
-            " attempts, next_attempt, error, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        self.save_client_items([item])
+
+    def save_client_items(self, items: list[ClientItem]) -> None:
+        """Insert or replace client items, all in one transaction."""
+        now = time.time()
+        rows = [
             (
                 item.url,
                 item.path,
@@ -249,10 +297,79 @@ class Store:
                 item.attempts,
                 item.next_attempt,
                 item.error,
-                time.time(),
-            ),
+                now,
+            )
+            for item in items
+        ]
+        sql = (
+            "INSERT OR REPLACE INTO client_items (url, path, info_hash, state, item,"
+            " attempts, next_attempt, error, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
         )
+        self._in_transaction(lambda db: db.executemany(sql, rows))
 
     def delete_client_item(self, url: str, path: str) -> None:
         """Forget one client item."""
         self.execute("DELETE FROM client_items WHERE url = ? AND path = ?", (url, path))
+
+    def _in_transaction(self, work: Any) -> None:
+        with self.transaction() as db:
+            db.execute("BEGIN")
+            try:
+                work(db)
+                db.execute("COMMIT")
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+
+    # -- placed files (client) ---------------------------------------------
+    def placed_files(self, url: str, item_path: str) -> list[PlacedFile]:
+        """The files placed for one client item, ordered by path."""
+        rows = self.execute(
+            "SELECT url, item_path, rel, size, sha256, dev, ino, mtime_ns FROM placed_files"
+            " WHERE url = ? AND item_path = ? ORDER BY rel",
+            (url, item_path),
+        )
+        return [PlacedFile(*row) for row in rows]
+
+    def placed_files_at(self, item_path: str) -> list[PlacedFile]:
+        """The files placed for the item at `item_path`, from any manifest."""
+        rows = self.execute(
+            "SELECT url, item_path, rel, size, sha256, dev, ino, mtime_ns FROM placed_files"
+            " WHERE item_path = ? ORDER BY rel",
+            (item_path,),
+        )
+        return [PlacedFile(*row) for row in rows]
+
+    def save_placed_files(self, records: list[PlacedFile]) -> None:
+        """Record (replace) files the client placed, in one transaction."""
+        now = time.time()
+        rows = [
+            (r.url, r.item_path, r.rel, r.size, r.sha256, r.dev, r.ino, r.mtime_ns, now)
+            for r in records
+        ]
+        sql = (
+            "INSERT OR REPLACE INTO placed_files (url, item_path, rel, size, sha256, dev, ino,"
+            " mtime_ns, placed_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+        )
+        self._in_transaction(lambda db: db.executemany(sql, rows))
+
+    def delete_placed_files(self, url: str, item_path: str, rel: str | None = None) -> None:
+        """Forget the placed files of one item (or one of them)."""
+        if rel is None:
+            self.execute(
+                "DELETE FROM placed_files WHERE url = ? AND item_path = ?", (url, item_path)
+            )
+            return
+        self.execute(
+            "DELETE FROM placed_files WHERE url = ? AND item_path = ? AND rel = ?",
+            (url, item_path, rel),
+        )
+
+
+_SELECT_CLIENT_ITEMS = (
+    "SELECT url, path, info_hash, state, item, attempts, next_attempt, error FROM client_items"
+)
+
+
+def _client_item(row: sqlite3.Row) -> ClientItem:
+    return ClientItem(*row[:4], json.loads(row[4]), *row[5:])

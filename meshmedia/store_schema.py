@@ -37,6 +37,19 @@ MIGRATIONS: tuple[str, ...] = (
         PRIMARY KEY (url, path)
     );
     """,
+    # 2: what the client placed, file by file, so --delete-removed deletes only
+    # those (and only while they are unchanged), and a folder is known to be its own.
+    """
+    CREATE TABLE placed_files (
+        url TEXT NOT NULL, item_path TEXT NOT NULL, rel TEXT NOT NULL,
+        size INTEGER NOT NULL, sha256 TEXT NOT NULL,
+        dev INTEGER NOT NULL, ino INTEGER NOT NULL, mtime_ns INTEGER NOT NULL,
+        placed_at REAL NOT NULL,
+        PRIMARY KEY (url, item_path, rel)
+    );
+    CREATE INDEX client_items_state ON client_items (state, next_attempt);
+    CREATE INDEX client_items_hash ON client_items (info_hash);
+    """,
 )
 
 
@@ -94,3 +107,18 @@ class ClientItem:
     attempts: int = 0
     next_attempt: float = 0.0
     error: str | None = None
+
+
+@dataclass(frozen=True)
+class PlacedFile:
+    """One file the client placed (table placed_files): `rel` is relative to the
+    download dir; (dev, ino, size, mtime_ns) tell whether it is still the file placed."""
+
+    url: str
+    item_path: str
+    rel: str
+    size: int
+    sha256: str
+    dev: int
+    ino: int
+    mtime_ns: int

@@ -95,7 +95,7 @@ def progress_rows(client: SyncClient) -> list[Row]:
     return rows
 
 
-def _start_parts(config: Config, stack: ExitStack) -> SyncClient:
+def _start_parts(config: Config, stack: ExitStack, stop: threading.Event) -> SyncClient:
     store = stack.enter_context(Store.in_state_dir(config.state_dir))
     engine = Engine(config, store)
     stack.callback(engine.close)
@@ -105,7 +105,7 @@ def _start_parts(config: Config, stack: ExitStack) -> SyncClient:
             config.jellyfin_url, config.jellyfin_api_key, config.jellyfin_path_map
         )
         stack.callback(notifier.close)
-    client = SyncClient(config, store, engine, notifier)
+    client = SyncClient(config, store, engine, notifier, stop=stop)
     try:
         status = StatusServer(config.status_port, client.status_json)
         stack.callback(status.close)
@@ -137,7 +137,7 @@ def sync_forever(config: Config, stop: threading.Event | None = None) -> None:
     """Follow every manifest URL until SIGTERM/SIGINT (or `stop`); never gives up."""
     stop = stop or threading.Event()
     with _signals_set(stop), ExitStack() as stack:
-        client = _start_parts(config, stack)
+        client = _start_parts(config, stack, stop)
         for url in config.manifest_urls:
             saved = client.saved_manifest(url)
             if saved:
@@ -163,7 +163,7 @@ def sync_once(config: Config, stream: TextIO | None = None, tty: bool = False) -
     summary = SyncSummary()
     stop = threading.Event()
     with _signals_set(stop), ExitStack() as stack:
-        client = _start_parts(config, stack)
+        client = _start_parts(config, stack, stop)
         client.retries = False
         for url in config.manifest_urls:
             _fetch_once(client, url, summary)

@@ -1,6 +1,12 @@
-"""Read the little the client needs from `.torrent` bytes: the v1 info hash and the name.
+"""Read the little the client needs from `.torrent` bytes: info hash, name, file names.
 
 A small bencode reader (the client does not import libtorrent; the engine does).
+It is bounded like every reader of network input (bounded.py): size, nesting
+depth, number length, and no recursion, so 200 KB of `l` cannot raise
+RecursionError. `unsafe_names` says whether a torrent's own file names would
+lead anywhere they should not (`..`, absolute names, symlinks): libtorrent
+sanitises such names on its side, and the client refuses the item whose torrent
+carries them rather than guess what was meant.
 """
 
 from __future__ import annotations
@@ -11,9 +17,12 @@ from typing import Any
 
 import requests
 
-from .errors import EngineError
+from .bounded import MAX_DEPTH, MAX_DOCUMENT_BYTES, MAX_NUMBER_DIGITS, ReadError, http_get
+from .errors import EngineError, ManifestError
+from .manifest import MAX_FILES, check_relative_path
 
-MAX_TORRENT_BYTES = 16 * 1024 * 1024
+MAX_TORRENT_BYTES = MAX_DOCUMENT_BYTES
+TORRENT_DEADLINE = 60.0  # seconds for a whole `.torrent` fetch, however the server trickles
 
 
 @dataclass(frozen=True)
@@ -24,107 +33,194 @@ class TorrentInfo:
     name: str
 
 
-def _skip(data: bytes, pos: int) -> int:
-    """The position just after the bencoded value starting at `pos`."""
-    lead = data[pos : pos + 1]
-    if lead == b"i":
-        return data.index(b"e", pos) + 1
-    if lead in (b"l", b"d"):
-        pos += 1
-        while data[pos : pos + 1] != b"e":
-            pos = _skip(data, pos)
-        return pos + 1
-    if lead.isdigit():
-        colon = data.index(b":", pos)
-        return colon + 1 + int(data[pos:colon])
-    raise ValueError(f"bad bencode at byte {pos}")
+@dataclass(frozen=True)
+class TorrentFile:
+    """One file as the `.torrent` names it: `name/part/...` for a folder torrent."""
+
+    index: int
+    path: str
+    size: int
+    pad: bool
+    symlink: bool
+
+
+def _int_at(data: bytes, start: int, end: int) -> int:
+    digits = data[start:end]
+    if not digits or len(digits) > MAX_NUMBER_DIGITS:
+        raise ValueError(f"bad number at byte {start}")
+    return int(digits)
 
 
 def _string(data: bytes, pos: int) -> tuple[bytes, int]:
-    colon = data.index(b":", pos)
-    end = colon + 1 + int(data[pos:colon])
+    colon = data.index(b":", pos, pos + MAX_NUMBER_DIGITS + 1)
+    end = colon + 1 + _int_at(data, pos, colon)
+    if end > len(data):
+        raise ValueError(f"a string at byte {pos} runs past the end")
     return data[colon + 1 : end], end
 
 
-def _dict_spans(data: bytes, pos: int) -> dict[bytes, tuple[int, int]]:
-    """The keys of the dict at `pos` with the (start, end) span of each value."""
-    if data[pos : pos + 1] != b"d":
-        raise ValueError(f"expected a dictionary at byte {pos}")
-    pos += 1
-    spans: dict[bytes, tuple[int, int]] = {}
-    while data[pos : pos + 1] != b"e":
-        key, pos = _string(data, pos)
-        end = _skip(data, pos)
-        spans[key] = (pos, end)
-        pos = end
-    return spans
-
-
-def bdecode(data: bytes, pos: int = 0) -> tuple[Any, int]:
-    """Decode the bencoded value at `pos`: (value, position after it); ValueError if bad."""
+def _scalar(data: bytes, pos: int) -> tuple[Any, int]:
     lead = data[pos : pos + 1]
     if lead == b"i":
-        end = data.index(b"e", pos)
-        return int(data[pos + 1 : end]), end + 1
-    if lead == b"l":
-        pos, items = pos + 1, []
-        while data[pos : pos + 1] != b"e":
-            value, pos = bdecode(data, pos)
-            items.append(value)
-        return items, pos + 1
-    if lead == b"d":
-        pos, mapping = pos + 1, {}
-        while data[pos : pos + 1] != b"e":
-            key, pos = _string(data, pos)
-            mapping[key], pos = bdecode(data, pos)
-        return mapping, pos + 1
+        end = data.index(b"e", pos, pos + MAX_NUMBER_DIGITS + 2)
+        negative = data[pos + 1 : pos + 2] == b"-"
+        number = _int_at(data, pos + 1 + negative, end)
+        return -number if negative else number, end + 1
     if lead.isdigit():
         return _string(data, pos)
     raise ValueError(f"bad bencode at byte {pos}")
 
 
-def torrent_files(data: bytes) -> list[tuple[int, str, int, bool]]:
-    """(index, path inside the torrent, size, is a pad file) of each file of a `.torrent`."""
+def bdecode(data: bytes, pos: int = 0) -> tuple[Any, int]:
+    """Decode the bencoded value at `pos`: (value, position after it); ValueError if bad.
+
+    Iterative, at most MAX_DEPTH deep: no input can exhaust the stack.
+    """
+    if len(data) > MAX_TORRENT_BYTES:
+        raise ValueError(f"over {MAX_TORRENT_BYTES} bytes")
+    stack: list[tuple[list[Any] | dict[bytes, Any], bytes | None]] = []
+    while True:
+        lead = data[pos : pos + 1]
+        if lead in (b"l", b"d"):
+            if len(stack) >= MAX_DEPTH:
+                raise ValueError(f"nested deeper than {MAX_DEPTH} levels")
+            stack.append(([] if lead == b"l" else {}, None))
+            pos += 1
+        elif lead == b"e" and stack:
+            value, _ = stack.pop()
+            pos += 1
+            if not stack:
+                return value, pos
+            pos = _put(stack, value, data, pos)
+            continue
+        else:
+            value, pos = _scalar(data, pos)
+            if not stack:
+                return value, pos
+            pos = _put(stack, value, data, pos)
+            continue
+        container, _ = stack[-1]
+        if isinstance(container, dict) and data[pos : pos + 1] != b"e":
+            key, pos = _string(data, pos)
+            stack[-1] = (container, key)
+
+
+def _put(stack: list[tuple[Any, bytes | None]], value: Any, data: bytes, pos: int) -> int:
+    """Add `value` to the innermost container; read the next key of a dict."""
+    container, key = stack[-1]
+    if isinstance(container, list):
+        container.append(value)
+        return pos
+    container[key] = value
+    if data[pos : pos + 1] != b"e":
+        key, pos = _string(data, pos)
+        stack[-1] = (container, key)
+    return pos
+
+
+def _info_span(data: bytes) -> tuple[int, int]:
+    """(start, end) of the `info` value of a bencoded torrent (its bytes are hashed)."""
+    if data[:1] != b"d":
+        raise ValueError("a .torrent must be a dictionary")
+    pos = 1
+    while data[pos : pos + 1] != b"e":
+        key, pos = _string(data, pos)
+        _, end = bdecode(data, pos)
+        if key == b"info":
+            return pos, end
+        pos = end
+    raise KeyError("info")
+
+
+def _text(value: object, what: str) -> str:
+    if not isinstance(value, bytes):
+        raise ValueError(f"{what} is not a string")
+    return value.decode("utf-8")
+
+
+def torrent_files(data: bytes) -> list[TorrentFile]:
+    """Each file of a `.torrent` (or of an info dict wrapped as `d4:info...e`)."""
     try:
         top, _ = bdecode(data)
         info = top[b"info"]
-        name = info[b"name"].decode()
+        name = _text(info[b"name"], "name")
         if b"files" not in info:
-            return [(0, name, int(info[b"length"]), False)]
+            attr = info.get(b"attr", b"")
+            return [TorrentFile(0, name, _length(info), False, b"l" in attr)]
+        entries = info[b"files"]
+        if len(entries) > MAX_FILES:
+            raise ValueError(f"{len(entries)} files, over {MAX_FILES}")
         return [
-            (
+            TorrentFile(
                 index,
-                "/".join([name, *(part.decode() for part in entry[b"path"])]),
-                int(entry[b"length"]),
+                "/".join([name, *(_text(part, "a path part") for part in entry[b"path"])]),
+                _length(entry),
                 b"p" in entry.get(b"attr", b""),
+                b"l" in entry.get(b"attr", b""),
             )
-            for index, entry in enumerate(info[b"files"])
+            for index, entry in enumerate(entries)
         ]
-    except (ValueError, KeyError, IndexError, TypeError, AttributeError, UnicodeDecodeError) as exc:
-        raise EngineError(f"not a valid .torrent file ({exc!r})") from None
+    except (ValueError, KeyError, IndexError, TypeError, AttributeError) as exc:
+        raise EngineError(f"not a valid .torrent file ({exc!r:.200})") from None
+
+
+def _length(entry: Any) -> int:
+    length = entry[b"length"]
+    if not isinstance(length, int) or length < 0:
+        raise ValueError("a file length is not a whole number >= 0")
+    return length
+
+
+def unsafe_names(files: list[TorrentFile]) -> str | None:
+    """Why the torrent's own file names cannot be placed as they are, or None.
+
+    Every name must be a safe relative path (no `..`, no absolute name, no
+    control characters: the rule item paths follow), name no symlink, and not
+    nest with another (`a` and `a/b`).
+    """
+    seen: set[str] = set()
+    for entry in files:
+        if entry.pad:
+            continue
+        try:
+            check_relative_path(entry.path)
+            if "/" in entry.path:  # placed as <item>/<rest>: the rest is checked on its own too
+                check_relative_path(entry.path.split("/", 1)[1])
+        except ManifestError as exc:
+            return f"the torrent names a file {entry.path!r:.200}: {exc}"
+        if entry.symlink:
+            return f"the torrent makes {entry.path!r:.200} a symbolic link"
+        if entry.path in seen:
+            return f"the torrent names {entry.path!r:.200} twice"
+        seen.add(entry.path)
+    folders = {p.rsplit("/", 1)[0] for p in seen if "/" in p}
+    for folder in folders:
+        parts = folder.split("/")
+        for depth in range(1, len(parts) + 1):
+            if "/".join(parts[:depth]) in seen:
+                return f"the torrent names {'/'.join(parts[:depth])!r:.200} a file and a folder"
+    return None
 
 
 def read_torrent(data: bytes) -> TorrentInfo:
     """Info hash and name of a `.torrent`; EngineError when it is not one."""
     try:
-        top = _dict_spans(data, 0)
-        start, end = top[b"info"]
-        info = _dict_spans(data, start)
-        name_start, _ = info[b"name"]
-        name, _ = _string(data, name_start)
-        return TorrentInfo(hashlib.sha1(data[start:end]).hexdigest(), name.decode())  # noqa: S324
-    except (ValueError, KeyError, IndexError, UnicodeDecodeError) as exc:
-        raise EngineError(f"not a valid .torrent file ({exc})") from None
+        start, end = _info_span(data)
+        info, _ = bdecode(data, start)
+        name = _text(info[b"name"], "name")
+        return TorrentInfo(hashlib.sha1(data[start:end]).hexdigest(), name)  # noqa: S324
+    except (ValueError, KeyError, IndexError, TypeError) as exc:
+        raise EngineError(f"not a valid .torrent file ({exc!r:.200})") from None
 
 
-def fetch_torrent(http: requests.Session, url: str) -> bytes:
-    """Download a `.torrent` (at most 16 MiB); EngineError when that fails."""
+def fetch_torrent(http: requests.Session, url: str, deadline: float | None = None) -> bytes:
+    """Download a `.torrent`: at most 16 MiB decoded, within `deadline` seconds in all
+    (TORRENT_DEADLINE by default); EngineError when that fails."""
+    seconds = TORRENT_DEADLINE if deadline is None else deadline
     try:
-        with http.get(url, timeout=30, stream=True) as answer:
-            answer.raise_for_status()
-            data = answer.raw.read(MAX_TORRENT_BYTES + 1, decode_content=True)
-    except requests.RequestException as exc:
+        answer = http_get(http, url, max_bytes=MAX_TORRENT_BYTES, deadline=seconds)
+    except ReadError as exc:
         raise EngineError(f"cannot fetch the torrent {url}: {exc}") from None
-    if len(data) > MAX_TORRENT_BYTES:
-        raise EngineError(f"the torrent {url} is over {MAX_TORRENT_BYTES} bytes")
-    return data
+    if answer.status != 200:
+        raise EngineError(f"cannot fetch the torrent {url}: HTTP {answer.status} {answer.reason}")
+    return answer.body

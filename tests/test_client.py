@@ -18,7 +18,7 @@ from meshmedia.curator import Curator
 from meshmedia.engine import Engine
 from meshmedia.errors import EngineError, ManifestError
 from meshmedia.fetcher import HELD, MIN_SPACING, Fetched, FetchError, ManifestFetcher
-from meshmedia.placement import final_path, matches, renames_for
+from meshmedia.placement import final_path, make_dirs, matches, refuse_links, targets_for
 from meshmedia.store import ClientItem, Store
 from meshmedia.torrentinfo import read_torrent, torrent_files
 from tests.helpers import make_config, random_file, wait_for
@@ -161,6 +161,33 @@ def test_unreachable_server_backs_off_and_never_raises() -> None:
     assert "127.0.0.1:9" in str(errors[0])
 
 
+def test_the_fetcher_thread_outlives_a_manifest_that_breaks_its_handler() -> None:
+    """A manifest that raised in the handler killed the fetcher thread: that URL was
+    never polled again."""
+    doc = _Doc(b'{"v": 1}')
+    seen: list[bytes] = []
+
+    def handle(body: bytes, _etag: str | None) -> None:
+        seen.append(body)
+        if len(seen) == 1:
+            raise UnicodeEncodeError("utf-8", "\ud800", 0, 1, "surrogates not allowed")
+
+    with serve_doc(doc, long_poll=True) as url:
+        stop = threading.Event()
+        thread = threading.Thread(target=ManifestFetcher(url).follow, args=(stop, handle, 300))
+        thread.start()
+        try:
+            wait_for(lambda: len(seen) == 1, timeout=10)
+            wait_for(lambda: doc.requests >= 2, timeout=10)
+            doc.set(b'{"v": 2}')
+            wait_for(lambda: len(seen) == 2, timeout=10)
+            assert thread.is_alive()
+        finally:
+            stop.set()
+            doc.release()
+            thread.join(timeout=30)
+
+
 # -- placement and torrents ---------------------------------------------------------
 @pytest.mark.parametrize(
     "path", ["/etc/passwd", "../up.mkv", "a/../../b", "a//b", "C:/x", "a\\b", ".meshmedia/x"]
@@ -189,15 +216,56 @@ def test_matches_checks_size_then_hashes(tmp_path: Path) -> None:
     assert matches(tmp_path / "missing", 1000, sha, None) is False
 
 
+def _renames(files: list[tuple[int, str, int]], final: Path) -> dict[int, str]:
+    return {t.index: t.new_name for t in targets_for(files, final) if t.name != t.new_name}
+
+
 def test_renames_put_a_single_file_and_a_folder_at_the_item_path(tmp_path: Path) -> None:
     final = tmp_path / "Film (2001)" / "Film.mkv"
-    assert renames_for([(0, "upload.mkv", 5)], final) == {0: "Film.mkv"}
-    assert renames_for([(0, "Film.mkv", 5)], final) == {}
+    assert _renames([(0, "upload.mkv", 5)], final) == {0: "Film.mkv"}
+    assert _renames([(0, "Film.mkv", 5)], final) == {}
     folder = [(0, "Show/e1.mkv", 5), (2, "Show/e2.mkv", 5)]
-    assert renames_for(folder, tmp_path / "TV" / "My Show") == {
+    assert _renames(folder, tmp_path / "TV" / "My Show") == {
         0: "My Show/e1.mkv",
         2: "My Show/e2.mkv",
     }
+
+
+@pytest.mark.parametrize(
+    "names",
+    [
+        ["x/../../../victim/file.txt"],
+        ["x/a", "x/../b"],
+        ["x//etc/passwd"],
+        ["x/C:/y"],
+        ["x/a\\..\\b"],
+        ["x/a", "x/a"],
+        ["x/a\nb"],
+        ["x", "y"],
+    ],
+)
+def test_torrent_names_that_would_leave_the_item_are_refused(
+    tmp_path: Path, names: list[str]
+) -> None:
+    """The one rule: a target is the item path plus libtorrent's name, checked and
+    kept inside the item's folder."""
+    files = [(i, name, 1) for i, name in enumerate(names)]
+    with pytest.raises(ManifestError):
+        targets_for(files, tmp_path / "Final")
+
+
+def test_make_dirs_refuses_a_planted_symlink_and_follows_none(tmp_path: Path) -> None:
+    root = tmp_path / "media"
+    (root / "a").mkdir(parents=True)
+    (tmp_path / "outside").mkdir()
+    (root / "a" / "link").symlink_to(tmp_path / "outside")
+    with pytest.raises(ManifestError, match="symlink or not a folder"):
+        make_dirs(root, "a/link/deeper")
+    assert list((tmp_path / "outside").iterdir()) == []
+    assert make_dirs(root, "a/b/c") == root / "a/b/c"
+    assert (root / "a/b/c").is_dir()
+    with pytest.raises(ManifestError, match="symlink"):
+        refuse_links(root, "a/link/x.mkv")
 
 
 def test_torrent_files_agree_with_a_published_folder(tmp_path: Path) -> None:
@@ -212,7 +280,7 @@ def test_torrent_files_agree_with_a_published_folder(tmp_path: Path) -> None:
         data = curator.engine.torrent_bytes(item.info_hash or "")
     assert data is not None
     assert read_torrent(data).info_hash == item.info_hash
-    real = [(name, size) for _, name, size, pad in torrent_files(data) if not pad]
+    real = [(f.path, f.size) for f in torrent_files(data) if not f.pad]
     assert real == [("Show/e1.mkv", 300_000), ("Show/e2.mkv", 200_000)]
     with pytest.raises(EngineError):
         read_torrent(b"d4:infoi3ee")
@@ -378,3 +446,149 @@ def test_a_holding_server_is_asked_again_at_once_after_a_change() -> None:
     assert fetcher._pause(60, Fetched(None, '"e"', 0.01), 300) == 300
     assert fetcher.long_poll is False
     assert fetcher._pause(60, Fetched(b"{}", '"f"', 0.01), 300) == 300
+
+
+# -- hostile and careless input (issue 12) -------------------------------------------
+def test_the_same_torrent_at_two_paths_places_one_and_refuses_the_other(node: Node) -> None:
+    """A curator lists one info hash at two paths after POST /seed with a dest_path for a
+    published file: the client crashed. The later item is refused, naming the first."""
+    first = node.publish("a.bin", MIB)
+    assert node.curator.publisher is not None
+    second = node.curator.publisher.publish(node.share / "a.bin", dest_path="Other/a.bin")
+    assert first.info_hash == second.info_hash
+    node.sync()
+    assert (node.media / "a.bin").read_bytes() == (node.share / "a.bin").read_bytes()
+    assert not (node.media / "Other").exists()
+    (refusal,) = node.client.rejected[node.url]
+    assert "Other/a.bin" in refusal
+    assert "'a.bin'" in refusal
+    assert first.info_hash in refusal
+
+
+def _publish_folder(node: Node, name: str, files: dict[str, int], **kwargs: Any) -> Any:
+    for rel, size in files.items():
+        random_file(node.share / name / rel, size, seed=size)
+    assert node.curator.publisher is not None
+    return node.curator.publisher.publish(node.share / name, **kwargs)
+
+
+def test_a_folder_item_never_merges_into_a_folder_it_does_not_own(node: Node) -> None:
+    """An existing DOWNLOAD_DIR/Movies with the user's own file was merged into, then
+    deleted whole by --delete-removed. Now the item fails, naming the stranger."""
+    _publish_folder(node, "Movies", {"a.mkv": 200_000, "b.mkv": 100_000})
+    own = random_file(node.media / "Movies" / "family.mkv", 5000, seed=9)
+    mine = own.read_bytes()
+    node.sync()
+    state = node.state("Movies")
+    assert state.state == "failed"
+    assert "family.mkv" in (state.error or "")
+    assert "folder of its own" in (state.error or "")
+    assert sorted(p.name for p in (node.media / "Movies").iterdir()) == ["family.mkv"]
+    assert own.read_bytes() == mine
+    assert not (node.media / ".meshmedia" / "replaced").exists()
+
+
+def test_delete_removed_deletes_only_the_files_meshmedia_placed(tmp_path: Path) -> None:
+    node = Node(tmp_path, delete_removed=True)
+    try:
+        _publish_folder(node, "Show", {"e1.mkv": 200_000, "e2.mkv": 100_000})
+        node.publish("single.mkv", 300_000)
+        node.sync()
+        assert node.state("Show").state == "placed"
+        family = random_file(node.media / "Show" / "family.mkv", 4000, seed=11)
+        edited = node.media / "single.mkv"
+        edited.write_bytes(b"the user's own cut")
+        assert node.curator.manifests is not None
+        node.curator.manifests.replace("default", [])
+        node.sync()
+        assert node.client.items() == []
+        assert sorted(p.name for p in (node.media / "Show").iterdir()) == ["family.mkv"]
+        assert family.stat().st_size == 4000
+        assert edited.read_bytes() == b"the user's own cut"
+    finally:
+        node.close()
+
+
+def test_delete_removed_deletes_a_placed_folder_whole_when_it_is_all_ours(
+    tmp_path: Path,
+) -> None:
+    node = Node(tmp_path, delete_removed=True)
+    try:
+        _publish_folder(node, "Show", {"s1/e1.mkv": 200_000, "e2.mkv": 100_000})
+        node.sync()
+        assert (node.media / "Show" / "s1" / "e1.mkv").exists()
+        assert node.curator.manifests is not None
+        node.curator.manifests.replace("default", [])
+        node.sync()
+        assert not (node.media / "Show").exists()
+    finally:
+        node.close()
+
+
+def test_a_folder_item_with_a_wrong_file_hash_is_not_placed(node: Node) -> None:
+    """A folder item's per-file hashes were ignored: a wrong one was placed."""
+    item = _publish_folder(node, "Show", {"e1.mkv": 300_000, "e2.mkv": 100_000})
+    files = item.extra["files"]
+    assert [f["path"] for f in files] == ["e1.mkv", "e2.mkv"]
+    wrong = [files[0], {**files[1], "sha256": "ab" * 32}]
+    bad = item.__class__(**{**item.__dict__, "extra": {**item.extra, "files": wrong}})
+    assert node.curator.manifests is not None
+    node.curator.manifests.replace("default", [bad])
+    node.sync()
+    state = node.state("Show")
+    assert state.state == "failed"
+    assert "e2.mkv: SHA-256 mismatch" in (state.error or "")
+    assert "ab" * 32 in (state.error or "")
+    assert not (node.media / "Show").exists()
+
+
+def test_a_folder_item_with_the_right_file_hashes_is_placed_and_recorded(node: Node) -> None:
+    item = _publish_folder(node, "Show", {"e1.mkv": 300_000, "sub/e2.mkv": 100_000})
+    node.sync()
+    assert node.state("Show").state == "placed"
+    records = node.store.placed_files(node.url, "Show")
+    assert [(r.rel, r.sha256) for r in records] == [
+        ("Show/e1.mkv", item.extra["files"][0]["sha256"]),
+        ("Show/sub/e2.mkv", item.extra["files"][1]["sha256"]),
+    ]
+
+
+def test_a_folder_item_without_files_has_its_size_checked(node: Node) -> None:
+    item = _publish_folder(node, "Show", {"e1.mkv": 300_000, "e2.mkv": 100_000})
+    extra = {k: v for k, v in item.extra.items() if k != "files"}
+    bad = item.__class__(**{**item.__dict__, "extra": extra, "size": 400_001})
+    assert node.curator.manifests is not None
+    node.curator.manifests.replace("default", [bad])
+    node.sync()
+    state = node.state("Show")
+    assert state.state == "failed"
+    assert "size mismatch" in (state.error or "")
+    assert not (node.media / "Show").exists()
+
+
+def test_a_symlink_at_the_final_path_is_never_written_through(node: Node, tmp_path: Path) -> None:
+    """A pre-planted DOWNLOAD_DIR/Show -> /elsewhere was written through."""
+    _publish_folder(node, "Show", {"e1.mkv": 300_000})
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    node.media.mkdir(parents=True, exist_ok=True)
+    (node.media / "Show").symlink_to(elsewhere)
+    node.sync()
+    state = node.state("Show")
+    assert state.state == "failed"
+    assert "symlink" in (state.error or "")
+    assert list(elsewhere.iterdir()) == []
+    assert (node.media / "Show").is_symlink()
+
+
+def test_items_placed_before_files_were_recorded_get_their_records(node: Node) -> None:
+    """Upgrading from a version without placed_files: what the engine seeds from its
+    final place is recorded the next time the manifest is planned."""
+    _publish_folder(node, "Show", {"e1.mkv": 300_000, "e2.mkv": 100_000})
+    node.sync()
+    recorded = [r.rel for r in node.store.placed_files(node.url, "Show")]
+    node.store.delete_placed_files(node.url, "Show")
+    body = ManifestFetcher(node.url).fetch().body
+    assert body is not None
+    assert node.client.apply(node.url, body)  # the same manifest, planned again
+    assert [r.rel for r in node.store.placed_files(node.url, "Show")] == recorded

@@ -91,3 +91,14 @@ def test_advertise_host_none_gives_magnets_without_a_peer(tmp_path: Path) -> Non
     ih = "ab" * 20
     assert magnet_uri(ih, "a b.mkv", None, 6881) == f"magnet:?xt=urn:btih:{ih}&dn=a%20b.mkv"
     assert magnet_uri(ih, "x", "10.0.0.2", 6881).endswith("&x.pe=10.0.0.2:6881")
+
+
+def test_trackers_named_by_sources_are_off_unless_allowed() -> None:
+    assert load_config({}, {}, None).allow_trackers is False
+    assert load_config({}, {"MESHMEDIA_ALLOW_TRACKERS": "yes"}, None).allow_trackers is True
+    assert (
+        load_config(
+            {"allow_trackers": False}, {"MESHMEDIA_ALLOW_TRACKERS": "1"}, None
+        ).allow_trackers
+        is False
+    )

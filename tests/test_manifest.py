@@ -66,6 +66,8 @@ def test_the_earlier_format_is_accepted_unchanged() -> None:
         ("c:x.mkv", "drive letter"),
         ("a\\b.mkv", "backslash"),
         ("x" * 256, "over 255 bytes"),
+        ("bad\ud800.mkv", "lone surrogate"),
+        ("a/\udfff", "lone surrogate"),
     ],
 )
 def test_unsafe_paths_are_refused_with_the_reason(path: str, reason: str) -> None:
@@ -127,6 +129,12 @@ def test_base32_magnets_and_multiple_xt_are_understood() -> None:
         (b'{"items": []}', "'group' must be a non-empty string"),
         (b'{"group": "g", "items": [], "version": -3}', "'version'"),
         (b"\xff\xfe", "not UTF-8"),
+        (b"[" * 200_000, "nested deeper than 32 levels"),
+        (b'{"group": "g", "items": [], "x": ' + b"[" * 40 + b"]" * 40 + b"}", "nested deeper"),
+        (b'{"group": "g", "items": [], "version": 1' + b"0" * 100 + b"}", "a number of 101 digits"),
+        (b'{"group": "g", "items": [], "version": NaN}', "NaN is not JSON"),
+        (b'{"group": "g\\ud800", "items": []}', "lone surrogate"),
+        (b"{" + b" " * (17 * 1024 * 1024) + b"}", "over the cap of 16777216"),
     ],
 )
 def test_a_document_that_is_not_a_manifest_raises_a_precise_error(data: bytes, reason: str) -> None:
@@ -241,3 +249,87 @@ def test_validate_command_reports_problems_and_exit_codes(tmp_path: Path) -> Non
     assert "not JSON" in result.stderr
     help_text = run_meshmedia("manifest", "validate", "--help").stdout
     assert "Example" in help_text
+
+
+def _items(count: int) -> list[dict[str, str]]:
+    return [
+        {"path": f"d/{n}.mkv", "torrent": f"magnet:?xt=urn:btih:{n:040x}"} for n in range(count)
+    ]
+
+
+def test_a_manifest_of_more_than_100000_items_is_refused_whole() -> None:
+    """150k items (15 MB, under the 16 MiB cap) took a client to 475 MB RSS and growing."""
+    manifest, rejected = parse_manifest({"group": "g", "items": _items(100_000)})
+    assert (len(manifest.items), rejected) == (100_000, [])
+    with pytest.raises(ManifestError, match="lists 100001 items; at most 100,000 are accepted"):
+        parse_manifest({"group": "g", "items": _items(100_001)})
+
+
+def test_an_item_inside_another_items_path_is_refused_naming_both() -> None:
+    """Items `A` and `A/b` crashed the client (a folder where a file goes)."""
+    doc = {
+        "group": "g",
+        "items": [
+            {"path": "A", "torrent": MAGNET},
+            {"path": "A/b", "torrent": f"magnet:?xt=urn:btih:{'1' * 40}"},
+            {"path": "C/d/e.mkv", "torrent": f"magnet:?xt=urn:btih:{'2' * 40}"},
+            {"path": "C/d", "torrent": f"magnet:?xt=urn:btih:{'3' * 40}"},
+            {
+                "path": "Other.mkv",
+                "torrent": f"magnet:?xt=urn:btih:{IH.upper()}&dn=the-same-torrent",
+            },
+        ],
+    }
+    manifest, rejected = parse_manifest(doc, one_place_per_torrent=True)
+    assert [i.path for i in manifest.items] == ["A", "C/d/e.mkv"]
+    assert [str(r) for r in rejected] == [
+        "item 1 (A/b): path lies inside item 0 ('A')",
+        "item 3 (C/d): path is a folder holding item 2 ('C/d/e.mkv')",
+        f"item 4 (Other.mkv): its torrent {IH} is already listed at 'A'",
+    ]
+    curator_view, _ = parse_manifest(doc)  # a curator may list one torrent at two paths
+    assert [i.path for i in curator_view.items] == ["A", "C/d/e.mkv", "Other.mkv"]
+
+
+def test_a_lone_surrogate_anywhere_in_an_item_rejects_that_item_only() -> None:
+    doc = json.dumps(
+        {
+            "group": "g",
+            "items": [
+                {"path": "ok.mkv", "torrent": MAGNET},
+                {"path": "t.mkv", "torrent": f"magnet:?xt=urn:btih:{'1' * 40}", "title": "\ud800"},
+            ],
+        }
+    )
+    manifest, rejected = parse_manifest(doc.encode())
+    assert [i.path for i in manifest.items] == ["ok.mkv"]
+    assert "lone surrogate" in rejected[0].reason
+    assert rejected[0].name == "t.mkv"
+
+
+def test_folder_items_per_file_hashes_are_validated() -> None:
+    sha = "ab" * 32
+    good = [
+        {"path": "e1.mkv", "size": 3, "sha256": sha},
+        {"path": "s/e2.mkv", "size": 4, "sha256": sha},
+    ]
+    assert item("Show", size=7, files=good).files is not None
+    for files, reason in [
+        ([{"path": "../x", "size": 1, "sha256": sha}], "files\\[0\\]: path has a '..' segment"),
+        ([{"path": "a", "size": 1}], "size and sha256 are required"),
+        ([good[0], good[0]], "path is already used by files entry 0"),
+        ([{"path": "s", "size": 3, "sha256": sha}, good[1]], "lies inside files entry 0"),
+        (good[:1], "add up to 3, not 7"),
+        ([], "files is empty"),
+        ({"e1": 1}, "files must be a list"),
+    ]:
+        with pytest.raises(ManifestError, match=reason):
+            item("Show", size=7, files=files)
+    older = item("Show", size=7)  # the earlier format: no files, still an item
+    assert older.files is None
+
+
+def test_a_files_list_over_the_bound_is_refused() -> None:
+    files = [{"path": f"{n}", "size": 0, "sha256": "ab" * 32} for n in range(100_001)]
+    with pytest.raises(ManifestError, match="at most 100,000"):
+        item("Show", files=files)

@@ -229,3 +229,16 @@ def test_publish_command_posts_to_the_curator(curator: Curator, tmp_path: Path) 
         assert "No such option" in bad.stderr
     finally:
         server.close()
+
+
+def test_a_folder_whose_file_names_clients_would_refuse_is_not_published(
+    curator: Curator,
+) -> None:
+    """Folder items carry per-file paths and hashes (`files`) that every client checks
+    like item paths; a name no client would accept is refused at publishing, by name."""
+    show = curator.share / "Odd"
+    random_file(show / "ok.mkv", 1000, seed=5)
+    random_file(show / "bad\\name.mkv", 1000, seed=6)
+    with pytest.raises(PublishError, match=r"files\[0\]: path contains a backslash"):
+        curator.publisher.publish(show)
+    assert "Odd" not in curator.items()

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from meshmedia.publish_request import request_seed
 from tests.daemons import MIB, Client, Curator, Daemon, answers, sha256
 from tests.helpers import free_port, random_file, wait_for
 
@@ -194,3 +195,100 @@ def test_clients_share_pieces_with_each_other(tmp_path: Path, stop_later: list[D
     ratio = together / alone
     print(f"swarm: one client {alone:.1f} s, three clients {together:.1f} s, ratio {ratio:.2f}")
     assert ratio < 2.2
+
+
+def _vm(pid: int, key: str) -> int:
+    """A VmXXX figure of /proc/<pid>/status in MiB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(key + ":"):
+            return int(line.split()[1]) // 1024
+    raise AssertionError(f"no {key} for {pid}")
+
+
+@pytest.mark.timeout(280)
+def test_a_manifest_of_100000_items_keeps_the_client_small_and_sigterm_honoured(
+    tmp_path: Path, stop_later: list[Daemon]
+) -> None:
+    """150k items took a client to 475 MB RSS and growing, its status to 2.7 s, and
+    SIGTERM was ignored while it planned. Now: queued rows, at most 32 torrents."""
+    from tests.hostile import serve  # noqa: PLC0415
+
+    count = 100_000
+    items = [
+        {"path": f"d{n % 100}/f{n}.mkv", "size": 1000,
+         "torrent": f"magnet:?xt=urn:btih:{n + 1:040x}&x.pe=127.0.0.1:9"}
+        for n in range(count)
+    ]  # fmt: skip
+    body = json.dumps({"group": "default", "version": 1, "items": items}).encode()
+    with serve() as site:
+        url = site.body("/manifest/default.json", body)
+        client = Client(tmp_path / "client", [url])
+        stop_later.append(client)
+        client.start()
+        wait_for(
+            lambda: "planning" in client.text() or (client.status() or {}).get("items"),
+            timeout=120,
+            interval=0.02,
+        )  # processing it (the log says so, or the first items show)
+        assert client.proc is not None
+        client.proc.send_signal(signal.SIGTERM)
+        assert client.proc.wait(timeout=60) == 0, client.text()[-2000:]
+        client.proc = None
+        client.start()
+        wait_for(lambda: len((client.status() or {}).get("items", [])) == count, timeout=180)
+        status = client.status() or {}
+        torrents = status["engine"]["torrents"]
+        assert client.proc is not None
+        peak = _vm(client.proc.pid, "VmHWM")
+        print(f"{count} items: {len(torrents)} torrents, peak RSS {peak} MiB")
+        assert len(torrents) <= 32
+        assert {i["state"] for i in status["items"]} <= {"queued", "downloading"}
+        assert peak < 600
+        assert client.stop() == 0
+
+
+@pytest.mark.parametrize(
+    ("kind", "mode"), [("file", "moved"), ("file", "resumed"), ("folder", "moved")]
+)
+def test_killed_just_after_placement_adopts_what_it_placed(
+    tmp_path: Path, stop_later: list[Daemon], kind: str, mode: str
+) -> None:
+    """After a SIGKILL between the move and its bookkeeping, the item was downloaded
+    again and the good file moved to .meshmedia/replaced. Now it is adopted."""
+    curator = Curator(tmp_path / "curator")
+    stop_later.append(curator)
+    random_file(curator.share / "movie.mkv", 3 * MIB, seed=21)
+    random_file(curator.share / "Show" / "e1.mkv", 2 * MIB, seed=22)
+    random_file(curator.share / "Show" / "e2.mkv", MIB, seed=23)
+    curator.start()
+    curator.wait_items(3)
+    if kind == "folder":
+        token = (curator.base / "state" / "token").read_text().strip()
+        request_seed(
+            f"http://127.0.0.1:{curator.port}", token, curator.share / "Show", dest_path="Series"
+        )
+        # the folder item takes over the items of its own files (Show/e1.mkv, Show/e2.mkv)
+        wait_for(lambda: {i["path"] for i in curator.items()} == {"movie.mkv", "Series"}, 60)
+    items = {i["path"]: i for i in curator.items()}
+    victim = items["movie.mkv" if kind == "file" else "Series"]
+    placed = ["movie.mkv"] if kind == "file" else ["Series/e1.mkv", "Series/e2.mkv"]
+    ih = victim["torrent"].split("btih:")[1][:40]
+    worker = subprocess.run(
+        [sys.executable, str(Path(__file__).parent / "crash_worker.py"), str(tmp_path),
+         curator.manifest_url, mode, ih],
+        capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert worker.returncode == -signal.SIGKILL, worker.stdout + worker.stderr[-3000:]
+    assert f"RELOCATED {ih}" in worker.stdout
+    client = Client(tmp_path / "client", [curator.manifest_url])
+    inodes = {rel: (client.media / rel).stat().st_ino for rel in placed}
+    result = client.once()
+    assert result.returncode == 0, result.stderr[-3000:]
+    for rel in placed:
+        assert (client.media / rel).stat().st_ino == inodes[rel], f"{rel} was replaced"
+        source = curator.share / rel.replace("Series/", "Show/")
+        assert sha256(client.media / rel) == sha256(source)
+    assert not (client.media / ".meshmedia" / "replaced").exists()
+    name = re.escape(str(client.media / victim["path"]))
+    fetched = re.findall(name + r" \((\d+) bytes downloaded", result.stderr)
+    assert fetched == ["0"], result.stderr[-3000:]
