@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import resource
 import socket
 import struct
 import subprocess
@@ -29,6 +30,7 @@ from meshmedia.http_plumbing import Limits
 from meshmedia.manifest_store import ManifestStore
 from meshmedia.server import ManifestServer
 from meshmedia.status_server import StatusServer
+from tests.daemons import Client, Curator
 from tests.helpers import make_config, wait_for
 
 TOKEN = "test-token-5d2c"
@@ -560,3 +562,32 @@ def _get_or_none(url: str) -> requests.Response | None:
         return requests.get(url, timeout=5)
     except requests.RequestException:
         return None
+
+
+def open_files_limits(pid: int) -> tuple[int, int]:
+    """(soft, hard) 'Max open files' of a running process, from /proc."""
+    for line in Path(f"/proc/{pid}/limits").read_text().splitlines():
+        if line.startswith("Max open files"):
+            soft, hard = line.split()[3:5]
+            return int(soft), int(hard)
+    raise AssertionError("no 'Max open files' line")
+
+
+def test_the_daemons_raise_their_open_files_limit_to_the_hard_limit(tmp_path: Path) -> None:
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or hard <= 256:
+        pytest.skip(f"the hard limit here ({hard}) leaves nothing to raise")
+    curator = Curator(tmp_path / "curator")
+    client = Client(tmp_path / "client", [curator.manifest_url])
+    curator.open_files = client.open_files = 256
+    try:
+        curator.start()
+        client.start()
+        wait_for(client.status, timeout=60, describe=client.text)
+        assert curator.proc is not None
+        assert client.proc is not None
+        assert open_files_limits(curator.proc.pid) == (hard, hard)
+        assert open_files_limits(client.proc.pid) == (hard, hard)
+    finally:
+        client.stop()
+        curator.stop()
