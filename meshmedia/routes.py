@@ -18,12 +18,11 @@ from typing import TYPE_CHECKING, Any
 from . import __version__
 from .errors import ManifestError, PublishError
 from .http_plumbing import JSON, Hold, HttpError, Response
-from .manifest import Manifest, canonical_json, check_relative_path, parse_items
+from .manifest import canonical_json, check_relative_path, parse_items
 
 if TYPE_CHECKING:
+    from .manifest import Manifest
     from .server import RequestHandler
-
-__all__ = ["JSON", "ROUTES", "HttpError", "Response", "find_route", "json_response"]
 
 MAX_WAIT = 60.0
 _INFO_HASH = re.compile(r"^[0-9a-fA-F]{40}$")
