@@ -19,8 +19,9 @@ native_notes/http-server.md):
 - a held request whose client closed (FIN or RST) is released at once;
 - framing is strict (http_wire): any ambiguity is answered 400/411/501 and the
   connection closed;
-- when accept() runs out of file descriptors, accepting pauses for 0.5 s and
-  the stalest waiting connections are closed, instead of spinning;
+- when accept() runs out of file descriptors, accepting pauses until one of our
+  connections closes (0.5 s at most) and the stalest waiting connections are
+  closed, instead of spinning;
 - an exception in a handler is a 500 with its traceback logged; the loop and
   the workers go on.
 """
@@ -161,7 +162,7 @@ class Request:
     """One parsed request as a handler sees it; `body()` reads the body on demand."""
 
     def __init__(self, head: Head, peer: str, conn: _Connection) -> None:
-        """Split the target; HttpError 400 when it is not a usable URL."""
+        """Split the target; WireError 400 when it is not a usable URL."""
         try:
             split = urlsplit(head.target)
             query = parse_qsl(split.query, keep_blank_values=True, max_num_fields=64)
