@@ -88,7 +88,7 @@ def parse_json_body(body: bytes) -> Any:
     try:
         json.dumps(doc, ensure_ascii=False).encode("utf-8")
     except UnicodeEncodeError:
-        reason = "the body has a lone surrogate (\\ud800-\\udfff) in a string"
+        reason = "the body is not valid UTF-8: a string has a lone surrogate (\\ud800-\\udfff)"
         raise HttpError(400, reason) from None
     return doc
 
