@@ -1,10 +1,10 @@
-"""`python -m benchmarks`: publish, transfer, end-to-end latency and load, beside the anchors.
+"""`python -m benchmarks`: publish, transfer, end-to-end latency, load and hostile connections.
 
     .venv/bin/python -m benchmarks                      # full: 1 GiB, 3 runs (~6-7 min)
     .venv/bin/python -m benchmarks --quick              # 100 MB, ~2 min
     .venv/bin/python -m benchmarks --only e2e --runs 5 --markdown /tmp/table.md
 
-publish.py, transfer.py and load.py run as child processes and their output is
+publish.py, transfer.py, load.py and connections.py run as child processes and their output is
 parsed; the end-to-end latency is measured here (e2e.py, anchors.py). Prints one
 table; ratio = anchor / meshmedia for times (> 1: meshmedia is faster) and
 meshmedia / anchor for rates.
@@ -29,7 +29,7 @@ from benchmarks.e2e import DropSystem, Meshmedia, measure
 
 HERE = Path(__file__).resolve().parent
 MB, GiB = 10**6, 1 << 30
-SUITES = ("publish", "transfer", "e2e", "load")
+SUITES = ("publish", "transfer", "e2e", "load", "connections")
 ANCHORS = (
     ("aria2c + opentracker", anchors.Aria2),
     ("webtorrent-cli", anchors.WebTorrent),
@@ -120,6 +120,23 @@ def load_rows(size: str) -> list[Row]:
     return [Row(bench, float(rate.group(2)), unit="req/s", note=note, lower_is_better=False)]
 
 
+def connections_rows(quick: bool) -> list[Row]:
+    """A real client's manifest GET while 2,000 slow or idle connections attack; no anchor."""
+    out = script("connections", *(["--quick"] if quick else []), timeout=240)
+    lat = re.search(
+        r"real client: (\d+) answers, median ([\d.]+) ms, p99 ([\d.]+) ms.*errors (\d+)", out
+    )
+    cpu = re.search(r"server CPU: (\d+)% of a core;.*peak ([\d.]+) MiB", out)
+    if not (lat and cpu):
+        raise RuntimeError(f"connections.py output not understood: {out[-200:]!r}")
+    note = (
+        f"p99 {lat.group(3)} ms, {lat.group(4)} errors; server {cpu.group(1)}% of a core, "
+        f"peak RSS {cpu.group(2)} MiB"
+    )
+    bench = "manifest GET (new connection) under 2,000 hostile connections, median"
+    return [Row(bench, float(lat.group(2)), unit="ms", note=note)]
+
+
 def e2e_rows(sizes: list[int], runs: int, work: Path) -> list[Row]:
     """Drop -> in the other side's folder, meshmedia against each anchor, median of `runs`."""
     results: dict[str, dict[int, list[float]] | str] = {}
@@ -184,6 +201,7 @@ def main() -> int:
         "transfer": lambda: transfer_rows(big),
         "e2e": lambda: e2e_rows([10 * MB, 100 * MB if args.quick else GiB], args.runs, work),
         "load": lambda: load_rows("quick" if args.quick else "full"),
+        "connections": lambda: connections_rows(args.quick),
     }
     with tempfile.TemporaryDirectory(dir=args.dir, prefix="mm-benchmarks-") as tmp:
         work = Path(tmp)

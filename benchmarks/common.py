@@ -243,6 +243,8 @@ def _value(number: float | None, unit: str) -> str:
         return "-"
     if unit == "s":
         return f"{number:.3f} s" if number < 10 else f"{number:.1f} s"
+    if unit == "ms":
+        return f"{number:.1f} ms"
     return f"{number:,.0f} {unit}"
 
 

@@ -16,6 +16,7 @@ from pathlib import Path
 from .config import Config
 from .dht import DhtAnnouncer
 from .engine import Engine, install_signal_handlers
+from .http_plumbing import raise_open_files_limit
 from .manifest_store import ManifestStore
 from .publisher import Publisher
 from .server import ManifestServer
@@ -111,6 +112,7 @@ def status_page() -> bytes:
 def serve(config: Config, stop: threading.Event | None = None) -> None:
     """Run a curator until SIGTERM/SIGINT (or until `stop` is set), then shut down cleanly."""
     stop = stop or threading.Event()
+    raise_open_files_limit()
     restore = install_signal_handlers(stop)
     try:
         with Curator(config):

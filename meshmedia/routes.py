@@ -1,65 +1,33 @@
 """The curator's HTTP routes (DESIGN.md "HTTP module"): each returns a Response.
 
-The plumbing (sockets, parsing, the token, body limits, logging) is in
-`server.py`; a route only sees the request handler's small API:
-`req.app`, `req.headers`, `req.query`, `req.require_token()` and `req.read_json()`.
+The plumbing (sockets, parsing, caps, deadlines, long-poll holds) is in
+`http_plumbing.py`, the token and JSON bodies in `server.py`; a route only sees
+the request handler's small API: `req.app`, `req.headers`, `req.query`,
+`req.require_token()` and `req.read_json()`, and returns a Response (or a Hold,
+which the plumbing parks without a thread).
 """
 
 from __future__ import annotations
 
 import math
 import re
-import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from . import __version__
 from .errors import ManifestError, PublishError
+from .http_plumbing import JSON, Hold, HttpError, Response
 from .manifest import canonical_json, check_relative_path, parse_items
 from .manifest_store import check_curated_path
 
 if TYPE_CHECKING:
+    from .manifest import Manifest
     from .server import RequestHandler
 
 MAX_WAIT = 60.0
 DURABLE_TIMEOUT = 30.0  # a write answered 503 after this: not acknowledged
 _INFO_HASH = re.compile(r"^[0-9a-fA-F]{40}$")
-JSON = "application/json"
-
-
-@dataclass(frozen=True)
-class Response:
-    """What a route answers; the handler writes it."""
-
-    status: int
-    body: bytes = b""
-    content_type: str = JSON
-    headers: Mapping[str, str] = field(default_factory=dict)
-
-
-class HttpError(Exception):
-    """An error answer: `{"error": reason, **extra}` with `status`."""
-
-    def __init__(
-        self,
-        status: int,
-        reason: str,
-        headers: Mapping[str, str] | None = None,
-        extra: Mapping[str, Any] | None = None,
-    ) -> None:
-        """Remember the status, the reason and any extra headers or fields."""
-        super().__init__(reason)
-        self.status = status
-        self.reason = reason
-        self.headers = dict(headers or {})
-        self.extra = dict(extra or {})
-
-    def response(self) -> Response:
-        """The JSON error response."""
-        body = canonical_json({"error": self.reason, **self.extra})
-        return Response(self.status, body, JSON, self.headers)
 
 
 def json_response(
@@ -95,8 +63,12 @@ def _if_none_match(req: RequestHandler) -> set[str]:
     return {tag.strip().removeprefix("W/") for tag in header.split(",") if tag.strip()}
 
 
-def get_manifest(req: RequestHandler, match: re.Match[str]) -> Response:
-    """GET /manifest/<group>.json: ETag, 304 on If-None-Match, long-poll with ?wait=N."""
+def get_manifest(req: RequestHandler, match: re.Match[str]) -> Response | Hold:
+    """GET /manifest/<group>.json: ETag, 304 on If-None-Match, long-poll with ?wait=N.
+
+    A poll that holds the current ETag is parked by the plumbing (no thread)
+    until the manifest changes or N seconds pass.
+    """
     app = req.app
     group = match["group"]
     wait = _wait_seconds(req)
@@ -104,13 +76,20 @@ def get_manifest(req: RequestHandler, match: re.Match[str]) -> Response:
         raise HttpError(404, f"no manifest for group {group!r:.80}")
     manifest = app.manifests.get(group)
     held = _if_none_match(req)
-    deadline = time.monotonic() + wait
-    # Waits in short slices so that closing the server ends held requests quickly.
-    while (manifest.etag in held or "*" in held) and not app.closing.is_set():
-        left = deadline - time.monotonic()
-        if left <= 0 or "*" in held:
-            break
-        manifest = app.manifests.wait_for_change(group, manifest.etag, min(left, 1.0))
+    if wait <= 0 or "*" in held or manifest.etag not in held:
+        return _manifest_answer(manifest, held)
+    etag = manifest.etag
+
+    def changed(timeout: float) -> bool:
+        return app.manifests.wait_for_change(group, etag, timeout).etag != etag
+
+    def answer() -> Response:
+        return _manifest_answer(app.manifests.get(group), held)
+
+    return Hold((group, etag), wait, changed, answer)
+
+
+def _manifest_answer(manifest: Manifest, held: set[str]) -> Response:
     headers = {"ETag": manifest.etag, "Cache-Control": "no-cache"}
     if manifest.etag in held or "*" in held:
         return Response(304, b"", JSON, headers)
@@ -239,7 +218,7 @@ def get_torrent(req: RequestHandler, match: re.Match[str]) -> Response:
     return Response(200, data, "application/x-bittorrent", {"Cache-Control": "max-age=86400"})
 
 
-Route = Callable[["RequestHandler", "re.Match[str]"], Response]
+Route = Callable[["RequestHandler", "re.Match[str]"], "Response | Hold"]
 ROUTES: tuple[tuple[str, re.Pattern[str], Route], ...] = (
     ("GET", re.compile(r"^/$"), health),
     ("GET", re.compile(r"^/manifest/(?P<group>[^/]+)\.json$"), get_manifest),

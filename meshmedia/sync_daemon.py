@@ -8,23 +8,25 @@ one fetch per URL, then wait until every item is placed, failed or paused.
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, TextIO
+from typing import TextIO
 
 from .client import SyncClient
 from .config import Config
 from .dht_follow import follow_once, start_following
 from .engine import Engine, TorrentState, install_signal_handlers
 from .fetcher import FetchError, ManifestFetcher
+from .http_plumbing import raise_open_files_limit
 from .jellyfin import JellyfinNotifier
 from .progress import ProgressView, Row
+from .status_server import StatusServer
 from .store import Store
+
+__all__ = ["StatusServer", "SyncSummary", "sync_forever", "sync_once"]
 
 log = logging.getLogger(__name__)
 
@@ -49,41 +51,6 @@ class SyncSummary:
         return [head, *self.problems, *(f"refused {r}" for r in self.rejected)]
 
 
-class StatusServer:
-    """GET /status on 127.0.0.1 only: the engine snapshot and each item's state."""
-
-    def __init__(self, port: int, status: Callable[[], dict[str, Any]]) -> None:
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                if self.path.split("?", 1)[0] != "/status":
-                    self.send_error(404, "only /status is served here")
-                    return
-                body = json.dumps(status()).encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, format: str, *args: Any) -> None:
-                log.debug("status: " + format, *args)
-
-        self._server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
-        self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
-        self._thread.start()
-
-    @property
-    def port(self) -> int:
-        """The bound port."""
-        return int(self._server.server_address[1])
-
-    def close(self) -> None:
-        """Stop serving."""
-        self._server.shutdown()
-        self._server.server_close()
-
-
 def progress_rows(client: SyncClient) -> list[Row]:
     """One progress row per item that is downloading."""
     rows = []
@@ -96,6 +63,7 @@ def progress_rows(client: SyncClient) -> list[Row]:
 
 
 def _start_parts(config: Config, stack: ExitStack, stop: threading.Event) -> SyncClient:
+    raise_open_files_limit()
     store = stack.enter_context(Store.in_state_dir(config.state_dir))
     engine = Engine(config, store)
     stack.callback(engine.close)

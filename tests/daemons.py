@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import resource
 import signal
 import subprocess
 import urllib.request
@@ -36,12 +37,18 @@ class Daemon:
         self.log = base / f"{name}.log"
         base.mkdir(parents=True, exist_ok=True)
         self.proc: subprocess.Popen[bytes] | None = None
+        self.open_files: int | None = None  # a soft RLIMIT_NOFILE to start the process with
 
     def spawn(self, *args: str) -> None:
         with self.log.open("ab") as err:
             self.proc = subprocess.Popen(
-                meshmedia_command(*args), stdout=subprocess.DEVNULL, stderr=err, cwd=self.base
-            )
+                meshmedia_command(*args), stdout=subprocess.DEVNULL, stderr=err, cwd=self.base,
+                preexec_fn=self._limit_files if self.open_files else None,  # noqa: PLW1509
+            )  # fmt: skip
+
+    def _limit_files(self) -> None:
+        _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (self.open_files, hard))
 
     @property
     def alive(self) -> bool:
