@@ -44,20 +44,20 @@ IMPAIR_PY = Path(__file__).with_name("impair.py")
 _counter = itertools.count()
 
 
-class Host:
-    """One machine of the lab: its namespace, its address, the processes started in it."""
+class Machine:
+    """One machine of a lab: its namespace, its address, the processes started in it.
 
-    def __init__(self, network: Network, index: int) -> None:
-        self.network = network
+    `index` is unique within its lab (tests name per-host folders by it)."""
+
+    def __init__(self, netns: str, name: str, address: str, index: int) -> None:
+        self.netns = netns
+        self.name = name
+        self.address = address
         self.index = index
-        self.name = f"h{index}"
-        self.netns = f"{network.owner}-h{index}"
-        self.address = f"{SUBNET}.{index + 2}"
-        self.port = f"p{index}"
         self.processes: list[subprocess.Popen[Any]] = []
 
     def __repr__(self) -> str:
-        return f"Host({self.name}, {self.address})"
+        return f"{type(self).__name__}({self.name}, {self.address})"
 
     def command(self, args: list[str]) -> list[str]:
         """`args` wrapped to run inside this host's namespace."""
@@ -106,6 +106,15 @@ class Host:
                 proc.kill()
                 proc.wait()
         self.processes.clear()
+
+
+class Host(Machine):
+    """A host of the flat network: `h<i>` at SUBNET.<i+2>, on switch port `p<i>`."""
+
+    def __init__(self, network: Network, index: int) -> None:
+        super().__init__(f"{network.owner}-h{index}", f"h{index}", f"{SUBNET}.{index + 2}", index)
+        self.network = network
+        self.port = f"p{index}"
 
 
 class Network:
