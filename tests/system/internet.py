@@ -78,7 +78,12 @@ class HomeSpec:
 
     `nat="masquerade"` keeps a connection's source port where it can (what Linux routers
     do); `nat="random"` gives every connection a new random external port (a symmetric
-    NAT, as on many CGNATs). `lan` ("192.168.1") overrides the home's /24."""
+    NAT, as on many CGNATs). `lan` ("192.168.1") overrides the home's /24.
+    `wan_input` is what the router does with unsolicited packets to its own WAN address:
+    "drop" (stealth, most home routers) or "reject" (RST / ICMP unreachable, OpenWrt).
+    Either way such a packet leaves no conntrack entry; a router that accepted it would
+    keep one, and the hole punch of a peer answering later then gets a new source port
+    (measured: native_notes/nat.md)."""
 
     name: str
     hosts: int = 1
@@ -86,6 +91,7 @@ class HomeSpec:
     natpmp: bool = True
     nat: str = "masquerade"
     lan: str | None = None
+    wan_input: str = "drop"
 
     @property
     def strict(self) -> bool:
@@ -151,6 +157,11 @@ class Router(Machine):
         flags = " fully-random" if self.spec.nat == "random" else ""
         return f"""flush ruleset
 table inet filter {{
+  chain input {{
+    type filter hook input priority 0; policy accept;
+    iifname "wan" ct state established,related accept
+    iifname "wan" {self.spec.wan_input}
+  }}
   chain forward {{
     type filter hook forward priority 0; policy drop;
     ct state established,related accept

@@ -225,8 +225,9 @@ class Network:
             stderr=subprocess.PIPE,
             text=True,
         )
+        assert self.switch.stdout is not None
         ready, _, _ = select.select([self.switch.stdout], [], [], 30.0)
-        line = self.switch.stdout.readline() if ready and self.switch.stdout else ""
+        line = self.switch.stdout.readline() if ready else ""
         if line.strip() != "ready":
             _, err = self._stop_switch()
             raise NetlabError(f"impairing switch did not start: {err.strip()}")
@@ -245,13 +246,20 @@ class Network:
         log.info("impairing switch stopped: %s", err.strip().splitlines()[-1:] or "")
         return out, err
 
-    def link_down(self, host: Host) -> None:
-        """Unplug `host`'s cable at the switch: its eth0 loses carrier, frames are dropped."""
-        ip("link", "set", host.port, "down", netns=self.switch_netns)
+    def _port(self, machine: Machine) -> str:
+        """The switch port of one of this network's hosts."""
+        for host in self.hosts:
+            if host.netns == machine.netns:
+                return host.port
+        raise ValueError(f"{machine} is not on {self.owner}")
 
-    def link_up(self, host: Host) -> None:
+    def link_down(self, host: Machine) -> None:
+        """Unplug `host`'s cable at the switch: its eth0 loses carrier, frames are dropped."""
+        ip("link", "set", self._port(host), "down", netns=self.switch_netns)
+
+    def link_up(self, host: Machine) -> None:
         """Plug `host`'s cable back in."""
-        ip("link", "set", host.port, "up", netns=self.switch_netns)
+        ip("link", "set", self._port(host), "up", netns=self.switch_netns)
 
     def limit_rate(self, host: Host, mbit: float | None) -> None:
         """Limit what `host` sends to `mbit` Mbit/s (kernel tbf on its eth0); None lifts it."""
