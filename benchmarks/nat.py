@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from tests.helpers import random_file
-from tests.system.internet import HomeSpec, Internet, Mapping
+from tests.system.internet import HomeSpec, Internet, Mapping, Router
 from tests.system.ltagent import LtPeer, make_torrent
 from tests.system.netlab import Machine
 from tests.system.nodes import inside
@@ -54,9 +54,24 @@ def payload(work: Path, mib: int) -> tuple[Path, Path]:
     return source, make_torrent(source)
 
 
-def transports(mode: str) -> dict[str, bool]:
+def transports(mode: str) -> dict[str, Any]:
     """Outgoing transports for "tcp", "utp" or "both" (libtorrent's default: uTP first)."""
     return {"tcp": mode in ("tcp", "both"), "utp": mode in ("utp", "both")}
+
+
+def alerts_of(peer: LtPeer, kind: str, count: int) -> Callable[[], bool]:
+    """A predicate: `peer` has had `count` alerts of `kind`."""
+    return lambda: len(peer.agent.alerts(kind)) >= count
+
+
+def in_router(router: Router, mapping: Mapping) -> Callable[[], bool]:
+    """A predicate: the router forwards `mapping`."""
+    return lambda: mapping in router.mappings()
+
+
+def all_seeding(peers: list[LtPeer]) -> Callable[[], bool]:
+    """A predicate: every one of `peers` has the whole torrent."""
+    return lambda: all(peer.status()["is_seeding"] for peer in peers)
 
 
 class Pinger(threading.Thread):
@@ -107,7 +122,7 @@ def portmap(args: argparse.Namespace, work: Path) -> None:
         for name in "an":
             home = net.homes[name]
             peer = LtPeer(home.hosts[0], work, torrent, source.parent, seed=True)
-            until(lambda p=peer: len(p.agent.alerts("portmap_alert")) >= 2, 30)
+            until(alerts_of(peer, "portmap_alert", 2), 30)
             first = [
                 (e["map_transport"], e["map_protocol"], e["t"])
                 for e in peer.agent.alerts("portmap_alert")
@@ -117,11 +132,11 @@ def portmap(args: argparse.Namespace, work: Path) -> None:
             print(f"home {name} ({kind}): {first}; external ip {ext}")
             peer.agent.request("map", protocol="tcp", external=5000, local=5000)
             extra = Mapping("tcp", 5000, home.hosts[0].address, 5000)
-            took = until(lambda h=home, m=extra: m in h.router.mappings(), 30, 0.01)
+            took = until(in_router(home.router, extra), 30, 0.01)
             print(f"  add_port_mapping(tcp, 5000, 5000) in the router after {took} s")
             start = time.monotonic()
             home.router.reboot()
-            back = until(lambda h=home: h.router.mappings(), args.wait, 0.5)
+            back = until(home.router.mappings, args.wait, 0.5)
             print("  router reboot (mappings, leases, conntrack gone): back by itself after")
             print(f"  {back} s (waited {args.wait:.0f} s); {time.monotonic() - start:.0f} s")
             peer.agent.proc.kill()
@@ -188,18 +203,18 @@ def transport(args: argparse.Namespace, work: Path) -> None:
         print(f"{args.size} MiB to {len(clients)} home(s); a's uplink {args.mbit} Mbit/s,")
         print(f"  buffer {args.queue} ms; {args.delay} ms, loss {args.loss} per cable; {args.set}")
         with server(stranger, "udp-echo", "7101"):
-            for mode in args.modes.split(","):
+            for run, mode in enumerate(args.modes.split(",")):
                 settings = {**transports(mode), **args.set}
                 seed = LtPeer(a.hosts[0], work, torrent, source.parent, seed=True, **settings)
                 hosts = [net.homes[n].hosts[0] for n in clients]
                 peers = [
-                    LtPeer(h, work, torrent, work / f"{h.name}-{mode}", **settings) for h in hosts
+                    LtPeer(h, work, torrent, work / f"{h.name}-{run}", **settings) for h in hosts
                 ]
                 pinger = Pinger(a.hosts[1], stranger.address)
                 pinger.start()
                 for peer in peers:
                     peer.connect(a.router.address)
-                took = until(lambda ps=peers: all(p.status()["is_seeding"] for p in ps), 400, 0.25)
+                took = until(all_seeding(peers), 400, 0.25)
                 pinger.done.set()
                 pinger.join()
                 rate = f"{args.size * len(peers) / took:.2f} MiB/s" if took else "unfinished"
@@ -255,11 +270,11 @@ def lan(args: argparse.Namespace, work: Path) -> None:
     source, torrent = payload(work, args.size)
     with Internet(homes=[HomeSpec("a", hosts=2)]) as net:
         a = net.homes["a"]
-        for mode in args.modes.split(","):
+        for run, mode in enumerate(args.modes.split(",")):
             seed = LtPeer(a.hosts[0], work, torrent, source.parent, seed=True, **transports(mode))
-            peer = LtPeer(a.hosts[1], work, torrent, work / f"lan-{mode}", **transports(mode))
+            peer = LtPeer(a.hosts[1], work, torrent, work / f"lan-{run}", **transports(mode))
             peer.connect(a.hosts[0].address)
-            took = until(lambda p=peer: p.status()["is_seeding"], 300, 0.1)
+            took = until(all_seeding([peer]), 300, 0.1)
             rate = f"{args.size / took:.1f} MiB/s" if took else "unfinished"
             print(f"LAN {mode}: {args.size} MiB in {took and round(took, 2)} s = {rate}")
             print(f"  load {load()}")
