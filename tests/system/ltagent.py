@@ -7,6 +7,7 @@ on stdout one event. Requests (`op` plus arguments; an `id` is echoed in the rep
     {"op": "settings", "settings": {...}}                  apply_settings
     {"op": "add", "torrent": PATH, "save_path": DIR, "seed": bool, "flags": ["disable_pex"]}
     {"op": "connect", "ih": HEX, "ip": IP, "port": N, "source": N, "flags": N}
+    {"op": "torrent", "ih": HEX, "call": "pause"|"resume"|"clear_peers"|...}
     {"op": "map", "protocol": "tcp"|"udp", "external": N, "local": N}   add_port_mapping
     {"op": "unmap", "handle": N}
     {"op": "dht_node", "ip": IP, "port": N}
@@ -121,6 +122,8 @@ class Runner:
             handle = self.handles[request["ih"]]
             flags = request.get("flags", 13)
             handle.connect_peer((request["ip"], request["port"]), request.get("source", 0), flags)
+        elif op == "torrent":  # a torrent_handle method without arguments: pause, resume, ...
+            getattr(self.handles[request["ih"]], request["call"])()
         elif op == "map":
             protocol = (
                 lt.portmap_protocol.tcp if request["protocol"] == "tcp" else lt.portmap_protocol.udp
@@ -189,6 +192,9 @@ class Runner:
             "download_rate": status.download_payload_rate,
             "upload_rate": status.upload_payload_rate,
             "is_seeding": status.is_seeding,
+            "list_peers": status.list_peers,
+            "connect_candidates": status.connect_candidates,
+            "num_connections": status.num_connections,
             "peers": peers,
         }
 
