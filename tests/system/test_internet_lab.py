@@ -57,6 +57,20 @@ def test_upnp_maps_a_port_and_the_internet_reaches_the_home_host(internet: Inter
     print(f"upnpc mapped {router.address}:18080 -> {b0.address}:8080 in {took:.2f} s")
 
 
+def test_a_mapped_port_is_not_reachable_from_inside_the_home_no_hairpin(
+    internet_factory: Callable[..., Internet],
+) -> None:
+    net = internet_factory(homes=[HomeSpec("a", hosts=2)])
+    home = net.homes["a"]
+    a0, a1, router = home.hosts[0], home.hosts[1], home.router
+    with server(a0, "whoami", "8080"):
+        a0.run(["upnpc", "-a", a0.address, "8080", "18080", "TCP"], timeout=60, check=True)
+        assert ask(net.public["stranger"], router.address, 18080, "tcp") is not None
+        assert ask(a1, router.address, 18080, "tcp") is None  # like many home routers
+        assert ask(a1, a0.address, 8080, "tcp") is not None  # the LAN address works
+    print("no hairpin NAT: a home host reaches its neighbour by LAN address only")
+
+
 def test_natpmp_maps_a_udp_port_and_tells_the_external_address(internet: Internet) -> None:
     home, stranger = internet.homes["a"], internet.public["stranger"]
     a0, router = home.hosts[0], home.router
