@@ -281,6 +281,9 @@ class Peer:
                     alert.handle.set_ssl_certificate_buffer(
                         self.cert.cert_pem.decode(), self.cert.key_pem.decode(), self.dh
                     )
+            elif isinstance(alert, lt.session_stats_alert):
+                self._stats = {k: int(v) for k, v in dict(alert.values).items()}
+                continue
             elif isinstance(alert, lt.save_resume_data_alert):
                 self.log.append("resume:" + str(alert.handle.info_hashes().v1))
                 self._resume = bytes(lt.write_resume_data_buf(alert.params))
@@ -300,22 +303,11 @@ class Peer:
 
     def counters(self) -> dict[str, int]:
         """libtorrent's session counters by name."""
+        self._stats: dict[str, int] | None = None
         self.session.post_session_stats()
-        deadline = time.monotonic() + 5
-        names = {m.name: m.value_index for m in lt.session_stats_metrics()}
-        while time.monotonic() < deadline:
-            alert = self.session.wait_for_alert(500)
-            if alert is None:
-                continue
-            for a in self.session.pop_alerts():
-                if isinstance(a, lt.session_stats_alert):
-                    values = a.values
-                    return {name: int(values[i]) for name, i in names.items()}
-                if isinstance(a, lt.torrent_need_cert_alert) and self.cert is not None:
-                    a.handle.set_ssl_certificate_buffer(
-                        self.cert.cert_pem.decode(), self.cert.key_pem.decode(), self.dh
-                    )
-        raise TimeoutError("no session stats")
+        wait(lambda: self._stats is not None, [self], 10, "session stats")
+        assert self._stats is not None
+        return self._stats
 
     def close(self) -> None:
         """Drop the session."""

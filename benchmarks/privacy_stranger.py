@@ -26,6 +26,7 @@ import argparse
 import datetime as dt
 import os
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 from benchmarks.privacy_lab import (
@@ -79,81 +80,101 @@ def lt_stranger(
         stranger.close()
 
 
+@dataclass(frozen=True)
+class Group:
+    """The group's CA and the certificates the strangers try."""
+
+    ca: Pki
+    foreign: Pki  # another CA with the same subject: only the key differs
+    expired: Pki  # from the group CA, expired yesterday
+    wrong_san: Pki  # from the group CA, SAN neither "*" nor the torrent name
+
+
+def make_group() -> Group:
+    """A group CA, a foreign CA and the odd certificates."""
+    ca, foreign = make_ca("g"), make_ca("g")
+    two_days_ago = dt.datetime.now(dt.timezone.utc) - dt.timedelta(days=2)
+    return Group(
+        ca, foreign, issue(ca, "x", not_before=two_days_ago, days=1), issue(ca, "x", dns="other")
+    )
+
+
+def lt_attempts(
+    tmp: Path, member: Peer, ih: str, torrent: Torrent, group: Group, kind: str, seconds: float
+) -> dict[str, str]:
+    """Every libtorrent stranger against one torrent."""
+    plans: list[tuple[str, Torrent | None, bytes | None, Pki | None, bool]] = [
+        ("lt magnet -> plain port", None, None, None, False),
+        ("lt magnet, foreign CA+cert -> SSL port", None, group.foreign.cert_pem,
+         issue(group.foreign, "s"), True),
+        ("lt .torrent, foreign cert -> SSL port", torrent, None, issue(group.foreign, "s"), True),
+        ("lt .torrent, no cert -> SSL port", torrent, None, None, True),
+        ("lt .torrent, expired group cert -> SSL port", torrent, None, group.expired, True),
+        ("lt .torrent, group cert SAN=other -> SSL port", torrent, None, group.wrong_san, True),
+    ]  # fmt: skip
+    out = {}
+    for label, known, root, cert, ssl_port in plans:
+        if "ssl" not in kind and known is not None:
+            out[label] = "n/a"  # a plain .torrent holds no CA: nothing to dial TLS with
+            continue
+        out[label] = lt_stranger(
+            tmp, member, ih, torrent=known, root=root, cert=cert, ssl_port=ssl_port,
+            seconds=seconds,
+        )  # fmt: skip
+    return out
+
+
+def raw_attempts(
+    member: Peer, ih: str, group: Group, seconds: float, certs_seen: set[str]
+) -> dict[str, str]:
+    """Every hand-made BitTorrent / TLS stranger against one torrent."""
+    other = f"{int(ih, 16) ^ 1:040x}"
+    plans: list[tuple[str, int, str | None, Pki | None]] = [
+        ("raw BT -> plain port", member.port, None, None),
+        ("raw BT -> SSL port", member.ssl_port, None, None),
+        ("raw TLS SNI=ih, no cert -> SSL port", member.ssl_port, ih, None),
+        ("raw TLS SNI=ih, foreign cert -> SSL port", member.ssl_port, ih,
+         issue(group.foreign, "s")),
+        ("raw TLS SNI=other hash -> SSL port", member.ssl_port, other, None),
+    ]  # fmt: skip
+    out = {}
+    for label, port, sni, cert in plans:
+        raw = raw_peer(port, ih, tls_sni=sni, client_cert=cert, timeout=min(seconds, 5.0))
+        member.pump()
+        out[label] = raw.summary()
+        if raw.server_cert:
+            certs_seen.add(cert_subject(raw.server_cert))
+    probe = raw_probe(member.port, ih, blocks=64, timeout=seconds * 3)
+    out["raw BT probe -> plain port (1-byte requests, then 64 blocks)"] = (
+        f"piece size {probe.piece_size}, {probe.pieces} pieces, size {probe.size} B"
+        f" in {probe.requests} requests; {probe.block_bytes} B of data"
+    )
+    return out
+
+
 def run(size: int, seconds: float) -> None:
     """Seed each kind of torrent and try every stranger against it."""
     tmp = Path(tempfile.mkdtemp(prefix="privacy-stranger-"))
-    ca, foreign = make_ca("g"), make_ca("g")  # same subject: only the key differs
-    yesterday = dt.datetime.now(dt.timezone.utc) - dt.timedelta(days=2)
-    expired = issue(ca, "x", not_before=yesterday, days=1)
-    wrong_san = issue(ca, "x", dns="other-name")
+    group = make_group()
     data = random_file(tmp / "seed" / NAME, size)
-    member = Peer("member", cert=issue(ca, "m1"))
-    rows: list[list[object]] = [["attempt", *KINDS]]
+    member = Peer("member", cert=issue(group.ca, "m1"))
     results: dict[str, dict[str, str]] = {}
     certs_seen: set[str] = set()
     for kind in KINDS:
-        torrent = build(data, ca.cert_pem if "ssl" in kind else None, private="private" in kind)
+        root = group.ca.cert_pem if "ssl" in kind else None
+        torrent = build(data, root, private="private" in kind)
         ih = member.add(torrent, data.parent, seed=True)
         wait(seeding(member, ih), [member], 10, "seeding")
         if "ssl" in kind:
             wait(lambda: member.need_cert > 0, [member], 10, "need cert")
-        other = f"{int(ih, 16) ^ 1:040x}"
-        attempts = {
-            "lt magnet -> plain port": dict(torrent=None, root=None, cert=None, ssl_port=False),
-            "lt magnet, foreign CA+cert -> SSL port": dict(
-                torrent=None, root=foreign.cert_pem, cert=issue(foreign, "s"), ssl_port=True
-            ),
-            "lt .torrent, foreign cert -> SSL port": dict(
-                torrent=torrent, root=None, cert=issue(foreign, "s"), ssl_port=True
-            ),
-            "lt .torrent, no cert -> SSL port": dict(
-                torrent=torrent, root=None, cert=None, ssl_port=True
-            ),
-            "lt .torrent, expired group cert -> SSL port": dict(
-                torrent=torrent, root=None, cert=expired, ssl_port=True
-            ),
-            "lt .torrent, group cert SAN=other-name -> SSL port": dict(
-                torrent=torrent, root=None, cert=wrong_san, ssl_port=True
-            ),
-        }
-        for label, args in attempts.items():
-            if "ssl" not in kind and "SSL port" in label and "magnet" not in label:
-                results.setdefault(label, {})[kind] = "n/a"
-                continue
-            results.setdefault(label, {})[kind] = lt_stranger(
-                tmp,
-                member,
-                ih,
-                seconds=seconds,
-                **args,  # type: ignore[arg-type]
-            )
-        raws = {
-            "raw BT -> plain port": dict(port=member.port),
-            "raw BT -> SSL port": dict(port=member.ssl_port),
-            "raw TLS SNI=ih, no cert -> SSL port": dict(port=member.ssl_port, tls_sni=ih),
-            "raw TLS SNI=ih, foreign cert -> SSL port": dict(
-                port=member.ssl_port, tls_sni=ih, client_cert=issue(foreign, "s")
-            ),
-            "raw TLS SNI=other hash -> SSL port": dict(port=member.ssl_port, tls_sni=other),
-        }
-        for label, args in raws.items():
-            raw = raw_peer(info_hash=ih, timeout=min(seconds, 5.0), **args)  # type: ignore[arg-type]
-            member.pump()
-            results.setdefault(label, {})[kind] = raw.summary()
-            if raw.server_cert:
-                certs_seen.add(cert_subject(raw.server_cert))
-        probe = raw_probe(member.port, ih, blocks=64, timeout=seconds * 3)
-        results.setdefault("raw BT probe -> plain port (1-byte requests, then 64 blocks)", {})[
-            kind
-        ] = (
-            f"piece size {probe.piece_size}, {probe.pieces} pieces, size {probe.size} B"
-            f" (true {size}) in {probe.requests} requests; {probe.block_bytes} B of data"
-        )
-        member.handles[ih].pause()
+        found = lt_attempts(tmp, member, ih, torrent, group, kind, seconds)
+        found.update(raw_attempts(member, ih, group, seconds, certs_seen))
+        for label, text in found.items():
+            results.setdefault(label, {})[kind] = text
         member.session.remove_torrent(member.handles.pop(ih))
-    for label, by_kind in results.items():
-        rows.append([label, *(by_kind.get(k, "") for k in KINDS)])
-    print(f"file {size // MiB} MiB, {seconds:.0f} s per libtorrent attempt; load {load_average()}")
+    rows: list[list[object]] = [["attempt", *KINDS]]
+    rows += [[label, *(by_kind.get(k, "") for k in KINDS)] for label, by_kind in results.items()]
+    print(f"file {size} B, {seconds:.0f} s per libtorrent attempt; load {load_average()}")
     print_rows(rows)
     print("certificates a stranger was shown:", "; ".join(sorted(certs_seen)) or "none")
 
