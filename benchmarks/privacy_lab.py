@@ -281,6 +281,9 @@ class Peer:
                     alert.handle.set_ssl_certificate_buffer(
                         self.cert.cert_pem.decode(), self.cert.key_pem.decode(), self.dh
                     )
+            elif isinstance(alert, lt.dht_put_alert):
+                self.log.append(f"dht_put_alert num_success={alert.num_success} seq={alert.seq}")
+                continue
             elif isinstance(alert, lt.session_stats_alert):
                 self._stats = {k: int(v) for k, v in dict(alert.values).items()}
                 continue
@@ -288,7 +291,10 @@ class Peer:
                 self.log.append("resume:" + str(alert.handle.info_hashes().v1))
                 self._resume = bytes(lt.write_resume_data_buf(alert.params))
                 continue
-            self.log.append(f"{type(alert).__name__}: {alert.message()}")
+            try:
+                self.log.append(f"{type(alert).__name__}: {alert.message()}")
+            except UnicodeDecodeError:  # DHT packet logs carry raw bytes
+                self.log.append(type(alert).__name__)
 
     def status(self, ih: str) -> Any:
         """The torrent's status now."""
