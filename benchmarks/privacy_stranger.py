@@ -3,7 +3,8 @@
     .venv/bin/python -m benchmarks.privacy_stranger [--size-mib 4] [--wait 10]
 
 A member session seeds one file ("Grandma 80th birthday.mkv") as each kind of
-torrent: plain, BEP 27 private, SSL (group CA in the info dict), SSL + private.
+torrent: plain, plain from a session that forces MSE encryption (in/out_enc_policy
+forced), BEP 27 private, SSL (group CA in the info dict), SSL + private.
 A stranger who knows the info hash and both of the member's ports then tries:
 
 - lt magnet -> plain port: a real libtorrent session, magnet + connect_peer;
@@ -15,7 +16,9 @@ A stranger who knows the info hash and both of the member's ports then tries:
   that expired yesterday, or whose SAN is neither `*` nor the torrent name;
 - raw BT -> plain port / -> SSL port: our own BitTorrent handshake, extension
   handshake asking for ut_metadata, interested, a request for piece 0;
-- raw TLS (SNI = info hash, no cert) / (SNI = another hash) -> SSL port.
+- raw TLS (SNI = info hash, no cert) / (SNI = another hash) -> SSL port;
+- raw BT probe: 1-byte requests answered by reject_request (fast extension) give
+  the piece size, the number of pieces and the exact size; then 64 blocks.
 
 Prints one Markdown table: metadata (name) and payload bytes each attempt got.
 """
@@ -48,7 +51,9 @@ from benchmarks.privacy_lab import (
 )
 
 NAME = "Grandma 80th birthday.mkv"
-KINDS = ("plain", "private", "ssl", "ssl+private")
+KINDS = ("plain", "plain, MSE forced", "private", "ssl", "ssl+private")
+# libtorrent's pe_settings: 0 = forced (no plaintext peer is accepted), 2 = RC4 only
+MSE_FORCED = {"in_enc_policy": 0, "out_enc_policy": 0, "allowed_enc_level": 2}
 
 
 def lt_stranger(
@@ -157,16 +162,18 @@ def run(size: int, seconds: float) -> None:
     tmp = Path(tempfile.mkdtemp(prefix="privacy-stranger-"))
     group = make_group()
     data = random_file(tmp / "seed" / NAME, size)
-    member = Peer("member", cert=issue(group.ca, "m1"))
+    plain_member = Peer("member", cert=issue(group.ca, "m1"))
+    mse_member = Peer("member", cert=issue(group.ca, "m1"), extra=MSE_FORCED)
     results: dict[str, dict[str, str]] = {}
     certs_seen: set[str] = set()
     for kind in KINDS:
+        member = mse_member if "MSE" in kind else plain_member
         root = group.ca.cert_pem if "ssl" in kind else None
         torrent = build(data, root, private="private" in kind)
         ih = member.add(torrent, data.parent, seed=True)
         wait(seeding(member, ih), [member], 10, "seeding")
         if "ssl" in kind:
-            wait(lambda: member.need_cert > 0, [member], 10, "need cert")
+            wait(lambda m=member: m.need_cert > 0, [member], 10, "need cert")
         found = lt_attempts(tmp, member, ih, torrent, group, kind, seconds)
         found.update(raw_attempts(member, ih, group, seconds, certs_seen))
         for label, text in found.items():

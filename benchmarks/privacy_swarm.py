@@ -102,7 +102,12 @@ def main() -> None:
     print(f"{args.size_mib} MiB, seed capped at {args.seed_kib_s} KiB/s, load {load_average()}")
     alone = 3 * args.size_mib * MiB / cap
     rows: list[list[object]] = [
-        ["mode", "s until all 3 done", "MiB uploaded by c0 / c1 / c2", "c-c peers from PEX"]
+        [
+            "mode",
+            "s until all 3 done",
+            "MiB uploaded by c0 / c1 / c2",
+            "connections to peers learnt by PEX",
+        ]
     ]
     try:
         for kind in ("ssl", "private"):
