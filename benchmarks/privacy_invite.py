@@ -10,13 +10,16 @@
    is http.server): a self-signed curator key pinned by the client, member
    certificates from the group CA checked by the server (CERT_OPTIONAL, so a
    stranger without one gets an HTTP answer, not a TLS failure). Prints what the
-   server learns of each kind of client and the median handshake time per key type.
+   server learns of each kind of client and the median handshake time per key type,
+   and whether an expired member certificate still completes the handshake (so the
+   curator can renew it) with X509_V_FLAG_NO_CHECK_TIME.
 """
 
 from __future__ import annotations
 
 import argparse
 import base64
+import datetime as dt
 import hashlib
 import importlib
 import ipaddress
@@ -38,6 +41,7 @@ from benchmarks.privacy_lab import Pki, issue, load_average, make_ca
 
 VERSION = 1
 PREFIX = "MM"
+NO_CHECK_TIME = 0x200000  # OpenSSL X509_V_FLAG_NO_CHECK_TIME
 
 
 # -- the code ------------------------------------------------------------------------------
@@ -204,6 +208,36 @@ def channel(kind: str, handshakes: int) -> None:
         listener.close()
 
 
+def expired_member(kind: str) -> None:
+    """An expired member certificate, with and without OpenSSL's X509_V_FLAG_NO_CHECK_TIME
+    on the server (the curator would then check dates itself, so renewal still works)."""
+    folder = Path(tempfile.mkdtemp(prefix="privacy-invite-"))
+    curator_ca, group_ca = make_ca("curator", kind), make_ca("g", kind)
+    forty_days_ago = dt.datetime.now(dt.timezone.utc) - dt.timedelta(days=40)
+    expired = issue(group_ca, "m-7f3a", kind, not_before=forty_days_ago, days=14)
+    pin = spki_pin(curator_ca.cert.public_bytes(serialization.Encoding.DER))
+    for flags in (0, NO_CHECK_TIME):
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.load_cert_chain(*_pem_files(folder, "curator", curator_ca))
+        ctx.verify_mode = ssl.CERT_OPTIONAL
+        ctx.load_verify_locations(cadata=group_ca.cert_pem.decode())
+        ctx.verify_flags |= flags
+        listener = socket.create_server(("127.0.0.1", 0))
+        seen: list[str] = []
+        stop = threading.Event()
+        thread = threading.Thread(target=serve, args=(ctx, listener, seen, stop), daemon=True)
+        thread.start()
+        try:
+            got = _connect(listener.getsockname()[1], folder, expired, pin)
+            time.sleep(0.05)
+        finally:
+            stop.set()
+            thread.join()
+            listener.close()
+        print(f"{kind}: expired member cert, verify_flags |= {flags:#x}: client {got};"
+              f" server saw: {seen[-1] if seen else '-'}")  # fmt: skip
+
+
 def _connect(port: int, folder: Path, cert: Pki | None, pin: bytes) -> str:
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     ctx.check_hostname = False
@@ -233,6 +267,7 @@ def main() -> None:
     code_sizes()
     for kind in ("ed25519", "p256"):
         channel(kind, args.handshakes)
+    expired_member("ed25519")
 
 
 if __name__ == "__main__":
