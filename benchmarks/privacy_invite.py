@@ -24,6 +24,7 @@ import hashlib
 import importlib
 import ipaddress
 import os
+import shutil
 import socket
 import ssl
 import statistics
@@ -206,6 +207,7 @@ def channel(kind: str, handshakes: int) -> None:
         stop.set()
         thread.join()
         listener.close()
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def expired_member(kind: str) -> None:
@@ -236,6 +238,7 @@ def expired_member(kind: str) -> None:
             listener.close()
         print(f"{kind}: expired member cert, verify_flags |= {flags:#x}: client {got};"
               f" server saw: {seen[-1] if seen else '-'}")  # fmt: skip
+    shutil.rmtree(folder, ignore_errors=True)
 
 
 def _connect(port: int, folder: Path, cert: Pki | None, pin: bytes) -> str:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import shutil
 import socket
 import ssl
 import struct
@@ -621,7 +622,10 @@ def _tls_wrap(sock: socket.socket, sni: str, cert: Pki | None, result: RawResult
         certfile, keyfile = folder / "c.pem", folder / "k.pem"
         certfile.write_bytes(cert.cert_pem)
         keyfile.write_bytes(cert.key_pem)
-        ctx.load_cert_chain(certfile, keyfile)
+        try:
+            ctx.load_cert_chain(certfile, keyfile)
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)
     try:
         wrapped = ctx.wrap_socket(sock, server_hostname=sni)
     except (OSError, ssl.SSLError) as exc:

@@ -28,6 +28,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import os
+import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -184,6 +185,9 @@ def run(size: int, seconds: float) -> None:
     print(f"file {size} B, {seconds:.0f} s per libtorrent attempt; load {load_average()}")
     print_rows(rows)
     print("certificates a stranger was shown:", "; ".join(sorted(certs_seen)) or "none")
+    plain_member.close()
+    mse_member.close()
+    shutil.rmtree(tmp, ignore_errors=True)
 
 
 def main() -> None:
