@@ -27,9 +27,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from meshmedia import hashing
 from meshmedia.config import Config, Share, parse_size
+from meshmedia.curator import Publisher
 from meshmedia.engine import Engine
 from meshmedia.manifest import ManifestStore
-from meshmedia.publisher import Publisher
 from meshmedia.store import Store
 
 MiB = 1 << 20

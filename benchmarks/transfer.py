@@ -34,7 +34,8 @@ import libtorrent as lt
 
 from benchmarks.rawpipe import raw_pipe
 from meshmedia.config import Config, parse_size
-from meshmedia.engine import Engine, TorrentState, install_signal_handlers
+from meshmedia.engine import Engine, TorrentState
+from meshmedia.signals import install_signal_handlers
 from meshmedia.store import Store
 from tests.helpers import free_port, random_file
 

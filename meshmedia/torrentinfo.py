@@ -17,9 +17,10 @@ from typing import Any
 
 import requests
 
+from meshmedia.manifest import MAX_FILES, check_relative_path
+
 from .bounded import MAX_DEPTH, MAX_DOCUMENT_BYTES, MAX_NUMBER_DIGITS, ReadError, http_get
 from .errors import EngineError, ManifestError
-from .manifest import MAX_FILES, check_relative_path
 
 MAX_TORRENT_BYTES = MAX_DOCUMENT_BYTES
 TORRENT_DEADLINE = 60.0  # seconds for a whole `.torrent` fetch, however the server trickles

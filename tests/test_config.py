@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 
 from meshmedia.config import Config, load_config, parse_size
-from meshmedia.engine_settings import build_settings
+from meshmedia.engine.building import advertise_host, magnet_uri
+from meshmedia.engine.settings import build_settings
 from meshmedia.errors import ConfigError
-from meshmedia.torrents import advertise_host, magnet_uri
 
 
 def test_legacy_env_names_and_sizes(tmp_path: Path) -> None:

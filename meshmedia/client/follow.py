@@ -1,0 +1,197 @@
+"""The client's side of DHT manifests: follow a curator's public key (`sync --follow`).
+
+`DhtFollower` looks up the pointer the curator keeps in the DHT (see curator/announcer.py),
+fetches the manifest it points to (inline, or a one-file torrent found through
+the DHT), checks the manifest's signature with the followed key (rollback
+protection included) and hands it to `SyncClient.apply` under the source name
+`dht:<key>/<group>`. It keeps seeding the latest manifest torrent, so the
+manifest spreads among the clients even while the curator is away.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from collections.abc import Callable
+from contextlib import ExitStack
+from pathlib import Path
+
+from meshmedia.config import Config
+from meshmedia.curator.announcer import Pointer, parse_follow, source_name
+from meshmedia.engine import Engine, TorrentState, wait_for_dht_nodes
+from meshmedia.errors import EngineError, ManifestError, MeshmediaError
+from meshmedia.manifest import RollbackError, SignatureError, TrustPolicy
+from meshmedia.private_files import private_dir
+
+from .fetcher import MAX_MANIFEST_BYTES
+from .sync import SyncClient
+
+log = logging.getLogger(__name__)
+
+FIRST_POLL = 10.0  # seconds between lookups at first; doubles up to the sync interval
+LOOKUP_TIMEOUT = 15.0
+FETCH_TIMEOUT = 120.0
+TORRENT_KEY = "dht.torrent:"  # + source: the manifest torrent this client seeds
+
+Apply = Callable[[str, bytes], bool]
+
+
+class DhtFollower:
+    """Follows one (public key, group) through the DHT and applies each new version."""
+
+    def __init__(
+        self, client: SyncClient, public: bytes, group: str, stop: threading.Event | None = None
+    ) -> None:
+        self.client = client
+        self.engine: Engine = client.engine
+        self.public = public
+        self.group = group
+        self.source = source_name(public, group)
+        self.version = -1  # the newest version applied
+        self._refused = -1  # the newest version refused: not fetched again
+        self._stop = stop or threading.Event()
+        self._trust = TrustPolicy(client.store, trusted=public)
+        self._folder = Path(client.config.state_dir) / "dht" / f"{public.hex()[:16]}-{group}"
+
+    def restore(self) -> None:
+        """Apply the last good manifest of this source kept in the store, if any."""
+        saved = self.client.saved_manifest(self.source)
+        if saved is not None and self.client.apply(self.source, saved[0], saved[1]):
+            self.version = int(json.loads(saved[0]).get("version", -1))
+            log.info("using the last good manifest of %s (v%d)", self.source, self.version)
+
+    def check(self, timeout: float = LOOKUP_TIMEOUT) -> bool | None:
+        """One lookup: True when a new version was applied, False when none was found
+        to apply, None when the DHT holds nothing under the key yet."""
+        item = self.engine.dht_get_mutable(self.public, self.group.encode(), timeout)
+        if item is None:
+            log.debug("nothing in the DHT for %s yet", self.source)
+            return None
+        pointer = Pointer.decode(item.value)
+        if pointer.group != self.group:
+            raise ManifestError(f"the DHT item for {self.source} names group {pointer.group}")
+        if pointer.version <= max(self.version, self._refused):
+            return False
+        log.info("%s: version %d in the DHT (seq %d)", self.source, pointer.version, item.seq)
+        body = self._body(pointer)
+        try:
+            self._trust.admit(self.source, json.loads(body))
+        except (SignatureError, RollbackError, ValueError) as exc:
+            self._refused = pointer.version
+            log.error("manifest from %s refused: %s", self.source, exc)
+            return False
+        if not self.client.apply(self.source, body):
+            self._refused = pointer.version
+            return False
+        self.version = pointer.version
+        return True
+
+    def _body(self, pointer: Pointer) -> bytes:
+        if pointer.manifest is not None:
+            return json.dumps(pointer.manifest, ensure_ascii=False).encode()
+        return self._fetch(pointer.torrent or "", _peers(pointer.peers))
+
+    def _fetch(self, info_hash: str, peers: list[tuple[str, int]]) -> bytes:
+        """Download the manifest torrent, read its one file, keep seeding it."""
+        magnet = f"magnet:?xt=urn:btih:{info_hash}"
+        private_dir(self._folder.parent)
+        private_dir(self._folder)
+        ih = self.engine.add_download(magnet, self._folder, peers)
+        deadline = time.monotonic() + FETCH_TIMEOUT
+        while True:
+            try:
+                self.engine.wait_until(ih, TorrentState.SEEDING, 1.0)
+                break
+            except TimeoutError:
+                if self._stop.is_set() or time.monotonic() > deadline:
+                    raise EngineError(f"manifest torrent {ih} did not arrive") from None
+        files = self.engine.files(ih)
+        if len(files) != 1 or files[0][1] > MAX_MANIFEST_BYTES:
+            self.engine.remove(ih, delete_files=True)
+            raise ManifestError(f"torrent {ih} is not one manifest file")
+        body = (self._folder / files[0][0]).read_bytes()
+        previous = self.client.store.get(TORRENT_KEY + self.source)
+        if previous and previous != ih and self.engine.status(previous) is not None:
+            self.engine.remove(previous, delete_files=True)
+        self.client.store.put(TORRENT_KEY + self.source, ih)
+        return body
+
+    def follow(self, interval: float) -> None:
+        """Look up until stopped: every FIRST_POLL s at first, doubling up to `interval`,
+        and back to FIRST_POLL after each new version."""
+        first = min(FIRST_POLL, interval)
+        pause = first
+        while not self._stop.is_set():
+            try:
+                changed = self.check()
+            except MeshmediaError as exc:
+                log.warning("DHT lookup for %s failed: %s", self.source, exc)
+                changed = False
+            pause = first if changed else min(pause * 2, interval)
+            self._stop.wait(pause)
+
+
+def _peers(hints: tuple[str, ...]) -> list[tuple[str, int]]:
+    peers = []
+    for hint in hints:
+        host, _, port = hint.rpartition(":")
+        if host and port.isdigit():
+            peers.append((host.strip("[]"), int(port)))
+    return peers
+
+
+def followers(config: Config, client: SyncClient, stop: threading.Event) -> list[DhtFollower]:
+    """One follower per --follow, each with the last good manifest applied."""
+    result = []
+    for spec in config.follow:
+        public, group = parse_follow(spec, config.group)
+        follower = DhtFollower(client, public, group, stop)
+        follower.restore()
+        result.append(follower)
+    return result
+
+
+def start_following(
+    config: Config, client: SyncClient, stop: threading.Event, stack: ExitStack
+) -> None:
+    """Follow every --follow key on its own thread until `stop`; joined when `stack` closes."""
+    threads = []
+    for follower in followers(config, client, stop):
+        thread = threading.Thread(
+            target=follower.follow, args=(config.interval,), name=f"follow {follower.source}"
+        )
+        thread.start()
+        threads.append(thread)
+        log.info("following %s through the DHT", follower.source)
+
+    def join() -> None:
+        stop.set()
+        for thread in threads:
+            thread.join(timeout=LOOKUP_TIMEOUT + 5)
+
+    stack.callback(join)
+
+
+def follow_once(
+    config: Config, client: SyncClient, problems: list[str], timeout: float = 60.0
+) -> None:
+    """`--once`: look each followed key up until its pointer is found (or `timeout`)."""
+    stop = threading.Event()
+    todo = followers(config, client, stop)
+    if todo:
+        wait_for_dht_nodes(client.engine, 1, min(timeout, 30.0))
+    deadline = time.monotonic() + timeout
+    for follower in todo:
+        found: bool | None = None
+        while found is None and time.monotonic() < deadline:
+            try:
+                found = follower.check()
+            except MeshmediaError as exc:
+                problems.append(f"{follower.source}: {exc}")
+                break
+            if found is None:
+                time.sleep(2.0)
+        if follower.version < 0:
+            problems.append(f"no usable manifest found in the DHT for {follower.source}")

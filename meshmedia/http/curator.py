@@ -1,0 +1,238 @@
+"""The curator's manifest HTTP module: the routes (routes.py) on the hardened plumbing.
+
+The plumbing (plumbing.py: connections, caps, deadlines, framing, long-poll
+holds) is shared with the client's status server. This module adds what is the
+curator's: the route table, writes behind `Authorization: Bearer <token>`
+compared in constant time, JSON request bodies parsed with bounds (1 MiB, 64
+levels, finite numbers, valid UTF-8 without lone surrogates), and one access-log
+line per request (never the headers).
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import logging
+import math
+import re
+from collections.abc import Callable
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from meshmedia import __version__
+from meshmedia.config import GROUP_RE, Config
+from meshmedia.errors import ConfigError
+from meshmedia.manifest import ManifestStore
+
+from .auth import load_or_create_token, token_matches
+from .plumbing import JSON, Hold, HttpError, HttpServer, HttpStats, Limits, Request, Response
+from .routes import find_route
+
+log = logging.getLogger(__name__)
+MAX_BODY = 1 << 20
+MAX_DEPTH = 64
+_STRINGS = re.compile(r'"(?:[^"\\]|\\.)*"')
+_NOT_BRACKETS = re.compile(r"[^\[\]{}]+")
+_DEPTH_STEP = {"[": 1, "{": 1, "]": -1, "}": -1}
+
+
+class RequestHandler:
+    """What a route sees of one request: the curator, headers, query, token check, JSON body."""
+
+    def __init__(self, app: ManifestServer, request: Request) -> None:
+        """Wrap one plumbing Request for the routes."""
+        self.app = app
+        self.request = request
+        self.command = request.method
+        self.path = request.target
+        self.headers = request.headers
+        self.query = request.query
+
+    def require_token(self) -> None:
+        """Raise HttpError 401 unless the request carries the server's token."""
+        if not token_matches(self.app.token, self.headers.get("Authorization")):
+            headers = {"WWW-Authenticate": 'Bearer realm="meshmedia"'}
+            raise HttpError(401, "a valid 'Authorization: Bearer <token>' is required", headers)
+
+    def read_json(self) -> Any:
+        """The request body as JSON: 411, 413, 408 or 400 with the reason when it cannot be."""
+        if "Content-Length" not in self.headers:
+            raise HttpError(411, "Content-Length is required")
+        if self.request.content_length > MAX_BODY:
+            raise HttpError(413, f"the body is over {MAX_BODY} bytes")
+        content_type = self.headers.get("Content-Type", "").split(";")[0].strip().lower()
+        if content_type != JSON:
+            raise HttpError(400, "Content-Type must be application/json")
+        return parse_json_body(self.request.body())
+
+
+def parse_json_body(body: bytes) -> Any:
+    """Parse a request body as JSON, refusing (400) what later code could choke on.
+
+    Not UTF-8, not JSON, nesting over MAX_DEPTH, NaN/Infinity, a float that
+    overflows, an integer over 19 digits, a lone surrogate (`"\\ud800"`).
+    """
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise HttpError(400, f"the body is not UTF-8: {exc}") from None
+    if _nesting(text) > MAX_DEPTH:
+        raise HttpError(400, f"the body nests deeper than {MAX_DEPTH} levels")
+    try:
+        doc = json.loads(
+            text, parse_constant=_no_constant, parse_float=_finite, parse_int=_bounded_int
+        )
+    except (ValueError, RecursionError) as exc:
+        raise HttpError(400, f"the body is not valid JSON: {exc}") from None
+    try:
+        json.dumps(doc, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        reason = "the body is not valid UTF-8: a string has a lone surrogate (\\ud800-\\udfff)"
+        raise HttpError(400, reason) from None
+    return doc
+
+
+def _nesting(text: str) -> int:
+    """How deep arrays and objects nest in a JSON text (strings skipped)."""
+    brackets = _NOT_BRACKETS.sub("", _STRINGS.sub("", text))
+    return max(itertools.accumulate(map(_DEPTH_STEP.__getitem__, brackets)), default=0)
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def _finite(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"the number {text[:40]} is out of range")
+    return value
+
+
+def _bounded_int(text: str) -> int:
+    if len(text.lstrip("-")) > 19:
+        raise ValueError(f"the integer {text[:40]}... has more than 19 digits")
+    return int(text)
+
+
+def _printable(text: str) -> str:
+    return text.encode("unicode_escape").decode("ascii")[:500]
+
+
+class ManifestServer:
+    """The curator's HTTP server: manifests, /seed, /seeds, /status, /torrents."""
+
+    def __init__(
+        self,
+        config: Config,
+        manifests: ManifestStore,
+        publisher: Any | None,
+        snapshot: Callable[[], Any] | None,
+        token: str | None = None,
+        *,
+        limits: Limits | None = None,
+        home_page: Callable[[], bytes] | None = None,
+    ) -> None:
+        """Keep the collaborators; nothing is bound until `start()`.
+
+        `publisher` and `snapshot` may be None for a manifest-only server
+        (/seed then answers 503). `home_page`, when given, renders GET / for
+        clients that accept text/html. `limits`: the plumbing's caps and
+        deadlines (plumbing.Limits; the defaults suit a curator).
+        """
+        self.config = config
+        self.manifests = manifests
+        self.publisher = publisher
+        self.snapshot = snapshot
+        self.token = token or load_or_create_token(config)
+        self.home_page = home_page
+        self.http = HttpServer(
+            "curator",
+            config.host,
+            config.port,
+            self.handle,
+            limits or Limits(max_body=MAX_BODY),
+            server_header=f"meshmedia/{__version__}",
+            access_log=_log_access,
+        )
+        self._share_roots = tuple(share.path.resolve() for share in config.shares)
+
+    def handle(self, request: Request) -> Response | Hold:
+        """Answer one request through the route table (on a plumbing worker)."""
+        method = "GET" if request.method == "HEAD" else request.method
+        route, match = find_route(method, request.path)
+        return route(RequestHandler(self, request), match)
+
+    def start(self) -> ManifestServer:
+        """Bind `config.host:config.port` (0 = a free port) and serve on a thread."""
+        try:
+            self.http.start()
+        except OSError as exc:
+            where = f"{self.config.host}:{self.config.port}"
+            raise ConfigError("port", f"cannot listen on {where}: {exc.strerror}") from exc
+        log.info("serving manifests on %s", self.url)
+        return self
+
+    @property
+    def port(self) -> int:
+        """The bound port."""
+        return self.http.port
+
+    @property
+    def url(self) -> str:
+        """The base URL, e.g. `http://127.0.0.1:5000` (loopback for a wildcard bind)."""
+        host = {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(self.config.host, self.config.host)  # noqa: S104
+        return f"http://[{host}]:{self.port}" if ":" in host else f"http://{host}:{self.port}"
+
+    def stats(self) -> HttpStats:
+        """The plumbing's counters: connections, held long-polls, evictions, timeouts."""
+        return self.http.stats()
+
+    def groups(self) -> list[str]:
+        """Groups with a manifest or a share folder."""
+        return sorted(set(self.manifests.groups()) | {s.group for s in self.config.shares})
+
+    def known_group(self, group: str) -> bool:
+        """True when GET /manifest/<group>.json has something to answer."""
+        if GROUP_RE.match(group) is None:
+            return False
+        return group in self.config.share_groups or self.manifests.exists(group)
+
+    def inside_share(self, resolved: Path) -> bool:
+        """True when an already resolved path lies in (or is) a share folder."""
+        return any(resolved.is_relative_to(root) for root in self._share_roots)
+
+    def close(self) -> None:
+        """Stop accepting, answer held long-polls, finish the answers under way."""
+        self.http.close()
+
+    def __enter__(self) -> ManifestServer:
+        """Start (when not started yet) and return the server."""
+        if not self.http.started:
+            self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        """Close the server."""
+        self.close()
+
+
+def _log_access(request: Request, response: Response, seconds: float) -> None:
+    """One line per request; manifest polls at DEBUG (clients make one a minute each)."""
+    polling = request.path.startswith("/manifest/") and request.method == "GET"
+    log.log(
+        logging.DEBUG if polling else logging.INFO,
+        '%s "%s %s" %d %d %.1fms',
+        request.peer,
+        request.method,
+        _printable(request.target),
+        response.status,
+        len(response.body),
+        seconds * 1000,
+    )
+
+
+def status_page() -> bytes:
+    """The live status page served at GET / to browsers."""
+    return resources.files(__package__).joinpath("status.html").read_bytes()
