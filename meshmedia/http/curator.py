@@ -2,19 +2,14 @@
 
 The plumbing (plumbing.py: connections, caps, deadlines, framing, long-poll
 holds) is shared with the client's status server. This module adds what is the
-curator's: the route table, writes behind `Authorization: Bearer <token>`
-compared in constant time, JSON request bodies parsed with bounds (1 MiB, 64
-levels, finite numbers, valid UTF-8 without lone surrogates), and one access-log
-line per request (never the headers).
+curator's: the server that answers through the route table (routes.py: the
+routes, the token check, bounded JSON bodies) and one access-log line per
+request (never the headers).
 """
 
 from __future__ import annotations
 
-import itertools
-import json
 import logging
-import math
-import re
 from collections.abc import Callable
 from importlib import resources
 from pathlib import Path
@@ -25,95 +20,11 @@ from meshmedia.config import GROUP_RE, Config
 from meshmedia.errors import ConfigError
 from meshmedia.manifest import ManifestStore
 
-from .auth import load_or_create_token, token_matches
-from .plumbing import JSON, Hold, HttpError, HttpServer, HttpStats, Limits, Request, Response
-from .routes import find_route
+from .auth import load_or_create_token
+from .plumbing import Hold, HttpServer, HttpStats, Limits, Request, Response
+from .routes import MAX_BODY, RequestHandler, find_route
 
 log = logging.getLogger(__name__)
-MAX_BODY = 1 << 20
-MAX_DEPTH = 64
-_STRINGS = re.compile(r'"(?:[^"\\]|\\.)*"')
-_NOT_BRACKETS = re.compile(r"[^\[\]{}]+")
-_DEPTH_STEP = {"[": 1, "{": 1, "]": -1, "}": -1}
-
-
-class RequestHandler:
-    """What a route sees of one request: the curator, headers, query, token check, JSON body."""
-
-    def __init__(self, app: ManifestServer, request: Request) -> None:
-        """Wrap one plumbing Request for the routes."""
-        self.app = app
-        self.request = request
-        self.command = request.method
-        self.path = request.target
-        self.headers = request.headers
-        self.query = request.query
-
-    def require_token(self) -> None:
-        """Raise HttpError 401 unless the request carries the server's token."""
-        if not token_matches(self.app.token, self.headers.get("Authorization")):
-            headers = {"WWW-Authenticate": 'Bearer realm="meshmedia"'}
-            raise HttpError(401, "a valid 'Authorization: Bearer <token>' is required", headers)
-
-    def read_json(self) -> Any:
-        """The request body as JSON: 411, 413, 408 or 400 with the reason when it cannot be."""
-        if "Content-Length" not in self.headers:
-            raise HttpError(411, "Content-Length is required")
-        if self.request.content_length > MAX_BODY:
-            raise HttpError(413, f"the body is over {MAX_BODY} bytes")
-        content_type = self.headers.get("Content-Type", "").split(";")[0].strip().lower()
-        if content_type != JSON:
-            raise HttpError(400, "Content-Type must be application/json")
-        return parse_json_body(self.request.body())
-
-
-def parse_json_body(body: bytes) -> Any:
-    """Parse a request body as JSON, refusing (400) what later code could choke on.
-
-    Not UTF-8, not JSON, nesting over MAX_DEPTH, NaN/Infinity, a float that
-    overflows, an integer over 19 digits, a lone surrogate (`"\\ud800"`).
-    """
-    try:
-        text = body.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise HttpError(400, f"the body is not UTF-8: {exc}") from None
-    if _nesting(text) > MAX_DEPTH:
-        raise HttpError(400, f"the body nests deeper than {MAX_DEPTH} levels")
-    try:
-        doc = json.loads(
-            text, parse_constant=_no_constant, parse_float=_finite, parse_int=_bounded_int
-        )
-    except (ValueError, RecursionError) as exc:
-        raise HttpError(400, f"the body is not valid JSON: {exc}") from None
-    try:
-        json.dumps(doc, ensure_ascii=False).encode("utf-8")
-    except UnicodeEncodeError:
-        reason = "the body is not valid UTF-8: a string has a lone surrogate (\\ud800-\\udfff)"
-        raise HttpError(400, reason) from None
-    return doc
-
-
-def _nesting(text: str) -> int:
-    """How deep arrays and objects nest in a JSON text (strings skipped)."""
-    brackets = _NOT_BRACKETS.sub("", _STRINGS.sub("", text))
-    return max(itertools.accumulate(map(_DEPTH_STEP.__getitem__, brackets)), default=0)
-
-
-def _no_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not a JSON number")
-
-
-def _finite(text: str) -> float:
-    value = float(text)
-    if not math.isfinite(value):
-        raise ValueError(f"the number {text[:40]} is out of range")
-    return value
-
-
-def _bounded_int(text: str) -> int:
-    if len(text.lstrip("-")) > 19:
-        raise ValueError(f"the integer {text[:40]}... has more than 19 digits")
-    return int(text)
 
 
 def _printable(text: str) -> str:

@@ -1,34 +1,144 @@
 """The curator's HTTP routes (DESIGN.md "HTTP module"): each returns a Response.
 
 The plumbing (sockets, parsing, caps, deadlines, long-poll holds) is in
-`plumbing.py`, the token and JSON bodies in `curator.py`; a route only sees
-the request handler's small API: `req.app`, `req.headers`, `req.query`,
-`req.require_token()` and `req.read_json()`, and returns a Response (or a Hold,
-which the plumbing parks without a thread).
+`plumbing.py`, the server that owns the table in `curator.py`. A route only
+sees a `RequestHandler`: `req.app` (a `CuratorApp`), `req.headers`,
+`req.query`, `req.require_token()` and `req.read_json()` (writes behind
+`Authorization: Bearer <token>` compared in constant time, JSON bodies parsed
+with bounds), and returns a Response (or a Hold, which the plumbing parks
+without a thread).
 """
 
 from __future__ import annotations
 
+import itertools
+import json
 import math
 import re
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from meshmedia import __version__
 from meshmedia.errors import ManifestError, PublishError
-from meshmedia.manifest import canonical_json, check_curated_path, check_relative_path, parse_items
+from meshmedia.manifest import (
+    Manifest,
+    ManifestStore,
+    canonical_json,
+    check_curated_path,
+    check_relative_path,
+    parse_items,
+)
 
-from .plumbing import JSON, Hold, HttpError, Response
-
-if TYPE_CHECKING:
-    from meshmedia.manifest import Manifest
-
-    from .curator import RequestHandler
+from .auth import token_matches
+from .plumbing import JSON, Hold, HttpError, Request, Response
 
 MAX_WAIT = 60.0
 DURABLE_TIMEOUT = 30.0  # a write answered 503 after this: not acknowledged
 _INFO_HASH = re.compile(r"^[0-9a-fA-F]{40}$")
+MAX_BODY = 1 << 20
+MAX_DEPTH = 64
+_STRINGS = re.compile(r'"(?:[^"\\]|\\.)*"')
+_NOT_BRACKETS = re.compile(r"[^\[\]{}]+")
+_DEPTH_STEP = {"[": 1, "{": 1, "]": -1, "}": -1}
+
+
+class CuratorApp(Protocol):
+    """What the routes use of the curator's HTTP server (curator.ManifestServer)."""
+
+    manifests: ManifestStore
+    publisher: Any | None
+    snapshot: Callable[[], Any] | None
+    home_page: Callable[[], bytes] | None
+    token: str
+
+    def groups(self) -> list[str]:
+        """Groups with a manifest or a share folder."""
+
+    def known_group(self, group: str) -> bool:
+        """True when GET /manifest/<group>.json has something to answer."""
+
+    def inside_share(self, resolved: Path) -> bool:
+        """True when an already resolved path lies in (or is) a share folder."""
+
+
+class RequestHandler:
+    """What a route sees of one request: the curator, headers, query, token check, JSON body."""
+
+    def __init__(self, app: CuratorApp, request: Request) -> None:
+        """Wrap one plumbing Request for the routes."""
+        self.app = app
+        self.request = request
+        self.command = request.method
+        self.path = request.target
+        self.headers = request.headers
+        self.query = request.query
+
+    def require_token(self) -> None:
+        """Raise HttpError 401 unless the request carries the server's token."""
+        if not token_matches(self.app.token, self.headers.get("Authorization")):
+            headers = {"WWW-Authenticate": 'Bearer realm="meshmedia"'}
+            raise HttpError(401, "a valid 'Authorization: Bearer <token>' is required", headers)
+
+    def read_json(self) -> Any:
+        """The request body as JSON: 411, 413, 408 or 400 with the reason when it cannot be."""
+        if "Content-Length" not in self.headers:
+            raise HttpError(411, "Content-Length is required")
+        if self.request.content_length > MAX_BODY:
+            raise HttpError(413, f"the body is over {MAX_BODY} bytes")
+        content_type = self.headers.get("Content-Type", "").split(";")[0].strip().lower()
+        if content_type != JSON:
+            raise HttpError(400, "Content-Type must be application/json")
+        return parse_json_body(self.request.body())
+
+
+def parse_json_body(body: bytes) -> Any:
+    """Parse a request body as JSON, refusing (400) what later code could choke on.
+
+    Not UTF-8, not JSON, nesting over MAX_DEPTH, NaN/Infinity, a float that
+    overflows, an integer over 19 digits, a lone surrogate (`"\\ud800"`).
+    """
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise HttpError(400, f"the body is not UTF-8: {exc}") from None
+    if _nesting(text) > MAX_DEPTH:
+        raise HttpError(400, f"the body nests deeper than {MAX_DEPTH} levels")
+    try:
+        doc = json.loads(
+            text, parse_constant=_no_constant, parse_float=_finite, parse_int=_bounded_int
+        )
+    except (ValueError, RecursionError) as exc:
+        raise HttpError(400, f"the body is not valid JSON: {exc}") from None
+    try:
+        json.dumps(doc, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        reason = "the body is not valid UTF-8: a string has a lone surrogate (\\ud800-\\udfff)"
+        raise HttpError(400, reason) from None
+    return doc
+
+
+def _nesting(text: str) -> int:
+    """How deep arrays and objects nest in a JSON text (strings skipped)."""
+    brackets = _NOT_BRACKETS.sub("", _STRINGS.sub("", text))
+    return max(itertools.accumulate(map(_DEPTH_STEP.__getitem__, brackets)), default=0)
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def _finite(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"the number {text[:40]} is out of range")
+    return value
+
+
+def _bounded_int(text: str) -> int:
+    if len(text.lstrip("-")) > 19:
+        raise ValueError(f"the integer {text[:40]}... has more than 19 digits")
+    return int(text)
 
 
 def json_response(
@@ -219,7 +329,7 @@ def get_torrent(req: RequestHandler, match: re.Match[str]) -> Response:
     return Response(200, data, "application/x-bittorrent", {"Cache-Control": "max-age=86400"})
 
 
-Route = Callable[["RequestHandler", "re.Match[str]"], "Response | Hold"]
+Route = Callable[[RequestHandler, "re.Match[str]"], "Response | Hold"]
 ROUTES: tuple[tuple[str, re.Pattern[str], Route], ...] = (
     ("GET", re.compile(r"^/$"), health),
     ("GET", re.compile(r"^/manifest/(?P<group>[^/]+)\.json$"), get_manifest),
