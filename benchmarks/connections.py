@@ -49,7 +49,7 @@ from meshmedia.config import Config
 from meshmedia.http import ManifestServer
 from meshmedia.manifest import ManifestStore, validate_item
 try:
-    from meshmedia.http import raise_open_files_limit
+    from meshmedia.process import raise_open_files_limit
 except ImportError:  # the code before the hardening
     raise_open_files_limit = lambda: None
 

@@ -20,7 +20,7 @@ sys.path.pop(0)
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from meshmedia.engine import Engine, TorrentState
-from meshmedia.signals import install_signal_handlers
+from meshmedia.process import install_signal_handlers
 from meshmedia.store import Store
 from tests.helpers import make_config
 

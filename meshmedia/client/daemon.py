@@ -10,16 +10,15 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from typing import TextIO
 
 from meshmedia.config import Config
 from meshmedia.engine import Engine, TorrentState
-from meshmedia.http import StatusServer, raise_open_files_limit
+from meshmedia.http import StatusServer
 from meshmedia.jellyfin import JellyfinNotifier
-from meshmedia.signals import install_signal_handlers
+from meshmedia.process import prepare_daemon, stop_on_signals
 from meshmedia.store import Store
 
 from .fetcher import FetchError, ManifestFetcher
@@ -62,7 +61,7 @@ def progress_rows(client: SyncClient) -> list[Row]:
 
 
 def _start_parts(config: Config, stack: ExitStack, stop: threading.Event) -> SyncClient:
-    raise_open_files_limit()
+    prepare_daemon()
     store = stack.enter_context(Store.in_state_dir(config.state_dir))
     engine = Engine(config, store)
     stack.callback(engine.close)
@@ -88,22 +87,10 @@ def _fetcher(client: SyncClient, url: str) -> ManifestFetcher:
     return ManifestFetcher(url, etag=etag, body=body)
 
 
-@contextmanager
-def _signals_set(stop: threading.Event) -> Iterator[None]:
-    """SIGTERM/SIGINT set `stop` while inside (on the main thread only)."""
-    main = threading.current_thread() is threading.main_thread()
-    restore = install_signal_handlers(stop) if main else None
-    try:
-        yield
-    finally:
-        if restore:
-            restore()
-
-
 def sync_forever(config: Config, stop: threading.Event | None = None) -> None:
     """Follow every manifest URL until SIGTERM/SIGINT (or `stop`); never gives up."""
     stop = stop or threading.Event()
-    with _signals_set(stop), ExitStack() as stack:
+    with stop_on_signals(stop), ExitStack() as stack:
         client = _start_parts(config, stack, stop)
         for url in config.manifest_urls:
             saved = client.saved_manifest(url)
@@ -129,7 +116,7 @@ def sync_once(config: Config, stream: TextIO | None = None, tty: bool = False) -
     """One cycle: fetch each manifest once, download, place, and wait for every item."""
     summary = SyncSummary()
     stop = threading.Event()
-    with _signals_set(stop), ExitStack() as stack:
+    with stop_on_signals(stop), ExitStack() as stack:
         client = _start_parts(config, stack, stop)
         client.retries = False
         for url in config.manifest_urls:

@@ -17,12 +17,11 @@ from meshmedia.engine import Engine
 from meshmedia.http import (
     ManifestServer,
     load_or_create_token,
-    raise_open_files_limit,
     status_page,
     token_path,
 )
 from meshmedia.manifest import ManifestStore, load_key
-from meshmedia.signals import install_signal_handlers
+from meshmedia.process import prepare_daemon, stop_on_signals
 from meshmedia.store import Store
 
 from .announcer import DhtAnnouncer
@@ -111,14 +110,9 @@ class Curator:
 def serve(config: Config, stop: threading.Event | None = None) -> None:
     """Run a curator until SIGTERM/SIGINT (or until `stop` is set), then shut down cleanly."""
     stop = stop or threading.Event()
-    raise_open_files_limit()
-    restore = install_signal_handlers(stop)
-    try:
-        with Curator(config):
-            log.info("curator running; stop with SIGTERM or Ctrl-C")
-            while not stop.wait(1.0):
-                pass
-            log.info("curator stopping")
-    finally:
-        restore()
+    prepare_daemon()
+    with stop_on_signals(stop), Curator(config):
+        log.info("curator running; stop with SIGTERM or Ctrl-C")
+        stop.wait()
+        log.info("curator stopping")
     log.info("curator stopped")

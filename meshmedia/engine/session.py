@@ -17,7 +17,6 @@ import libtorrent as lt
 
 from meshmedia.config import Config
 from meshmedia.errors import EngineError
-from meshmedia.malloc_tuning import tune_malloc
 from meshmedia.store import Store
 
 from .alerts import AlertLoop
@@ -57,7 +56,6 @@ class Engine(DhtMixin, AlertLoop):
         resume_interval: float = 1.0,
     ) -> None:
         self._config = config
-        tune_malloc()
         self._session = lt.session(session_params(config, settings))
         self._session.set_peer_class_filter(peer_class_filter())
         super().__init__(self._session, store, resume_interval)

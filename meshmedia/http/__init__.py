@@ -14,7 +14,6 @@ from .plumbing import (
     Limits,
     Request,
     Response,
-    raise_open_files_limit,
 )
 from .status import StatusServer
 
@@ -30,7 +29,6 @@ __all__ = [
     "StatusServer",
     "curator_url",
     "load_or_create_token",
-    "raise_open_files_limit",
     "read_token",
     "request_seed",
     "status_page",

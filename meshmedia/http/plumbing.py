@@ -183,24 +183,6 @@ class Request:
         return self._body
 
 
-def raise_open_files_limit() -> int:
-    """Raise this process's soft RLIMIT_NOFILE to its hard limit (as Go's runtime does).
-
-    Daemons call it at start-up: a login shell's 1024 is far below what a
-    server under load needs. Returns the soft limit in force.
-    """
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if hard == resource.RLIM_INFINITY or hard <= soft:
-        return soft
-    try:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-    except (OSError, ValueError) as exc:
-        log.debug("cannot raise the open-files limit to %d: %s", hard, exc)
-        return soft
-    log.debug("open-files limit raised from %d to %d", soft, hard)
-    return hard
-
-
 def connection_cap(limits: Limits) -> int:
     """`max_connections`, lowered to leave room for the process's other files."""
     soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
