@@ -36,13 +36,18 @@ def grown():
     return -1
 """
 
-TUNE = MEASURE + """
+TUNE = (
+    MEASURE
+    + """
 from meshmedia.process import tune_malloc
 print(tune_malloc())
 print(grown())
 """
+)
 
-ENGINE_THEN_DAEMON = MEASURE + """
+ENGINE_THEN_DAEMON = (
+    MEASURE
+    + """
 from meshmedia.engine import Engine
 from meshmedia.process import prepare_daemon
 from meshmedia.store import Store
@@ -55,6 +60,7 @@ with tempfile.TemporaryDirectory() as tmp:
 prepare_daemon()
 print(grown())
 """
+)
 
 
 def probe(code: str, **env: str) -> list[str]:

@@ -19,10 +19,16 @@ from contextlib import ExitStack
 from pathlib import Path
 
 from meshmedia.config import Config
-from meshmedia.curator.announcer import Pointer, parse_follow, source_name
 from meshmedia.engine import Engine, TorrentState, wait_for_dht_nodes
 from meshmedia.errors import EngineError, ManifestError, MeshmediaError
-from meshmedia.manifest import RollbackError, SignatureError, TrustPolicy
+from meshmedia.manifest import (
+    Pointer,
+    RollbackError,
+    SignatureError,
+    TrustPolicy,
+    parse_follow,
+    source_name,
+)
 from meshmedia.private_files import private_dir
 
 from .fetcher import MAX_MANIFEST_BYTES

@@ -1,17 +1,10 @@
-"""Manifests with no server at all: BEP 46 mutable DHT items under the curator's key.
+"""The curator's side of manifests in the DHT: puts every group's pointer (BEP 46).
 
-The curator stores, for each group, a small signed pointer in the DHT under its
-ed25519 public key with the group name as salt:
-
-    {"group": "family", "version": 12, "manifest": {...}}            (small enough)
-    {"group": "family", "version": 12, "torrent": "<info hash>",
-     "peers": ["192.168.1.10:6881"]}                                  (otherwise)
-
-The torrent carries one file, the signed manifest JSON; the curator seeds it
-and so do the clients that fetched it. `peers` is a hint: the DHT finds the
-seeders anyway. A client following the key (`DhtFollower`, in client/follow.py)
-looks the pointer up, fetches the manifest, checks the manifest's own
-signature against the key, and applies it like one fetched over HTTP.
+The pointer format is manifest/pointers.py's: the manifest itself when it is
+small enough, else the info hash of a one-file torrent of it, which the curator
+seeds here; a client following the key (`DhtFollower`, in client/follow.py)
+looks the pointer up, fetches the manifest, checks the manifest's own signature
+against the key, and applies it like one fetched over HTTP.
 """
 
 from __future__ import annotations
@@ -20,18 +13,16 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-from meshmedia.config import GROUP_RE, Config
+from meshmedia.config import Config
 from meshmedia.engine import Engine
 from meshmedia.engine.building import SourceFile, advertise_host, build_torrent
 from meshmedia.engine.dht import MAX_VALUE
-from meshmedia.errors import ManifestError, MeshmediaError
+from meshmedia.errors import MeshmediaError
 from meshmedia.hashing import hash_file
-from meshmedia.manifest import Manifest, ManifestStore, SigningKey, parse_public_key
+from meshmedia.manifest import Manifest, ManifestStore, Pointer, SigningKey
 from meshmedia.manifest.durability import write_atomic
 from meshmedia.private_files import private_dir
 from meshmedia.store import Store
@@ -41,71 +32,6 @@ log = logging.getLogger(__name__)
 REPUT_INTERVAL = 15 * 60.0  # BEP 44 nodes drop items after about two hours
 FIRST_RETRY = 5.0  # a put that reached no node is tried again after this, then doubling
 SEED_KEY = "dht.seed:"  # + group: info hash of the manifest torrent the curator seeds
-
-
-@dataclass(frozen=True)
-class Pointer:
-    """The value stored in the DHT for one group: the manifest, or where to fetch it."""
-
-    group: str
-    version: int
-    manifest: Mapping[str, Any] | None = None
-    torrent: str | None = None
-    peers: tuple[str, ...] = ()
-
-    def encode(self) -> bytes:
-        """Compact JSON, the bytes that go into the DHT."""
-        body: dict[str, Any] = {"group": self.group, "version": self.version}
-        if self.manifest is not None:
-            body["manifest"] = dict(self.manifest)
-        else:
-            body["torrent"] = self.torrent
-            if self.peers:
-                body["peers"] = list(self.peers)
-        return json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
-
-    @classmethod
-    def decode(cls, data: bytes) -> Pointer:
-        """Parse a DHT value; ManifestError when it is not a meshmedia pointer."""
-        try:
-            obj = json.loads(data)
-        except ValueError:
-            raise ManifestError("the DHT item is not JSON") from None
-        if not isinstance(obj, dict):
-            raise ManifestError("the DHT item is not a JSON object")
-        group, version = obj.get("group"), obj.get("version")
-        manifest, torrent, peers = obj.get("manifest"), obj.get("torrent"), obj.get("peers", [])
-        if not isinstance(group, str) or GROUP_RE.match(group) is None:
-            raise ManifestError(f"the DHT item names no valid group: {group!r:.80}")
-        if not isinstance(version, int) or isinstance(version, bool) or version < 0:
-            raise ManifestError(f"the DHT item's version {version!r:.40} is not a number")
-        if manifest is not None and not isinstance(manifest, dict):
-            raise ManifestError("the DHT item's manifest is not a JSON object")
-        if manifest is None and not _is_info_hash(torrent):
-            raise ManifestError("the DHT item holds neither a manifest nor a torrent info hash")
-        if not isinstance(peers, list) or not all(isinstance(p, str) for p in peers):
-            raise ManifestError("the DHT item's peers are not a list of HOST:PORT")
-        return cls(group, version, manifest, torrent, tuple(peers))
-
-
-def _is_info_hash(value: object) -> bool:
-    return (
-        isinstance(value, str) and len(value) == 40 and all(c in "0123456789abcdef" for c in value)
-    )
-
-
-def parse_follow(text: str, default_group: str) -> tuple[bytes, str]:
-    """Parse `PUBLIC_KEY[:GROUP]` (--follow) into (32-byte key, group)."""
-    key, _, group = text.strip().partition(":")
-    group = group or default_group
-    if GROUP_RE.match(group) is None:
-        raise ManifestError(f"{text!r}: {group!r} is not a valid group name")
-    return parse_public_key(key), group
-
-
-def source_name(public: bytes, group: str) -> str:
-    """The name a followed key's manifest goes by in the client's store: dht:<key>/<group>."""
-    return f"dht:{public.hex()}/{group}"
 
 
 @dataclass

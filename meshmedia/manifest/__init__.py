@@ -22,6 +22,7 @@ from .format import (
     utc_now,
     validate_item,
 )
+from .pointers import Pointer, parse_follow, source_name
 from .signing import (
     RollbackError,
     SignatureError,
@@ -41,6 +42,7 @@ __all__ = [
     "Item",
     "Manifest",
     "ManifestStore",
+    "Pointer",
     "Rejected",
     "RollbackError",
     "SignatureError",
@@ -55,10 +57,12 @@ __all__ = [
     "load_document",
     "load_key",
     "magnet_info_hash",
+    "parse_follow",
     "parse_items",
     "parse_manifest",
     "parse_public_key",
     "save_key",
+    "source_name",
     "utc_now",
     "validate_item",
     "verify",

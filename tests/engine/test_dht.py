@@ -16,11 +16,17 @@ from meshmedia.client import SyncClient
 from meshmedia.client.follow import DhtFollower
 from meshmedia.config import Config
 from meshmedia.curator import Curator
-from meshmedia.curator.announcer import Pointer, parse_follow, source_name
 from meshmedia.engine import Engine, wait_for_dht_nodes
 from meshmedia.engine.settings import dht_settings
 from meshmedia.errors import ConfigError, ManifestError
-from meshmedia.manifest import SigningKey, generate_key, save_key
+from meshmedia.manifest import (
+    Pointer,
+    SigningKey,
+    generate_key,
+    parse_follow,
+    save_key,
+    source_name,
+)
 from meshmedia.store import Store
 from tests.helpers import make_config, random_file, wait_for
 
