@@ -38,6 +38,7 @@ from .errors import MeshmediaError
 MAX_DOCUMENT_BYTES = 16 * 1024 * 1024  # a manifest or a .torrent, after decompression
 MAX_DEPTH = 32  # a manifest nests 5 deep (document, items, item, files, file)
 MAX_NUMBER_DIGITS = 40  # int("9" * 10**7) is quadratic on Python 3.10
+MAX_FILES = 100_000  # the files of one torrent, or of one folder item of a manifest
 CHUNK = 64 * 1024
 _SURROGATE = re.compile("[\ud800-\udfff]")
 

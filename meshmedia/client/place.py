@@ -24,7 +24,7 @@ from meshmedia.errors import EngineError, ManifestError, MeshmediaError
 from meshmedia.jellyfin import JellyfinNotifier
 from meshmedia.manifest import Item
 from meshmedia.store import PlacedFile, Store
-from meshmedia.torrentinfo import torrent_files, unsafe_names
+from meshmedia.torrentinfo import torrent_files
 
 from .placement import (
     Target,
@@ -40,6 +40,7 @@ from .placement import (
     remove_tree,
     still_placed,
     targets_for,
+    unsafe_names,
 )
 
 log = logging.getLogger(__name__)

@@ -35,6 +35,7 @@ import xxhash
 from meshmedia.errors import ManifestError
 from meshmedia.manifest import check_relative_path
 from meshmedia.store import PlacedFile
+from meshmedia.torrentinfo import TorrentFile
 
 log = logging.getLogger(__name__)
 
@@ -347,3 +348,34 @@ def human(size: float) -> str:
             return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
         size /= 1024
     return f"{size:.1f} TiB"
+
+
+def unsafe_names(files: list[TorrentFile]) -> str | None:
+    """Why the torrent's own file names cannot be placed as they are, or None.
+
+    Every name must be a safe relative path (no `..`, no absolute name, no
+    control characters: the rule item paths follow), name no symlink, and not
+    nest with another (`a` and `a/b`).
+    """
+    seen: set[str] = set()
+    for entry in files:
+        if entry.pad:
+            continue
+        try:
+            check_relative_path(entry.path)
+            if "/" in entry.path:  # placed as <item>/<rest>: the rest is checked on its own too
+                check_relative_path(entry.path.split("/", 1)[1])
+        except ManifestError as exc:
+            return f"the torrent names a file {entry.path!r:.200}: {exc}"
+        if entry.symlink:
+            return f"the torrent makes {entry.path!r:.200} a symbolic link"
+        if entry.path in seen:
+            return f"the torrent names {entry.path!r:.200} twice"
+        seen.add(entry.path)
+    folders = {p.rsplit("/", 1)[0] for p in seen if "/" in p}
+    for folder in folders:
+        parts = folder.split("/")
+        for depth in range(1, len(parts) + 1):
+            if "/".join(parts[:depth]) in seen:
+                return f"the torrent names {'/'.join(parts[:depth])!r:.200} a file and a folder"
+    return None

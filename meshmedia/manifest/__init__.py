@@ -7,7 +7,6 @@ Depends only on the shared modules; the curator, the client and the HTTP routes 
 from __future__ import annotations
 
 from .format import (
-    MAX_FILES,
     FileEntry,
     Item,
     Manifest,
@@ -37,7 +36,6 @@ from .signing import (
 from .store import ManifestStore, check_curated_path, check_group
 
 __all__ = [
-    "MAX_FILES",
     "FileEntry",
     "Item",
     "Manifest",

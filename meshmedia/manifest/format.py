@@ -24,7 +24,7 @@ from functools import cached_property
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
-from meshmedia.bounded import ReadError, bad_text, load_json
+from meshmedia.bounded import MAX_FILES, ReadError, bad_text, load_json
 from meshmedia.errors import ManifestError
 
 _HEX40 = re.compile(r"^[0-9a-fA-F]{40}$")
@@ -35,7 +35,6 @@ _DRIVE = re.compile(r"^[A-Za-z]:")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 MAX_SEGMENT_BYTES = 255
 MAX_ITEMS = 100_000  # 150k items (15 MB) took a client to 475 MB RSS before this bound
-MAX_FILES = 100_000  # per folder item
 KNOWN_ITEM_FIELDS = ("title", "torrent", "path", "sha256", "size", "xxh3", "added_at")
 KNOWN_FIELDS = ("group", "version", "updated_at", "items")
 

@@ -22,12 +22,12 @@ from hypothesis import HealthCheck, assume, event, given, settings
 from hypothesis import strategies as st
 
 from meshmedia.client import SyncClient
-from meshmedia.client.placement import final_path, targets_for
+from meshmedia.client.placement import final_path, targets_for, unsafe_names
 from meshmedia.engine import Engine
 from meshmedia.errors import EngineError, ManifestError
 from meshmedia.manifest import parse_manifest
 from meshmedia.store import Store
-from meshmedia.torrentinfo import read_torrent, torrent_files, unsafe_names
+from meshmedia.torrentinfo import read_torrent, torrent_files
 from tests.helpers import make_config, wait_for
 from tests.hostile import Seeder, Site, bencode, files_under, hand_built, serve
 
