@@ -1,8 +1,8 @@
-"""The package's layout holds: no import cycle.
+"""The package's layout holds: no import cycle, and each role imports only what it may.
 
 Imports are read from the source (every `import` and `from ... import`, also those
 inside functions and under TYPE_CHECKING), not by importing, so a cycle that only
-a lazy import would close fails here too.
+a lazy import would close fails here too. The rules are native_notes/interfaces.md's.
 """
 
 from __future__ import annotations
@@ -11,7 +11,33 @@ import ast
 from collections.abc import Iterator
 from pathlib import Path
 
+import pytest
+
 PACKAGE = Path(__file__).resolve().parent.parent / "meshmedia"
+
+# Each role (a subpackage, or a shared module at the top) and the meshmedia roles it
+# may import; SHARED: the shared modules most roles may import.
+SHARED = {"errors", "config", "hashing", "bounded", "torrentinfo", "private_files", "store"}
+MAY_IMPORT: dict[str, set[str]] = {
+    "errors": set(),
+    "config": {"errors"},
+    "private_files": set(),
+    "bounded": {"errors"},
+    "hashing": {"errors"},
+    "torrentinfo": {"errors", "bounded"},
+    "store": {"errors", "private_files"},
+    "process": set(),
+    "engine": SHARED,
+    "manifest": SHARED,
+    "jellyfin": SHARED,
+    "http": SHARED | {"manifest"},
+    "curator": SHARED | {"process", "engine", "manifest", "http"},
+    "client": SHARED | {"process", "engine", "manifest", "http", "jellyfin"},
+    "cli": SHARED | {"process", "engine", "manifest", "http", "jellyfin", "curator", "client"},
+    "__main__": {"cli"},
+}
+# Third-party packages that belong to one role each.
+OWNED = {"libtorrent": {"engine", "cli"}, "watchdog": {"curator"}, "click": {"cli"}}
 
 
 def module_name(path: Path) -> str:
@@ -83,6 +109,12 @@ def cycles(edges: dict[str, set[str]]) -> list[list[str]]:
     return found
 
 
+def role_of(name: str) -> str:
+    """`engine` for meshmedia.engine.session, `config` for meshmedia.config."""
+    parts = name.split(".")
+    return parts[1] if len(parts) > 1 else "meshmedia"
+
+
 def test_the_import_graph_has_no_cycle() -> None:
     assert cycles(graph()) == []
 
@@ -90,3 +122,35 @@ def test_the_import_graph_has_no_cycle() -> None:
 def test_the_cycle_finder_finds_a_cycle() -> None:
     edges = {"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}, "e": {"e"}}
     assert cycles(edges) == [["a", "b", "c"], ["e"]]
+
+
+@pytest.mark.parametrize("name", [n for n in MODULES if role_of(n) != "meshmedia"])
+def test_each_module_imports_only_the_roles_its_role_may(name: str) -> None:
+    role = role_of(name)
+    allowed = MAY_IMPORT[role] | {role}
+    wrong = sorted(
+        i
+        for i in imports_of(name)
+        if (i.startswith("meshmedia.") and role_of(i) not in allowed)
+        or (i.split(".")[0] in OWNED and role not in OWNED[i.split(".")[0]])
+    )
+    assert wrong == [], f"{name} ({role}) may not import {wrong}"
+
+
+def test_the_engine_imports_nothing_of_http_cli_watchdog_curator_or_client() -> None:
+    banned = ("meshmedia.http", "meshmedia.cli", "watchdog", "click", "meshmedia.curator")
+    banned += ("meshmedia.client",)
+    engine = [n for n in MODULES if role_of(n) == "engine"]
+    assert len(engine) > 5
+    wrong = {n: [i for i in imports_of(n) if i.startswith(banned)] for n in engine}
+    assert {n: i for n, i in wrong.items() if i} == {}
+
+
+def test_the_values_the_server_sees_do_not_import_libtorrent() -> None:
+    stdlib = {"__future__", "dataclasses", "enum", "typing"}
+    assert set(imports_of("meshmedia.engine.snapshots")) <= stdlib
+
+
+def test_every_role_in_the_rules_exists() -> None:
+    assert {role_of(n) for n in MODULES} - {"meshmedia"} <= set(MAY_IMPORT)
+    assert set(MAY_IMPORT) <= {role_of(n) for n in MODULES}

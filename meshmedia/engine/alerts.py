@@ -19,8 +19,9 @@ import libtorrent as lt
 from meshmedia.errors import EngineError
 from meshmedia.store import ResumeRecord, Store
 
+from .convert import hex_of, status_from_lt
 from .resume import file_paths, file_stats
-from .snapshots import EngineEvent, TorrentState, TorrentStatus, hex_of, status_from_lt
+from .snapshots import EngineEvent, TorrentState, TorrentStatus
 
 log = logging.getLogger(__name__)
 

@@ -20,17 +20,11 @@ from meshmedia.errors import EngineError
 from meshmedia.store import Store
 
 from .alerts import AlertLoop
+from .convert import hex_of, status_from_lt
 from .dht import DhtMixin
 from .resume import file_paths, file_stats, is_complete, needs_recheck
 from .settings import is_local_address, peer_class_filter, session_params
-from .snapshots import (
-    EngineEvent,
-    EngineSnapshot,
-    TorrentState,
-    TorrentStatus,
-    hex_of,
-    status_from_lt,
-)
+from .snapshots import EngineEvent, EngineSnapshot, TorrentState, TorrentStatus
 from .sources import load_torrent, params_for
 
 log = logging.getLogger(__name__)
