@@ -19,7 +19,7 @@ from contextlib import ExitStack
 from pathlib import Path
 
 from meshmedia.config import Config
-from meshmedia.engine import Engine, TorrentState, wait_for_dht_nodes
+from meshmedia.engine import Engine, TorrentState
 from meshmedia.errors import EngineError, ManifestError, MeshmediaError
 from meshmedia.manifest import (
     Pointer,
@@ -71,7 +71,7 @@ class DhtFollower:
     def check(self, timeout: float = LOOKUP_TIMEOUT) -> bool | None:
         """One lookup: True when a new version was applied, False when none was found
         to apply, None when the DHT holds nothing under the key yet."""
-        item = self.engine.dht_get_mutable(self.public, self.group.encode(), timeout)
+        item = self.engine.dht.get(self.public, self.group.encode(), timeout)
         if item is None:
             log.debug("nothing in the DHT for %s yet", self.source)
             return None
@@ -187,7 +187,7 @@ def follow_once(
     stop = threading.Event()
     todo = followers(config, client, stop)
     if todo:
-        wait_for_dht_nodes(client.engine, 1, min(timeout, 30.0))
+        client.engine.dht.wait_for_nodes(1, min(timeout, 30.0))
     deadline = time.monotonic() + timeout
     for follower in todo:
         found: bool | None = None

@@ -17,9 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from meshmedia.config import Config
-from meshmedia.engine import Engine
+from meshmedia.engine import MAX_DHT_VALUE, Engine
 from meshmedia.engine.building import SourceFile, advertise_host, build_torrent
-from meshmedia.engine.dht import MAX_VALUE
 from meshmedia.errors import MeshmediaError
 from meshmedia.hashing import hash_file
 from meshmedia.manifest import Manifest, ManifestStore, Pointer, SigningKey
@@ -120,11 +119,11 @@ class DhtAnnouncer:
     def announce(self, manifest: Manifest) -> int:
         """Put the pointer to `manifest` into the DHT now; returns how many nodes took it."""
         pointer = Pointer(manifest.group, manifest.version, json.loads(manifest.dumps()))
-        if len(pointer.encode()) > MAX_VALUE:
+        if len(pointer.encode()) > MAX_DHT_VALUE:
             pointer = Pointer(
                 manifest.group, manifest.version, torrent=self._seed(manifest), peers=self._peers()
             )
-        nodes = self._engine.dht_put_mutable(
+        nodes = self._engine.dht.put(
             self._key.expanded_secret,
             self._key.public,
             pointer.encode(),

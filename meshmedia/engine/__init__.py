@@ -7,12 +7,14 @@ the curator or the client; callers get snapshots and events, never live handles.
 from __future__ import annotations
 
 from .building import BuiltTorrent, SourceFile, build_torrent
-from .dht import MutableItem, wait_for_dht_nodes
+from .dht import MAX_DHT_VALUE, DhtItems, MutableItem
 from .session import Engine
 from .snapshots import EngineEvent, EngineSnapshot, TorrentState, TorrentStatus
 
 __all__ = [
+    "MAX_DHT_VALUE",
     "BuiltTorrent",
+    "DhtItems",
     "Engine",
     "EngineEvent",
     "EngineSnapshot",
@@ -21,5 +23,4 @@ __all__ = [
     "TorrentState",
     "TorrentStatus",
     "build_torrent",
-    "wait_for_dht_nodes",
 ]

@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,7 +23,8 @@ from meshmedia.errors import EngineError
 
 log = logging.getLogger(__name__)
 
-MAX_VALUE = 995  # BEP 44: the bencoded value at most 1000 bytes; ours is "<len>:<bytes>"
+MAX_DHT_VALUE = 995  # BEP 44: the bencoded value at most 1000 bytes; ours is "<len>:<bytes>"
+NODES_POLL = 0.5  # the routing table's size has no alert of its own: its counter is polled
 _DHT_ALERTS = int(lt.alert.category_t.dht_notification)
 
 
@@ -43,19 +45,23 @@ class _DhtWaiter:
         self.stored = 0
 
 
-class DhtMixin:
-    """Mutable DHT items for Engine (needs the AlertLoop's `_session` and alert dispatch)."""
+class DhtItems:
+    """Mutable DHT items (BEP 44/46) in one session: put, get, and the routing table."""
 
-    _session: Any
+    def __init__(self, session: Any, stats: Callable[[float], dict[str, int]]) -> None:
+        """Use the DHT of `session`; `stats(timeout)` reads its counters (the node count)."""
+        self._session: Any = session
+        self._stats = stats
+        self._lock = threading.Lock()
+        self._waiters: dict[tuple[str, bytes, bytes], list[_DhtWaiter]] = {}
+        self._alerts_on = False
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        self._dht_lock = threading.Lock()
-        self._dht_waiters: dict[tuple[str, bytes, bytes], list[_DhtWaiter]] = {}
-        self._dht_alerts_on = False
-        super().__init__(*args, **kwargs)
+    def close(self) -> None:
+        """Let go of the session (the engine is closing)."""
+        self._session = None
 
     # -- the calls -------------------------------------------------------------
-    def dht_put_mutable(
+    def put(
         self, secret: bytes, public: bytes, value: bytes, salt: bytes = b"", timeout: float = 60
     ) -> int:
         """Store `value` under (public key, salt); returns how many nodes stored it.
@@ -67,17 +73,15 @@ class DhtMixin:
         """
         if len(secret) != 64 or len(public) != 32:
             raise EngineError("a DHT put needs a 64-byte expanded secret and a 32-byte public key")
-        if len(value) > MAX_VALUE:
-            raise EngineError(f"a DHT item holds at most {MAX_VALUE} bytes, not {len(value)}")
-        waiter = self._dht_expect(("put", public, salt))
+        if len(value) > MAX_DHT_VALUE:
+            raise EngineError(f"a DHT item holds at most {MAX_DHT_VALUE} bytes, not {len(value)}")
+        waiter = self._expect(("put", public, salt))
         self._session.dht_put_mutable_item(secret, public, value, salt)
-        self._dht_await(waiter, ("put", public, salt), timeout)
+        self._await(waiter, ("put", public, salt), timeout)
         log.debug("DHT put %s/%s: %d nodes", public.hex()[:16], salt.decode(), waiter.stored)
         return waiter.stored
 
-    def dht_get_mutable(
-        self, public: bytes, salt: bytes = b"", timeout: float = 30
-    ) -> MutableItem | None:
+    def get(self, public: bytes, salt: bytes = b"", timeout: float = 30) -> MutableItem | None:
         """The item under (public key, salt) with the highest sequence number found, or None.
 
         Blocks until the lookup is complete or `timeout` passes (then the best
@@ -85,24 +89,39 @@ class DhtMixin:
         """
         if len(public) != 32:
             raise EngineError("a DHT get needs a 32-byte public key")
-        waiter = self._dht_expect(("get", public, salt))
+        waiter = self._expect(("get", public, salt))
         self._session.dht_get_mutable_item(public, salt)
-        self._dht_await(waiter, ("get", public, salt), timeout, raise_on_timeout=False)
+        self._await(waiter, ("get", public, salt), timeout, raise_on_timeout=False)
         return waiter.best
 
-    def add_dht_node(self, host: str, port: int) -> None:
+    def add_node(self, host: str, port: int) -> None:
         """Tell the DHT about a node (e.g. another session in a test)."""
         self._session.add_dht_node((host, int(port)))
 
+    def wait_for_nodes(
+        self, count: int, timeout: float, stop: threading.Event | None = None
+    ) -> int:
+        """Block until the routing table holds `count` nodes, `timeout` passes or `stop`
+        is set; returns the number of nodes then."""
+        deadline = time.monotonic() + timeout
+        stop = stop or threading.Event()
+        while True:
+            try:
+                nodes = int(self._stats(5.0).get("dht.dht_nodes", 0))
+            except TimeoutError:
+                nodes = 0
+            if nodes >= count or time.monotonic() >= deadline or stop.wait(NODES_POLL):
+                return nodes
+
     # -- waiting ---------------------------------------------------------------
-    def _dht_expect(self, key: tuple[str, bytes, bytes]) -> _DhtWaiter:
-        self._enable_dht_alerts()
+    def _expect(self, key: tuple[str, bytes, bytes]) -> _DhtWaiter:
+        self._enable_alerts()
         waiter = _DhtWaiter()
-        with self._dht_lock:
-            self._dht_waiters.setdefault(key, []).append(waiter)
+        with self._lock:
+            self._waiters.setdefault(key, []).append(waiter)
         return waiter
 
-    def _dht_await(
+    def _await(
         self,
         waiter: _DhtWaiter,
         key: tuple[str, bytes, bytes],
@@ -110,54 +129,42 @@ class DhtMixin:
         raise_on_timeout: bool = True,
     ) -> None:
         finished = waiter.done.wait(max(0.0, timeout))
-        with self._dht_lock:
-            waiters = self._dht_waiters.get(key, [])
+        with self._lock:
+            waiters = self._waiters.get(key, [])
             if waiter in waiters:
                 waiters.remove(waiter)
             if not waiters:
-                self._dht_waiters.pop(key, None)
+                self._waiters.pop(key, None)
         if not finished and raise_on_timeout:
             raise EngineError(f"the DHT did not answer the {key[0]} within {timeout:.0f} s")
 
-    def _enable_dht_alerts(self) -> None:
+    def _enable_alerts(self) -> None:
         """Add the DHT alert category on first use (it is noisy on the public DHT)."""
-        if self._dht_alerts_on:
+        if self._alerts_on:
             return
         mask = int(self._session.get_settings()["alert_mask"])
         self._session.apply_settings({"alert_mask": mask | _DHT_ALERTS})
-        self._dht_alerts_on = True
+        self._alerts_on = True
 
-    def _dht_waiting(self, key: tuple[str, bytes, bytes]) -> list[_DhtWaiter]:
-        with self._dht_lock:
-            return list(self._dht_waiters.get(key, ()))
+    def _waiting(self, key: tuple[str, bytes, bytes]) -> list[_DhtWaiter]:
+        with self._lock:
+            return list(self._waiters.get(key, ()))
 
     # -- alert handlers (alert thread; copy everything out at once) ------------
-    def _on_dht_put(self, alert: Any) -> None:
+    def on_put(self, alert: Any) -> None:
+        """dht_put_alert: how many nodes stored an item."""
         public, salt, stored = bytes(alert.public_key), bytes(alert.salt), int(alert.num_success)
-        for waiter in self._dht_waiting(("put", public, salt)):
+        for waiter in self._waiting(("put", public, salt)):
             waiter.stored = stored
             waiter.done.set()
 
-    def _on_dht_mutable_item(self, alert: Any) -> None:
+    def on_mutable_item(self, alert: Any) -> None:
+        """dht_mutable_item_alert: an item found (early ones, then the authoritative one)."""
         public, salt = bytes(alert.key), bytes(alert.salt)
         item, seq, final = alert.item, int(alert.seq), bool(alert.authoritative)
         value = bytes(item) if isinstance(item, bytes) else b""  # ours are always strings
-        for waiter in self._dht_waiting(("get", public, salt)):
+        for waiter in self._waiting(("get", public, salt)):
             if seq > 0 and (waiter.best is None or seq > waiter.best.seq):
                 waiter.best = MutableItem(value, seq)
             if final:
                 waiter.done.set()
-
-
-def wait_for_dht_nodes(engine: Any, count: int, timeout: float) -> int:
-    """Block until the engine's DHT routing table holds `count` nodes (or `timeout`)."""
-    deadline = time.monotonic() + timeout
-    nodes = 0
-    while True:
-        try:
-            nodes = int(engine.stats(timeout=5.0).get("dht.dht_nodes", 0))
-        except TimeoutError:
-            nodes = 0
-        if nodes >= count or time.monotonic() >= deadline:
-            return nodes
-        time.sleep(0.5)

@@ -350,7 +350,7 @@ def test_trackers_and_web_seeds_are_used_only_when_allowed(
             )
 
         wait_for(settled_enough, timeout=60, interval=0.1)
-        handles = [node.engine._handle(ih) for ih in (good.info_hash, other.info_hash)]
+        handles = [node.engine._table.handle(ih) for ih in (good.info_hash, other.info_hash)]
         trackers = [t["url"] for h in handles for t in h.trackers()]
         seeds = [url for h in handles for url in h.url_seeds()]
         if allowed:

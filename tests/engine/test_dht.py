@@ -16,7 +16,7 @@ from meshmedia.client import SyncClient
 from meshmedia.client.follow import DhtFollower
 from meshmedia.config import Config
 from meshmedia.curator import Curator
-from meshmedia.engine import Engine, wait_for_dht_nodes
+from meshmedia.engine import Engine
 from meshmedia.engine.settings import dht_settings
 from meshmedia.errors import ConfigError, ManifestError
 from meshmedia.manifest import (
@@ -68,10 +68,10 @@ class Swarm:
     def introduce(self, engine: Engine) -> None:
         """Tell `engine` and every member about each other; wait until it knows one."""
         for other in self.members:
-            other.add_dht_node("127.0.0.1", engine.listen_port)
-            engine.add_dht_node("127.0.0.1", other.listen_port)
+            other.dht.add_node("127.0.0.1", engine.listen_port)
+            engine.dht.add_node("127.0.0.1", other.listen_port)
         if self.members:
-            assert wait_for_dht_nodes(engine, 1, 30) >= 1
+            assert engine.dht.wait_for_nodes(1, 30) >= 1
         self.members.append(engine)
 
     def client(self, config: Config, engine: Engine) -> SyncClient:
@@ -90,19 +90,17 @@ def test_an_item_and_its_update_are_found_by_another_session(swarm: Swarm) -> No
     _, writer = swarm.joined("writer")
     _, reader = swarm.joined("reader")
     key = generate_key()
-    assert reader.dht_get_mutable(key.public, b"family", timeout=10) is None
-    stored = wait_for(
-        lambda: writer.dht_put_mutable(key.expanded_secret, key.public, b"one", b"family")
-    )
+    assert reader.dht.get(key.public, b"family", timeout=10) is None
+    stored = wait_for(lambda: writer.dht.put(key.expanded_secret, key.public, b"one", b"family"))
     assert stored >= 1
-    first = reader.dht_get_mutable(key.public, b"family")
+    first = reader.dht.get(key.public, b"family")
     assert first is not None
     assert first.value == b"one"
-    writer.dht_put_mutable(key.expanded_secret, key.public, b"two", b"family")
-    second = reader.dht_get_mutable(key.public, b"family")
+    writer.dht.put(key.expanded_secret, key.public, b"two", b"family")
+    second = reader.dht.get(key.public, b"family")
     assert second is not None
     assert (second.value, second.seq) == (b"two", first.seq + 1)
-    assert reader.dht_get_mutable(key.public, b"other", timeout=10) is None
+    assert reader.dht.get(key.public, b"other", timeout=10) is None
 
 
 def test_a_manifest_signed_by_another_key_is_refused(swarm: Swarm) -> None:
@@ -111,9 +109,7 @@ def test_a_manifest_signed_by_another_key_is_refused(swarm: Swarm) -> None:
     followed, other = generate_key(), generate_key()
     forged = other.sign({"group": "default", "version": 5, "updated_at": "", "items": []})
     value = Pointer("default", 5, manifest=forged).encode()
-    wait_for(
-        lambda: writer.dht_put_mutable(followed.expanded_secret, followed.public, value, b"default")
-    )
+    wait_for(lambda: writer.dht.put(followed.expanded_secret, followed.public, value, b"default"))
     client = swarm.client(config, reader)
     follower = DhtFollower(client, followed.public, "default")
     assert follower.check() is False

@@ -16,7 +16,7 @@ import libtorrent as lt
 import pytest
 
 from meshmedia.engine import Engine, EngineEvent, TorrentState
-from meshmedia.engine.alerts import UPDATE_INTERVAL
+from meshmedia.engine.session import UPDATE_INTERVAL
 from meshmedia.errors import EngineError
 from meshmedia.store import Store
 from tests.helpers import make_config, random_file, wait_for
@@ -97,8 +97,8 @@ def test_waiting_for_a_download_does_not_spin(tmp_path: Path) -> None:
         ih = seeder.add_seed(torrent, src.parent, verified=True)
         downloader.add_download(torrent, tmp_path / "dl", [("127.0.0.1", seeder.listen_port)])
         handled: list[float] = []
-        handler = downloader._dispatch["state_update_alert"]
-        downloader._dispatch["state_update_alert"] = lambda a: (
+        handler = downloader._alerts._handlers["state_update_alert"]
+        downloader._alerts._handlers["state_update_alert"] = lambda a: (
             handled.append(time.monotonic()),
             handler(a),
         )
@@ -120,8 +120,8 @@ def test_an_idle_seed_is_not_saved_again_and_again(tmp_path: Path) -> None:
             seeder.add_seed(make_torrent(src), src.parent, verified=True)
             time.sleep(1.0)  # the first save, after adding, is wanted
             saved: list[str] = []
-            handler = seeder._dispatch["save_resume_data_alert"]
-            seeder._dispatch["save_resume_data_alert"] = lambda a: (
+            handler = seeder._alerts._handlers["save_resume_data_alert"]
+            seeder._alerts._handlers["save_resume_data_alert"] = lambda a: (
                 saved.append("x"),
                 handler(a),
             )
