@@ -19,7 +19,7 @@ from meshmedia.engine import Engine, TorrentState
 from meshmedia.http import StatusServer
 from meshmedia.jellyfin import JellyfinNotifier
 from meshmedia.process import prepare_daemon, stop_on_signals
-from meshmedia.store import Store
+from meshmedia.store import ItemState, Store
 
 from .fetcher import FetchError, ManifestFetcher
 from .follow import follow_once, start_following
@@ -159,9 +159,9 @@ def _fetch_once(client: SyncClient, url: str, summary: SyncSummary) -> None:
 
 def _summarize(client: SyncClient, summary: SyncSummary) -> None:
     for ci in client.items():
-        if ci.state == "placed":
+        if ci.state == ItemState.PLACED:
             summary.placed.append(ci.path)
         else:
-            summary.problems.append(f"{ci.path}: {ci.state}: {ci.error or 'not finished'}")
+            summary.problems.append(f"{ci.path}: {ci.state.value}: {ci.error or 'not finished'}")
     for rejected in client.rejected.values():
         summary.rejected.extend(rejected)

@@ -14,7 +14,6 @@ import os
 import threading
 from collections.abc import Iterable
 from dataclasses import replace
-from enum import Enum
 from pathlib import Path
 
 from meshmedia.bounded import ReadError, load_json
@@ -31,7 +30,7 @@ from meshmedia.manifest import (
     parse_manifest,
     validate_item,
 )
-from meshmedia.store import ClientItem, Store
+from meshmedia.store import ClientItem, ItemState, Store
 
 from .place import Placer
 from .placement import delete_placed, final_path, incomplete_dir, matches, remove_tree
@@ -40,17 +39,6 @@ log = logging.getLogger(__name__)
 
 MANIFEST_KEY = "client.manifest:"  # + URL: the last good manifest, as JSON {etag, body}
 CANCEL_EVERY = 1000  # items planned between two looks at the stop flag
-
-
-class ItemState(str, Enum):
-    """The state of one client item (stored as its value)."""
-
-    QUEUED = "queued"
-    DOWNLOADING = "downloading"
-    PLACED = "placed"
-    FAILED = "failed"
-    PAUSED = "paused"
-    REFUSED = "refused"  # the torrent cannot be this item (unsafe names...): not retried
 
 
 def saved_manifest(store: Store, url: str) -> tuple[bytes, str | None] | None:
@@ -146,7 +134,7 @@ class ItemPlanner:
             if known is not None and known.info_hash:
                 self._drop(known, delete_final=False)
             ih = item.info_hash
-            queued.append(ClientItem(url, item.path, ih, ItemState.QUEUED.value, item.to_json()))
+            queued.append(ClientItem(url, item.path, ih, ItemState.QUEUED, item.to_json()))
         self.store.save_client_items(queued)
         for gone in current.values():
             log.info("%s left the manifest %s", gone.path, url)
@@ -156,12 +144,12 @@ class ItemPlanner:
 
     def _keep(self, known: ClientItem, item: Item, queued: list[ClientItem]) -> None:
         """An unchanged item: start a placed one again when the engine lost it."""
-        if known.state != ItemState.PLACED.value:
+        if known.state != ItemState.PLACED:
             return
         final = self.download_dir / known.path
         if self._lost(known, final):
             self._drop(known, delete_final=False)
-            queued.append(replace(known, state=ItemState.QUEUED.value, attempts=0, next_attempt=0))
+            queued.append(replace(known, state=ItemState.QUEUED, attempts=0, next_attempt=0))
         elif known.info_hash and known.path not in self._recorded:
             self.placer.backfill(known.url, item, known.info_hash, final)
 
@@ -179,7 +167,7 @@ class ItemPlanner:
             self.engine.remove(ci.info_hash)
         if ci.info_hash:
             remove_tree(incomplete_dir(self.download_dir, ci.info_hash))
-        if delete_final and ci.state == ItemState.PLACED.value:
+        if delete_final and ci.state == ItemState.PLACED:
             self._delete_placed(ci)
 
     def _delete_placed(self, ci: ClientItem) -> None:

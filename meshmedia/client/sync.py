@@ -38,16 +38,16 @@ from urllib.parse import parse_qsl
 import requests
 
 from meshmedia.config import Config
-from meshmedia.engine import Engine, EngineEvent, TorrentState
+from meshmedia.engine import Engine, EngineEvent, EventKind, TorrentState
 from meshmedia.errors import MeshmediaError
 from meshmedia.jellyfin import JellyfinNotifier
 from meshmedia.manifest import Item, TrustPolicy, parse_public_key, validate_item
-from meshmedia.store import ClientItem, Store
+from meshmedia.store import ClientItem, ItemState, Store
 from meshmedia.torrentinfo import read_torrent
 
 from .place import Placer, Problem
 from .placement import final_path, incomplete_dir, is_disk_full, make_dirs, space_problem
-from .plan import ItemPlanner, ItemState, keep_manifest, read_manifest, saved_manifest
+from .plan import ItemPlanner, keep_manifest, read_manifest, saved_manifest
 from .torrents import TorrentFiles
 
 log = logging.getLogger(__name__)
@@ -55,12 +55,12 @@ log = logging.getLogger(__name__)
 MAX_ACTIVE = 32  # downloads in the engine at once; see native_notes/client.md
 MAX_RETRY = 6 * 3600.0
 NEVER = 1e18  # next_attempt of a refused item (a finite number: JSON has no Infinity)
-RETRIED = (ItemState.FAILED.value, ItemState.PAUSED.value)
+RETRIED = (ItemState.FAILED, ItemState.PAUSED)
 PLACEMENT_POLL = 0.02  # seconds between looks at a finished download awaiting placement
 PEER_REDIAL = 5.0  # seconds between dialling the x.pe peers of a download with none
-UNSETTLED = (ItemState.QUEUED.value, ItemState.DOWNLOADING.value)
-DOWNLOADING = (ItemState.DOWNLOADING.value,)
-OWNING = (ItemState.DOWNLOADING.value, ItemState.PLACED.value, ItemState.PAUSED.value)
+UNSETTLED = (ItemState.QUEUED, ItemState.DOWNLOADING)
+DOWNLOADING = (ItemState.DOWNLOADING,)
+OWNING = (ItemState.DOWNLOADING, ItemState.PLACED, ItemState.PAUSED)
 
 
 class SyncClient:
@@ -140,7 +140,7 @@ class SyncClient:
         free = MAX_ACTIVE - self.store.count_client_items(DOWNLOADING)
         if free <= 0:
             return
-        states = (ItemState.QUEUED.value, *(RETRIED if self.retries else ()))
+        states = (ItemState.QUEUED, *(RETRIED if self.retries else ()))
         for ci in self.store.client_items_in(states, due_by=time.time(), limit=free):
             if ci.state in RETRIED:
                 log.info("retrying %s (attempt %d)", ci.path, ci.attempts + 1)
@@ -233,7 +233,7 @@ class SyncClient:
             try:
                 self._on_event(event)
             except Exception:  # an event handler must not stop the main loop
-                log.exception("handling %s of %s failed", event.kind, event.info_hash)
+                log.exception("handling %s of %s failed", event.kind.value, event.info_hash)
         with self._lock:
             for ci in self.store.client_items_in(DOWNLOADING):
                 self._guarded(ci, self._check)
@@ -270,13 +270,13 @@ class SyncClient:
         self._wakeup.clear()
 
     def _on_event(self, event: EngineEvent) -> None:
-        if event.kind == "finished":
+        if event.kind == EventKind.FINISHED:
             self._finished.add(event.info_hash)
-        elif event.kind == "file_error" and is_disk_full(event.message):
+        elif event.kind == EventKind.FILE_ERROR and is_disk_full(event.message):
             with self._lock:
                 for url, path in self.store.client_items_with_hash(event.info_hash):
                     ci = self.store.client_item(url, path)
-                    if ci is not None and ci.state == ItemState.DOWNLOADING.value:
+                    if ci is not None and ci.state == ItemState.DOWNLOADING:
                         self.engine.remove(event.info_hash)
                         self._pause(ci, f"the disk is full ({event.message}); download paused")
 
@@ -351,7 +351,7 @@ class SyncClient:
 
     # -- bookkeeping -----------------------------------------------------------
     def _save(self, ci: ClientItem, state: ItemState, **changes: Any) -> None:
-        self.store.save_client_item(replace(ci, state=state.value, **changes))
+        self.store.save_client_item(replace(ci, state=state, **changes))
 
     def _fail(self, ci: ClientItem, error: str | Problem) -> None:
         attempts = ci.attempts + 1

@@ -16,6 +16,7 @@ import threading
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
+from enum import Enum
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -39,7 +40,16 @@ from .watch_fs import file_stat, is_temporary, start_observer, walk_files
 log = logging.getLogger(__name__)
 
 FORCE_POLLING_ENV = "MESHMEDIA_FORCE_POLLING"
-_STOP = object()
+
+
+class Command(Enum):
+    """What the worker is asked to do besides handling a watchdog event."""
+
+    RECONCILE = "reconcile"  # compare the share folders with the catalog (at start)
+    STOP = "stop"
+
+
+Work = tuple[Share, FileSystemEvent] | Command
 
 
 class PublisherLike(Protocol):
@@ -95,7 +105,7 @@ class Watcher:
         self._force_polling = force_polling
         self._follow_interval = follow_interval
         self._poll_interval = poll_interval or min(1.0, max(config.poll_quiet / 2, 0.1))
-        self._events: queue.Queue[Any] = queue.Queue()
+        self._events: queue.Queue[Work] = queue.Queue()
         self._pending: dict[Path, _Pending] = {}
         self._observer: BaseObserver | None = None
         self._worker: threading.Thread | None = None
@@ -116,7 +126,7 @@ class Watcher:
         )
         self._worker = threading.Thread(target=self._run, name="meshmedia-watcher", daemon=True)
         self._worker.start()
-        self._events.put("reconcile")
+        self._events.put(Command.RECONCILE)
 
     def close(self, timeout: float = 30.0) -> None:
         """Stop watching; a publish under way is finished first."""
@@ -125,7 +135,7 @@ class Watcher:
             self._observer.join(timeout)
             self._observer = None
         if self._worker is not None:
-            self._events.put(_STOP)
+            self._events.put(Command.STOP)
             self._worker.join(timeout)
             self._worker = None
 
@@ -150,16 +160,17 @@ class Watcher:
     # -- worker --------------------------------------------------------------
     def _run(self) -> None:
         while True:
+            item: Work | None
             try:
                 item = self._events.get(timeout=self._next_timeout())
             except queue.Empty:
                 item = None
-            if item is _STOP:
+            if item is Command.STOP:
                 return
             with self._idle:
                 self._busy += 1
             try:
-                if item == "reconcile":
+                if item is Command.RECONCILE:
                     self._reconcile()
                 elif item is not None:
                     self._on_event(*item)

@@ -14,7 +14,7 @@ from typing import Any
 import libtorrent as lt
 
 from .convert import hex_of, status_from_lt
-from .snapshots import EngineEvent
+from .snapshots import EngineEvent, EventKind
 from .table import TorrentTable
 
 log = logging.getLogger(__name__)
@@ -42,7 +42,7 @@ class TorrentEvents:
         with self._cond:
             self._subscribers.append(callback)
 
-    def emit(self, kind: str, info_hash: str, message: str = "") -> None:
+    def emit(self, kind: EventKind, info_hash: str, message: str = "") -> None:
         """Tell every subscriber; one that raises is logged, the others still hear it."""
         event = EngineEvent(kind, info_hash, message)
         log.debug("event %s", event)
@@ -92,7 +92,7 @@ class TorrentEvents:
             alert.handle.flush_cache()
             return
         alert.handle.save_resume_data(lt.torrent_handle.save_info_dict)
-        self.emit("finished", ih)
+        self.emit(EventKind.FINISHED, ih)
 
     def on_cache_flushed(self, alert: Any) -> None:
         """cache_flushed_alert: a finished download's pieces are on disk."""
@@ -102,36 +102,36 @@ class TorrentEvents:
         alert.handle.save_resume_data(lt.torrent_handle.save_info_dict)
         self.refresh()
         log.info("download %s finished", ih)
-        self.emit("finished", ih)
+        self.emit(EventKind.FINISHED, ih)
 
     def on_metadata_received(self, alert: Any) -> None:
         """metadata_received_alert: a magnet's torrent is known; save it with the resume data."""
         ih = hex_of(alert.handle.info_hashes())
         alert.handle.save_resume_data(lt.torrent_handle.save_info_dict)
-        self.emit("metadata", ih)
+        self.emit(EventKind.METADATA, ih)
 
     def on_torrent_error(self, alert: Any) -> None:
         """torrent_error_alert."""
         ih, message = hex_of(alert.handle.info_hashes()), alert.error.message()
         log.warning("torrent %s failed: %s", ih, message)
-        self.emit("error", ih, message)
+        self.emit(EventKind.ERROR, ih, message)
 
     def on_file_error(self, alert: Any) -> None:
         """file_error_alert (a full disk among others)."""
         ih = hex_of(alert.handle.info_hashes())
         message = f"{alert.filename()}: {alert.error.message()}"
         log.warning("file error in %s: %s", ih, message)
-        self.emit("file_error", ih, message)
+        self.emit(EventKind.FILE_ERROR, ih, message)
 
     def on_hash_failed(self, alert: Any) -> None:
         """hash_failed_alert: a piece failed its check (and is downloaded again)."""
         ih, piece = hex_of(alert.handle.info_hashes()), int(alert.piece_index)
         log.warning("piece %d of %s failed its hash check", piece, ih)
-        self.emit("hash_failed", ih, f"piece {piece}")
+        self.emit(EventKind.HASH_FAILED, ih, f"piece {piece}")
 
     def on_torrent_removed(self, alert: Any) -> None:
         """torrent_removed_alert."""
-        self.emit("removed", hex_of(alert.info_hashes))
+        self.emit(EventKind.REMOVED, hex_of(alert.info_hashes))
 
     def on_listen_failed(self, alert: Any) -> None:
         """listen_failed_alert."""

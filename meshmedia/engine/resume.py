@@ -20,7 +20,7 @@ import libtorrent as lt
 from meshmedia.store import ResumeRecord, Store
 
 from .convert import hex_of, status_from_lt
-from .table import TorrentTable
+from .table import Role, TorrentTable
 
 log = logging.getLogger(__name__)
 
@@ -147,7 +147,7 @@ class ResumeData:
         role = self._table.role(ih)
         if role is None:
             return  # removed meanwhile: do not bring it back
-        self._store.save_resume(ResumeRecord(ih, bytes(data), role, files))
+        self._store.save_resume(ResumeRecord(ih, bytes(data), role.value, files))
         log.debug("saved resume data of %s (%d bytes)", ih, len(data))
         self._done(ih)
 
@@ -175,6 +175,14 @@ class ResumeData:
         log.info("restored %d torrents", len(self._table))
 
     def _restore_one(self, session: Any, record: ResumeRecord, atp: Any) -> None:
+        try:
+            role = Role(record.role)
+        except ValueError:
+            log.warning(
+                "dropping resume data of %s: unknown role %r", record.info_hash, record.role
+            )
+            self._store.delete_resume(record.info_hash)
+            return
         renamed = {int(k): str(v) for k, v in dict(atp.renamed_files).items()}
         current = file_stats(atp.save_path, file_paths(atp.ti, renamed))
         recheck = needs_recheck(record.files, current, is_complete(atp))
@@ -192,5 +200,5 @@ class ResumeData:
         complete = is_complete(atp) and not recheck
         status = status_from_lt(handle.status())
         self._table.track(
-            record.info_hash, handle, record.role, status, complete=complete, renamed=renamed
+            record.info_hash, handle, role, status, complete=complete, renamed=renamed
         )

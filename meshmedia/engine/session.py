@@ -31,7 +31,7 @@ from .settings import is_local_address, peer_class_filter, session_params
 from .snapshots import EngineEvent, EngineSnapshot, TorrentState, TorrentStatus
 from .sources import load_torrent, params_for
 from .storage import Storage
-from .table import TorrentTable
+from .table import Role, TorrentTable
 
 log = logging.getLogger(__name__)
 
@@ -128,7 +128,7 @@ class Engine:
             atp.have_pieces = [True] * atp.ti.num_pieces()
         else:
             atp.flags |= lt.torrent_flags.seed_mode
-        return self._add(atp, "seed", ())
+        return self._add(atp, Role.SEED, ())
 
     def add_download(
         self, source: str | bytes, save_path: Path, peers: Sequence[tuple[str, int]] = ()
@@ -141,9 +141,9 @@ class Engine:
         atp.save_path = str(save_path)
         magnet_peers = [(str(host), int(port)) for host, port in atp.peers]
         atp.peers = []
-        return self._add(atp, "download", [*magnet_peers, *peers])
+        return self._add(atp, Role.DOWNLOAD, [*magnet_peers, *peers])
 
-    def _add(self, atp: Any, role: str, peers: Sequence[tuple[str, int]]) -> str:
+    def _add(self, atp: Any, role: Role, peers: Sequence[tuple[str, int]]) -> str:
         atp.flags &= ~(lt.torrent_flags.auto_managed | lt.torrent_flags.paused)
         ih = hex_of(atp.ti.info_hashes() if atp.ti is not None else atp.info_hashes)
         if not self._table.knows(ih):
@@ -152,8 +152,8 @@ class Engine:
             except RuntimeError as exc:
                 raise EngineError(f"libtorrent refused torrent {ih}: {exc}") from exc
             status = status_from_lt(handle.status())
-            self._table.track(ih, handle, role, status, complete=role == "seed")
-            log.info("added %s %s in %s", role, ih, atp.save_path)
+            self._table.track(ih, handle, role, status, complete=role == Role.SEED)
+            log.info("added %s %s in %s", role.value, ih, atp.save_path)
         for host, port in peers:
             self.connect_peer(ih, host, port)
         return ih

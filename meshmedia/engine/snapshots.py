@@ -69,11 +69,21 @@ class EngineSnapshot:
         }
 
 
+class EventKind(str, Enum):
+    """What happened to a torrent (the values are the names used in logs)."""
+
+    FINISHED = "finished"  # every piece downloaded and on disk
+    ERROR = "error"
+    FILE_ERROR = "file_error"  # reading or writing a file failed (a full disk among others)
+    HASH_FAILED = "hash_failed"  # a piece failed its check and is downloaded again
+    METADATA = "metadata"  # a magnet's torrent is known
+    REMOVED = "removed"
+
+
 @dataclass(frozen=True)
 class EngineEvent:
-    """Something subscribers hear about: finished, error, file_error, hash_failed,
-    metadata or removed."""
+    """Something subscribers hear about."""
 
-    kind: str
+    kind: EventKind
     info_hash: str
     message: str = ""

@@ -11,11 +11,19 @@ import threading
 import time
 from collections.abc import Iterable
 from dataclasses import replace
+from enum import Enum
 from typing import Any
 
 from meshmedia.errors import EngineError
 
 from .snapshots import TorrentState, TorrentStatus
+
+
+class Role(str, Enum):
+    """Why the engine holds a torrent (stored with its resume data as the value)."""
+
+    SEED = "seed"  # a complete file of ours, published
+    DOWNLOAD = "download"
 
 
 class TorrentTable:
@@ -24,7 +32,7 @@ class TorrentTable:
     def __init__(self) -> None:
         self._cond = threading.Condition()
         self._handles: dict[str, Any] = {}
-        self._roles: dict[str, str] = {}
+        self._roles: dict[str, Role] = {}
         self._statuses: dict[str, TorrentStatus] = {}
         # downloads whose last pieces may still sit in the disk write buffer: not
         # SEEDING (nor "finished") until libtorrent confirms the flush
@@ -36,7 +44,7 @@ class TorrentTable:
         self,
         ih: str,
         handle: Any,
-        role: str,
+        role: Role,
         status: TorrentStatus,
         *,
         complete: bool,
@@ -85,8 +93,8 @@ class TorrentTable:
         with self._cond:
             return dict(self._handles)
 
-    def role(self, ih: str) -> str | None:
-        """ "seed" or "download", None when the torrent is not held (removed meanwhile)."""
+    def role(self, ih: str) -> Role | None:
+        """The torrent's role, None when it is not held (removed meanwhile)."""
         with self._cond:
             return self._roles.get(ih)
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import re
 from dataclasses import dataclass
+from enum import Enum
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -66,11 +67,19 @@ def check_settings(url: str, api_key: str | None) -> str:
     return url.rstrip("/")
 
 
+class OutcomeKind(Enum):
+    """What one answer means for the paths it carried."""
+
+    OK = "ok"  # delivered
+    RETRY = "retry"  # not now: keep the paths and try again later
+    REFUSED = "refused"  # this endpoint cannot do it: fall back, or give up
+
+
 @dataclass(frozen=True)
 class Outcome:
     """The answer to one request: delivered, retry later, or this endpoint cannot do it."""
 
-    kind: str  # "ok" | "retry" | "refused"
+    kind: OutcomeKind
     reason: str = ""
     retry_after: float = 0.0
     restarting: bool = False  # down or starting: it may come back as another version
@@ -83,19 +92,20 @@ def post(
     try:
         answer = http.post(url + route, json=body, timeout=timeout, allow_redirects=False)
     except requests.RequestException as exc:
-        return Outcome("retry", f"cannot connect: {type(exc).__name__}", restarting=True)
+        return Outcome(OutcomeKind.RETRY, f"cannot connect: {type(exc).__name__}", restarting=True)
     answer.close()
     status = answer.status_code
     if 200 <= status < 300:
-        return Outcome("ok")
+        return Outcome(OutcomeKind.OK)
     reason = status_reason(status)
     if 300 <= status < 400:
-        return Outcome("retry", f"{reason}, redirected to {answer.headers.get('Location')}")
+        where = answer.headers.get("Location")
+        return Outcome(OutcomeKind.RETRY, f"{reason}, redirected to {where}")
     if status in _RETRY_STATUSES or status >= 500:
         after = answer.headers.get("Retry-After", "")
         wait = float(after) if after.isdigit() else 0.0
-        return Outcome("retry", reason, wait, restarting=status == 503)
-    return Outcome("refused", reason)
+        return Outcome(OutcomeKind.RETRY, reason, wait, restarting=status == 503)
+    return Outcome(OutcomeKind.REFUSED, reason)
 
 
 @dataclass(frozen=True)

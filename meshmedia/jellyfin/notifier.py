@@ -21,6 +21,7 @@ from .api import (
     MEDIA_UPDATED,
     REFRESH,
     Outcome,
+    OutcomeKind,
     check_settings,
     display_url,
     new_session,
@@ -175,9 +176,9 @@ class JellyfinNotifier:
         if batch.paths and self._media_updated and not batch.refresh:
             updates = [{"Path": path, "UpdateType": "Created"} for path in batch.paths]
             outcome = post(self._http, self.url, MEDIA_UPDATED, {"Updates": updates}, self.timeout)
-            if outcome.kind == "ok":
+            if outcome.kind == OutcomeKind.OK:
                 return self._succeeded(f"reported {len(batch.paths)} new files")
-            if outcome.kind == "retry":
+            if outcome.kind == OutcomeKind.RETRY:
                 return self._failed(outcome, batch)
             self._media_updated = False
             log.warning(
@@ -187,10 +188,10 @@ class JellyfinNotifier:
                 outcome.reason,
             )
         outcome = post(self._http, self.url, REFRESH, None, self.timeout)
-        if outcome.kind == "ok":
+        if outcome.kind == OutcomeKind.OK:
             self._last_refresh = time.monotonic()
             return self._succeeded(f"started a library scan for {len(batch.paths)} new files")
-        if outcome.kind == "retry":
+        if outcome.kind == OutcomeKind.RETRY:
             return self._failed(outcome, _Batch([], True, batch.seq))
         log.warning(
             "Jellyfin at %s refused POST %s (%s); its next scheduled scan will find %d files",

@@ -20,7 +20,15 @@ from typing import Any
 from meshmedia.errors import StoreError
 from meshmedia.private_files import open_private, secure_state_dir
 
-from .schema import MIGRATIONS, CatalogEntry, ClientItem, HashRecord, PlacedFile, ResumeRecord
+from .schema import (
+    MIGRATIONS,
+    CatalogEntry,
+    ClientItem,
+    HashRecord,
+    ItemState,
+    PlacedFile,
+    ResumeRecord,
+)
 
 
 class Store:
@@ -221,19 +229,19 @@ class Store:
         return [_client_item(row) for row in rows]
 
     def client_items_in(
-        self, states: tuple[str, ...], *, due_by: float | None = None, limit: int = -1
+        self, states: tuple[ItemState, ...], *, due_by: float | None = None, limit: int = -1
     ) -> list[ClientItem]:
         """The items in one of `states` (whose next attempt is due by `due_by`, when given)."""
         where = " WHERE state IN (SELECT value FROM json_each(?)) AND next_attempt <= ?"
         due = float("inf") if due_by is None else due_by
         sql = _SELECT_CLIENT_ITEMS + where + " ORDER BY url, path LIMIT ?"
-        rows = self.execute(sql, (json.dumps(states), due, limit))
+        rows = self.execute(sql, (_values(states), due, limit))
         return [_client_item(row) for row in rows]
 
-    def count_client_items(self, states: tuple[str, ...]) -> int:
+    def count_client_items(self, states: tuple[ItemState, ...]) -> int:
         """How many items are in one of `states`."""
         sql = "SELECT COUNT(*) FROM client_items WHERE state IN (SELECT value FROM json_each(?))"
-        return int(self.execute(sql, (json.dumps(states),))[0][0])
+        return int(self.execute(sql, (_values(states),))[0][0])
 
     def client_item_states(self) -> list[tuple[Any, ...]]:
         """(url, path, info_hash, state, attempts, next_attempt, error) of every item,
@@ -276,7 +284,7 @@ class Store:
                 item.url,
                 item.path,
                 item.info_hash,
-                item.state,
+                item.state.value,
                 json.dumps(item.item, sort_keys=True),
                 item.attempts,
                 item.next_attempt,
@@ -356,4 +364,12 @@ _SELECT_CLIENT_ITEMS = (
 
 
 def _client_item(row: sqlite3.Row) -> ClientItem:
-    return ClientItem(*row[:4], json.loads(row[4]), *row[5:])
+    url, path, info_hash, state, item, attempts, next_attempt, error = row
+    return ClientItem(
+        url, path, info_hash, ItemState(state), json.loads(item), attempts, next_attempt, error
+    )
+
+
+def _values(states: tuple[ItemState, ...]) -> str:
+    """States as the JSON list `state IN (SELECT value FROM json_each(?))` reads."""
+    return json.dumps([state.value for state in states])

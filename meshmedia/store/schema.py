@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from enum import Enum
 from typing import Any
 
 # Append only: migration N takes the schema from version N to N + 1.
@@ -91,18 +92,28 @@ class CatalogEntry:
     item: dict[str, Any]
 
 
+class ItemState(str, Enum):
+    """The state of one client item (stored as its value; see meshmedia/client/sync.py)."""
+
+    QUEUED = "queued"
+    DOWNLOADING = "downloading"
+    PLACED = "placed"
+    FAILED = "failed"
+    PAUSED = "paused"
+    REFUSED = "refused"  # the torrent cannot be this item (unsafe names...): not retried
+
+
 @dataclass(frozen=True)
 class ClientItem:
     """One manifest item as the client tracks it (table client_items).
 
-    `state` is one of the client's item states (see meshmedia/client/sync.py);
     `item` is the manifest item as JSON; `next_attempt` is a time.time() value.
     """
 
     url: str
     path: str
     info_hash: str | None
-    state: str
+    state: ItemState
     item: dict[str, Any]
     attempts: int = 0
     next_attempt: float = 0.0

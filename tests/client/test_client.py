@@ -19,7 +19,7 @@ from meshmedia.client.placement import final_path, make_dirs, matches, refuse_li
 from meshmedia.curator import Curator
 from meshmedia.engine import Engine
 from meshmedia.errors import EngineError, ManifestError
-from meshmedia.store import ClientItem, Store
+from meshmedia.store import ClientItem, ItemState, Store
 from meshmedia.torrentinfo import read_torrent, torrent_files
 from tests.helpers import make_config, random_file, wait_for
 
@@ -288,10 +288,15 @@ def test_torrent_files_agree_with_a_published_folder(tmp_path: Path) -> None:
 
 def test_client_items_round_trip(tmp_path: Path) -> None:
     with Store(tmp_path / "s.db") as store:
-        item = ClientItem("http://x/m.json", "a/b.mkv", "ab" * 20, "queued", {"path": "a/b.mkv"})
+        item = ClientItem(
+            "http://x/m.json", "a/b.mkv", "ab" * 20, ItemState.QUEUED, {"path": "a/b.mkv"}
+        )
         store.save_client_item(item)
         assert store.client_items() == [item]
         assert store.client_item("http://x/m.json", "a/b.mkv") == item
+        assert type(store.client_items()[0].state) is ItemState  # not the stored string
+        assert store.client_items_in((ItemState.QUEUED,)) == [item]
+        assert store.count_client_items((ItemState.PLACED,)) == 0
         store.delete_client_item("http://x/m.json", "a/b.mkv")
         assert store.client_items() == []
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import libtorrent as lt
 import pytest
 
-from meshmedia.engine import Engine, EngineEvent
+from meshmedia.engine import Engine, EngineEvent, EventKind
 from meshmedia.store import Store
 from tests.engine.test_engine import engine, make_torrent
 from tests.helpers import make_config, random_file, wait_for
@@ -37,7 +37,7 @@ def test_dropped_alerts_and_a_nearly_full_queue_are_logged(
     held, release = threading.Event(), threading.Event()
 
     def hold(event: EngineEvent) -> None:
-        if event.kind == "removed":
+        if event.kind == EventKind.REMOVED:
             held.set()
             release.wait(30)
 

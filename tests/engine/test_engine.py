@@ -15,7 +15,7 @@ from typing import Any
 import libtorrent as lt
 import pytest
 
-from meshmedia.engine import Engine, EngineEvent, TorrentState
+from meshmedia.engine import Engine, EngineEvent, EventKind, TorrentState
 from meshmedia.engine.session import UPDATE_INTERVAL
 from meshmedia.errors import EngineError
 from meshmedia.store import Store
@@ -66,7 +66,8 @@ def test_transfer_is_byte_identical(tmp_path: Path, payload: Any, transport: str
         status = downloader.wait_until(ih, TorrentState.SEEDING, timeout=120)
         assert status.total_done == 64 * MIB
         assert (tmp_path / "dl" / "movie.mkv").read_bytes() == src.read_bytes()
-        assert EngineEvent("finished", ih) in events
+        assert EngineEvent(EventKind.FINISHED, ih) in events
+        assert all(type(event.kind) is EventKind for event in events)
         assert [ih] == [t.info_hash for t in downloader.snapshot().torrents]
         assert downloader.files(ih) == [("movie.mkv", 64 * MIB)]
         assert lt.torrent_info(downloader.torrent_bytes(ih)).info_hashes().v1 == lt.sha1_hash(
