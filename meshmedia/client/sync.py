@@ -212,10 +212,9 @@ class SyncClient:
     def _owner_of(self, ih: str, ci: ClientItem) -> str | None:
         """Another item that has the torrent `ih` under way or in place (one torrent,
         one place: the first to start keeps it)."""
-        for url, path in self.store.client_items_with_hash(ih):
-            other = self.store.client_item(url, path) if (url, path) != (ci.url, ci.path) else None
-            if other is not None and other.state in OWNING:
-                return path
+        for other in self.store.client_items_with_hash(ih, OWNING):
+            if (other.url, other.path) != (ci.url, ci.path):
+                return other.path
         return None
 
     def _space(self, ih: str, size: int) -> str | None:
@@ -274,11 +273,9 @@ class SyncClient:
             self._finished.add(event.info_hash)
         elif event.kind == EventKind.FILE_ERROR and is_disk_full(event.message):
             with self._lock:
-                for url, path in self.store.client_items_with_hash(event.info_hash):
-                    ci = self.store.client_item(url, path)
-                    if ci is not None and ci.state == ItemState.DOWNLOADING:
-                        self.engine.remove(event.info_hash)
-                        self._pause(ci, f"the disk is full ({event.message}); download paused")
+                for ci in self.store.client_items_with_hash(event.info_hash, DOWNLOADING):
+                    self.engine.remove(event.info_hash)
+                    self._pause(ci, f"the disk is full ({event.message}); download paused")
 
     def _check(self, ci: ClientItem) -> None:
         ih = ci.info_hash or ""

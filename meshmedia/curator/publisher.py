@@ -111,7 +111,7 @@ class Publisher:
 
     def published(self) -> list[Path]:
         """The source paths of every published item."""
-        return sorted({Path(e.source) for e in self._store.catalog()})
+        return [Path(source) for source in self._store.catalog_sources()]
 
     def seeds(self) -> list[dict[str, Any]]:
         """Active seeds (with the engine's state) and files still being hashed."""
@@ -265,11 +265,8 @@ class Publisher:
         return [s.path.absolute() for s in shares] + [s.path.resolve() for s in shares]
 
     def _entries_under(self, source: Path) -> list[CatalogEntry]:
-        return [
-            e
-            for e in self._store.catalog()
-            if Path(e.source) == source or Path(e.source).is_relative_to(source)
-        ]
+        """The items published from `source` or from a file in the folder `source`."""
+        return self._store.catalog_under(str(source))
 
     def _restore(self) -> None:
         """Seed every catalog entry the engine did not bring back from its resume data,

@@ -73,7 +73,7 @@ class SeedKeeper:
 
     def release(self, info_hash: str) -> None:
         """Stop seeding a torrent no catalog entry uses any more, and drop its file."""
-        if any(e.info_hash == info_hash for e in self._store.catalog()):
+        if self._store.catalog_uses(info_hash):
             return
         if self._engine.status(info_hash) is not None:
             self._engine.remove(info_hash)

@@ -2,7 +2,10 @@
 
 One database file in the state dir, WAL mode, a schema version in
 `PRAGMA user_version` and an append-only list of migrations. One connection
-shared by the daemon's threads behind a lock (SQLite calls are short).
+shared by the daemon's threads behind a lock (SQLite calls are short). The store
+owns its transactions (`transaction()`: BEGIN, COMMIT, ROLLBACK on an error), and
+every lookup a daemon makes while it runs goes through an index (its key or one
+of the schema's indexes), never through a scan in Python.
 """
 
 from __future__ import annotations
@@ -41,6 +44,7 @@ class Store:
             os.close(open_private(path, os.O_RDWR | os.O_CREAT))
         self.path = path
         self._lock = threading.RLock()
+        self._depth = 0  # transactions open on the thread holding the lock
         try:
             self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
             self._db.execute("PRAGMA journal_mode=WAL")
@@ -64,16 +68,37 @@ class Store:
                 f"({len(MIGRATIONS)}); upgrade meshmedia"
             )
         for number in range(version, len(MIGRATIONS)):
-            with self.transaction() as db:
-                db.executescript(
+            with self._lock:  # executescript commits first: its own BEGIN/COMMIT
+                self._db.executescript(
                     f"BEGIN;{MIGRATIONS[number]};PRAGMA user_version = {number + 1};COMMIT;"
                 )
 
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
-        """Hold the lock; statements run in one transaction when a BEGIN is issued."""
+        """One transaction: BEGIN, the statements inside, COMMIT (ROLLBACK on an error).
+
+        Holds the lock throughout; a transaction opened inside another (on the same
+        thread) joins it, so store methods can be combined into one.
+        """
         with self._lock:
-            yield self._db
+            if self._depth:
+                self._depth += 1
+                try:
+                    yield self._db
+                finally:
+                    self._depth -= 1
+                return
+            self._db.execute("BEGIN")
+            self._depth = 1
+            try:
+                yield self._db
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            else:
+                self._db.execute("COMMIT")
+            finally:
+                self._depth = 0
 
     def execute(self, sql: str, params: tuple[Any, ...] = ()) -> list[sqlite3.Row]:
         """Run one statement (auto-committed) and return all rows."""
@@ -157,47 +182,58 @@ class Store:
     def save_hashes(self, record: HashRecord) -> None:
         """Cache one file version's hashes, dropping older versions of the same inode."""
         with self.transaction() as db:
-            db.execute("BEGIN")
-            try:
-                db.execute(
-                    "DELETE FROM hash_cache WHERE dev = ? AND ino = ?"
-                    " AND (size != ? OR mtime_ns != ?)",
-                    (record.dev, record.ino, record.size, record.mtime_ns),
-                )
-                db.execute(
-                    "INSERT OR REPLACE INTO hash_cache (dev, ino, size, mtime_ns, piece_size,"
-                    " sha256, xxh3, pieces, used_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    (
-                        record.dev,
-                        record.ino,
-                        record.size,
-                        record.mtime_ns,
-                        record.piece_size,
-                        record.sha256,
-                        record.xxh3,
-                        record.pieces,
-                        time.time(),
-                    ),
-                )
-                db.execute("COMMIT")
-            except BaseException:
-                db.execute("ROLLBACK")
-                raise
+            db.execute(
+                "DELETE FROM hash_cache WHERE dev = ? AND ino = ? AND (size != ? OR mtime_ns != ?)",
+                (record.dev, record.ino, record.size, record.mtime_ns),
+            )
+            db.execute(
+                "INSERT OR REPLACE INTO hash_cache (dev, ino, size, mtime_ns, piece_size,"
+                " sha256, xxh3, pieces, used_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    record.dev,
+                    record.ino,
+                    record.size,
+                    record.mtime_ns,
+                    record.piece_size,
+                    record.sha256,
+                    record.xxh3,
+                    record.pieces,
+                    time.time(),
+                ),
+            )
 
     # -- catalog (curator) -------------------------------------------------
     def catalog(self, group: str | None = None) -> list[CatalogEntry]:
         """The published items (of one group, or all), ordered by group and path."""
-        sql = "SELECT grp, path, info_hash, source, item FROM catalog"
         rows = (
-            self.execute(sql + " WHERE grp = ? ORDER BY path", (group,))
+            self.execute(_SELECT_CATALOG + " WHERE grp = ? ORDER BY path", (group,))
             if group is not None
-            else self.execute(sql + " ORDER BY grp, path")
+            else self.execute(_SELECT_CATALOG + " ORDER BY grp, path")
         )
-        return [CatalogEntry(g, p, ih, src, json.loads(item)) for g, p, ih, src, item in rows]
+        return [_catalog_entry(row) for row in rows]
 
     def catalog_entry(self, group: str, path: str) -> CatalogEntry | None:
         """The published item at (group, path), or None."""
-        return next((e for e in self.catalog(group) if e.path == path), None)
+        rows = self.execute(_SELECT_CATALOG + " WHERE grp = ? AND path = ?", (group, path))
+        return _catalog_entry(rows[0]) if rows else None
+
+    def catalog_under(self, source: str) -> list[CatalogEntry]:
+        """The published items whose source is `source` or lies in the folder `source`."""
+        # '0' is the character after '/': the range holds every path below source/
+        rows = self.execute(
+            _SELECT_CATALOG + " WHERE source = ? OR (source > ? AND source < ?)",
+            (source, source + "/", source + "0"),
+        )
+        return [_catalog_entry(row) for row in rows]
+
+    def catalog_sources(self) -> list[str]:
+        """The source path of every published item, sorted, without decoding the items."""
+        return [s for (s,) in self.execute("SELECT DISTINCT source FROM catalog ORDER BY source")]
+
+    def catalog_uses(self, info_hash: str) -> bool:
+        """True when a published item has the torrent `info_hash`."""
+        sql = "SELECT 1 FROM catalog WHERE info_hash = ? LIMIT 1"
+        return bool(self.execute(sql, (info_hash,)))
 
     def save_catalog(self, entry: CatalogEntry) -> None:
         """Insert or replace the published item at (group, path)."""
@@ -258,10 +294,13 @@ class Store:
         """(url, path) of every client item, without decoding the items."""
         return [(u, p) for u, p in self.execute("SELECT url, path FROM client_items")]
 
-    def client_items_with_hash(self, info_hash: str) -> list[tuple[str, str]]:
-        """(url, path) of the items whose torrent is `info_hash`."""
-        rows = self.execute("SELECT url, path FROM client_items WHERE info_hash = ?", (info_hash,))
-        return [(u, p) for u, p in rows]
+    def client_items_with_hash(
+        self, info_hash: str, states: tuple[ItemState, ...] = tuple(ItemState)
+    ) -> list[ClientItem]:
+        """The items (in one of `states`) whose torrent is `info_hash`."""
+        where = " WHERE info_hash = ? AND state IN (SELECT value FROM json_each(?))"
+        rows = self.execute(_SELECT_CLIENT_ITEMS + where, (info_hash, _values(states)))
+        return [_client_item(row) for row in rows]
 
     def placed_item_paths(self) -> set[str]:
         """The item paths with at least one placed-file record."""
@@ -297,21 +336,12 @@ class Store:
             "INSERT OR REPLACE INTO client_items (url, path, info_hash, state, item,"
             " attempts, next_attempt, error, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
         )
-        self._in_transaction(lambda db: db.executemany(sql, rows))
+        with self.transaction() as db:
+            db.executemany(sql, rows)
 
     def delete_client_item(self, url: str, path: str) -> None:
         """Forget one client item."""
         self.execute("DELETE FROM client_items WHERE url = ? AND path = ?", (url, path))
-
-    def _in_transaction(self, work: Any) -> None:
-        with self.transaction() as db:
-            db.execute("BEGIN")
-            try:
-                work(db)
-                db.execute("COMMIT")
-            except BaseException:
-                db.execute("ROLLBACK")
-                raise
 
     # -- placed files (client) ---------------------------------------------
     def placed_files(self, url: str, item_path: str) -> list[PlacedFile]:
@@ -343,7 +373,8 @@ class Store:
             "INSERT OR REPLACE INTO placed_files (url, item_path, rel, size, sha256, dev, ino,"
             " mtime_ns, placed_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
         )
-        self._in_transaction(lambda db: db.executemany(sql, rows))
+        with self.transaction() as db:
+            db.executemany(sql, rows)
 
     def delete_placed_files(self, url: str, item_path: str, rel: str | None = None) -> None:
         """Forget the placed files of one item (or one of them)."""
@@ -358,9 +389,15 @@ class Store:
         )
 
 
+_SELECT_CATALOG = "SELECT grp, path, info_hash, source, item FROM catalog"
 _SELECT_CLIENT_ITEMS = (
     "SELECT url, path, info_hash, state, item, attempts, next_attempt, error FROM client_items"
 )
+
+
+def _catalog_entry(row: sqlite3.Row) -> CatalogEntry:
+    group, path, info_hash, source, item = row
+    return CatalogEntry(group, path, info_hash, source, json.loads(item))
 
 
 def _client_item(row: sqlite3.Row) -> ClientItem:

@@ -51,6 +51,12 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX client_items_state ON client_items (state, next_attempt);
     CREATE INDEX client_items_hash ON client_items (info_hash);
     """,
+    # 3: the curator's lookups by torrent (is it still published?) and by source
+    # file or folder (unpublish, move) through an index, not a scan in Python.
+    """
+    CREATE INDEX catalog_hash ON catalog (info_hash);
+    CREATE INDEX catalog_source ON catalog (source);
+    """,
 )
 
 
