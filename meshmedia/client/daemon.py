@@ -72,6 +72,7 @@ def _start_parts(config: Config, stack: ExitStack, stop: threading.Event) -> Syn
         )
         stack.callback(notifier.close)
     client = SyncClient(config, store, engine, notifier, stop=stop)
+    stack.callback(client.close)  # placements under way end before the engine closes
     try:
         status = StatusServer(config.status_port, client.status_json)
         stack.callback(status.close)

@@ -16,6 +16,8 @@ from __future__ import annotations
 import logging
 import os
 import stat
+import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,6 +28,7 @@ from meshmedia.manifest import Item
 from meshmedia.store import PlacedFile, Store
 from meshmedia.torrentinfo import torrent_files
 
+from .items import Problem
 from .placement import (
     Target,
     digests,
@@ -47,15 +50,27 @@ log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
-class Problem:
-    """Why an item was not placed; `retry` is False when trying again cannot help."""
+class InPlace:
+    """An item's files found verified at its final path (`check_in_place`, a worker's job),
+    with how each looked when the check began, so that adopting them later (on the main
+    loop) can tell whether any was replaced, written or touched meanwhile."""
 
-    reason: str
-    retry: bool = True
+    files: tuple[tuple[str, Path], ...]  # (path inside the item, the file)
+    stats: tuple[tuple[int, int, int, int], ...]  # (dev, ino, size, mtime_ns) of each
+    began: int  # time.time_ns() when the check began
 
-    def __str__(self) -> str:
-        """The reason."""
-        return self.reason
+    def unchanged(self) -> bool:
+        """True when every file is still the one checked, untouched since the check began."""
+        try:
+            now = tuple(_identity(path) for _, path in self.files)
+        except OSError:
+            return False
+        return now == self.stats and all(st[3] < self.began for st in self.stats)
+
+
+def _identity(path: Path) -> tuple[int, int, int, int]:
+    st = os.lstat(path)
+    return st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns
 
 
 class Placer:
@@ -73,7 +88,8 @@ class Placer:
         self.store = store
         self.download_dir = download_dir
         self.notifier = notifier
-        self.adopted: set[str] = set()  # info hashes seeded from files already in place
+        self._adopted: set[str] = set()  # info hashes seeded from files already in place
+        self._lock = threading.Lock()  # `place` runs on workers, `adopt` on the main loop
 
     # -- already in place ------------------------------------------------------------
     def in_place(self, item: Item, final: Path) -> list[tuple[str, Path]] | None:
@@ -104,15 +120,29 @@ class Placer:
             return None
         return found
 
-    def adopt(self, item: Item, final: Path, ih: str, name: str | None) -> bool:
-        """Link verified files already at `final` into the staging folder; True if done."""
+    def check_in_place(self, item: Item, final: Path) -> InPlace | None:
+        """`in_place`, remembering how each file looked (slow: it hashes; a worker's job)."""
+        began = time.time_ns()
         found = self.in_place(item, final)
         if found is None:
+            return None
+        try:
+            stats = tuple(_identity(path) for _, path in found)
+        except OSError:
+            return None
+        return InPlace(tuple(found), stats, began)
+
+    def adopt(self, found: InPlace, final: Path, ih: str, name: str | None) -> bool:
+        """Link the verified files found at `final` into the staging folder, unless one
+        changed since it was checked; True if done."""
+        if not found.unchanged():
+            log.info("%s changed while it was checked: downloading it instead", final)
             return False
         top = name or final.name
-        for inner, path in found:
+        for inner, path in found.files:
             link_for_adoption(self.download_dir, path, ih, f"{top}/{inner}" if inner else top)
-        self.adopted.add(ih)
+        with self._lock:
+            self._adopted.add(ih)
         log.info("%s is already in place and verified: adopting it", final)
         return True
 
@@ -174,7 +204,8 @@ class Placer:
             return Problem(f"cannot move into place: {exc}")
         self._record(url, item, final, targets, verified)
         remove_tree(incomplete_dir(self.download_dir, ih))  # leftovers: empty folders, links
-        self.adopted.discard(ih)
+        with self._lock:
+            self._adopted.discard(ih)
         status = self.engine.status(ih)
         fetched = status.total_download if status else 0
         log.info("placed %s (%d bytes downloaded by this process)", final, fetched)
@@ -196,11 +227,13 @@ class Placer:
         if problem is not None:
             return problem
         expected = {e.path: e for e in item.files or ()}
+        with self._lock:
+            adopted = ih in self._adopted
         found: dict[str, str] = {}
         for target in targets:
             want = expected.get(target.inner)
             sha, fast = (want.sha256, want.xxh3) if want else (item.sha256, item.xxh3)
-            if ih in self.adopted and sha:  # verified by in_place() before it was linked
+            if adopted and sha:  # verified by check_in_place() before it was linked
                 found[target.inner] = sha
                 continue
             got = digests(save_path / target.name)

@@ -111,11 +111,12 @@ class ItemPlanner:
         self.stop = stop or threading.Event()
         self._recorded: set[str] = set()  # item paths with placed-file records
 
-    def plan(self, url: str, manifest: Manifest) -> bool:
+    def plan(self, url: str, manifest: Manifest) -> list[ClientItem] | None:
         """Queue new and changed items of `manifest`, drop those it no longer lists.
 
-        Returns False when `stop` was set before the plan was complete (nothing was
-        dropped then; the next plan finishes the work).
+        Returns the dropped items whose files are to be deleted (`delete_gone`, after
+        the caller's lock: deleting may hash), or None when `stop` was set before the
+        plan was complete (nothing was dropped then; the next plan finishes the work).
         """
         current = {ci.path: ci for ci in self.store.client_items(url)}
         taken = _Taken(p for u, p in self.store.client_item_paths() if u != url)
@@ -123,7 +124,7 @@ class ItemPlanner:
         self._recorded = self.store.placed_item_paths()
         for number, item in enumerate(manifest.items):
             if number % CANCEL_EVERY == 0 and self.stop.is_set():
-                return False
+                return None
             if clash := taken.clash(item.path):
                 log.warning("skipping %s from %s: %s", item.path, url, clash)
                 continue
@@ -132,15 +133,22 @@ class ItemPlanner:
                 self._keep(known, item, queued)
                 continue
             if known is not None and known.info_hash:
-                self._drop(known, delete_final=False)
+                self._drop(known)
             ih = item.info_hash
             queued.append(ClientItem(url, item.path, ih, ItemState.QUEUED, item.to_json()))
         self.store.save_client_items(queued)
         for gone in current.values():
             log.info("%s left the manifest %s", gone.path, url)
-            self._drop(gone, delete_final=self.delete_removed)
+            self._drop(gone)
             self.store.delete_client_item(gone.url, gone.path)
-        return True
+        placed = (ci for ci in current.values() if ci.state == ItemState.PLACED)
+        return list(placed) if self.delete_removed else []
+
+    def delete_gone(self, gone: Iterable[ClientItem]) -> None:
+        """--delete-removed: delete the files this client placed for items gone from
+        their manifest (and nothing else)."""
+        for ci in gone:
+            self._delete_placed(ci)
 
     def _keep(self, known: ClientItem, item: Item, queued: list[ClientItem]) -> None:
         """An unchanged item: start a placed one again when the engine lost it."""
@@ -148,7 +156,7 @@ class ItemPlanner:
             return
         final = self.download_dir / known.path
         if self._lost(known, final):
-            self._drop(known, delete_final=False)
+            self._drop(known)
             queued.append(replace(known, state=ItemState.QUEUED, attempts=0, next_attempt=0))
         elif known.info_hash and known.path not in self._recorded:
             self.placer.backfill(known.url, item, known.info_hash, final)
@@ -161,14 +169,12 @@ class ItemPlanner:
             return True
         return os.path.normpath(status.save_path) != os.path.normpath(final.parent)
 
-    def _drop(self, ci: ClientItem, *, delete_final: bool) -> None:
-        """Stop seeding an item; delete its partial download, and its files when told to."""
+    def _drop(self, ci: ClientItem) -> None:
+        """Stop seeding an item and delete its partial download."""
         if ci.info_hash and self.engine.status(ci.info_hash) is not None:
             self.engine.remove(ci.info_hash)
         if ci.info_hash:
             remove_tree(incomplete_dir(self.download_dir, ci.info_hash))
-        if delete_final and ci.state == ItemState.PLACED:
-            self._delete_placed(ci)
 
     def _delete_placed(self, ci: ClientItem) -> None:
         """--delete-removed: delete the files this client placed and nothing else."""

@@ -274,6 +274,13 @@ class Store:
         rows = self.execute(sql, (_values(states), due, limit))
         return [_client_item(row) for row in rows]
 
+    def next_attempt(self, states: tuple[ItemState, ...], after: float) -> float:
+        """The earliest next attempt later than `after` of an item in one of `states`
+        (infinity when there is none): one index search per state."""
+        sql = "SELECT MIN(next_attempt) FROM client_items WHERE state = ? AND next_attempt > ?"
+        found = [self.execute(sql, (state.value, after))[0][0] for state in states]
+        return min((f for f in found if f is not None), default=float("inf"))
+
     def count_client_items(self, states: tuple[ItemState, ...]) -> int:
         """How many items are in one of `states`."""
         sql = "SELECT COUNT(*) FROM client_items WHERE state IN (SELECT value FROM json_each(?))"
