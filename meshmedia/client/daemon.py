@@ -22,7 +22,7 @@ from meshmedia.process import prepare_daemon, stop_on_signals
 from meshmedia.store import ItemState, Store
 
 from .fetcher import FetchError, ManifestFetcher
-from .follow import follow_once, start_following
+from .follow import Following, follow_once, start_following
 from .progress import ProgressView, Row
 from .sync import SyncClient
 
@@ -49,18 +49,27 @@ class SyncSummary:
         return [head, *self.problems, *(f"refused {r}" for r in self.rejected)]
 
 
-def progress_rows(client: SyncClient) -> list[Row]:
+def progress_rows(engine: Engine, client: SyncClient) -> list[Row]:
     """One progress row per item that is downloading."""
     rows = []
-    for ci in client.items():
-        status = client.engine.status(ci.info_hash) if ci.info_hash else None
+    for ci in client.downloading():
+        status = engine.status(ci.info_hash) if ci.info_hash else None
         if status is not None and status.state != TorrentState.SEEDING:
             title = str(ci.item.get("title") or ci.path)
             rows.append(Row(title, status.total_done, status.total_wanted, status.download_rate))
     return rows
 
 
-def _start_parts(config: Config, stack: ExitStack, stop: threading.Event) -> SyncClient:
+@dataclass(frozen=True)
+class _Parts:
+    """What a running client daemon is made of."""
+
+    engine: Engine
+    client: SyncClient
+    following: Following
+
+
+def _start_parts(config: Config, stack: ExitStack, stop: threading.Event) -> _Parts:
     prepare_daemon()
     store = stack.enter_context(Store.in_state_dir(config.state_dir))
     engine = Engine(config, store)
@@ -79,7 +88,7 @@ def _start_parts(config: Config, stack: ExitStack, stop: threading.Event) -> Syn
         log.info("status at http://127.0.0.1:%d/status", status.port)
     except OSError as exc:
         log.warning("no status server on 127.0.0.1:%d: %s", config.status_port, exc)
-    return client
+    return _Parts(engine, client, Following(engine, store, client.apply))
 
 
 def _fetcher(client: SyncClient, url: str) -> ManifestFetcher:
@@ -92,7 +101,8 @@ def sync_forever(config: Config, stop: threading.Event | None = None) -> None:
     """Follow every manifest URL until SIGTERM/SIGINT (or `stop`); never gives up."""
     stop = stop or threading.Event()
     with stop_on_signals(stop), ExitStack() as stack:
-        client = _start_parts(config, stack, stop)
+        parts = _start_parts(config, stack, stop)
+        client = parts.client
         for url in config.manifest_urls:
             saved = client.saved_manifest(url)
             if saved:
@@ -106,7 +116,7 @@ def sync_forever(config: Config, stop: threading.Event | None = None) -> None:
                 daemon=True,
             )
             thread.start()
-        start_following(config, client, stop, stack)
+        start_following(config, parts.following, stop, stack)
         while not stop.is_set():
             client.wait(1.0)
             client.step()
@@ -118,16 +128,17 @@ def sync_once(config: Config, stream: TextIO | None = None, tty: bool = False) -
     summary = SyncSummary()
     stop = threading.Event()
     with stop_on_signals(stop), ExitStack() as stack:
-        client = _start_parts(config, stack, stop)
+        parts = _start_parts(config, stack, stop)
+        client = parts.client
         client.retries = False
         for url in config.manifest_urls:
             _fetch_once(client, url, summary)
-        follow_once(config, client, summary.problems)
+        follow_once(config, parts.following, stop, summary.problems)
         view = ProgressView(stream, tty) if stream is not None else None
         while not client.settled() and not stop.is_set():
             client.step()
             if view:
-                view.update(progress_rows(client))
+                view.update(progress_rows(parts.engine, client))
             client.wait(0.25)
         client.step()
         if view:

@@ -1,11 +1,13 @@
 """The client's side of DHT manifests: follow a curator's public key (`sync --follow`).
 
-`DhtFollower` looks up the pointer the curator keeps in the DHT (see curator/announcer.py),
-fetches the manifest it points to (inline, or a one-file torrent found through
-the DHT), checks the manifest's signature with the followed key (rollback
-protection included) and hands it to `SyncClient.apply` under the source name
-`dht:<key>/<group>`. It keeps seeding the latest manifest torrent, so the
-manifest spreads among the clients even while the curator is away.
+`DhtFollower` looks up the pointer the curator keeps in the DHT (the format is
+manifest/pointers.py's), fetches the manifest it points to (inline, or a one-file
+torrent found through the DHT) and applies it under the source name
+`dht:<key>/<group>` with a trust policy pinned to the followed key (the one check
+of its signature, rollback protection included). It keeps seeding the latest
+manifest torrent, so the manifest spreads among the clients even while the curator
+is away. Its collaborators come in through its constructor: the engine, the store,
+and the function that applies a manifest (`SyncClient.apply`).
 """
 
 from __future__ import annotations
@@ -14,57 +16,74 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Callable
 from contextlib import ExitStack
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 from meshmedia.config import Config
 from meshmedia.engine import Engine, TorrentState
 from meshmedia.errors import EngineError, ManifestError, MeshmediaError
-from meshmedia.manifest import (
-    Pointer,
-    RollbackError,
-    SignatureError,
-    TrustPolicy,
-    parse_follow,
-    source_name,
-)
+from meshmedia.manifest import Pointer, TrustPolicy, parse_follow, source_name
 from meshmedia.private_files import private_dir
+from meshmedia.store import Store
 
 from .fetcher import MAX_MANIFEST_BYTES
-from .sync import SyncClient
+from .plan import saved_manifest
 
 log = logging.getLogger(__name__)
 
 FIRST_POLL = 10.0  # seconds between lookups at first; doubles up to the sync interval
 LOOKUP_TIMEOUT = 15.0
 FETCH_TIMEOUT = 120.0
+ONCE_RETRY = 2.0  # seconds between lookups while --once waits for a pointer
 TORRENT_KEY = "dht.torrent:"  # + source: the manifest torrent this client seeds
 
-Apply = Callable[[str, bytes], bool]
+
+class Applies(Protocol):
+    """How a follower hands a manifest on (SyncClient.apply)."""
+
+    def __call__(
+        self, url: str, body: bytes, etag: str | None = None, *, trust: TrustPolicy | None = None
+    ) -> bool:
+        """Plan the manifest `body` from `url` if `trust` admits it; False when unusable."""
+
+
+@dataclass(frozen=True)
+class Following:
+    """What the followers of a client share: its engine, its store, how it applies."""
+
+    engine: Engine
+    store: Store
+    apply: Applies
 
 
 class DhtFollower:
     """Follows one (public key, group) through the DHT and applies each new version."""
 
     def __init__(
-        self, client: SyncClient, public: bytes, group: str, stop: threading.Event | None = None
+        self,
+        parts: Following,
+        folder: Path,
+        follow: tuple[bytes, str],
+        stop: threading.Event | None = None,
     ) -> None:
-        self.client = client
-        self.engine: Engine = client.engine
-        self.public = public
-        self.group = group
-        self.source = source_name(public, group)
+        """Follow `follow` = (public key, group); keep its manifest torrents in `folder`."""
+        self.engine = parts.engine
+        self.store = parts.store
+        self._apply = parts.apply
+        self.public, self.group = follow
+        self.source = source_name(self.public, self.group)
         self.version = -1  # the newest version applied
         self._refused = -1  # the newest version refused: not fetched again
         self._stop = stop or threading.Event()
-        self._trust = TrustPolicy(client.store, trusted=public)
-        self._folder = Path(client.config.state_dir) / "dht" / f"{public.hex()[:16]}-{group}"
+        self._trust = TrustPolicy(self.store, trusted=self.public)
+        self._folder = folder / f"{self.public.hex()[:16]}-{self.group}"
 
     def restore(self) -> None:
         """Apply the last good manifest of this source kept in the store, if any."""
-        saved = self.client.saved_manifest(self.source)
-        if saved is not None and self.client.apply(self.source, saved[0], saved[1]):
+        saved = saved_manifest(self.store, self.source)
+        if saved is not None and self._apply(self.source, *saved, trust=self._trust):
             self.version = int(json.loads(saved[0]).get("version", -1))
             log.info("using the last good manifest of %s (v%d)", self.source, self.version)
 
@@ -82,14 +101,8 @@ class DhtFollower:
             return False
         log.info("%s: version %d in the DHT (seq %d)", self.source, pointer.version, item.seq)
         body = self._body(pointer)
-        try:
-            self._trust.admit(self.source, json.loads(body))
-        except (SignatureError, RollbackError, ValueError) as exc:
-            self._refused = pointer.version
-            log.error("manifest from %s refused: %s", self.source, exc)
-            return False
-        if not self.client.apply(self.source, body):
-            self._refused = pointer.version
+        if not self._apply(self.source, body, trust=self._trust):
+            self._refused = pointer.version  # refused or unusable (logged): not fetched again
             return False
         self.version = pointer.version
         return True
@@ -118,10 +131,10 @@ class DhtFollower:
             self.engine.remove(ih, delete_files=True)
             raise ManifestError(f"torrent {ih} is not one manifest file")
         body = (self._folder / files[0][0]).read_bytes()
-        previous = self.client.store.get(TORRENT_KEY + self.source)
+        previous = self.store.get(TORRENT_KEY + self.source)
         if previous and previous != ih and self.engine.status(previous) is not None:
             self.engine.remove(previous, delete_files=True)
-        self.client.store.put(TORRENT_KEY + self.source, ih)
+        self.store.put(TORRENT_KEY + self.source, ih)
         return body
 
     def follow(self, interval: float) -> None:
@@ -148,23 +161,24 @@ def _peers(hints: tuple[str, ...]) -> list[tuple[str, int]]:
     return peers
 
 
-def followers(config: Config, client: SyncClient, stop: threading.Event) -> list[DhtFollower]:
+def followers(config: Config, parts: Following, stop: threading.Event) -> list[DhtFollower]:
     """One follower per --follow, each with the last good manifest applied."""
+    folder = Path(config.state_dir) / "dht"
     result = []
     for spec in config.follow:
-        public, group = parse_follow(spec, config.group)
-        follower = DhtFollower(client, public, group, stop)
+        follow = parse_follow(spec, config.group)
+        follower = DhtFollower(parts, folder, follow, stop)
         follower.restore()
         result.append(follower)
     return result
 
 
 def start_following(
-    config: Config, client: SyncClient, stop: threading.Event, stack: ExitStack
+    config: Config, parts: Following, stop: threading.Event, stack: ExitStack
 ) -> None:
     """Follow every --follow key on its own thread until `stop`; joined when `stack` closes."""
     threads = []
-    for follower in followers(config, client, stop):
+    for follower in followers(config, parts, stop):
         thread = threading.Thread(
             target=follower.follow, args=(config.interval,), name=f"follow {follower.source}"
         )
@@ -181,13 +195,17 @@ def start_following(
 
 
 def follow_once(
-    config: Config, client: SyncClient, problems: list[str], timeout: float = 60.0
+    config: Config,
+    parts: Following,
+    stop: threading.Event,
+    problems: list[str],
+    timeout: float = 60.0,
 ) -> None:
-    """`--once`: look each followed key up until its pointer is found (or `timeout`)."""
-    stop = threading.Event()
-    todo = followers(config, client, stop)
+    """`--once`: look each followed key up until its pointer is found (or `timeout`, or
+    `stop`); what could not be found is added to `problems`."""
+    todo = followers(config, parts, stop)
     if todo:
-        client.engine.dht.wait_for_nodes(1, min(timeout, 30.0))
+        parts.engine.dht.wait_for_nodes(1, min(timeout, 30.0), stop)
     deadline = time.monotonic() + timeout
     for follower in todo:
         found: bool | None = None
@@ -197,7 +215,7 @@ def follow_once(
             except MeshmediaError as exc:
                 problems.append(f"{follower.source}: {exc}")
                 break
-            if found is None:
-                time.sleep(2.0)
+            if found is None and stop.wait(ONCE_RETRY):
+                break
         if follower.version < 0:
             problems.append(f"no usable manifest found in the DHT for {follower.source}")

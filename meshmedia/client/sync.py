@@ -137,20 +137,29 @@ class SyncClient:
         """The last good manifest of `url` kept in the store (body, ETag), or None."""
         return saved_manifest(self.store, url)
 
-    def apply(self, url: str, body: bytes, etag: str | None = None) -> bool:
-        """Parse a fetched manifest, plan its items and keep it as the last good one.
+    def apply(
+        self,
+        url: str,
+        body: bytes,
+        etag: str | None = None,
+        *,
+        trust: TrustPolicy | None = None,
+    ) -> bool:
+        """Parse a fetched manifest, check its signature with `trust` (default: the
+        client's --trust policy), plan its items and keep it as the last good one.
 
         Returns False (and keeps the previous manifest) when the document is
-        unusable; never raises. A manifest is kept only once it is fully planned.
+        unusable or refused; never raises. A manifest is kept only once it is fully
+        planned.
         """
         try:
-            return self._apply(url, body, etag)
+            return self._apply(url, body, etag, trust or self.trust)
         except Exception:  # no document may stop the client: log it, keep the last good one
             log.exception("manifest %s could not be applied; keeping the last good one", url)
             return False
 
-    def _apply(self, url: str, body: bytes, etag: str | None) -> bool:
-        read = read_manifest(url, body, self.trust)
+    def _apply(self, url: str, body: bytes, etag: str | None, trust: TrustPolicy) -> bool:
+        read = read_manifest(url, body, trust)
         if read is None:
             return False
         manifest, rejected = read
@@ -225,6 +234,11 @@ class SyncClient:
     def items(self) -> list[ClientItem]:
         """Every item of every followed manifest."""
         return self.store.client_items()
+
+    def downloading(self) -> list[ClientItem]:
+        """The items downloading now (from memory: no database read)."""
+        with self._lock:
+            return self._active.downloading()
 
     def settled(self) -> bool:
         """True when no item is queued or downloading."""

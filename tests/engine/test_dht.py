@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from meshmedia.client import SyncClient
-from meshmedia.client.follow import DhtFollower
+from meshmedia.client.follow import DhtFollower, Following
 from meshmedia.config import Config
 from meshmedia.curator import Curator
 from meshmedia.engine import Engine
@@ -78,6 +78,11 @@ class Swarm:
         """A SyncClient on that session."""
         return SyncClient(config, self.stores[engine], engine, retry_base=3600)
 
+    def follower(self, client: SyncClient, public: bytes) -> DhtFollower:
+        """A follower of (public, "default") applying into `client`, as the daemon builds it."""
+        parts = Following(client.engine, client.store, client.apply)
+        return DhtFollower(parts, Path(client.config.state_dir) / "dht", (public, "default"))
+
 
 @pytest.fixture(scope="module")
 def swarm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Swarm]:
@@ -111,10 +116,28 @@ def test_a_manifest_signed_by_another_key_is_refused(swarm: Swarm) -> None:
     value = Pointer("default", 5, manifest=forged).encode()
     wait_for(lambda: writer.dht.put(followed.expanded_secret, followed.public, value, b"default"))
     client = swarm.client(config, reader)
-    follower = DhtFollower(client, followed.public, "default")
+    follower = swarm.follower(client, followed.public)
     assert follower.check() is False
     assert follower.version == -1
     assert client.saved_manifest(follower.source) is None
+
+
+def test_a_followed_key_is_the_one_check_of_its_manifests(swarm: Swarm) -> None:
+    """The follower checked the signature with the followed key, then SyncClient.apply
+    checked it again with the client's --trust key: a client that trusts one curator's
+    HTTP manifests refused every manifest of a key it follows through the DHT."""
+    _, writer = swarm.joined("curator-b")
+    followed, trusted_over_http = generate_key(), generate_key()
+    signed = followed.sign({"group": "default", "version": 3, "updated_at": "", "items": []})
+    value = Pointer("default", 3, manifest=signed).encode()
+    wait_for(lambda: writer.dht.put(followed.expanded_secret, followed.public, value, b"default"))
+    client_config, reader = swarm.joined("trusting-client")
+    trusting = client_config.with_changes(trust=trusted_over_http.public_hex)
+    client = swarm.client(trusting, reader)
+    follower = swarm.follower(client, followed.public)
+    assert wait_for(follower.check, timeout=30, interval=0.5)
+    assert follower.version == 3
+    assert client.saved_manifest(follower.source) is not None
 
 
 def test_follow_specs() -> None:
@@ -139,7 +162,7 @@ def test_a_curator_with_a_key_reaches_a_follower_through_the_dht_alone(
     save_key(curator_config.state_dir, key)
     client_config, engine = swarm.joined("client")
     client = swarm.client(client_config, engine)
-    follower = DhtFollower(client, key.public, "default")
+    follower = swarm.follower(client, key.public)
     with Curator(curator_config, force_polling=True) as curator:
         assert curator.announcer is not None
         assert curator.publisher is not None
