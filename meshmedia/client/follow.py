@@ -24,7 +24,7 @@ from typing import Protocol
 from meshmedia.config import Config
 from meshmedia.engine import Engine, TorrentState
 from meshmedia.errors import EngineError, ManifestError, MeshmediaError
-from meshmedia.manifest import Pointer, TrustPolicy, parse_follow, source_name
+from meshmedia.manifest import Pointer, TrustPolicy, canonical_json, parse_follow, source_name
 from meshmedia.private_files import private_dir
 from meshmedia.store import Store
 
@@ -109,7 +109,7 @@ class DhtFollower:
 
     def _body(self, pointer: Pointer) -> bytes:
         if pointer.manifest is not None:
-            return json.dumps(pointer.manifest, ensure_ascii=False).encode()
+            return canonical_json(pointer.manifest)
         return self._fetch(pointer.torrent or "", _peers(pointer.peers))
 
     def _fetch(self, info_hash: str, peers: list[tuple[str, int]]) -> bytes:

@@ -9,7 +9,6 @@ against the key, and applies it like one fetched over HTTP.
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 import time
@@ -118,7 +117,7 @@ class DhtAnnouncer:
 
     def announce(self, manifest: Manifest) -> int:
         """Put the pointer to `manifest` into the DHT now; returns how many nodes took it."""
-        pointer = Pointer(manifest.group, manifest.version, json.loads(manifest.dumps()))
+        pointer = Pointer(manifest.group, manifest.version, manifest.to_json())
         if len(pointer.encode()) > MAX_DHT_VALUE:
             pointer = Pointer(
                 manifest.group, manifest.version, torrent=self._seed(manifest), peers=self._peers()

@@ -14,15 +14,18 @@ seeders anyway.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from meshmedia.bounded import ReadError, load_json
 from meshmedia.config import GROUP_RE
 from meshmedia.errors import ManifestError
 
+from .format import canonical_json
 from .signing import parse_public_key
+
+MAX_ITEM_BYTES = 1000  # BEP 44: a DHT item's value holds at most 1000 bytes
 
 
 @dataclass(frozen=True)
@@ -44,15 +47,15 @@ class Pointer:
             body["torrent"] = self.torrent
             if self.peers:
                 body["peers"] = list(self.peers)
-        return json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
+        return canonical_json(body)
 
     @classmethod
     def decode(cls, data: bytes) -> Pointer:
         """Parse a DHT value; ManifestError when it is not a meshmedia pointer."""
         try:
-            obj = json.loads(data)
-        except ValueError:
-            raise ManifestError("the DHT item is not JSON") from None
+            obj = load_json(data, max_bytes=MAX_ITEM_BYTES)
+        except ReadError as exc:
+            raise ManifestError(f"the DHT item is not usable JSON: {exc}") from None
         if not isinstance(obj, dict):
             raise ManifestError("the DHT item is not a JSON object")
         group, version = obj.get("group"), obj.get("version")

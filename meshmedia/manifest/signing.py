@@ -12,7 +12,6 @@ UTF-8 JSON, keys sorted, no insignificant white space.
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import os
 import shlex
@@ -28,6 +27,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 
 from meshmedia.errors import ManifestError
 from meshmedia.private_files import open_private, private_dir, write_private
+
+from .format import canonical_json
 
 log = logging.getLogger(__name__)
 
@@ -46,8 +47,7 @@ class RollbackError(ManifestError):
 
 def canonical_bytes(document: Mapping[str, Any]) -> bytes:
     """The bytes a signature covers: the manifest without `signature`, canonical JSON."""
-    body = {k: v for k, v in document.items() if k != "signature"}
-    return json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+    return canonical_json({k: v for k, v in document.items() if k != "signature"})
 
 
 def parse_public_key(text: str) -> bytes:
