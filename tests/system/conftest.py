@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from tests.system.internet import Internet, missing_tools
 from tests.system.netlab import Network
 from tests.system.netns import NetlabError, unavailable_reason
 
@@ -60,3 +61,39 @@ def network_factory(netns_support: None) -> Iterator[Callable[..., Network]]:
 def network(network_factory: Callable[..., Network]) -> Network:
     """Five hosts (h0 meant as the curator, h1..h4 as clients) on one switch."""
     return network_factory(n_hosts=5)
+
+
+@pytest.fixture
+def internet_factory(netns_support: None) -> Iterator[Callable[..., Internet]]:
+    """make(homes=DEFAULT_HOMES, public=("dht", "stranger")) -> an open Internet, closed
+    when the test ends (SIGTERM included, as network_factory)."""
+    if reason := missing_tools():
+        pytest.skip(reason)
+    labs: list[Internet] = []
+    previous = signal.signal(signal.SIGTERM, _interrupt)
+
+    def make(**kwargs: Any) -> Internet:
+        lab = Internet(**kwargs)
+        lab.__enter__()
+        labs.append(lab)
+        return lab
+
+    try:
+        yield make
+    finally:
+        errors = []
+        for lab in reversed(labs):
+            try:
+                lab.close()
+            except NetlabError as exc:
+                errors.append(exc)
+        signal.signal(signal.SIGTERM, previous)
+        if errors:
+            raise errors[0]
+
+
+@pytest.fixture
+def internet(internet_factory: Callable[..., Internet]) -> Internet:
+    """Homes a and b (UPnP + NAT-PMP routers) and c (strict router), one host each, and the
+    public hosts "dht" and "stranger"."""
+    return internet_factory()

@@ -44,20 +44,20 @@ IMPAIR_PY = Path(__file__).with_name("impair.py")
 _counter = itertools.count()
 
 
-class Host:
-    """One machine of the lab: its namespace, its address, the processes started in it."""
+class Machine:
+    """One machine of a lab: its namespace, its address, the processes started in it.
 
-    def __init__(self, network: Network, index: int) -> None:
-        self.network = network
+    `index` is unique within its lab (tests name per-host folders by it)."""
+
+    def __init__(self, netns: str, name: str, address: str, index: int) -> None:
+        self.netns = netns
+        self.name = name
+        self.address = address
         self.index = index
-        self.name = f"h{index}"
-        self.netns = f"{network.owner}-h{index}"
-        self.address = f"{SUBNET}.{index + 2}"
-        self.port = f"p{index}"
         self.processes: list[subprocess.Popen[Any]] = []
 
     def __repr__(self) -> str:
-        return f"Host({self.name}, {self.address})"
+        return f"{type(self).__name__}({self.name}, {self.address})"
 
     def command(self, args: list[str]) -> list[str]:
         """`args` wrapped to run inside this host's namespace."""
@@ -106,6 +106,15 @@ class Host:
                 proc.kill()
                 proc.wait()
         self.processes.clear()
+
+
+class Host(Machine):
+    """A host of the flat network: `h<i>` at SUBNET.<i+2>, on switch port `p<i>`."""
+
+    def __init__(self, network: Network, index: int) -> None:
+        super().__init__(f"{network.owner}-h{index}", f"h{index}", f"{SUBNET}.{index + 2}", index)
+        self.network = network
+        self.port = f"p{index}"
 
 
 class Network:
@@ -216,8 +225,9 @@ class Network:
             stderr=subprocess.PIPE,
             text=True,
         )
+        assert self.switch.stdout is not None
         ready, _, _ = select.select([self.switch.stdout], [], [], 30.0)
-        line = self.switch.stdout.readline() if ready and self.switch.stdout else ""
+        line = self.switch.stdout.readline() if ready else ""
         if line.strip() != "ready":
             _, err = self._stop_switch()
             raise NetlabError(f"impairing switch did not start: {err.strip()}")
@@ -236,13 +246,20 @@ class Network:
         log.info("impairing switch stopped: %s", err.strip().splitlines()[-1:] or "")
         return out, err
 
-    def link_down(self, host: Host) -> None:
-        """Unplug `host`'s cable at the switch: its eth0 loses carrier, frames are dropped."""
-        ip("link", "set", host.port, "down", netns=self.switch_netns)
+    def _port(self, machine: Machine) -> str:
+        """The switch port of one of this network's hosts."""
+        for host in self.hosts:
+            if host.netns == machine.netns:
+                return host.port
+        raise ValueError(f"{machine} is not on {self.owner}")
 
-    def link_up(self, host: Host) -> None:
+    def link_down(self, host: Machine) -> None:
+        """Unplug `host`'s cable at the switch: its eth0 loses carrier, frames are dropped."""
+        ip("link", "set", self._port(host), "down", netns=self.switch_netns)
+
+    def link_up(self, host: Machine) -> None:
         """Plug `host`'s cable back in."""
-        ip("link", "set", host.port, "up", netns=self.switch_netns)
+        ip("link", "set", self._port(host), "up", netns=self.switch_netns)
 
     def limit_rate(self, host: Host, mbit: float | None) -> None:
         """Limit what `host` sends to `mbit` Mbit/s (kernel tbf on its eth0); None lifts it."""

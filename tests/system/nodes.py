@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from tests.helpers import wait_for
-from tests.system.netlab import Host
+from tests.system.netlab import Machine
 
 HTTP_PORT = 5000
 PEER_PORT = 6881
@@ -40,7 +40,7 @@ def _setns(fd: int) -> None:
 
 
 @contextmanager
-def inside(host: Host) -> Iterator[None]:
+def inside(host: Machine) -> Iterator[None]:
     """Run the block with this thread in `host`'s network namespace."""
     own = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
     target = os.open(f"/run/netns/{host.netns}", os.O_RDONLY)
@@ -56,7 +56,7 @@ def inside(host: Host) -> Iterator[None]:
 
 
 def get_bytes(
-    host: Host, address: str, port: int, path: str, timeout: float = 10.0
+    host: Machine, address: str, port: int, path: str, timeout: float = 10.0
 ) -> bytes | None:
     """GET http://address:port/path from inside `host`; None unless it answers 200."""
     try:
@@ -75,7 +75,7 @@ def get_bytes(
     return body if answer.status == 200 else None
 
 
-def get_json(host: Host, address: str, port: int, path: str, timeout: float = 10.0) -> Any:
+def get_json(host: Machine, address: str, port: int, path: str, timeout: float = 10.0) -> Any:
     """GET a JSON document from inside `host`; None unless it answers 200."""
     body = get_bytes(host, address, port, path, timeout)
     return None if body is None else json.loads(body)
@@ -95,7 +95,7 @@ class Node:
 
     role = "node"
 
-    def __init__(self, host: Host, base: Path) -> None:
+    def __init__(self, host: Machine, base: Path) -> None:
         self.host = host
         self.base = base
         self.state_dir = base / "state"
@@ -146,7 +146,7 @@ class CuratorNode(Node):
 
     role = "curator"
 
-    def __init__(self, host: Host, base: Path, *extra: str) -> None:
+    def __init__(self, host: Machine, base: Path, *extra: str) -> None:
         super().__init__(host, base)
         self.share = base / "share"
         self.share.mkdir(parents=True, exist_ok=True)
@@ -204,7 +204,7 @@ class ClientNode(Node):
 
     role = "client"
 
-    def __init__(self, host: Host, base: Path, manifest_url: str, *extra: str) -> None:
+    def __init__(self, host: Machine, base: Path, manifest_url: str, *extra: str) -> None:
         super().__init__(host, base)
         self.media = base / "media"
         self.manifest_url = manifest_url

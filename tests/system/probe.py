@@ -6,11 +6,16 @@
     python probe.py udp-burst HOST PORT N      sends N numbered datagrams, paced
     python probe.py sink PORT                  accepts one TCP stream, replies with its byte count
     python probe.py send HOST PORT BYTES       sends BYTES; prints "<bytes> <seconds>"
+    python probe.py whoami PORT                answers on TCP and UDP PORT with the asker's ip:port
+    python probe.py ask HOST PORT tcp|udp [SRC [TIMEOUT]]  asks whoami (from port SRC); prints it
+    python probe.py udp-echo PORT              echoes every UDP datagram
+    python probe.py ping HOST PORT N GAP       N UDP echoes GAP s apart; prints min median max lost
 Servers print "ready" once listening.
 """
 
 from __future__ import annotations
 
+import select
 import socket
 import statistics
 import sys
@@ -110,6 +115,68 @@ def send(host: str, port: int, size: int) -> None:
     print(f"{count} {time.monotonic() - start:.3f}")
 
 
+def whoami(port: int) -> None:
+    """Tell every TCP connection and UDP datagram on `port` the address it came from."""
+    server = listener(port)
+    udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    udp.bind(("0.0.0.0", port))
+    ready()
+    while True:
+        readable, _, _ = select.select([server, udp], [], [])
+        if udp in readable:
+            _, peer = udp.recvfrom(2048)
+            udp.sendto(f"{peer[0]}:{peer[1]}".encode(), peer)
+        if server in readable:
+            conn, peer = server.accept()
+            with conn:
+                conn.sendall(f"{peer[0]}:{peer[1]}".encode())
+
+
+def ask(host: str, port: int, protocol: str, source: int = 0, timeout: float = 5.0) -> None:
+    """Ask a whoami server (from local port `source`) how we look; print its answer."""
+    kind = socket.SOCK_STREAM if protocol == "tcp" else socket.SOCK_DGRAM
+    with socket.socket(socket.AF_INET, kind) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.settimeout(timeout)
+        sock.bind(("0.0.0.0", source))
+        if protocol == "tcp":
+            sock.connect((host, port))
+        else:
+            sock.sendto(b"?", (host, port))
+        print(sock.recv(256).decode())
+
+
+def udp_echo(port: int) -> None:
+    """Send every datagram back where it came from."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.bind(("0.0.0.0", port))
+    ready()
+    while True:
+        data, peer = sock.recvfrom(2048)
+        sock.sendto(data, peer)
+
+
+def ping(host: str, port: int, count: int, gap: float) -> None:
+    """`count` UDP echoes `gap` seconds apart (1 s timeout each): min, median, max ms, lost."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.settimeout(1.0)
+    times = []
+    for number in range(count):
+        start = time.monotonic()
+        sock.sendto(number.to_bytes(4, "big"), (host, port))
+        try:
+            while int.from_bytes(sock.recv(64)[:4], "big") != number:
+                pass
+            times.append((time.monotonic() - start) * 1000.0)
+        except TimeoutError:
+            pass
+        time.sleep(max(0.0, gap - (time.monotonic() - start)))
+    if not times:
+        raise SystemExit(f"no answer from {host}:{port}")
+    low, mid, high = min(times), statistics.median(times), max(times)
+    print(f"{low:.2f} {mid:.2f} {high:.2f} {count - len(times)}")
+
+
 def main(argv: list[str]) -> None:
     """Dispatch one probe command."""
     name, args = argv[0], argv[1:]
@@ -125,6 +192,14 @@ def main(argv: list[str]) -> None:
         sink(int(args[0]))
     elif name == "send":
         send(args[0], int(args[1]), int(args[2]))
+    elif name == "whoami":
+        whoami(int(args[0]))
+    elif name == "ask":
+        ask(args[0], int(args[1]), args[2], *[int(a) for a in args[3:4]], *map(float, args[4:5]))
+    elif name == "udp-echo":
+        udp_echo(int(args[0]))
+    elif name == "ping":
+        ping(args[0], int(args[1]), int(args[2]), float(args[3]))
     else:
         raise SystemExit(f"unknown probe {name}")
 

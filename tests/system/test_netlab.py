@@ -5,8 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -19,33 +18,11 @@ from tests.system.netns import (
     list_netns,
     remove_stale,
 )
+from tests.system.probing import PROBE, probe, server
 
 pytestmark = pytest.mark.system
 
-PROBE = str(Path(__file__).with_name("probe.py"))
 ECHO_PORT = 7007
-
-
-@contextmanager
-def server(host: Host, *args: str) -> Iterator[subprocess.Popen[str]]:
-    """Run a probe server in `host` until the block ends; waits for its "ready"."""
-    proc = host.popen(
-        [sys.executable, PROBE, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-    )
-    try:
-        assert proc.stdout is not None
-        assert proc.stdout.readline().strip() == "ready", proc.stderr
-        yield proc
-    finally:
-        proc.kill()
-        proc.communicate()
-
-
-def probe(host: Host, *args: str, timeout: float = 60.0) -> str:
-    """Run a probe client in `host` and return its output (it must succeed)."""
-    done = host.run([sys.executable, PROBE, *args], timeout=timeout)
-    assert done.returncode == 0, done.stderr
-    return done.stdout.strip()
 
 
 def rtt_ms(client: Host, target: Host, count: int = 5) -> tuple[float, float]:
