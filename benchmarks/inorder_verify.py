@@ -45,9 +45,9 @@ import libtorrent as lt
 import xxhash
 
 from meshmedia.config import Config, parse_size
-from meshmedia.engine_settings import peer_class_filter, session_params
+from meshmedia.engine.settings import peer_class_filter, session_params
 from meshmedia.hashing import piece_size_for
-from meshmedia.malloc_tuning import tune_malloc
+from meshmedia.process import tune_malloc
 
 MODES = ("after", "after_xxh3", "seq_after", "seq_pieces", "seq_pread")
 MASK = (

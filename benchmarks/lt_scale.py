@@ -40,10 +40,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import libtorrent as lt
 
 from meshmedia.config import Config
-from meshmedia.engine_alerts import IF_MODIFIED_BUT_COUNTERS
-from meshmedia.engine_settings import peer_class_filter, session_params
+from meshmedia.engine.resume import IF_MODIFIED_BUT_COUNTERS
+from meshmedia.engine.settings import peer_class_filter, session_params
 from meshmedia.hashing import piece_size_for
-from meshmedia.malloc_tuning import tune_malloc
+from meshmedia.process import tune_malloc
 
 FILE_SIZE = 100_000
 CLK = os.sysconf("SC_CLK_TCK")

@@ -46,7 +46,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import libtorrent as lt
 
 from meshmedia.config import Config, parse_size
-from meshmedia.engine_settings import peer_class_filter, session_params
+from meshmedia.engine.settings import peer_class_filter, session_params
 
 MiB = 1 << 20
 PORT = 6881
