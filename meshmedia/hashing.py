@@ -17,6 +17,7 @@ import hashlib
 import logging
 import os
 import threading
+from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -241,7 +242,7 @@ class IncrementalHasher:
                 return size
 
     def _advance(
-        self, leaders: list[_Consumer], everyone: list[_Consumer], size: int, budget: int
+        self, leaders: Sequence[_Consumer], everyone: Sequence[_Consumer], size: int, budget: int
     ) -> None:
         """Read chunks from the lowest offset of `leaders` up to `size`.
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import functools
 import socket
 import tempfile
 from collections.abc import Callable, Iterator
@@ -134,7 +135,8 @@ def run_checks(config: Config, role: str) -> Iterator[Check]:
     if role == "curator":
         checks += [lambda: check_port("http port", config.host, config.port), check_inotify]
         checks += [
-            (lambda s=share: check_writable(f"share {s.group}", s.path)) for share in config.shares
+            functools.partial(check_writable, f"share {share.group}", share.path)
+            for share in config.shares
         ]
     else:
         checks += [

@@ -121,7 +121,7 @@ class _TornWalk:
 
     def changed_since(self, snapshot: DirectorySnapshot) -> bool:
         """A folder's entries changed after it was read, or a folder was seen twice."""
-        seen: dict[tuple[int, int], str] = {}
+        seen: dict[tuple[int, int], str | bytes] = {}
         for path in snapshot.paths:
             before = snapshot.stat_info(path)
             if not S_ISDIR(before.st_mode):

@@ -123,7 +123,7 @@ def dht_settings(nodes: tuple[str, ...]) -> dict[str, Any]:
 
 def session_params(config: Config, overrides: dict[str, Any] | None = None) -> Any:
     """`session_params` with our settings and disk I/O backend."""
-    params = lt.session_params()
+    params: Any = lt.session_params()  # the binding takes a dict where its stub says settings_pack
     params.settings = build_settings(config, overrides)
     params.disk_io_constructor = DISK_IO
     return params
