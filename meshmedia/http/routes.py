@@ -11,8 +11,6 @@ without a thread).
 
 from __future__ import annotations
 
-import itertools
-import json
 import math
 import re
 from collections.abc import Callable, Mapping
@@ -20,6 +18,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from meshmedia import __version__
+from meshmedia.bounded import ReadError, bad_text, load_json
 from meshmedia.errors import ManifestError, PublishError
 from meshmedia.manifest import (
     Manifest,
@@ -37,10 +36,6 @@ MAX_WAIT = 60.0
 DURABLE_TIMEOUT = 30.0  # a write answered 503 after this: not acknowledged
 _INFO_HASH = re.compile(r"^[0-9a-fA-F]{40}$")
 MAX_BODY = 1 << 20
-MAX_DEPTH = 64
-_STRINGS = re.compile(r'"(?:[^"\\]|\\.)*"')
-_NOT_BRACKETS = re.compile(r"[^\[\]{}]+")
-_DEPTH_STEP = {"[": 1, "{": 1, "]": -1, "}": -1}
 
 
 class CuratorApp(Protocol):
@@ -93,52 +88,16 @@ class RequestHandler:
 
 
 def parse_json_body(body: bytes) -> Any:
-    """Parse a request body as JSON, refusing (400) what later code could choke on.
-
-    Not UTF-8, not JSON, nesting over MAX_DEPTH, NaN/Infinity, a float that
-    overflows, an integer over 19 digits, a lone surrogate (`"\\ud800"`).
-    """
+    """Parse a request body as JSON (bounded.load_json's limits), refusing (400) what
+    later code could choke on; a lone surrogate (`"\\ud800"`) anywhere is refused too."""
     try:
-        text = body.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise HttpError(400, f"the body is not UTF-8: {exc}") from None
-    if _nesting(text) > MAX_DEPTH:
-        raise HttpError(400, f"the body nests deeper than {MAX_DEPTH} levels")
-    try:
-        doc = json.loads(
-            text, parse_constant=_no_constant, parse_float=_finite, parse_int=_bounded_int
-        )
-    except (ValueError, RecursionError) as exc:
-        raise HttpError(400, f"the body is not valid JSON: {exc}") from None
-    try:
-        json.dumps(doc, ensure_ascii=False).encode("utf-8")
-    except UnicodeEncodeError:
+        doc = load_json(body, max_bytes=MAX_BODY)
+    except ReadError as exc:
+        raise HttpError(400, f"the body is refused: {exc}") from None
+    if bad_text(doc) is not None:
         reason = "the body is not valid UTF-8: a string has a lone surrogate (\\ud800-\\udfff)"
-        raise HttpError(400, reason) from None
+        raise HttpError(400, reason)
     return doc
-
-
-def _nesting(text: str) -> int:
-    """How deep arrays and objects nest in a JSON text (strings skipped)."""
-    brackets = _NOT_BRACKETS.sub("", _STRINGS.sub("", text))
-    return max(itertools.accumulate(map(_DEPTH_STEP.__getitem__, brackets)), default=0)
-
-
-def _no_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not a JSON number")
-
-
-def _finite(text: str) -> float:
-    value = float(text)
-    if not math.isfinite(value):
-        raise ValueError(f"the number {text[:40]} is out of range")
-    return value
-
-
-def _bounded_int(text: str) -> int:
-    if len(text.lstrip("-")) > 19:
-        raise ValueError(f"the integer {text[:40]}... has more than 19 digits")
-    return int(text)
 
 
 def json_response(

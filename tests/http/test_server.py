@@ -136,7 +136,7 @@ def test_merge_replace_and_noop(server: ManifestServer) -> None:
         ({"group": "other", "items": []}, {}, 400, "group 'other' is not 'default'"),
         ({"title": "no items"}, {}, 400, "'items' is missing"),
         ([1, 2], {}, 400, "JSON object"),
-        ("{broken", {"Content-Type": "application/json"}, 400, "not valid JSON"),
+        ("{broken", {"Content-Type": "application/json"}, 400, "not JSON"),
         ({"items": []}, {"Content-Type": "text/plain"}, 400, "Content-Type"),
     ],
 )

@@ -132,7 +132,7 @@ def test_base32_magnets_and_multiple_xt_are_understood() -> None:
         (b"[" * 200_000, "nested deeper than 32 levels"),
         (b'{"group": "g", "items": [], "x": ' + b"[" * 40 + b"]" * 40 + b"}", "nested deeper"),
         (b'{"group": "g", "items": [], "version": 1' + b"0" * 100 + b"}", "a number of 101 digits"),
-        (b'{"group": "g", "items": [], "version": NaN}', "NaN is not JSON"),
+        (b'{"group": "g", "items": [], "version": NaN}', "NaN is not a JSON number"),
         (b'{"group": "g\\ud800", "items": []}', "lone surrogate"),
         (b"{" + b" " * (17 * 1024 * 1024) + b"}", "over the cap of 16777216"),
     ],
