@@ -33,7 +33,7 @@ from pathlib import Path
 import xxhash
 
 from meshmedia.errors import ManifestError
-from meshmedia.manifest import check_relative_path
+from meshmedia.manifest import Nesting, PathSet, check_relative_path
 from meshmedia.store import PlacedFile
 from meshmedia.torrentinfo import TorrentFile
 
@@ -357,7 +357,7 @@ def unsafe_names(files: list[TorrentFile]) -> str | None:
     control characters: the rule item paths follow), name no symlink, and not
     nest with another (`a` and `a/b`).
     """
-    seen: set[str] = set()
+    names = PathSet("file")
     for entry in files:
         if entry.pad:
             continue
@@ -369,13 +369,10 @@ def unsafe_names(files: list[TorrentFile]) -> str | None:
             return f"the torrent names a file {entry.path!r:.200}: {exc}"
         if entry.symlink:
             return f"the torrent makes {entry.path!r:.200} a symbolic link"
-        if entry.path in seen:
-            return f"the torrent names {entry.path!r:.200} twice"
-        seen.add(entry.path)
-    folders = {p.rsplit("/", 1)[0] for p in seen if "/" in p}
-    for folder in folders:
-        parts = folder.split("/")
-        for depth in range(1, len(parts) + 1):
-            if "/".join(parts[:depth]) in seen:
-                return f"the torrent names {'/'.join(parts[:depth])!r:.200} a file and a folder"
+        if (overlap := names.overlap(entry.path)) is not None:
+            if overlap.nesting is Nesting.SAME:
+                return f"the torrent names {entry.path!r:.200} twice"
+            other = overlap.other
+            return f"the torrent names {entry.path!r:.200} and {other!r:.200}: one inside the other"
+        names.take(entry.path, entry.index)
     return None

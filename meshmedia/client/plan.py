@@ -22,6 +22,7 @@ from meshmedia.errors import MeshmediaError
 from meshmedia.manifest import (
     Item,
     Manifest,
+    PathSet,
     Rejected,
     RollbackError,
     SignatureError,
@@ -70,8 +71,8 @@ def read_manifest(
     """Parse a fetched manifest and check its signature; None (logged) when unusable."""
     try:
         doc = load_document(body)  # decoded once, bounded; the signature covers all of it
+        trust.admit(url, doc)  # before the items are looked at: a forger gets no further
         manifest, rejected = parse_manifest(doc, one_place_per_torrent=True)
-        trust.admit(url, doc)
     except (SignatureError, RollbackError) as exc:
         log.error("manifest %s refused, keeping the last good one: %s", url, exc)
         return None
@@ -119,14 +120,17 @@ class ItemPlanner:
         plan was complete (nothing was dropped then; the next plan finishes the work).
         """
         current = {ci.path: ci for ci in self.store.client_items(url)}
-        taken = _Taken(p for u, p in self.store.client_item_paths() if u != url)
+        taken = PathSet("an item of")  # the other manifests' paths
+        for other_url, path in self.store.client_item_paths():
+            if other_url != url:
+                taken.take(path, other_url)
         queued: list[ClientItem] = []
         self._recorded = self.store.placed_item_paths()
         for number, item in enumerate(manifest.items):
             if number % CANCEL_EVERY == 0 and self.stop.is_set():
                 return None
-            if clash := taken.clash(item.path):
-                log.warning("skipping %s from %s: %s", item.path, url, clash)
+            if (clash := taken.overlap(item.path)) is not None:
+                log.warning("skipping %s from %s: %s", item.path, url, clash.reason("an item of"))
                 continue
             known = current.pop(item.path, None)
             if known is not None and known.item == item.to_json():
@@ -199,27 +203,3 @@ class ItemPlanner:
             log.info("deleted %s (delete_removed)", path)
         elif path.exists():
             log.warning("kept %s: meshmedia has no record of placing it", path)
-
-
-class _Taken:
-    """The paths other manifests hold: a path may not repeat or nest with one of them."""
-
-    def __init__(self, paths: Iterable[str]) -> None:
-        self._paths = set(paths)
-        self._folders = {folder for path in self._paths for folder in _folders_above(path)}
-
-    def clash(self, path: str) -> str | None:
-        """Why `path` cannot be used next to the other manifests' paths, or None."""
-        if path in self._paths:
-            return "another manifest has that path"
-        if path in self._folders:
-            return "another manifest has an item inside that folder"
-        for folder in _folders_above(path):
-            if folder in self._paths:
-                return f"another manifest has {folder!r}, which would hold it"
-        return None
-
-
-def _folders_above(path: str) -> list[str]:
-    parts = path.split("/")
-    return ["/".join(parts[:depth]) for depth in range(1, len(parts))]

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import replace
 from pathlib import Path
 
@@ -19,7 +19,7 @@ from meshmedia.errors import ManifestError
 from meshmedia.private_files import private_dir
 
 from .durability import BLOCK, Flusher, VersionBook, write_atomic
-from .format import Item, Manifest, parse_manifest, utc_now
+from .format import Item, Manifest, PathSet, parse_manifest, utc_now
 from .signing import SigningKey
 
 log = logging.getLogger(__name__)
@@ -270,36 +270,37 @@ def check_curated_path(path: str) -> str:
 def check_placeable(items: Iterable[Item], listed: Mapping[str, Item]) -> None:
     """Refuse a new item a client could not place beside the listed ones (`listed`
     holds them all, the new ones too): a reserved path, or a path that is a folder of
-    another item's path or lies inside one (`Show` and `Show/ep1.mkv`)."""
-    items = list(items)
-    below = _path_below(listed, many=len(items) > FEW)
+    another item's path or lies inside one (`Show` and `Show/ep1.mkv`): PathSet's rule.
+
+    The new items make the PathSet; only the other listed paths that start like a
+    new one are walked through it (`str.startswith` with a few prefixes is C: a
+    publish into 40,000 listed items takes 5-10 ms CPU, as the scan before it did,
+    load 5.8; 40,000 new ones 180 ms, 110-190 before)."""
+    new = PathSet()
     for item in items:
         check_curated_path(item.path)
-        parts = item.path.split("/")
-        above = ("/".join(parts[:end]) for end in range(1, len(parts)))
-        other = below(item.path) or next((p for p in above if p in listed), None)
-        if other is not None:
-            raise ManifestError(
-                f"item {item.path!r:.200} overlaps item {other!r:.200}: one would be a folder"
-                " holding the other, and no client can place both; remove one first"
-            )
+        if (overlap := new.overlap(item.path)) is not None:
+            raise _overlapping(item.path, overlap.other)
+        new.take(item.path, item.path)
+    firsts = {path.partition("/")[0] for path in new.paths}
+    for path in _starting_with(listed, firsts):
+        if path not in new.paths and (overlap := new.overlap(path)) is not None:
+            raise _overlapping(overlap.other, path)
 
 
-FEW = 6
-"""Up to this many new items, each is checked by a scan of the listed paths (5 ms at
-40,000 items, load 1.4); more share an index of every folder they need (35 ms)."""
+def _starting_with(paths: Iterable[str], firsts: set[str]) -> Iterable[str]:
+    """The paths whose first segment may be one of `firsts` (and a few more)."""
+    if len(firsts) <= 8:
+        prefixes = tuple(firsts)
+        return (path for path in paths if path.startswith(prefixes))
+    return (path for path in paths if path.partition("/")[0] in firsts)
 
 
-def _path_below(listed: Mapping[str, Item], *, many: bool) -> Callable[[str], str | None]:
-    """A function giving one listed path inside the folder `path`, or None."""
-    if not many:
-        return lambda path: next((p for p in listed if p.startswith(path + "/")), None)
-    folders: dict[str, str] = {}
-    for path in listed:
-        parts = path.split("/")
-        for end in range(1, len(parts)):
-            folders.setdefault("/".join(parts[:end]), path)
-    return folders.get
+def _overlapping(path: str, other: str) -> ManifestError:
+    return ManifestError(
+        f"item {path!r:.200} overlaps item {other!r:.200}: one would be a folder"
+        " holding the other, and no client can place both; remove one first"
+    )
 
 
 def _with_added_at(item: Item, previous: Item | None) -> Item:
