@@ -75,13 +75,13 @@ def _sha1only() -> None:
 
 
 def _verify_with(kind: str) -> None:
-    from meshmedia import client_place, placement  # noqa: PLC0415
+    from meshmedia import client_place, hashing  # noqa: PLC0415
 
     original = client_place.Placer._verify
 
     def verify(self: Any, item: Any, ih: str, staging: Path, files: list) -> str | None:
         if kind == "xxh3" and item.xxh3 and len(files) == 1:
-            if placement.xxh3_of(staging / files[0][0]) != item.xxh3:
+            if hashing.xxh3_of(staging / files[0][0]) != item.xxh3:
                 return "XXH3 mismatch"
             item = replace(item, sha256=None)
         elif kind == "none":

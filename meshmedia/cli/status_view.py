@@ -5,14 +5,12 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from meshmedia.config import format_size
+
 
 def human_rate(rate: float) -> str:
-    """A rate in bytes/s as a short human string (`1.2 MB/s`)."""
-    for unit in ("B/s", "kB/s", "MB/s", "GB/s"):
-        if rate < 1000 or unit == "GB/s":
-            return f"{rate:.0f} {unit}" if unit == "B/s" else f"{rate:.1f} {unit}"
-        rate /= 1000
-    return f"{rate:.1f} GB/s"
+    """A rate in bytes/s as a short human string (`1.2 MiB/s`)."""
+    return f"{format_size(rate)}/s"
 
 
 def render_status(status: Mapping[str, Any]) -> list[str]:

@@ -8,6 +8,8 @@ from typing import Any
 
 import click
 
+from meshmedia.config import local_url
+
 from .options import SIZE, build_config, common_options, library_errors, setup_logging
 
 
@@ -115,9 +117,8 @@ def status(url: str | None, as_json: bool, env_file: Path | None) -> None:
     from .status_view import render_status  # noqa: PLC0415
 
     config = build_config({"env_file": env_file})
-    host = "127.0.0.1" if config.host in ("0.0.0.0", "::") else config.host  # noqa: S104
     urls = (
-        [url] if url else [f"http://{host}:{config.port}", f"http://127.0.0.1:{config.status_port}"]
+        [url] if url else [local_url(config.host, config.port), local_url("", config.status_port)]
     )
     for base in urls:
         try:

@@ -23,6 +23,7 @@ from pathlib import Path
 
 from meshmedia.engine import Engine
 from meshmedia.errors import EngineError, ManifestError, MeshmediaError
+from meshmedia.hashing import file_digests
 from meshmedia.jellyfin import JellyfinNotifier
 from meshmedia.manifest import Item
 from meshmedia.store import PlacedFile, Store
@@ -31,7 +32,6 @@ from meshmedia.torrentinfo import torrent_files
 from .items import Problem
 from .placement import (
     Target,
-    digests,
     foreign_content,
     incomplete_dir,
     link_for_adoption,
@@ -236,7 +236,7 @@ class Placer:
             if adopted and sha:  # verified by check_in_place() before it was linked
                 found[target.inner] = sha
                 continue
-            got = digests(save_path / target.name)
+            got = file_digests(save_path / target.name)
             label = f"{target.inner}: " if target.inner else ""
             if sha and got.sha256 != sha:
                 return Problem(f"{label}SHA-256 mismatch: expected {sha}, got {got.sha256}")

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import hashlib
 import logging
 import os
 import shutil
@@ -30,9 +29,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import xxhash
-
+from meshmedia.config import format_size
 from meshmedia.errors import ManifestError
+from meshmedia.hashing import file_digests, xxh3_of
 from meshmedia.manifest import Nesting, PathSet, check_relative_path
 from meshmedia.store import PlacedFile
 from meshmedia.torrentinfo import TorrentFile
@@ -40,34 +39,6 @@ from meshmedia.torrentinfo import TorrentFile
 log = logging.getLogger(__name__)
 
 STAGING = ".meshmedia"
-_BLOCK = 1 << 20
-
-
-@dataclass(frozen=True)
-class Digests:
-    """SHA-256 and XXH3-128 (hex) of one file."""
-
-    sha256: str
-    xxh3: str
-
-
-def digests(path: Path) -> Digests:
-    """Hash a file in one read pass."""
-    sha, fast = hashlib.sha256(), xxhash.xxh3_128()
-    with path.open("rb") as src:
-        while block := src.read(_BLOCK):
-            sha.update(block)
-            fast.update(block)
-    return Digests(sha.hexdigest(), fast.hexdigest())
-
-
-def xxh3_of(path: Path) -> str:
-    """XXH3-128 of a file (the fast first check)."""
-    fast = xxhash.xxh3_128()
-    with path.open("rb") as src:
-        while block := src.read(_BLOCK):
-            fast.update(block)
-    return fast.hexdigest()
 
 
 def staging_dir(download_dir: Path) -> Path:
@@ -211,7 +182,7 @@ def still_placed(download_dir: Path, record: PlacedFile) -> bool:
         return False
     if (st.st_dev, st.st_ino, st.st_mtime_ns) == (record.dev, record.ino, record.mtime_ns):
         return True
-    return bool(record.sha256) and digests(path).sha256 == record.sha256
+    return bool(record.sha256) and file_digests(path).sha256 == record.sha256
 
 
 def foreign_content(folder: Path, download_dir: Path, ours: Callable[[str], bool]) -> str | None:
@@ -280,7 +251,7 @@ def matches(path: Path, size: int | None, sha256: str | None, xxh3: str | None) 
         if xxh3 and xxh3_of(path) != xxh3.lower():
             return False
         if sha256:
-            return digests(path).sha256 == sha256.lower()
+            return file_digests(path).sha256 == sha256.lower()
     except FileNotFoundError:
         return False
     except OSError as exc:
@@ -312,8 +283,8 @@ def space_problem(download_dir: Path, needed: int, min_free: int) -> str | None:
     if free - needed >= min_free:
         return None
     return (
-        f"not enough disk space in {download_dir}: {human(free)} free, the download needs "
-        f"{human(needed)} and {human(min_free)} must stay free (--min-free)"
+        f"not enough disk space in {download_dir}: {format_size(free)} free, the download needs "
+        f"{format_size(needed)} and {format_size(min_free)} must stay free (--min-free)"
     )
 
 
@@ -339,15 +310,6 @@ def remove_tree(path: Path) -> None:
         shutil.rmtree(path, ignore_errors=True)
     elif path.exists() or path.is_symlink():
         path.unlink()
-
-
-def human(size: float) -> str:
-    """`1.5 GiB`-style size."""
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if abs(size) < 1024:
-            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1024
-    return f"{size:.1f} TiB"
 
 
 def unsafe_names(files: list[TorrentFile]) -> str | None:

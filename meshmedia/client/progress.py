@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TextIO
 
-from .placement import human
+from meshmedia.config import format_size
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +50,7 @@ def render(row: Row) -> str:
     bar = "#" * filled + "." * (BAR_WIDTH - filled)
     return (
         f"{title:<{TITLE_WIDTH}} [{bar}] {row.fraction * 100:5.1f}% "
-        f"{human(row.rate):>10}/s  ETA {row.eta()}"
+        f"{format_size(row.rate):>10}/s  ETA {row.eta()}"
     )
 
 

@@ -19,7 +19,7 @@ from urllib.parse import quote
 
 import libtorrent as lt
 
-from meshmedia.config import Config
+from meshmedia.config import WILDCARDS, Config
 from meshmedia.errors import PublishError
 from meshmedia.hashing import FileHashes
 from meshmedia.torrentinfo import read_torrent
@@ -111,7 +111,7 @@ def advertise_host(config: Config) -> str | None:
         return None
     if config.advertise_host:
         return config.advertise_host
-    if config.listen_host not in ("", "0.0.0.0", "::"):  # noqa: S104
+    if config.listen_host not in WILDCARDS:
         return config.listen_host
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
         try:

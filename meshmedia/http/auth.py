@@ -33,11 +33,16 @@ def load_or_create_token(config: Config) -> str:
         return config.token
     path = token_path(config)
     try:
-        token = _read(path)
+        _tighten(path)
+        token = read_token_file(path)
     except FileNotFoundError:
         token = ""
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError("token", f"cannot read {path}: {exc}") from exc
     if token:
         return token
+    if path.exists():
+        log.warning("token file %s is empty; generating a new token", path)
     path.parent.mkdir(parents=True, exist_ok=True)
     token = secrets.token_urlsafe(32)
     temp = path.with_name(f".{TOKEN_FILE}.{os.getpid()}.tmp")
@@ -50,19 +55,18 @@ def load_or_create_token(config: Config) -> str:
     return token
 
 
-def _read(path: Path) -> str:
-    """Read the token file, tightening its mode to 0600 if others could read it."""
+def read_token_file(path: Path) -> str:
+    """The token kept in `path` ("" when the file is empty): the one reader of it.
+    OSError when it cannot be read, UnicodeDecodeError when it is not ASCII text."""
+    return path.read_text(encoding="ascii").strip()
+
+
+def _tighten(path: Path) -> None:
+    """Set a token file others could read to mode 0600."""
     mode = stat.S_IMODE(path.stat().st_mode)
     if mode & 0o077:
         log.warning("token file %s had mode %o; setting 0600", path, mode)
         os.chmod(path, 0o600)
-    try:
-        token = path.read_text(encoding="ascii").strip()
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError("token", f"cannot read {path}: {exc}") from exc
-    if not token:
-        log.warning("token file %s is empty; generating a new token", path)
-    return token
 
 
 def token_matches(expected: str, authorization: str | None) -> bool:

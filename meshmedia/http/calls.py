@@ -8,10 +8,10 @@ from typing import Any
 
 import requests
 
-from meshmedia.config import Config
+from meshmedia.config import Config, local_url
 from meshmedia.errors import PublishError
 
-from .auth import token_path
+from .auth import read_token_file, token_path
 
 CONNECT_TIMEOUT = 5.0
 PUBLISH_TIMEOUT = 900.0  # hashing a large folder from a cold disk takes a while
@@ -19,9 +19,7 @@ PUBLISH_TIMEOUT = 900.0  # hashing a large folder from a cold disk takes a while
 
 def curator_url(config: Config) -> str:
     """http://MESHMEDIA_HOST:MESHMEDIA_PORT (127.0.0.1 when the curator binds every address)."""
-    host = "127.0.0.1" if config.host in ("", "0.0.0.0", "::") else config.host  # noqa: S104
-    host = f"[{host}]" if ":" in host else host
-    return f"http://{host}:{config.port}"
+    return local_url(config.host, config.port)
 
 
 def read_token(config: Config) -> str:
@@ -30,7 +28,7 @@ def read_token(config: Config) -> str:
         return config.token
     path = token_path(config)
     try:
-        token = path.read_text(encoding="ascii").strip()
+        token = read_token_file(path)
     except (OSError, UnicodeDecodeError) as exc:
         reason = exc.strerror if isinstance(exc, OSError) else "not a token file"
         raise PublishError(

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from meshmedia import __version__
-from meshmedia.config import GROUP_RE, Config
+from meshmedia.config import GROUP_RE, Config, local_url
 from meshmedia.errors import ConfigError
 from meshmedia.manifest import ManifestStore
 
@@ -93,8 +93,7 @@ class ManifestServer:
     @property
     def url(self) -> str:
         """The base URL, e.g. `http://127.0.0.1:5000` (loopback for a wildcard bind)."""
-        host = {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(self.config.host, self.config.host)  # noqa: S104
-        return f"http://[{host}]:{self.port}" if ":" in host else f"http://{host}:{self.port}"
+        return local_url(self.config.host, self.port)
 
     def stats(self) -> HttpStats:
         """The plumbing's counters: connections, held long-polls, evictions, timeouts."""

@@ -119,7 +119,7 @@ def test_status_renders_one_line_per_torrent(tmp_path: Path) -> None:
         server.shutdown()
     assert plain.returncode == 0, plain.stderr
     lines = plain.stdout.splitlines()
-    assert lines[0].startswith("client: 1 torrents, down 2.5 MB/s")
+    assert lines[0].startswith("client: 1 torrents, down 2.4 MiB/s")
     assert "downloading" in lines[1]
     assert " 50.0%" in lines[1]
     assert "peers   3  clip.mkv" in lines[1]
