@@ -160,3 +160,18 @@ def test_the_values_the_server_sees_do_not_import_libtorrent() -> None:
 def test_every_role_in_the_rules_exists() -> None:
     assert {role_of(n) for n in MODULES} - {"meshmedia"} <= set(MAY_IMPORT)
     assert set(MAY_IMPORT) <= {role_of(n) for n in MODULES}
+
+
+def test_every_public_name_of_meshmedia_resolves() -> None:
+    """`import meshmedia` names what it did before the layout; the lazy ones load."""
+    import meshmedia  # noqa: PLC0415
+
+    before_the_layout = {
+        "Config", "ConfigError", "Curator", "Engine", "EngineError", "ManifestError",
+        "ManifestStore", "MeshmediaError", "PublishError", "Publisher", "Share", "Store",
+        "StoreError", "TorrentState", "__version__", "load_config", "serve", "sync_forever",
+        "sync_once",
+    }  # fmt: skip
+    assert before_the_layout <= set(meshmedia.__all__)
+    missing = [name for name in meshmedia.__all__ if getattr(meshmedia, name, None) is None]
+    assert missing == []
