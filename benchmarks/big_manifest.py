@@ -22,6 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from meshmedia.client import SyncClient
 from meshmedia.engine import Engine
+from meshmedia.process import tune_malloc
 from meshmedia.store import Store
 from tests.helpers import make_config
 
@@ -54,6 +55,7 @@ def main() -> None:
             ],
         }
     ).encode()
+    tune_malloc()  # as `meshmedia sync` does at start-up
     with tempfile.TemporaryDirectory() as tmp:
         config = make_config(Path(tmp), "client", manifest_urls=(URL,))
         with Store.in_state_dir(config.state_dir) as store, Engine(config, store) as engine:

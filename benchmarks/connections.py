@@ -46,11 +46,10 @@ SERVER = r"""
 import dataclasses, json, logging, sys
 from pathlib import Path
 from meshmedia.config import Config
-from meshmedia.manifest import validate_item
-from meshmedia.manifest_store import ManifestStore
-from meshmedia.server import ManifestServer
+from meshmedia.http import ManifestServer
+from meshmedia.manifest import ManifestStore, validate_item
 try:
-    from meshmedia.http_plumbing import raise_open_files_limit
+    from meshmedia.process import raise_open_files_limit
 except ImportError:  # the code before the hardening
     raise_open_files_limit = lambda: None
 
@@ -69,7 +68,7 @@ items = [
 store.replace("bench", items)
 config = Config(state_dir=folder / "state", port=int(sys.argv[3]), shares=())
 try:
-    from meshmedia.http_plumbing import Limits
+    from meshmedia.http import Limits
     limits = {"limits": Limits(max_connections=int(sys.argv[4]))} if sys.argv[4] != "0" else {}
 except ImportError:
     limits = {}
@@ -276,8 +275,7 @@ def start_server(args: argparse.Namespace, folder: Path, port: int) -> subproces
 
 def manifest_body(folder: Path, items: int) -> tuple[bytes, str]:
     """The bytes and ETag meshmedia would serve for the benchmark's manifest."""
-    from meshmedia.manifest import validate_item  # noqa: PLC0415
-    from meshmedia.manifest_store import ManifestStore  # noqa: PLC0415
+    from meshmedia.manifest import ManifestStore, validate_item  # noqa: PLC0415
 
     store = ManifestStore(folder / "anchor-manifests")
     made = [

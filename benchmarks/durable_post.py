@@ -27,9 +27,8 @@ import requests
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from meshmedia.manifest import validate_item
-from meshmedia.manifest_store import ManifestStore
-from meshmedia.server import ManifestServer
+from meshmedia.http import ManifestServer
+from meshmedia.manifest import ManifestStore, validate_item
 from tests.helpers import make_config
 
 TOKEN = "bench-token"

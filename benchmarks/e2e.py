@@ -59,16 +59,18 @@ class Meshmedia(DropSystem):
 
     name = "meshmedia"
 
-    def __init__(self, log_level: str = "WARNING") -> None:
+    def __init__(self, log_level: str = "WARNING", command: list[str] | None = None) -> None:
         self.procs = Processes()
         self.log_level = log_level  # INFO: serve.log and sync.log show where the time goes
+        self.command = command or [sys.executable, "-m", "meshmedia"]  # e2e_breakdown's patches
+        self.http = 0
 
     def start(self, base: Path) -> None:
         """Start the curator, wait for its health answer, then start the client."""
         self.share, self.media = base / "share", base / "media"
         self.share.mkdir(parents=True)
-        http = free_port()
-        mm = [sys.executable, "-m", "meshmedia"]
+        http = self.http = self.http or free_port()
+        mm = self.command
         self.procs.start(
             [*mm, "serve", "--share", f"default={self.share}", "--state-dir", str(base / "cs"),
              "--host", "127.0.0.1", "--port", str(http), "--listen-port", str(free_port()),

@@ -32,9 +32,8 @@ SERVER = r"""
 import logging, sys
 from pathlib import Path
 from meshmedia.config import Config
-from meshmedia.manifest import validate_item
-from meshmedia.manifest_store import ManifestStore
-from meshmedia.server import ManifestServer
+from meshmedia.http import ManifestServer
+from meshmedia.manifest import ManifestStore, validate_item
 
 logging.basicConfig(level=logging.WARNING)
 folder, count = Path(sys.argv[1]), int(sys.argv[2])

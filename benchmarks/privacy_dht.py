@@ -51,7 +51,7 @@ from benchmarks.privacy_lab import (
     random_file,
     wait,
 )
-from meshmedia.signing import generate_key
+from meshmedia.manifest.signing import generate_key
 
 DHT_SETTINGS = {
     "dht_bootstrap_nodes": "",  # never the public bootstrap node: loopback only

@@ -30,7 +30,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 from cryptography.x509.oid import NameOID
 
 from meshmedia.config import Config
-from meshmedia.engine_settings import build_settings
+from meshmedia.engine.settings import build_settings
 from meshmedia.hashing import hash_file
 
 MiB = 1 << 20

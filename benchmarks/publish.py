@@ -27,9 +27,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from meshmedia import hashing
 from meshmedia.config import Config, Share, parse_size
+from meshmedia.curator import Publisher
 from meshmedia.engine import Engine
 from meshmedia.manifest import ManifestStore
-from meshmedia.publisher import Publisher
+from meshmedia.process import tune_malloc
 from meshmedia.store import Store
 
 MiB = 1 << 20
@@ -121,6 +122,7 @@ class Curator:
             upnp=False,
             natpmp=False,
         )
+        tune_malloc()  # as `meshmedia serve` does at start-up
         self.store = Store.in_state_dir(config.state_dir)
         self.engine = Engine(config, self.store)
         self.manifests = ManifestStore(config.state_dir / "manifests")

@@ -34,7 +34,8 @@ import libtorrent as lt
 
 from benchmarks.rawpipe import raw_pipe
 from meshmedia.config import Config, parse_size
-from meshmedia.engine import Engine, TorrentState, install_signal_handlers
+from meshmedia.engine import Engine, TorrentState
+from meshmedia.process import install_signal_handlers, tune_malloc
 from meshmedia.store import Store
 from tests.helpers import free_port, random_file
 
@@ -86,6 +87,7 @@ def run_seeder(args: argparse.Namespace) -> None:
     """Seed until SIGTERM; print the port first."""
     stop = threading.Event()
     install_signal_handlers(stop)
+    tune_malloc()  # as the daemons do at start-up (the figures in engine.md had it)
     config = node_config(Path(args.state), args.transport)
     with (
         Store.in_state_dir(config.state_dir) as store,
@@ -99,6 +101,7 @@ def run_seeder(args: argparse.Namespace) -> None:
 
 def run_downloader(args: argparse.Namespace) -> None:
     """Download from the seeder on 127.0.0.1; print a JSON result line."""
+    tune_malloc()
     config = node_config(Path(args.state), args.transport)
     torrent = Path(args.torrent).read_bytes()
     with (

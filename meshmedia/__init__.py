@@ -26,12 +26,12 @@ from .errors import (
 _LAZY = {
     "Curator": "curator",
     "serve": "curator",
-    "sync_once": "sync_daemon",
-    "sync_forever": "sync_daemon",
+    "sync_once": "client",
+    "sync_forever": "client",
     "Engine": "engine",
     "TorrentState": "engine",
-    "Publisher": "publisher",
-    "ManifestStore": "manifest_store",
+    "Publisher": "curator",
+    "ManifestStore": "manifest",
     "Store": "store",
 }
 

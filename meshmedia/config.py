@@ -127,6 +127,15 @@ def parse_size(text: str, setting: str = "size") -> int:
     return int(float(number) * _UNITS[unit.lower()])
 
 
+def format_size(size: float) -> str:
+    """`1.5 GiB`-style: the binary units parse_size reads (the one size format)."""
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if abs(size) < 1024:
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{size:.1f} TiB"
+
+
 def parse_bool(text: str, setting: str) -> bool:
     """Parse the usual spellings of a yes/no setting."""
     value = str(text).strip().lower()
@@ -286,3 +295,13 @@ def load_config(
     if unknown:
         raise ConfigError(sorted(unknown)[0], "is not a meshmedia setting")
     return Config(**values)
+
+
+WILDCARDS = ("", "0.0.0.0", "::")  # noqa: S104 - the hosts that mean "every address"
+
+
+def local_url(host: str, port: int) -> str:
+    """`http://host:port` to reach a server on this machine that binds `host`: loopback
+    (127.0.0.1, or ::1 for `::`) when it binds every address; IPv6 in brackets."""
+    host = {"": "127.0.0.1", "0.0.0.0": "127.0.0.1", "::": "::1"}.get(host, host)  # noqa: S104
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"

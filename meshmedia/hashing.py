@@ -17,6 +17,7 @@ import hashlib
 import logging
 import os
 import threading
+from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -241,7 +242,7 @@ class IncrementalHasher:
                 return size
 
     def _advance(
-        self, leaders: list[_Consumer], everyone: list[_Consumer], size: int, budget: int
+        self, leaders: Sequence[_Consumer], everyone: Sequence[_Consumer], size: int, budget: int
     ) -> None:
         """Read chunks from the lowest offset of `leaders` up to `size`.
 
@@ -306,3 +307,33 @@ class IncrementalHasher:
 def hash_file(path: Path, piece_size: int | None = None) -> FileHashes:
     """Hash a complete file in one pass (piece size from `piece_size_for` unless given)."""
     return IncrementalHasher(path, piece_size).finish()
+
+
+@dataclass(frozen=True)
+class Digests:
+    """SHA-256 and XXH3-128 (hex) of one whole file."""
+
+    sha256: str
+    xxh3: str
+
+
+BLOCK = 1 << 20  # a verification read (one thread: files the client checks one by one)
+
+
+def file_digests(path: Path) -> Digests:
+    """SHA-256 and XXH3-128 of a whole file in one read pass (a client's verification)."""
+    sha, fast = hashlib.sha256(), xxhash.xxh3_128()
+    with path.open("rb") as src:
+        while block := src.read(BLOCK):
+            sha.update(block)
+            fast.update(block)
+    return Digests(sha.hexdigest(), fast.hexdigest())
+
+
+def xxh3_of(path: Path) -> str:
+    """XXH3-128 of a whole file (the fast first check)."""
+    fast = xxhash.xxh3_128()
+    with path.open("rb") as src:
+        while block := src.read(BLOCK):
+            fast.update(block)
+    return fast.hexdigest()

@@ -3,10 +3,8 @@
 A small bencode reader (the client does not import libtorrent; the engine does).
 It is bounded like every reader of network input (bounded.py): size, nesting
 depth, number length, and no recursion, so 200 KB of `l` cannot raise
-RecursionError. `unsafe_names` says whether a torrent's own file names would
-lead anywhere they should not (`..`, absolute names, symlinks): libtorrent
-sanitises such names on its side, and the client refuses the item whose torrent
-carries them rather than guess what was meant.
+RecursionError. Whether a torrent's own names may be placed is the client's
+rule (client/placement.py `unsafe_names`).
 """
 
 from __future__ import annotations
@@ -17,9 +15,15 @@ from typing import Any
 
 import requests
 
-from .bounded import MAX_DEPTH, MAX_DOCUMENT_BYTES, MAX_NUMBER_DIGITS, ReadError, http_get
-from .errors import EngineError, ManifestError
-from .manifest import MAX_FILES, check_relative_path
+from .bounded import (
+    MAX_DEPTH,
+    MAX_DOCUMENT_BYTES,
+    MAX_FILES,
+    MAX_NUMBER_DIGITS,
+    ReadError,
+    http_get,
+)
+from .errors import EngineError
 
 MAX_TORRENT_BYTES = MAX_DOCUMENT_BYTES
 TORRENT_DEADLINE = 60.0  # seconds for a whole `.torrent` fetch, however the server trickles
@@ -169,37 +173,6 @@ def _length(entry: Any) -> int:
     if not isinstance(length, int) or length < 0:
         raise ValueError("a file length is not a whole number >= 0")
     return length
-
-
-def unsafe_names(files: list[TorrentFile]) -> str | None:
-    """Why the torrent's own file names cannot be placed as they are, or None.
-
-    Every name must be a safe relative path (no `..`, no absolute name, no
-    control characters: the rule item paths follow), name no symlink, and not
-    nest with another (`a` and `a/b`).
-    """
-    seen: set[str] = set()
-    for entry in files:
-        if entry.pad:
-            continue
-        try:
-            check_relative_path(entry.path)
-            if "/" in entry.path:  # placed as <item>/<rest>: the rest is checked on its own too
-                check_relative_path(entry.path.split("/", 1)[1])
-        except ManifestError as exc:
-            return f"the torrent names a file {entry.path!r:.200}: {exc}"
-        if entry.symlink:
-            return f"the torrent makes {entry.path!r:.200} a symbolic link"
-        if entry.path in seen:
-            return f"the torrent names {entry.path!r:.200} twice"
-        seen.add(entry.path)
-    folders = {p.rsplit("/", 1)[0] for p in seen if "/" in p}
-    for folder in folders:
-        parts = folder.split("/")
-        for depth in range(1, len(parts) + 1):
-            if "/".join(parts[:depth]) in seen:
-                return f"the torrent names {'/'.join(parts[:depth])!r:.200} a file and a folder"
-    return None
 
 
 def read_torrent(data: bytes) -> TorrentInfo:

@@ -21,6 +21,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+# The repository root replaces this script's folder (sys.path[0]): tests/http would
+# otherwise shadow the standard library's http package.
+sys.path.pop(0)
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import libtorrent as lt

@@ -14,9 +14,13 @@ import sys
 import threading
 from pathlib import Path
 
+# The repository root replaces this script's folder (sys.path[0]): tests/http would
+# otherwise shadow the standard library's http package.
+sys.path.pop(0)
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from meshmedia.engine import Engine, TorrentState, install_signal_handlers
+from meshmedia.engine import Engine, TorrentState
+from meshmedia.process import install_signal_handlers
 from meshmedia.store import Store
 from tests.helpers import make_config
 

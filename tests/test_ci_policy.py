@@ -41,3 +41,13 @@ def test_ci_script_fails_loudly_when_a_debian_package_cannot_be_had() -> None:
     script = (ROOT / ".ci" / "run").read_text()
     assert "dependent tests will skip" not in script
     assert 'export CI="${CI:-true}"' in script
+
+
+def test_ci_script_type_checks_with_mypy_after_ruff() -> None:
+    lines = (ROOT / ".ci" / "run").read_text().splitlines()
+    runs = [line.split("#")[0].strip() for line in lines]
+    assert ".venv/bin/mypy meshmedia" in runs
+    assert runs.index(".venv/bin/mypy meshmedia") > runs.index(".venv/bin/ruff format --check .")
+    assert runs.index(".venv/bin/mypy meshmedia") < runs.index(".venv/bin/python -m pytest")
+    extras = (ROOT / "setup.cfg").read_text().split("[options.extras_require]")[1]
+    assert "mypy" in extras.split("[options.entry_points]")[0]

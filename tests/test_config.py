@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from meshmedia.config import Config, load_config, parse_size
-from meshmedia.engine_settings import build_settings
+from meshmedia.config import Config, format_size, load_config, local_url, parse_size
+from meshmedia.engine.building import advertise_host, magnet_uri
+from meshmedia.engine.settings import build_settings
 from meshmedia.errors import ConfigError
-from meshmedia.torrents import advertise_host, magnet_uri
 
 
 def test_legacy_env_names_and_sizes(tmp_path: Path) -> None:
@@ -102,3 +102,31 @@ def test_trackers_named_by_sources_are_off_unless_allowed() -> None:
         ).allow_trackers
         is False
     )
+
+
+@pytest.mark.parametrize(
+    ("host", "url"),
+    [
+        ("0.0.0.0", "http://127.0.0.1:5000"),
+        ("", "http://127.0.0.1:5000"),
+        ("::", "http://[::1]:5000"),
+        ("192.168.1.10", "http://192.168.1.10:5000"),
+        ("fd00::1", "http://[fd00::1]:5000"),
+    ],
+)
+def test_a_local_server_is_reached_on_loopback_when_it_binds_every_address(
+    host: str, url: str
+) -> None:
+    assert local_url(host, 5000) == url
+
+
+def test_sizes_print_in_the_units_they_are_read_in() -> None:
+    for text in ("500K", "20M", "1.5G", "3G"):
+        number, unit = format_size(parse_size(text)).split()
+        assert parse_size(f"{number}{unit}") == parse_size(text)
+    assert [format_size(n) for n in (0, 1023, 1024, 2_500_000)] == [
+        "0 B",
+        "1023 B",
+        "1.0 KiB",
+        "2.4 MiB",
+    ]

@@ -12,13 +12,7 @@ import xxhash
 
 from meshmedia import hashing
 from meshmedia.errors import PublishError
-from meshmedia.hashing import (
-    MIN_PIECE,
-    FileHashes,
-    IncrementalHasher,
-    hash_file,
-    piece_size_for,
-)
+from meshmedia.hashing import MIN_PIECE, FileHashes, IncrementalHasher, hash_file, piece_size_for
 
 
 def expected(data: bytes, piece_size: int) -> FileHashes:

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from meshmedia.signing import generate_key, save_key
+from meshmedia.manifest import generate_key, save_key
 from tests.helpers import random_file
 from tests.system.netlab import Host, Network
 from tests.system.nodes import (

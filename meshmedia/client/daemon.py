@@ -1,0 +1,179 @@
+"""The client daemon (`meshmedia sync`): composes store, engine, SyncClient, fetchers, status.
+
+Forever: the last good manifests from the store are planned at once (so a
+restart works with the curator down), one fetcher thread per manifest URL
+long-polls or polls, and the main loop places finished downloads. `--once`:
+one fetch per URL, then wait until every item is placed, failed or paused.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from contextlib import ExitStack
+from dataclasses import dataclass, field
+from typing import TextIO
+
+from meshmedia.config import Config
+from meshmedia.engine import Engine, TorrentState
+from meshmedia.http import StatusServer
+from meshmedia.jellyfin import JellyfinNotifier
+from meshmedia.process import prepare_daemon, stop_on_signals
+from meshmedia.store import ItemState, Store
+
+from .fetcher import FetchError, ManifestFetcher
+from .follow import Following, follow_once, start_following
+from .progress import ProgressView, Row
+from .sync import SyncClient
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class SyncSummary:
+    """What a `--once` run achieved."""
+
+    placed: list[str] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)  # failed/paused items, unusable manifests
+    rejected: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        """True when every valid item is in place."""
+        return not self.problems
+
+    def lines(self) -> list[str]:
+        """A human summary, one line each."""
+        head = f"{len(self.placed)} in place, {len(self.problems)} not"
+        head += f", {len(self.rejected)} refused" if self.rejected else ""
+        return [head, *self.problems, *(f"refused {r}" for r in self.rejected)]
+
+
+def progress_rows(engine: Engine, client: SyncClient) -> list[Row]:
+    """One progress row per item that is downloading."""
+    rows = []
+    for ci in client.downloading():
+        status = engine.status(ci.info_hash) if ci.info_hash else None
+        if status is not None and status.state != TorrentState.SEEDING:
+            title = str(ci.item.get("title") or ci.path)
+            rows.append(Row(title, status.total_done, status.total_wanted, status.download_rate))
+    return rows
+
+
+@dataclass(frozen=True)
+class _Parts:
+    """What a running client daemon is made of."""
+
+    engine: Engine
+    client: SyncClient
+    following: Following
+
+
+def _start_parts(config: Config, stack: ExitStack, stop: threading.Event) -> _Parts:
+    prepare_daemon()
+    store = stack.enter_context(Store.in_state_dir(config.state_dir))
+    engine = Engine(config, store)
+    stack.callback(engine.close)
+    notifier = None
+    if config.jellyfin_url:
+        notifier = JellyfinNotifier(
+            config.jellyfin_url, config.jellyfin_api_key, config.jellyfin_path_map
+        )
+        stack.callback(notifier.close)
+    client = SyncClient(config, store, engine, notifier, stop=stop)
+    stack.callback(client.close)  # placements under way end before the engine closes
+    try:
+        status = StatusServer(config.status_port, client.status_json)
+        stack.callback(status.close)
+        log.info("status at http://127.0.0.1:%d/status", status.port)
+    except OSError as exc:
+        log.warning("no status server on 127.0.0.1:%d: %s", config.status_port, exc)
+    return _Parts(engine, client, Following(engine, store, client.apply))
+
+
+def _fetcher(client: SyncClient, url: str) -> ManifestFetcher:
+    saved = client.saved_manifest(url)
+    body, etag = saved if saved else (None, None)
+    return ManifestFetcher(url, etag=etag, body=body)
+
+
+def sync_forever(config: Config, stop: threading.Event | None = None) -> None:
+    """Follow every manifest URL until SIGTERM/SIGINT (or `stop`); never gives up."""
+    stop = stop or threading.Event()
+    with stop_on_signals(stop), ExitStack() as stack:
+        parts = _start_parts(config, stack, stop)
+        client = parts.client
+        for url in config.manifest_urls:
+            saved = client.saved_manifest(url)
+            if saved:
+                log.info("using the last good manifest of %s until it answers", url)
+                client.apply(url, *saved)
+            fetcher = _fetcher(client, url)
+            thread = threading.Thread(
+                target=fetcher.follow,
+                args=(stop, lambda body, etag, u=url: client.apply(u, body, etag), config.interval),
+                name=f"fetch {url}",
+                daemon=True,
+            )
+            thread.start()
+        start_following(config, parts.following, stop, stack)
+        while not stop.is_set():
+            client.wait(1.0)
+            client.step()
+        log.info("sync stopping")
+
+
+def sync_once(config: Config, stream: TextIO | None = None, tty: bool = False) -> SyncSummary:
+    """One cycle: fetch each manifest once, download, place, and wait for every item."""
+    summary = SyncSummary()
+    stop = threading.Event()
+    with stop_on_signals(stop), ExitStack() as stack:
+        parts = _start_parts(config, stack, stop)
+        client = parts.client
+        client.retries = False
+        for url in config.manifest_urls:
+            _fetch_once(client, url, summary)
+        follow_once(config, parts.following, stop, summary.problems)
+        view = ProgressView(stream, tty) if stream is not None else None
+        while not client.settled() and not stop.is_set():
+            client.step()
+            if view:
+                view.update(progress_rows(parts.engine, client))
+            client.wait(0.25)
+        client.step()
+        if view:
+            view.clear()
+        if stop.is_set():
+            summary.problems.append("interrupted before every item was in place")
+        if client.notifier is not None and not client.notifier.flush():
+            log.warning("Jellyfin did not take every path")
+        _summarize(client, summary)
+    return summary
+
+
+def _fetch_once(client: SyncClient, url: str, summary: SyncSummary) -> None:
+    try:
+        result = _fetcher(client, url).fetch()
+        body, etag = result.body, result.etag
+    except FetchError as exc:
+        saved = client.saved_manifest(url)
+        if saved is None:
+            summary.problems.append(f"cannot fetch {url} and no earlier copy: {exc}")
+            return
+        log.warning("%s; using the last good manifest", exc)
+        body, etag = saved
+    if body is None:  # unchanged since the saved copy
+        saved = client.saved_manifest(url)
+        body, etag = saved if saved else (b"", None)
+    if not client.apply(url, body, etag):
+        summary.problems.append(f"the manifest {url} is unusable (see the log)")
+
+
+def _summarize(client: SyncClient, summary: SyncSummary) -> None:
+    for ci in client.items():
+        if ci.state == ItemState.PLACED:
+            summary.placed.append(ci.path)
+        else:
+            summary.problems.append(f"{ci.path}: {ci.state.value}: {ci.error or 'not finished'}")
+    for rejected in client.rejected.values():
+        summary.rejected.extend(rejected)

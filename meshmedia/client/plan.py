@@ -1,0 +1,205 @@
+"""The client's planning: read a fetched manifest, keep it, and turn its items into rows.
+
+Each followed manifest's items are rows of the store's client_items table, one
+per (manifest URL, path). `ItemPlanner` compares a new manifest with those rows:
+a new or changed item is (re)started, a placed item whose torrent the engine
+lost is started again, and an item gone from the manifest stops seeding.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import threading
+from collections.abc import Iterable
+from dataclasses import replace
+from pathlib import Path
+
+from meshmedia.bounded import ReadError, load_json
+from meshmedia.engine import Engine
+from meshmedia.errors import MeshmediaError
+from meshmedia.manifest import (
+    Item,
+    Manifest,
+    PathSet,
+    Rejected,
+    RollbackError,
+    SignatureError,
+    TrustPolicy,
+    load_document,
+    parse_manifest,
+    validate_item,
+)
+from meshmedia.store import ClientItem, ItemState, Store
+
+from .place import Placer
+from .placement import delete_placed, final_path, incomplete_dir, matches, remove_tree
+
+log = logging.getLogger(__name__)
+
+MANIFEST_KEY = "client.manifest:"  # + URL: the last good manifest, as JSON {etag, body}
+CANCEL_EVERY = 1000  # items planned between two looks at the stop flag
+
+
+def saved_manifest(store: Store, url: str) -> tuple[bytes, str | None] | None:
+    """The last good manifest of `url` kept in `store` (body, ETag), or None (also
+    when what is kept cannot be read: it is then ignored, with a warning)."""
+    raw = store.get(MANIFEST_KEY + url)
+    if raw is None:
+        return None
+    try:
+        saved = load_json(raw)
+        body, etag = saved["body"], saved.get("etag")
+        if not isinstance(body, str) or not (etag is None or isinstance(etag, str)):
+            raise TypeError("body or etag is not text")
+        return body.encode("utf-8"), etag
+    except (ReadError, KeyError, TypeError, AttributeError, UnicodeEncodeError) as exc:
+        log.warning("ignoring the kept manifest of %s, which cannot be read: %s", url, exc)
+        return None
+
+
+def keep_manifest(store: Store, url: str, body: bytes, etag: str | None) -> None:
+    """Keep `body` in `store` as the last good manifest of `url`."""
+    text = json.dumps({"etag": etag, "body": body.decode("utf-8-sig")})
+    store.put(MANIFEST_KEY + url, text)
+
+
+def read_manifest(
+    url: str, body: bytes, trust: TrustPolicy
+) -> tuple[Manifest, list[Rejected]] | None:
+    """Parse a fetched manifest and check its signature; None (logged) when unusable."""
+    try:
+        doc = load_document(body)  # decoded once, bounded; the signature covers all of it
+        trust.admit(url, doc)  # before the items are looked at: a forger gets no further
+        manifest, rejected = parse_manifest(doc, one_place_per_torrent=True)
+    except (SignatureError, RollbackError) as exc:
+        log.error("manifest %s refused, keeping the last good one: %s", url, exc)
+        return None
+    except MeshmediaError as exc:
+        log.error("manifest %s is unusable, keeping the last good one: %s", url, exc)
+        return None
+    except UnicodeError as exc:  # a signed document with text that cannot be encoded
+        log.error("manifest %s refused, its signature cannot be checked: %s", url, exc)
+        return None
+    for bad in rejected:
+        log.warning("skipping %s from %s", bad, url)
+    return manifest, rejected
+
+
+class ItemPlanner:
+    """Brings the client_items rows of a manifest in line with its latest version.
+
+    New and changed items become `queued` rows (the client starts them a few at a
+    time); nothing here touches the network.
+    """
+
+    def __init__(
+        self,
+        store: Store,
+        engine: Engine,
+        placer: Placer,
+        *,
+        delete_removed: bool,
+        stop: threading.Event | None = None,
+    ) -> None:
+        """Plan into `store`; `placer` knows what was placed; `stop` cancels a long plan."""
+        self.store = store
+        self.engine = engine
+        self.placer = placer
+        self.download_dir = placer.download_dir
+        self.delete_removed = delete_removed
+        self.stop = stop or threading.Event()
+        self._recorded: set[str] = set()  # item paths with placed-file records
+
+    def plan(self, url: str, manifest: Manifest) -> list[ClientItem] | None:
+        """Queue new and changed items of `manifest`, drop those it no longer lists.
+
+        Returns the dropped items whose files are to be deleted (`delete_gone`, after
+        the caller's lock: deleting may hash), or None when `stop` was set before the
+        plan was complete (nothing was dropped then; the next plan finishes the work).
+        """
+        current = {ci.path: ci for ci in self.store.client_items(url)}
+        taken = PathSet("an item of")  # the other manifests' paths
+        for other_url, path in self.store.client_item_paths():
+            if other_url != url:
+                taken.take(path, other_url)
+        queued: list[ClientItem] = []
+        self._recorded = self.store.placed_item_paths()
+        for number, item in enumerate(manifest.items):
+            if number % CANCEL_EVERY == 0 and self.stop.is_set():
+                return None
+            if (clash := taken.overlap(item.path)) is not None:
+                log.warning("skipping %s from %s: %s", item.path, url, clash.reason("an item of"))
+                continue
+            known = current.pop(item.path, None)
+            if known is not None and known.item == item.to_json():
+                self._keep(known, item, queued)
+                continue
+            if known is not None and known.info_hash:
+                self._drop(known)
+            ih = item.info_hash
+            queued.append(ClientItem(url, item.path, ih, ItemState.QUEUED, item.to_json()))
+        self.store.save_client_items(queued)
+        for gone in current.values():
+            log.info("%s left the manifest %s", gone.path, url)
+            self._drop(gone)
+            self.store.delete_client_item(gone.url, gone.path)
+        placed = (ci for ci in current.values() if ci.state == ItemState.PLACED)
+        return list(placed) if self.delete_removed else []
+
+    def delete_gone(self, gone: Iterable[ClientItem]) -> None:
+        """--delete-removed: delete the files this client placed for items gone from
+        their manifest (and nothing else)."""
+        for ci in gone:
+            self._delete_placed(ci)
+
+    def _keep(self, known: ClientItem, item: Item, queued: list[ClientItem]) -> None:
+        """An unchanged item: start a placed one again when the engine lost it."""
+        if known.state != ItemState.PLACED:
+            return
+        final = self.download_dir / known.path
+        if self._lost(known, final):
+            self._drop(known)
+            queued.append(replace(known, state=ItemState.QUEUED, attempts=0, next_attempt=0))
+        elif known.info_hash and known.path not in self._recorded:
+            self.placer.backfill(known.url, item, known.info_hash, final)
+
+    def _lost(self, ci: ClientItem, final: Path) -> bool:
+        """A placed item whose torrent the engine no longer has, or has elsewhere than
+        in place (its resume data was saved before the move, then the daemon died)."""
+        status = self.engine.status(ci.info_hash) if ci.info_hash else None
+        if status is None:
+            return True
+        return os.path.normpath(status.save_path) != os.path.normpath(final.parent)
+
+    def _drop(self, ci: ClientItem) -> None:
+        """Stop seeding an item and delete its partial download."""
+        if ci.info_hash and self.engine.status(ci.info_hash) is not None:
+            self.engine.remove(ci.info_hash)
+        if ci.info_hash:
+            remove_tree(incomplete_dir(self.download_dir, ci.info_hash))
+
+    def _delete_placed(self, ci: ClientItem) -> None:
+        """--delete-removed: delete the files this client placed and nothing else."""
+        records = self.store.placed_files(ci.url, ci.path)
+        if not records:
+            self._delete_unrecorded(ci)
+            return
+        for rel in delete_placed(self.download_dir, ci.path, records):
+            log.warning("kept %s: it changed since meshmedia placed it", self.download_dir / rel)
+        self.store.delete_placed_files(ci.url, ci.path)
+
+    def _delete_unrecorded(self, ci: ClientItem) -> None:
+        """An item placed before files were recorded: a single file whose hash still
+        matches is deleted; anything else is kept (it cannot be told from the user's)."""
+        try:
+            item = validate_item(ci.item)
+            path = final_path(self.download_dir, item.path)
+        except MeshmediaError:
+            return
+        if item.sha256 and matches(path, item.size, item.sha256, None) is True:
+            path.unlink()
+            log.info("deleted %s (delete_removed)", path)
+        elif path.exists():
+            log.warning("kept %s: meshmedia has no record of placing it", path)

@@ -1,0 +1,118 @@
+"""The curator daemon (`meshmedia serve`): composes the parts and runs until a signal.
+
+Store + Engine + ManifestStore + Publisher + ManifestServer + Watcher, built
+from one Config. Shutdown order: stop watching, stop accepting and finish
+the responses under way, save the engine's state, close the database.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from contextlib import ExitStack
+from pathlib import Path
+
+from meshmedia.config import Config
+from meshmedia.engine import Engine
+from meshmedia.http import (
+    ManifestServer,
+    load_or_create_token,
+    status_page,
+    token_path,
+)
+from meshmedia.manifest import ManifestStore, load_key
+from meshmedia.process import prepare_daemon, stop_on_signals
+from meshmedia.store import Store
+
+from .announcer import DhtAnnouncer
+from .publisher import Publisher
+from .watcher import Watcher
+
+log = logging.getLogger(__name__)
+
+
+class Curator:
+    """Everything a curator runs, started by start() (or `with`) and stopped by close()."""
+
+    def __init__(self, config: Config, *, force_polling: bool | None = None) -> None:
+        self.config = config
+        self._force_polling = force_polling
+        self._stack = ExitStack()
+        self.store: Store | None = None
+        self.engine: Engine | None = None
+        self.manifests: ManifestStore | None = None
+        self.publisher: Publisher | None = None
+        self.server: ManifestServer | None = None
+        self.watcher: Watcher | None = None
+        self.announcer: DhtAnnouncer | None = None
+
+    def start(self) -> None:
+        """Build and start every part; on a failure, close what was started and re-raise."""
+        config = self.config
+        try:
+            self.store = store = Store.in_state_dir(config.state_dir)
+            self._stack.callback(store.close)
+            self.engine = engine = Engine(config, store)
+            self._stack.callback(engine.close)
+            signer = load_key(Path(config.state_dir))
+            if signer is not None:
+                log.info("signing manifests with key %s", signer.public_hex)
+            self.manifests = manifests = ManifestStore(
+                Path(config.state_dir) / "manifests", signer=signer
+            )
+            self._stack.callback(manifests.close)
+            manifests.preload({share.group for share in config.shares})
+            self.publisher = publisher = Publisher(config, store, engine, manifests)
+            self._stack.callback(publisher.close)
+            if signer is not None and config.dht:
+                self.announcer = DhtAnnouncer(config, store, engine, manifests, signer)
+                self.announcer.start()
+                self._stack.callback(self.announcer.close)
+            token = load_or_create_token(config)
+            self.server = server = ManifestServer(
+                config, manifests, publisher, engine.snapshot, token, home_page=status_page
+            )
+            server.start()
+            self._stack.callback(server.close)
+            self.watcher = watcher = Watcher(config, publisher, force_polling=self._force_polling)
+            watcher.start()
+            self._stack.callback(watcher.close)
+        except BaseException:
+            self.close()
+            raise
+        self._log_where(server, engine, watcher)
+
+    def _log_where(self, server: ManifestServer, engine: Engine, watcher: Watcher) -> None:
+        config = self.config
+        log.info("manifests at %s/manifest/<group>.json", server.url.rstrip("/"))
+        log.info("BitTorrent on %s port %d", config.listen_host, engine.listen_port)
+        for share in config.shares:
+            log.info("share folder %s -> group %s", share.path, share.group)
+        if config.token:
+            log.info("write token from --token / MESHMEDIA_TOKEN")
+        else:
+            log.info("write token in %s", token_path(config))
+        if watcher.polling:
+            log.info("watching by polling (quiet interval %.1f s)", config.poll_quiet)
+
+    def close(self) -> None:
+        """Stop in order: watcher, HTTP server, publisher, manifests (fsync), engine, database."""
+        self._stack.close()
+
+    def __enter__(self) -> Curator:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def serve(config: Config, stop: threading.Event | None = None) -> None:
+    """Run a curator until SIGTERM/SIGINT (or until `stop` is set), then shut down cleanly."""
+    stop = stop or threading.Event()
+    prepare_daemon()
+    with stop_on_signals(stop), Curator(config):
+        log.info("curator running; stop with SIGTERM or Ctrl-C")
+        stop.wait()
+        log.info("curator stopping")
+    log.info("curator stopped")

@@ -1,0 +1,333 @@
+"""File or folder -> v1 torrent from our own hashes -> seeding -> manifest item.
+
+The catalog table (group, path) -> info hash, source and item tells a restarted
+curator what it publishes; the hash cache keyed by (dev, inode, size, mtime_ns)
+means a restart, a rename or an unchanged file is never hashed again. A file
+that is still being written can be followed (`follow`), so that `publish` once
+it is closed only hashes the tail.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from meshmedia.config import Config, Share
+from meshmedia.engine import Engine
+from meshmedia.engine.building import advertise_host, build_torrent, magnet_uri
+from meshmedia.errors import ManifestError, PublishError
+from meshmedia.manifest import (
+    Item,
+    ManifestStore,
+    check_files,
+    check_relative_path,
+    utc_now,
+    validate_item,
+)
+from meshmedia.store import CatalogEntry, Store
+
+from .seeds import SeedKeeper
+from .sources import NOT_UTF8, SYMLINK_RULE, SourceHasher, named, not_utf8, symlink_on
+
+log = logging.getLogger(__name__)
+
+
+class Publisher:
+    """Publishes files under the share folders and keeps the catalog, the torrents and
+    the manifests in step with them. Thread-safe."""
+
+    def __init__(
+        self, config: Config, store: Store, engine: Engine, manifests: ManifestStore
+    ) -> None:
+        self._config = config
+        self._store = store
+        self._engine = engine
+        self._manifests = manifests
+        self._lock = threading.RLock()
+        self._hasher = SourceHasher(store)
+        self._seeds = SeedKeeper(config.state_dir / "torrents", store, engine)
+        self._restore()
+
+    @property
+    def bytes_hashed(self) -> int:
+        """Bytes read from disk for hashing since this publisher started."""
+        return self._hasher.bytes_hashed
+
+    # -- the seams -------------------------------------------------------------
+    def share_for(self, path: Path) -> Share | None:
+        """The share folder `path` lies in (after resolving symlinks), or None."""
+        resolved = Path(path).resolve()
+        for share in self._config.shares:
+            if resolved.is_relative_to(share.path.resolve()):
+                return share
+        return None
+
+    def publish(
+        self,
+        path: Path,
+        group: str | None = None,
+        *,
+        title: str | None = None,
+        dest_path: str | None = None,
+    ) -> Item:
+        """Seed a file or folder under a share and list it in the group's manifest.
+
+        The same content at the same path again is a no-op; new content at a
+        published path replaces the item. Raises PublishError on bad input.
+        """
+        return self._publish(Path(path), group, title, dest_path, added_at=None)
+
+    def unpublish(self, path: Path) -> None:
+        """A source file or folder is gone: drop its items and stop seeding them."""
+        source = _literal(Path(path))
+        self._hasher.drop(source)
+        with self._lock:
+            for entry in self._entries_under(source):
+                self._manifests.remove(entry.group, [entry.path])
+                self._store.delete_catalog(entry.group, entry.path)
+                self._seeds.release(entry.info_hash)
+                log.info("unpublished %s (%s) from %s", entry.path, entry.info_hash, entry.group)
+
+    def moved(self, old: Path, new: Path) -> None:
+        """A published file or folder moved inside the shares: new path, same hashes."""
+        old_source, new_source = _literal(Path(old)), _literal(Path(new))
+        self._hasher.drop(old_source)
+        with self._lock:
+            entries = self._entries_under(old_source)
+            if not entries or self.share_for(new_source) is None:
+                self.unpublish(old_source)
+                if self.share_for(new_source) is not None and new_source.exists():
+                    self.publish(new_source)
+                return
+            for entry in entries:
+                self._move_entry(entry, old_source, new_source)
+
+    def follow(self, path: Path) -> None:
+        """A file is growing: hash what is on disk now, on a background thread (cheap)."""
+        self._hasher.follow(_literal(Path(path)))
+
+    def published(self) -> list[Path]:
+        """The source paths of every published item."""
+        return [Path(source) for source in self._store.catalog_sources()]
+
+    def seeds(self) -> list[dict[str, Any]]:
+        """Active seeds (with the engine's state) and files still being hashed."""
+        out: list[dict[str, Any]] = []
+        for entry in self._store.catalog():
+            status = self._engine.status(entry.info_hash)
+            out.append(
+                {
+                    "group": entry.group,
+                    "path": entry.path,
+                    "source": entry.source,
+                    "info_hash": entry.info_hash,
+                    "state": status.state.value if status else "missing",
+                    "progress": status.progress if status else 0.0,
+                    "upload_rate": status.upload_rate if status else 0,
+                    "num_peers": status.num_peers if status else 0,
+                }
+            )
+        out.extend(
+            {"source": str(source), "state": "hashing", "hashed": hashed}
+            for source, hashed in self._hasher.pending()
+        )
+        return out
+
+    def torrent_bytes(self, info_hash: str) -> bytes | None:
+        """The `.torrent` of a published item, or None."""
+        return self._seeds.torrent_bytes(info_hash)
+
+    def close(self) -> None:
+        """Stop following growing files."""
+        self._hasher.close()
+
+    # -- publishing ------------------------------------------------------------
+    def _publish(
+        self,
+        path: Path,
+        group: str | None,
+        title: str | None,
+        dest_path: str | None,
+        added_at: str | None,
+        *,
+        replaces: str | None = None,
+    ) -> Item:
+        link = symlink_on(path.absolute(), self._share_roots())
+        if link is not None:
+            raise PublishError(f"{link} is a symbolic link; {SYMLINK_RULE}")
+        source = path.resolve()
+        share = self.share_for(source)
+        if share is None:
+            raise PublishError(f"{path} is not inside a share folder")
+        if source == share.path.resolve():
+            raise PublishError(f"{path} is a share folder itself; publish a file or folder in it")
+        group = group or share.group
+        relative = source.relative_to(share.path.resolve()).as_posix()
+        if not_utf8(relative):  # say why, before the path rules refuse its lone surrogates
+            raise PublishError(f"{named(source)}: {NOT_UTF8}")
+        item_path = _checked_path(dest_path or relative)
+        files = self._hasher.sources(source, share.path.resolve())
+        extra = _folder_extra(files) if source.is_dir() else {}
+        built = build_torrent(files)
+        with self._lock:
+            existing = self._store.catalog_entry(group, item_path)
+            absorbed = self._files_of_folder(group, item_path, source)
+            if (
+                existing is not None
+                and existing.info_hash == built.info_hash
+                and existing.source == str(source)
+                and not absorbed
+            ):
+                self._seeds.seed(built, source, files)
+                log.debug("%s is already published as %s", source, existing.info_hash)
+                item = validate_item(existing.item)
+                self._manifests.upsert(group, [item])  # no change, no new version
+                return item
+            self._seeds.seed(built, source, files)
+            item = Item(
+                title=title or _title_of(source),
+                torrent=magnet_uri(
+                    built.info_hash,
+                    source.name,
+                    advertise_host(self._config),
+                    self._engine.listen_port,
+                ),
+                path=item_path,
+                sha256=files[0].hashes.sha256 if len(files) == 1 and source.is_file() else None,
+                size=sum(f.hashes.size for f in files),
+                xxh3=files[0].hashes.xxh3 if len(files) == 1 and source.is_file() else None,
+                added_at=added_at or utc_now(),
+                extra=extra,
+            )
+            gone = [replaces] if replaces and replaces != item_path else []
+            try:
+                manifest = self._manifests.update(group, [item], gone + [e.path for e in absorbed])
+            except ManifestError:  # overlaps another item: refused, seed nothing for it
+                self._seeds.release(built.info_hash)
+                raise
+            item = manifest.item_for(item_path) or item
+            self._store.save_catalog(
+                CatalogEntry(group, item_path, built.info_hash, str(source), item.to_json())
+            )
+            self._let_go(absorbed, item_path)
+            if existing is not None and existing.info_hash != built.info_hash:
+                self._seeds.release(existing.info_hash)
+        self._hasher.drop(source)  # a follow() that raced with this publish
+        log.info("published %s as %s in %s (%s)", source, item_path, group, built.info_hash)
+        return item
+
+    def _move_entry(self, entry: CatalogEntry, old_root: Path, new_root: Path) -> None:
+        old_source = Path(entry.source)
+        new_source = new_root / old_source.relative_to(old_root)
+        old_share = self.share_for(old_source)
+        old_default = (
+            old_source.relative_to(old_share.path.resolve()).as_posix() if old_share else None
+        )
+        custom_path = entry.path if entry.path != old_default else None
+        custom_title = entry.item.get("title")
+        if custom_title == _title_of(old_source):
+            custom_title = None
+        self._store.delete_catalog(entry.group, entry.path)
+        self._publish(
+            new_source,
+            entry.group,
+            custom_title,
+            custom_path,
+            entry.item.get("added_at"),
+            replaces=entry.path if custom_path is None else None,
+        )
+        self._seeds.release(entry.info_hash)
+
+    def _files_of_folder(self, group: str, item_path: str, source: Path) -> list[CatalogEntry]:
+        """The items of `group` published from files inside the folder `source`: a
+        folder item takes them over (a client cannot place `Show` and `Show/ep1.mkv`)."""
+        if not source.is_dir():
+            return []
+        return [
+            e
+            for e in self._entries_under(source)
+            if e.group == group and e.path != item_path and Path(e.source) != source
+        ]
+
+    def _let_go(self, entries: list[CatalogEntry], folder_item: str) -> None:
+        """Forget file items a folder item took over, and stop seeding their torrents."""
+        for entry in entries:
+            self._store.delete_catalog(entry.group, entry.path)
+            self._seeds.release(entry.info_hash)
+            log.info("%s in %s is now part of folder item %s", entry.path, entry.group, folder_item)
+
+    def _share_roots(self) -> list[Path]:
+        """Every share folder as configured and resolved (links above a share are the user's)."""
+        shares = self._config.shares
+        return [s.path.absolute() for s in shares] + [s.path.resolve() for s in shares]
+
+    def _entries_under(self, source: Path) -> list[CatalogEntry]:
+        """The items published from `source` or from a file in the folder `source`."""
+        return self._store.catalog_under(str(source))
+
+    def _restore(self) -> None:
+        """Seed every catalog entry the engine did not bring back from its resume data,
+        and list again every catalog item a crash took out of its manifest."""
+        entries = self._store.catalog()
+        self._relist_missing(entries)
+        for entry in entries:
+            source = Path(entry.source)
+            if self._engine.status(entry.info_hash) is None and source.exists():
+                try:
+                    self._seeds.ensure_seeding(entry.info_hash, source)
+                except PublishError as exc:
+                    log.warning("cannot seed %s again: %s", entry.source, exc)
+
+    def _relist_missing(self, entries: list[CatalogEntry]) -> None:
+        missing: dict[str, list[Item]] = {}
+        for entry in entries:
+            if self._manifests.get(entry.group).item_for(entry.path) is None:
+                try:
+                    missing.setdefault(entry.group, []).append(validate_item(entry.item))
+                except ManifestError as exc:
+                    log.warning("catalog item %s in %s: %s", entry.path, entry.group, exc)
+        for group, items in missing.items():
+            log.warning("manifest %s lacked %d published items; listed again", group, len(items))
+            self._manifests.update(group, items)
+
+
+def _literal(path: Path) -> Path:
+    """`path` with its folder resolved but not its last name: a file replaced by a
+    symbolic link is that file gone, never the link's target."""
+    return path.absolute().parent.resolve() / path.name
+
+
+def _checked_path(path: str) -> str:
+    try:
+        return check_relative_path(path)
+    except ManifestError as exc:
+        raise PublishError(f"path {path!r}: {exc}") from None
+
+
+def _title_of(source: Path) -> str:
+    return source.stem if source.is_file() else source.name
+
+
+def _folder_extra(files: Sequence[Any]) -> dict[str, Any]:
+    """Per-file sizes and hashes of a folder item (older readers ignore unknown fields).
+
+    Checked as clients check them (`check_files`: each path like an item path, at
+    most MAX_FILES): a folder a client would refuse is refused here, naming why.
+    """
+    listed = [
+        {
+            "path": f.name.split("/", 1)[1],
+            "size": f.hashes.size,
+            "sha256": f.hashes.sha256,
+            "xxh3": f.hashes.xxh3,
+        }
+        for f in files
+    ]
+    try:
+        check_files(listed, None)
+    except ManifestError as exc:
+        raise PublishError(f"cannot publish this folder: {exc}") from None
+    return {"files": listed}

@@ -1,0 +1,89 @@
+"""The curator's seeds: `.torrent` files in the state dir and their torrents in the engine.
+
+The publisher decides what is published; the keeper makes the engine seed it
+from the right folder, keeps the `.torrent` the HTTP module serves, and lets go
+of a torrent once no catalog entry uses it.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+
+from meshmedia.engine import BuiltTorrent, Engine, SourceFile
+from meshmedia.errors import EngineError, PublishError
+from meshmedia.private_files import private_dir, write_private
+from meshmedia.store import Store
+
+log = logging.getLogger(__name__)
+
+_INFO_HASH = re.compile(r"^[0-9a-f]{40}$")
+
+
+class SeedKeeper:
+    """Seeds published torrents and keeps their `.torrent` files in `torrent_dir`."""
+
+    def __init__(self, torrent_dir: Path, store: Store, engine: Engine) -> None:
+        """Use (and create) `torrent_dir`; `store`'s catalog says which torrents are in use."""
+        self.torrent_dir = torrent_dir
+        private_dir(self.torrent_dir)
+        self._store = store
+        self._engine = engine
+
+    def torrent_bytes(self, info_hash: str) -> bytes | None:
+        """The `.torrent` of a published item, or None."""
+        if not _INFO_HASH.match(info_hash):
+            return None
+        try:
+            return (self.torrent_dir / f"{info_hash}.torrent").read_bytes()
+        except FileNotFoundError:
+            return None
+
+    def seed(self, built: BuiltTorrent, source: Path, files: Sequence[SourceFile]) -> None:
+        """Keep `built`'s `.torrent` and seed it from `source`'s folder.
+
+        Files hashed just now into this torrent are seeded as verified: libtorrent
+        then does not hash each piece again on its first upload (seed_mode does).
+        """
+        if self.torrent_bytes(built.info_hash) != built.data:  # missing or damaged
+            _write_without_fsync(self.torrent_dir / f"{built.info_hash}.torrent", built.data)
+        verified = all(f.fresh for f in files)
+        self.ensure_seeding(built.info_hash, source, built.data, verified=verified)
+
+    def ensure_seeding(
+        self, info_hash: str, source: Path, data: bytes | None = None, *, verified: bool = False
+    ) -> None:
+        """Seed `info_hash` from `source`'s folder (re-pointed if it seeds from elsewhere)."""
+        status = self._engine.status(info_hash)
+        if status is not None and Path(status.save_path) == source.parent:
+            return
+        if status is not None:
+            self._engine.remove(info_hash)
+        data = data or self.torrent_bytes(info_hash)
+        if data is None:
+            raise PublishError(f"the torrent {info_hash} is missing from {self.torrent_dir}")
+        try:
+            self._engine.add_seed(data, source.parent, verified=verified)
+        except EngineError as exc:
+            raise PublishError(f"cannot seed {source}: {exc}") from exc
+
+    def release(self, info_hash: str) -> None:
+        """Stop seeding a torrent no catalog entry uses any more, and drop its file."""
+        if self._store.catalog_uses(info_hash):
+            return
+        if self._engine.status(info_hash) is not None:
+            self._engine.remove(info_hash)
+        (self.torrent_dir / f"{info_hash}.torrent").unlink(missing_ok=True)
+
+
+def _write_without_fsync(path: Path, data: bytes) -> None:
+    """Write temp + rename. No fsync: right after a large copy an fsync waits for the
+    disk to write that copy out (0.7 s measured), and a lost `.torrent` is rebuilt
+    from the hash cache when the file is published again (the watcher does at start)."""
+    temp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+    write_private(temp, data)
+    os.replace(temp, path)

@@ -1,0 +1,121 @@
+"""Build v1 `.torrent` bytes from our own piece hashes (no second read of the data).
+
+A single file gives a single-file torrent. A folder gives a multi-file torrent
+with pad files between the files (libtorrent's `canonical_files_no_tail_padding`),
+so every file starts on a piece boundary and its pieces are the ones hashed for
+that file alone; only the last piece of a file followed by padding is hashed
+again, as its tail plus zeros (less than one piece per file).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import socket
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import quote
+
+import libtorrent as lt
+
+from meshmedia.config import WILDCARDS, Config
+from meshmedia.errors import PublishError
+from meshmedia.hashing import FileHashes
+from meshmedia.torrentinfo import read_torrent
+
+CREATOR = "meshmedia"
+
+
+@dataclass(frozen=True)
+class SourceFile:
+    """One file of a torrent: its path inside the torrent, where it is, its hashes."""
+
+    name: str  # "file.mkv" for a single file, "folder/sub/file.mkv" in a folder torrent
+    path: Path
+    hashes: FileHashes
+    fresh: bool = False  # hashed just now from an unchanged file (not from the cache)
+
+
+@dataclass(frozen=True)
+class BuiltTorrent:
+    """The `.torrent` bytes and its v1 info hash (40 lowercase hex)."""
+
+    data: bytes
+    info_hash: str
+
+
+def build_torrent(files: Sequence[SourceFile]) -> BuiltTorrent:
+    """A v1 torrent of `files` (one file, or the files of one folder, all at one piece size)."""
+    if not files:
+        raise PublishError("nothing to publish: no files")
+    piece_size = files[0].hashes.piece_size
+    if any(f.hashes.piece_size != piece_size for f in files):
+        raise PublishError("the files of one torrent must be hashed at one piece size")
+    by_name = {f.name: f for f in files}
+    entries = [lt.create_file_entry(f.name, f.hashes.size) for f in files]
+    flags = lt.create_torrent.v1_only
+    if len(files) > 1:
+        flags |= lt.create_torrent.canonical_files_no_tail_padding
+    try:
+        ct = lt.create_torrent(entries, piece_size, flags)
+    except RuntimeError as exc:
+        raise PublishError(f"cannot build a torrent: {exc}") from exc
+    storage = ct.files()
+    total = storage.total_size()
+    for index in range(storage.num_files()):
+        if storage.file_flags(index) & lt.file_storage.flag_pad_file:
+            continue
+        source = by_name[storage.file_path(index).replace(os.sep, "/")]
+        first = storage.file_offset(index) // piece_size
+        pieces = list(source.hashes.pieces)
+        end = storage.file_offset(index) + source.hashes.size
+        if end < total and source.hashes.size % piece_size:
+            pieces[-1] = _padded_last_piece(source, piece_size)
+        for number, digest in enumerate(pieces):
+            ct.set_hash(first + number, digest)
+    ct.set_creator(CREATOR)
+    data = lt.bencode(ct.generate())
+    return BuiltTorrent(data=data, info_hash=read_torrent(data).info_hash)
+
+
+def _padded_last_piece(source: SourceFile, piece_size: int) -> bytes:
+    """SHA-1 of the file's last partial piece followed by the zeros of its pad file."""
+    tail = source.hashes.size % piece_size
+    fd = os.open(source.path, os.O_RDONLY | os.O_NOFOLLOW)  # never through a link
+    with os.fdopen(fd, "rb") as handle:
+        handle.seek(source.hashes.size - tail)
+        data = handle.read(tail)
+    if len(data) != tail:
+        raise PublishError(f"{source.path} changed while it was published")
+    digest = hashlib.sha1(data)  # noqa: S324 - BitTorrent v1 pieces are SHA-1
+    digest.update(bytes(piece_size - tail))
+    return digest.digest()
+
+
+def magnet_uri(info_hash: str, name: str, host: str | None, port: int) -> str:
+    """`magnet:?xt=urn:btih:<ih>&dn=<name>&x.pe=<host>:<port>` (IPv6 hosts in brackets);
+    no `x.pe` when host is None (peers are then found by the DHT or LSD)."""
+    uri = f"magnet:?xt=urn:btih:{info_hash}&dn={quote(name, safe='')}"
+    if host is None:
+        return uri
+    peer = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    return f"{uri}&x.pe={quote(peer, safe='[]:')}"
+
+
+def advertise_host(config: Config) -> str | None:
+    """The address peers reach this curator at: advertise_host, a specific listen host,
+    else the primary local address (the one a default route would use); None when
+    advertise_host is "none" (magnets then carry no peer)."""
+    if config.advertise_host and config.advertise_host.lower() == "none":
+        return None
+    if config.advertise_host:
+        return config.advertise_host
+    if config.listen_host not in WILDCARDS:
+        return config.listen_host
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        try:
+            probe.connect(("192.0.2.1", 9))  # TEST-NET-1: a UDP connect sends nothing
+            return str(probe.getsockname()[0])
+        except OSError:
+            return "127.0.0.1"

@@ -1,0 +1,271 @@
+"""The BitTorrent engine's facade: one libtorrent session and the components around it.
+
+Callers get frozen snapshots and plain events, never live handles. Torrents are
+keyed by their v1 info hash (40 hex chars). The Engine composes: a TorrentTable
+(handles, roles, statuses), an AlertLoop with one explicit dispatch table, the
+components whose handlers fill it (TorrentEvents, ResumeData, Storage, and the
+DHT items, `engine.dht`). Resume data lives in the Store and brings every
+torrent back after a restart without re-hashing complete files.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import libtorrent as lt
+
+from meshmedia.config import Config
+from meshmedia.errors import EngineError
+from meshmedia.store import Store
+
+from .alerts import AlertLoop, Handler, Tick
+from .convert import hex_of, status_from_lt
+from .dht import DhtItems
+from .events import TorrentEvents
+from .resume import ResumeData, file_paths
+from .settings import is_local_address, peer_class_filter, session_params
+from .snapshots import EngineEvent, EngineSnapshot, TorrentState, TorrentStatus
+from .sources import load_torrent, params_for
+from .storage import Storage
+from .table import Role, TorrentTable
+
+log = logging.getLogger(__name__)
+
+UPDATE_INTERVAL = 0.5
+"""Seconds between fresh statuses from libtorrent (post_torrent_updates)."""
+
+# connect_peer's pex flags (libtorrent's pex_flags_t: encryption 1, seed 2, utp 4,
+# holepunch 8). They only tell libtorrent what the peer supports; they do not choose
+# the transport (engine.md, "Transfer speed investigation": pex_utp can set
+# supports_utp, never clear it). A peer on a local network is dialled as plainly as
+# possible; one elsewhere may be reached over uTP or through a ut_holepunch relay.
+PEX_ENCRYPTION, PEX_UTP, PEX_HOLEPUNCH = 1, 4, 8
+LOCAL_PEER_FLAGS = PEX_ENCRYPTION
+REMOTE_PEER_FLAGS = PEX_ENCRYPTION | PEX_UTP | PEX_HOLEPUNCH
+
+
+class Engine:
+    """One libtorrent session with everything meshmedia seeds and downloads.
+
+    Starts the session and the alert thread and restores the torrents saved in
+    the store. `settings` overrides individual libtorrent settings (benchmarks).
+    The process itself is left alone (the daemons tune it: process.py). Use as a
+    context manager or call close().
+    """
+
+    def __init__(
+        self,
+        config: Config,
+        store: Store,
+        *,
+        settings: dict[str, Any] | None = None,
+        resume_interval: float = 1.0,
+    ) -> None:
+        self._config = config
+        self._store = store
+        self._session: Any = lt.session(session_params(config, settings))
+        self._session.set_peer_class_filter(peer_class_filter())
+        self._table = TorrentTable()
+        self._events = TorrentEvents(self._session, self._table)
+        self._resume = ResumeData(self._table, store)
+        self._storage = Storage(self._table)
+        self.dht = DhtItems(self._session, self._events.session_stats)
+        ticks = [
+            Tick(UPDATE_INTERVAL, self._events.refresh, first=0.0),
+            Tick(resume_interval, self._resume.tick),
+        ]
+        self._alerts = AlertLoop(self._session, self._alert_table(), ticks)
+        self._resume.restore(self._session)
+        self._alerts.start()
+        log.info("engine listening on port %d (%s)", self.listen_port, config.transport)
+
+    def _alert_table(self) -> dict[str, Handler]:
+        """The one dispatch table: libtorrent alert type name -> the component's handler."""
+        events, resume, storage, dht = self._events, self._resume, self._storage, self.dht
+        return {
+            "state_update_alert": events.on_state_update,
+            "state_changed_alert": events.on_state_changed,
+            "torrent_checked_alert": events.on_state_changed,
+            "session_stats_alert": events.on_session_stats,
+            "torrent_finished_alert": events.on_torrent_finished,
+            "cache_flushed_alert": events.on_cache_flushed,
+            "metadata_received_alert": events.on_metadata_received,
+            "torrent_error_alert": events.on_torrent_error,
+            "file_error_alert": events.on_file_error,
+            "hash_failed_alert": events.on_hash_failed,
+            "torrent_removed_alert": events.on_torrent_removed,
+            "listen_failed_alert": events.on_listen_failed,
+            "save_resume_data_alert": resume.on_saved,
+            "save_resume_data_failed_alert": resume.on_save_failed,
+            "file_renamed_alert": storage.on_file_renamed,
+            "file_rename_failed_alert": storage.on_file_rename_failed,
+            "storage_moved_alert": storage.on_storage_moved,
+            "storage_moved_failed_alert": storage.on_storage_moved_failed,
+            "dht_put_alert": dht.on_put,
+            "dht_mutable_item_alert": dht.on_mutable_item,
+        }
+
+    @property
+    def listen_port(self) -> int:
+        """The port the session is bound to (the real one when the config said 0)."""
+        return int(self._session.listen_port())
+
+    # -- adding and removing -------------------------------------------------
+    def add_seed(self, torrent: bytes, save_path: Path, *, verified: bool = False) -> str:
+        """Seed a complete file we have (no initial check); returns the info hash.
+
+        By default each piece is hashed on its first request (seed_mode). Pass
+        `verified=True` only when the caller has just hashed these very files
+        into this torrent: then every piece is served without hashing it again.
+        """
+        atp = load_torrent(torrent)
+        atp.save_path = str(save_path)
+        if verified:
+            atp.have_pieces = [True] * atp.ti.num_pieces()
+        else:
+            atp.flags |= lt.torrent_flags.seed_mode
+        return self._add(atp, Role.SEED, ())
+
+    def add_download(
+        self, source: str | bytes, save_path: Path, peers: Sequence[tuple[str, int]] = ()
+    ) -> str:
+        """Download from a magnet URI, an http(s) URL of a .torrent, or .torrent bytes.
+
+        The source's trackers and web seeds are used only with `allow_trackers`.
+        """
+        atp = params_for(source, allow_trackers=self._config.allow_trackers)
+        atp.save_path = str(save_path)
+        magnet_peers = [(str(host), int(port)) for host, port in atp.peers]
+        atp.peers = []
+        return self._add(atp, Role.DOWNLOAD, [*magnet_peers, *peers])
+
+    def _add(self, atp: Any, role: Role, peers: Sequence[tuple[str, int]]) -> str:
+        atp.flags &= ~(lt.torrent_flags.auto_managed | lt.torrent_flags.paused)
+        ih = hex_of(atp.ti.info_hashes() if atp.ti is not None else atp.info_hashes)
+        if not self._table.knows(ih):
+            try:
+                handle = self._session.add_torrent(atp)
+            except RuntimeError as exc:
+                raise EngineError(f"libtorrent refused torrent {ih}: {exc}") from exc
+            status = status_from_lt(handle.status())
+            self._table.track(ih, handle, role, status, complete=role == Role.SEED)
+            log.info("added %s %s in %s", role.value, ih, atp.save_path)
+        for host, port in peers:
+            self.connect_peer(ih, host, port)
+        return ih
+
+    def remove(self, info_hash: str, delete_files: bool = False) -> None:
+        """Stop seeding or downloading a torrent and forget its resume data."""
+        handle = self._table.forget(info_hash)
+        self._session.remove_torrent(handle, lt.session.delete_files if delete_files else 0)
+        self._store.delete_resume(info_hash)
+        log.info("removed %s%s", info_hash, " and its files" if delete_files else "")
+
+    def connect_peer(self, info_hash: str, host: str, port: int) -> None:
+        """Tell a torrent about a peer (the transport follows `enable_outgoing_utp`)."""
+        flags = LOCAL_PEER_FLAGS if is_local_address(host) else REMOTE_PEER_FLAGS
+        try:
+            self._table.handle(info_hash).connect_peer((host, int(port)), 0, flags)
+        except RuntimeError as exc:
+            log.warning("cannot connect %s to %s:%s: %s", info_hash, host, port, exc)
+
+    # -- looking -------------------------------------------------------------
+    def status(self, info_hash: str) -> TorrentStatus | None:
+        """The latest status of one torrent, None when unknown."""
+        return self._table.status(info_hash)
+
+    def snapshot(self) -> EngineSnapshot:
+        """Every torrent's latest status (refreshed about twice a second)."""
+        torrents = self._table.statuses()
+        return EngineSnapshot(
+            listen_port=self.listen_port,
+            download_rate=sum(t.download_rate for t in torrents),
+            upload_rate=sum(t.upload_rate for t in torrents),
+            torrents=torrents,
+            taken_at=time.time(),
+        )
+
+    def wait_until(self, info_hash: str, state: TorrentState, timeout: float) -> TorrentStatus:
+        """Block until the torrent reaches `state`; TimeoutError after `timeout` seconds.
+
+        Raises EngineError when the torrent is removed or fails while waiting.
+        """
+        # One fresh status now; later ones come from the alert thread (every
+        # UPDATE_INTERVAL and on state changes). Posting on every wake-up fed a
+        # loop (post -> state_update -> notify -> post) that kept two Python
+        # threads and libtorrent's network thread busy during downloads.
+        self._events.refresh()
+        return self._table.wait_for(info_hash, state, timeout)
+
+    def subscribe(self, callback: Callable[[EngineEvent], None]) -> None:
+        """Call `callback(event)` on the alert thread for every EngineEvent."""
+        self._events.subscribe(callback)
+
+    def torrent_bytes(self, info_hash: str) -> bytes | None:
+        """The .torrent file (its info dict exactly as hashed); None before metadata."""
+        ti = self._table.handle(info_hash).torrent_file()
+        if ti is None:
+            return None
+        return b"d4:info" + bytes(ti.info_section()) + b"e"
+
+    def files(self, info_hash: str) -> list[tuple[str, int]]:
+        """(path relative to save_path, size) of each file, renames included."""
+        return [(path, size) for _i, path, size in self.indexed_files(info_hash)]
+
+    def indexed_files(self, info_hash: str) -> list[tuple[int, str, int]]:
+        """(index, path relative to save_path, size) of each real file, renames included.
+
+        The names are libtorrent's, sanitised when the torrent was loaded (a raw
+        `..` becomes `_`, a leading `/` is dropped); pad files are left out.
+        """
+        handle = self._table.handle(info_hash)
+        return file_paths(handle.torrent_file(), self._table.renamed(info_hash))
+
+    def stats(self, timeout: float = 5.0) -> dict[str, int]:
+        """libtorrent's session counters by name (e.g. `disk.num_blocks_hashed`)."""
+        return self._events.session_stats(timeout)
+
+    # -- moving --------------------------------------------------------------
+    def relocate(
+        self,
+        info_hash: str,
+        save_path: Path,
+        renames: Mapping[int, str] | None = None,
+        timeout: float = 60,
+    ) -> None:
+        """Rename files (index -> new name) and move the torrent's storage; returns once
+        libtorrent confirms.
+
+        Seeding goes on from the new place, and the new place is saved in the
+        resume data. Raises EngineError when libtorrent reports a failure.
+        """
+        self._storage.relocate(info_hash, save_path, renames or {}, timeout)
+        handle = self._table.handle(info_hash)
+        self._table.update([status_from_lt(handle.status())])
+        handle.save_resume_data(lt.torrent_handle.save_info_dict)
+        log.info("relocated %s to %s", info_hash, save_path)
+
+    # -- closing ---------------------------------------------------------------
+    def close(self, timeout: float = 30.0) -> None:
+        """Pause, save every torrent's resume data, wait for it, then drop the session."""
+        if self._session is None:
+            return
+        self._session.pause()
+        self._resume.save_all(timeout)
+        # libtorrent stops its threads and closes its sockets only when the last
+        # reference to the session goes: every component lets go of it here.
+        self._alerts.stop()
+        self._events.close()
+        self.dht.close()
+        self._session = None
+        log.info("engine closed")
+
+    def __enter__(self) -> Engine:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -1,0 +1,334 @@
+"""The watcher's own logic with real watchdog observers on tmp_path.
+
+The publisher here records calls (and the size each file had when it was
+published), so the tests see exactly what the watcher decided.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from meshmedia.config import Share
+from meshmedia.curator import Publisher, Watcher
+from meshmedia.curator.watch_fs import is_temporary
+from meshmedia.engine import Engine
+from meshmedia.manifest import ManifestStore
+from meshmedia.store import Store
+from tests.helpers import make_config, random_file, wait_for
+
+
+class RecordingPublisher:
+    """Records the watcher's calls; publish() remembers the size it saw."""
+
+    def __init__(self, fail_on: str = "") -> None:
+        self.calls: list[tuple[str, ...]] = []
+        self.sizes: dict[Path, list[int]] = {}
+        self.catalog: set[Path] = set()
+        self.fail_on = fail_on
+        self.lock = threading.Lock()
+
+    def publish(self, path: Path, group: str | None = None) -> None:
+        if self.fail_on and path.name == self.fail_on:
+            raise OSError("simulated failure")
+        with self.lock:
+            self.calls.append(("publish", path.name, group or ""))
+            self.sizes.setdefault(path, []).append(path.stat().st_size)
+            self.catalog.add(path)
+
+    def unpublish(self, path: Path) -> None:
+        with self.lock:
+            self.calls.append(("unpublish", path.name))
+            self.catalog.discard(path)
+
+    def moved(self, old: Path, new: Path) -> None:
+        with self.lock:
+            self.calls.append(("moved", old.name, new.name))
+            self.catalog.discard(old)
+            self.catalog.add(new)
+
+    def follow(self, path: Path) -> None:
+        with self.lock:
+            self.calls.append(("follow", path.name))
+
+    def published(self) -> list[Path]:
+        with self.lock:
+            return sorted(self.catalog)
+
+    def names(self, kind: str) -> list[str]:
+        with self.lock:
+            return [c[1] for c in self.calls if c[0] == kind]
+
+
+@pytest.fixture(params=["inotify", "polling"])
+def mode(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture
+def share(tmp_path: Path) -> Path:
+    folder = tmp_path / "share"
+    folder.mkdir()
+    return folder
+
+
+def start_watcher(tmp_path: Path, share: Path, pub: RecordingPublisher, mode: str) -> Watcher:
+    config = make_config(tmp_path, shares=(Share("family", share),), poll_quiet=0.6)
+    watcher = Watcher(config, pub, force_polling=(mode == "polling"), poll_interval=0.1)
+    watcher.start()
+    assert watcher.polling == (mode == "polling")
+    return watcher
+
+
+@pytest.fixture
+def pub() -> RecordingPublisher:
+    return RecordingPublisher()
+
+
+@pytest.fixture
+def watcher(tmp_path: Path, share: Path, pub: RecordingPublisher, mode: str) -> Iterator[Watcher]:
+    w = start_watcher(tmp_path, share, pub, mode)
+    try:
+        assert w.wait_idle()
+        yield w
+    finally:
+        w.close()
+
+
+def test_temporary_names() -> None:
+    root = Path("/s")
+    for name in [
+        "a.part",
+        "b.crdownload",
+        "c.TMP",
+        "d~",
+        ".hidden",
+        ".movie.mkv.Ab12Cd",
+        "x/.git/f",
+    ]:
+        assert is_temporary(root / name, root), name
+    for name in ["movie.mkv", "Show/S01/e1.mkv", "a.partial", "tmp/a.mkv"]:
+        assert not is_temporary(root / name, root), name
+    assert is_temporary(Path("/elsewhere/a.mkv"), root)
+
+
+def test_copied_file_is_published_once_complete(
+    share: Path, pub: RecordingPublisher, watcher: Watcher
+) -> None:
+    data = os.urandom(300_000)
+    (share / "film.mkv").write_bytes(data)
+    wait_for(lambda: pub.names("publish"), timeout=20)
+    assert watcher.wait_idle()
+    assert pub.sizes[share / "film.mkv"] == [len(data)]
+    assert ("publish", "film.mkv", "family") in pub.calls
+
+
+def test_slow_writer_is_followed_not_published_early(
+    share: Path, pub: RecordingPublisher, watcher: Watcher, mode: str
+) -> None:
+    path = share / "slow.mkv"
+    with path.open("wb") as out:
+        for _ in range(6):
+            out.write(os.urandom(50_000))
+            out.flush()
+            time.sleep(0.3)  # shorter than poll_quiet, longer than settle_time
+        assert pub.names("publish") == []
+    wait_for(lambda: pub.names("publish"), timeout=20)
+    assert watcher.wait_idle()
+    assert pub.sizes[path] == [300_000]
+    if mode == "inotify":
+        follows = pub.names("follow")
+        assert 1 <= len(follows) < 6  # growth was followed, throttled
+
+
+def test_rewrite_republishes(share: Path, pub: RecordingPublisher, watcher: Watcher) -> None:
+    path = share / "doc.bin"
+    path.write_bytes(b"a" * 1000)
+    wait_for(lambda: pub.sizes.get(path) == [1000], timeout=20)
+    with path.open("ab") as out:  # an SMB/NFS copy reopening the file
+        out.write(b"b" * 1000)
+    wait_for(lambda: pub.sizes.get(path) == [1000, 2000], timeout=20)
+
+
+def test_part_file_renamed_is_published_under_final_name(
+    share: Path, pub: RecordingPublisher, watcher: Watcher
+) -> None:
+    (share / "dl.mkv.part").write_bytes(os.urandom(10_000))
+    (share / ".rsync.mkv.Xy12Zz").write_bytes(os.urandom(10_000))
+    time.sleep(1.0)
+    assert pub.calls == []
+    (share / "dl.mkv.part").rename(share / "dl.mkv")
+    wait_for(lambda: pub.names("publish"), timeout=20)
+    assert watcher.wait_idle()
+    assert pub.names("publish") == ["dl.mkv"]
+
+
+def test_move_delete_and_folder_operations(
+    share: Path, pub: RecordingPublisher, watcher: Watcher
+) -> None:
+    (share / "a").mkdir()
+    (share / "a" / "one.mkv").write_bytes(b"1" * 100)
+    (share / "a" / "two.mkv").write_bytes(b"2" * 100)
+    (share / "solo.mkv").write_bytes(b"3" * 100)
+    wait_for(lambda: len(pub.catalog) == 3, timeout=20)
+    assert watcher.wait_idle()
+    pub.calls.clear()
+
+    (share / "solo.mkv").rename(share / "renamed.mkv")
+    wait_for(lambda: ("moved", "solo.mkv", "renamed.mkv") in pub.calls, timeout=20)
+    (share / "a").rename(share / "b")
+    wait_for(lambda: share / "b" / "two.mkv" in pub.catalog, timeout=20)
+    wait_for(lambda: share / "b" / "one.mkv" in pub.catalog, timeout=20)
+    assert watcher.wait_idle()
+    assert pub.names("publish") == []  # moves never re-publish
+
+    (share / "renamed.mkv").unlink()
+    wait_for(lambda: pub.names("unpublish") == ["renamed.mkv"], timeout=20)
+    os.rename(share / "b", share.parent / "outside")  # folder moved out of the share
+    wait_for(lambda: pub.catalog == set(), timeout=20)
+
+
+def test_reconcile_at_start(tmp_path: Path, share: Path, mode: str) -> None:
+    pub = RecordingPublisher()
+    (share / "kept.mkv").write_bytes(b"k" * 10)
+    (share / "new.mkv").write_bytes(b"n" * 10)
+    (share / "skip.part").write_bytes(b"p" * 10)
+    pub.catalog = {share / "kept.mkv", share / "gone.mkv"}
+    w = start_watcher(tmp_path, share, pub, mode)
+    try:
+        wait_for(lambda: len(pub.names("publish")) == 2, timeout=20)
+        assert w.wait_idle()
+    finally:
+        w.close()
+    assert sorted(pub.names("publish")) == ["kept.mkv", "new.mkv"]
+    assert pub.names("unpublish") == ["gone.mkv"]
+
+
+def test_folder_items_are_republished_as_a_whole(
+    share: Path, pub: RecordingPublisher, watcher: Watcher
+) -> None:
+    """A folder published as one item (POST /seed) is never split into file items."""
+    series = share / "Series"
+    pub.catalog.add(series)  # as if POST /seed had published the folder
+    series.mkdir()
+    (series / "e1.mkv").write_bytes(b"1" * 100)
+    wait_for(lambda: pub.names("publish"), timeout=20)
+    assert watcher.wait_idle()
+    (series / "e2.mkv").write_bytes(b"2" * 100)
+    wait_for(lambda: len(pub.names("publish")) >= 2, timeout=20)
+    (series / "e1.mkv").unlink()
+    wait_for(lambda: len(pub.names("publish")) >= 3, timeout=20)
+    assert watcher.wait_idle()
+    assert set(pub.names("publish")) == {"Series"}
+    assert pub.names("unpublish") == []
+    series.rename(share / "Show")
+    moved = ("moved", "Series", "Show")
+    wait_for(lambda: moved in pub.calls, timeout=20, describe=lambda: repr(pub.calls))
+    assert watcher.wait_idle()
+    assert pub.catalog == {share / "Show"}
+
+
+@pytest.mark.parametrize("mode", ["polling"])
+def test_folder_renamed_in_the_middle_of_a_poll_is_a_move(
+    share: Path, pub: RecordingPublisher, watcher: Watcher, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The rename lands after a poll listed the share, before it looked at the folder."""
+    series = share / "Series"
+    series.mkdir()
+    (series / "e1.mkv").write_bytes(b"1" * 100)
+    pub.catalog.add(series)
+    wait_for(lambda: pub.names("publish"), timeout=20)
+    assert watcher.wait_idle()
+    real_stat, renamed = os.stat, threading.Event()
+
+    def stat(path: object, *args: object, **kwargs: object) -> os.stat_result:
+        if path == str(series) and not renamed.is_set():  # the poll's walk, not pathlib
+            series.rename(share / "Show")
+            renamed.set()
+        return real_stat(path, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(os, "stat", stat)  # the next poll's walk renames the folder
+    moved = ("moved", "Series", "Show")
+    wait_for(lambda: moved in pub.calls, timeout=20, describe=lambda: f"{renamed} {pub.calls}")
+    assert watcher.wait_idle()
+    assert pub.names("unpublish") == []
+    assert pub.catalog == {share / "Show"}
+
+
+def test_one_failure_does_not_stop_the_watcher(tmp_path: Path, share: Path) -> None:
+    pub = RecordingPublisher(fail_on="bad.mkv")
+    w = start_watcher(tmp_path, share, pub, "inotify")
+    try:
+        (share / "bad.mkv").write_bytes(b"x" * 10)
+        (share / "good.mkv").write_bytes(b"y" * 10)
+        wait_for(lambda: pub.names("publish") == ["good.mkv"], timeout=20)
+    finally:
+        w.close()
+
+
+def test_inotify_failure_falls_back_to_polling(
+    tmp_path: Path, share: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    def watch_limit(self: object) -> None:
+        raise OSError(28, "inotify watch limit reached")
+
+    # Where inotify_init / inotify_add_watch fail in real life.
+    monkeypatch.setattr("watchdog.observers.inotify.InotifyEmitter.on_thread_start", watch_limit)
+    pub = RecordingPublisher()
+    config = make_config(tmp_path, shares=(Share("family", share),), poll_quiet=0.3)
+    watcher = Watcher(config, pub, force_polling=False, poll_interval=0.1)
+    try:
+        watcher.start()
+        assert watcher.polling
+        assert "falling back to polling" in caplog.text
+        (share / "late.mkv").write_bytes(b"z" * 10)
+        wait_for(lambda: pub.names("publish") == ["late.mkv"], timeout=20)
+    finally:
+        watcher.close()
+
+
+def test_with_the_real_publisher(tmp_path: Path) -> None:
+    """Store + Engine + ManifestStore + Publisher: a write, a rename and a move, hashed once."""
+    config = make_config(tmp_path, shares=(Share("family", tmp_path / "share"),))
+    share = config.shares[0].path
+    (share / "Later").mkdir()
+    with Store.in_state_dir(config.state_dir) as store, Engine(config, store) as engine:
+        manifests = ManifestStore(config.state_dir / "manifests")
+        publisher = Publisher(config, store, engine, manifests)
+        random_file(share / "Series" / "e1.mkv", 20_000)
+        publisher.publish(share / "Series")  # a folder item, as POST /seed makes
+
+        def paths() -> set[str]:
+            return {item.path for item in manifests.get("family").items} - {"Series"}
+
+        def series_files() -> list[str]:
+            items = {item.path: item for item in manifests.get("family").items}
+            return [f["path"] for f in items["Series"].extra.get("files", [])]
+
+        with Watcher(config, publisher) as watcher:
+            with (share / "a.mkv.part").open("wb") as out:
+                for _ in range(4):
+                    out.write(os.urandom(64_000))
+                    out.flush()
+                    time.sleep(0.1)
+            (share / "a.mkv.part").rename(share / "a.mkv")
+            wait_for(lambda: paths() == {"a.mkv"}, timeout=30)
+            assert watcher.wait_idle()
+            hashed = publisher.bytes_hashed
+            assert hashed >= 256_000
+
+            (share / "a.mkv").rename(share / "Later" / "a.mkv")
+            wait_for(lambda: paths() == {"Later/a.mkv"}, timeout=30)
+            assert watcher.wait_idle()
+            assert publisher.bytes_hashed == hashed  # the move read nothing again
+
+            random_file(share / "Series" / "e2.mkv", 20_000)
+            wait_for(lambda: series_files() == ["e1.mkv", "e2.mkv"], timeout=30)
+            assert watcher.wait_idle()
+            assert paths() == {"Later/a.mkv"}  # no file item split off the folder
+        publisher.close()

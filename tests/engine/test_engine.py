@@ -1,0 +1,252 @@
+"""The engine with real libtorrent sessions on 127.0.0.1 (DHT, LSD, UPnP, NAT-PMP off)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import libtorrent as lt
+import pytest
+
+from meshmedia.engine import Engine, EngineEvent, EventKind, TorrentState
+from meshmedia.engine.session import UPDATE_INTERVAL
+from meshmedia.errors import EngineError
+from meshmedia.store import Store
+from tests.helpers import make_config, random_file, wait_for
+
+MIB = 1 << 20
+WORKER = Path(__file__).parent.parent / "engine_worker.py"
+
+
+def make_torrent(path: Path, piece_size: int = 256 * 1024) -> bytes:
+    """A v1 torrent of one file, hashed by libtorrent (fine in tests)."""
+    fs = lt.file_storage()
+    fs.add_file(path.name, path.stat().st_size)
+    ct = lt.create_torrent(fs, piece_size, flags=lt.create_torrent.v1_only)
+    lt.set_piece_hashes(ct, str(path.parent))
+    return lt.bencode(ct.generate())
+
+
+@contextmanager
+def engine(tmp_path: Path, name: str, **overrides: Any) -> Iterator[Engine]:
+    """An Engine with its own state dir, always closed."""
+    config = make_config(tmp_path, name, **overrides)
+    with Store.in_state_dir(config.state_dir) as store, Engine(config, store) as eng:
+        yield eng
+
+
+@pytest.fixture
+def payload(tmp_path: Path) -> tuple[Path, bytes]:
+    """A 64 MiB random file and its torrent."""
+    src = random_file(tmp_path / "src" / "movie.mkv", 64 * MIB)
+    return src, make_torrent(src)
+
+
+@pytest.mark.parametrize("transport", ["tcp", "utp"])
+def test_transfer_is_byte_identical(tmp_path: Path, payload: Any, transport: str) -> None:
+    src, torrent = payload
+    events: list[EngineEvent] = []
+    with (
+        engine(tmp_path, "seed", transport=transport) as seeder,
+        engine(tmp_path, "down", transport=transport) as downloader,
+    ):
+        downloader.subscribe(events.append)
+        ih = seeder.add_seed(torrent, src.parent)
+        got = downloader.add_download(
+            torrent, tmp_path / "dl", peers=[("127.0.0.1", seeder.listen_port)]
+        )
+        assert got == ih
+        status = downloader.wait_until(ih, TorrentState.SEEDING, timeout=120)
+        assert status.total_done == 64 * MIB
+        assert (tmp_path / "dl" / "movie.mkv").read_bytes() == src.read_bytes()
+        assert EngineEvent(EventKind.FINISHED, ih) in events
+        assert all(type(event.kind) is EventKind for event in events)
+        assert [ih] == [t.info_hash for t in downloader.snapshot().torrents]
+        assert downloader.files(ih) == [("movie.mkv", 64 * MIB)]
+        assert lt.torrent_info(downloader.torrent_bytes(ih)).info_hashes().v1 == lt.sha1_hash(
+            bytes.fromhex(ih)
+        )
+        assert seeder.stats()["disk.disk_hash_time"] > 0  # seed_mode hashed what it served
+
+
+def test_verified_seed_serves_without_hashing(tmp_path: Path, payload: Any) -> None:
+    src, torrent = payload
+    with engine(tmp_path, "seed") as seeder, engine(tmp_path, "down") as downloader:
+        ih = seeder.add_seed(torrent, src.parent, verified=True)
+        downloader.add_download(torrent, tmp_path / "dl", [("127.0.0.1", seeder.listen_port)])
+        downloader.wait_until(ih, TorrentState.SEEDING, timeout=120)
+        assert (tmp_path / "dl" / "movie.mkv").read_bytes() == src.read_bytes()
+        assert seeder.stats()["disk.disk_hash_time"] == 0
+
+
+def test_waiting_for_a_download_does_not_spin(tmp_path: Path) -> None:
+    """wait_until used to post a status request on every wake-up, and every answer
+    woke it again: hundreds of state updates a second, for as long as it waited."""
+    src = random_file(tmp_path / "src" / "slow.mkv", 6 * MIB)
+    torrent = make_torrent(src)
+    with (
+        engine(tmp_path, "seed", upload_limit=2 * MIB) as seeder,
+        engine(tmp_path, "down") as downloader,
+    ):
+        ih = seeder.add_seed(torrent, src.parent, verified=True)
+        downloader.add_download(torrent, tmp_path / "dl", [("127.0.0.1", seeder.listen_port)])
+        handled: list[float] = []
+        handler = downloader._alerts._handlers["state_update_alert"]
+        downloader._alerts._handlers["state_update_alert"] = lambda a: (
+            handled.append(time.monotonic()),
+            handler(a),
+        )
+        started = time.monotonic()
+        downloader.wait_until(ih, TorrentState.SEEDING, timeout=60)
+        waited = time.monotonic() - started
+        assert waited > 1.5  # the limit held: there was a wait to spin in
+        # Two a second from the alert thread, plus a few on state changes.
+        assert len(handled) <= waited / UPDATE_INTERVAL + 8, (len(handled), waited)
+
+
+def test_an_idle_seed_is_not_saved_again_and_again(tmp_path: Path) -> None:
+    """An idle seed's time counters change every second; saving on them rewrote every
+    torrent's resume data every second (CPU and SD-card wear for a large library)."""
+    src = random_file(tmp_path / "src" / "idle.mkv", 300_000)
+    config = make_config(tmp_path, "seed")
+    with Store.in_state_dir(config.state_dir) as store:
+        with Engine(config, store, resume_interval=0.2) as seeder:
+            seeder.add_seed(make_torrent(src), src.parent, verified=True)
+            time.sleep(1.0)  # the first save, after adding, is wanted
+            saved: list[str] = []
+            handler = seeder._alerts._handlers["save_resume_data_alert"]
+            seeder._alerts._handlers["save_resume_data_alert"] = lambda a: (
+                saved.append("x"),
+                handler(a),
+            )
+            time.sleep(3.0)  # 15 periodic checks
+            assert saved == []
+        assert len(store.load_resume()) == 1  # close() still saves everything
+
+
+def test_relocate_keeps_seeding_and_survives_restart(tmp_path: Path, payload: Any) -> None:
+    src, torrent = payload
+    final = tmp_path / "media"
+    with engine(tmp_path, "seed") as seeder:
+        ih = seeder.add_seed(torrent, src.parent)
+        with engine(tmp_path, "client") as client:
+            client.add_download(torrent, tmp_path / "inc", [("127.0.0.1", seeder.listen_port)])
+            client.wait_until(ih, TorrentState.SEEDING, timeout=120)
+            client.relocate(ih, final, {0: "Film (2001)/Film.mkv"})
+            assert (final / "Film (2001)" / "Film.mkv").read_bytes() == src.read_bytes()
+            assert not (tmp_path / "inc" / "movie.mkv").exists()
+            assert client.files(ih) == [("Film (2001)/Film.mkv", 64 * MIB)]
+            assert client.status(ih).save_path == str(final)
+            seeder.remove(ih)
+            with engine(tmp_path, "third") as third:
+                third.add_download(torrent, tmp_path / "t", [("127.0.0.1", client.listen_port)])
+                third.wait_until(ih, TorrentState.SEEDING, timeout=120)
+            assert (tmp_path / "t" / "movie.mkv").read_bytes() == src.read_bytes()
+    with engine(tmp_path, "client") as client:
+        status = client.wait_until(ih, TorrentState.SEEDING, timeout=30)
+        assert status.save_path == str(final)
+
+
+def test_seeder_restart_does_not_rehash(tmp_path: Path, payload: Any) -> None:
+    src, torrent = payload
+    with engine(tmp_path, "seed") as seeder:
+        ih = seeder.add_seed(torrent, src.parent)
+    with engine(tmp_path, "seed") as seeder:
+        status = seeder.wait_until(ih, TorrentState.SEEDING, timeout=30)
+        assert status.progress == 1.0
+        stats = seeder.stats()
+        assert (stats["disk.disk_hash_time"], stats["disk.num_read_ops"]) == (0, 0)
+        with engine(tmp_path, "down") as downloader:
+            downloader.add_download(torrent, tmp_path / "dl", [("127.0.0.1", seeder.listen_port)])
+            downloader.wait_until(ih, TorrentState.SEEDING, timeout=120)
+        assert (tmp_path / "dl" / "movie.mkv").read_bytes() == src.read_bytes()
+    # the same file with another mtime is checked again: the counter does see hashing
+    os.utime(src, ns=(src.stat().st_atime_ns, src.stat().st_mtime_ns + 10**9))
+    with engine(tmp_path, "seed") as seeder:
+        seeder.wait_until(ih, TorrentState.SEEDING, timeout=60)
+        assert seeder.stats()["disk.disk_hash_time"] > 0
+
+
+def test_truncated_seed_file_is_rechecked(tmp_path: Path, payload: Any) -> None:
+    src, torrent = payload
+    with engine(tmp_path, "seed") as seeder:
+        ih = seeder.add_seed(torrent, src.parent)
+    os.truncate(src, 16 * MIB)
+    with engine(tmp_path, "seed") as seeder:
+        status = wait_for(
+            lambda: (s := seeder.status(ih)) and s.state == TorrentState.DOWNLOADING and s, 60
+        )
+        assert status.progress < 0.5
+
+
+@contextmanager
+def worker(tmp_path: Path, torrent: Path, port: int, limit: int) -> Iterator[subprocess.Popen]:
+    """tests/engine_worker.py as a child process, killed if still running."""
+    proc = subprocess.Popen(
+        [sys.executable, str(WORKER), str(tmp_path), str(torrent), str(tmp_path / "dl"),
+         str(port), str(limit)],
+        stdout=subprocess.PIPE, stderr=open(tmp_path / "worker.log", "a"), text=True,  # noqa: SIM115
+    )  # fmt: skip
+    try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait(30)
+        proc.stdout.close()
+
+
+def test_sigkill_mid_download_resumes(tmp_path: Path) -> None:
+    size = 40 * MIB
+    src = random_file(tmp_path / "src" / "movie.mkv", size)
+    torrent = tmp_path / "movie.torrent"
+    torrent.write_bytes(make_torrent(src))
+    with engine(tmp_path, "seed") as seeder:
+        ih = seeder.add_seed(torrent.read_bytes(), src.parent)
+        with worker(tmp_path, torrent, seeder.listen_port, 4 * MIB) as proc:
+            for line in proc.stdout:
+                if float(line.split()[0]) >= 0.55:
+                    break
+            proc.send_signal(signal.SIGKILL)
+            proc.wait(30)
+        with Store.in_state_dir(tmp_path / "worker" / "state") as store:
+            assert [r.info_hash for r in store.load_resume()] == [ih]
+        with worker(tmp_path, torrent, seeder.listen_port, 4 * MIB) as proc:
+            lines = proc.stdout.read().split("\n")
+            assert proc.wait(120) == 0
+        done = [line for line in lines if line.startswith("DONE")]
+        assert done, lines[-5:]
+        assert int(done[0].split()[1]) < 0.6 * size
+    assert (tmp_path / "dl" / "movie.mkv").read_bytes() == src.read_bytes()
+
+
+def test_sigterm_closes_in_order(tmp_path: Path, payload: Any) -> None:
+    src, torrent_bytes = payload
+    torrent = tmp_path / "movie.torrent"
+    torrent.write_bytes(torrent_bytes)
+    with engine(tmp_path, "seed") as seeder:
+        seeder.add_seed(torrent_bytes, src.parent)
+        with worker(tmp_path, torrent, seeder.listen_port, 4 * MIB) as proc:
+            proc.stdout.readline()
+            proc.send_signal(signal.SIGTERM)
+            assert proc.wait(60) == 0
+    with Store.in_state_dir(tmp_path / "worker" / "state") as store:
+        assert len(store.load_resume()) == 1
+
+
+def test_errors_name_the_problem(tmp_path: Path) -> None:
+    with engine(tmp_path, "node") as eng:
+        with pytest.raises(EngineError, match="unknown torrent"):
+            eng.remove("00" * 20)
+        with pytest.raises(EngineError, match=r"not a valid \.torrent"):
+            eng.add_download(b"not bencode", tmp_path / "x")
+        with pytest.raises(EngineError, match="magnet"):
+            eng.add_download("magnet:?dn=nothing", tmp_path / "x")
+        assert eng.listen_port > 0
