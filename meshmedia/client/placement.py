@@ -296,9 +296,12 @@ def link_for_adoption(download_dir: Path, final: Path, info_hash: str, name: str
     later relocation renames the link onto the same file. A symlink is never linked.
     """
     staging = incomplete_dir(download_dir, info_hash)
-    rel = staging.relative_to(download_dir) / name
+    check_relative_path(name)  # the one path rule: no `..`, nothing absolute (finding 1)
+    link = staging / name
+    if not os.path.normpath(link).startswith(os.path.normpath(staging) + os.sep):
+        raise ManifestError(f"the adoption name {name!r:.200} leads outside {staging}")
+    rel = link.relative_to(download_dir)
     make_dirs(download_dir, rel.parent.as_posix())
-    link = download_dir / rel
     if link.exists() or link.is_symlink():
         link.unlink()
     os.link(final, link, follow_symlinks=False)
