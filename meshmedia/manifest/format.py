@@ -134,6 +134,7 @@ class Rejected:
     index: int
     name: str  # the item's path or title, or "#<index>" when it has neither
     reason: str
+    path: str | None = None  # the item's path as given, when it is a string (finding 7)
 
     def __str__(self) -> str:
         """`item 3 (a/b.mkv): reason`."""
@@ -367,7 +368,9 @@ def parse_items(
                 raise ManifestError(f"its torrent {ih} is already listed at {hashes[ih]!r}")
             paths.add(item.path, index)
         except ManifestError as exc:
-            rejected.append(Rejected(index, _item_name(obj, index), str(exc)))
+            given = obj.get("path") if isinstance(obj, Mapping) else None
+            path = given if isinstance(given, str) else None
+            rejected.append(Rejected(index, _item_name(obj, index), str(exc), path))
             continue
         if ih is not None:
             hashes[ih] = item.path

@@ -87,3 +87,44 @@ def test_a_magnets_dn_never_names_a_path_outside_the_download_dir(
             assert os.path.realpath(path).startswith(str(tmp_path / "local"))
     finally:
         node.close()
+
+
+def _item_of(torrent: Any, path: str, port: int) -> dict[str, Any]:
+    return {
+        "path": path,
+        "torrent": torrent.magnet(path, port),
+        "size": len(torrent.payloads[0]),
+        "sha256": hashlib.sha256(torrent.payloads[0]).hexdigest(),
+    }
+
+
+def test_delete_removed_keeps_the_files_of_an_item_that_is_only_rejected(
+    tmp_path: Path, seeder: Seeder, site: Site
+) -> None:
+    """Finding 7: a placed item listed again with a malformed sha256 was "left the
+    manifest" and --delete-removed deleted its file. Only an item genuinely absent
+    from a good manifest is removed."""
+    kept, gone = (hand_built(b"%s.mkv" % n, single=n * 20000) for n in (b"a", b"b"))
+    for torrent in (kept, gone):
+        seeder.seed(torrent)
+    node = Local(tmp_path, site.url + MANIFEST, delete_removed=True)
+    try:
+        first = [_item_of(kept, "a.mkv", seeder.port), _item_of(gone, "b.mkv", seeder.port)]
+        assert node.client.apply(node.url, manifest(*first))
+        node.settle()
+        assert node.state("a.mkv").state == node.state("b.mkv").state == "placed"
+        bad = dict(first[0], sha256="not-a-hash")
+        assert node.client.apply(node.url, manifest(bad, version=2))
+        node.settle()
+        assert (node.media / "a.mkv").read_bytes() == kept.payloads[0]
+        assert node.state("a.mkv").state == "placed"
+        assert not (node.media / "b.mkv").exists()  # genuinely absent: removed
+        pathless = {"title": "no path", "torrent": first[0]["torrent"]}
+        assert node.client.apply(node.url, manifest(pathless, version=3))
+        node.settle()
+        assert (node.media / "a.mkv").read_bytes() == kept.payloads[0]
+        assert node.client.apply(node.url, manifest(version=4))
+        node.settle()
+        assert not (node.media / "a.mkv").exists()
+    finally:
+        node.close()
