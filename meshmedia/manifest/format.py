@@ -34,6 +34,7 @@ _XXH3 = re.compile(r"^[0-9a-fA-F]{32}$")
 _DRIVE = re.compile(r"^[A-Za-z]:")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 MAX_SEGMENT_BYTES = 255
+MAX_TORRENT_CHARS = 8192  # a magnet or .torrent URL; ours are under 200 (finding 3)
 MAX_ITEMS = 100_000  # 150k items (15 MB) took a client to 475 MB RSS before this bound
 KNOWN_ITEM_FIELDS = ("title", "torrent", "path", "sha256", "size", "xxh3", "added_at")
 KNOWN_FIELDS = ("group", "version", "updated_at", "items")
@@ -182,9 +183,19 @@ def check_relative_path(path: str) -> str:
     return path
 
 
-@functools.lru_cache(maxsize=1024)  # validation and Item.info_hash ask about the same URI
 def magnet_info_hash(uri: str) -> str | None:
     """The v1 info hash of a magnet URI as 40 lowercase hex, or None."""
+    if len(uri) > MAX_TORRENT_CHARS:  # never cached: 40 x 4 MB magnets held 134 MiB (finding 3)
+        return _info_hash_of(uri)
+    return _cached_info_hash(uri)
+
+
+@functools.lru_cache(maxsize=1024)  # validation and Item.info_hash ask about the same URI
+def _cached_info_hash(uri: str) -> str | None:
+    return _info_hash_of(uri)
+
+
+def _info_hash_of(uri: str) -> str | None:
     if not uri.startswith("magnet:?"):
         return None
     for key, value in parse_qsl(uri[len("magnet:?") :], keep_blank_values=True):
@@ -204,6 +215,11 @@ def check_torrent(torrent: object) -> str:
     """Return `torrent` if it is a magnet with a v1 info hash or an http(s) URL."""
     if not isinstance(torrent, str) or not torrent:
         raise ManifestError("torrent must be a non-empty string")
+    if len(torrent) > MAX_TORRENT_CHARS:
+        raise ManifestError(
+            f"torrent is {len(torrent):,} characters long; at most {MAX_TORRENT_CHARS:,} "
+            "are accepted"
+        )
     if torrent.startswith("magnet:"):
         if magnet_info_hash(torrent) is None:
             raise ManifestError(
