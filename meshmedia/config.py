@@ -8,6 +8,7 @@ JELLYFIN_API_KEY) and SYNC_INTERVAL are read as they were.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 from collections.abc import Callable, Mapping
@@ -98,6 +99,10 @@ class Config:
             _check(ok and (not group or bool(GROUP_RE.match(group))), "follow", spec, _FOLLOW)
         for url in self.manifest_urls:
             _check(url.startswith(("http://", "https://")), "manifest_url", url, "an http(s) URL")
+        if self.advertise_host is not None and self.advertise_host.lower() != "none":
+            # A magnet's x.pe is an endpoint: libtorrent never resolves a host name there.
+            ok = _is_ip(self.advertise_host)
+            _check(ok, "advertise_host", self.advertise_host, "an IP address or 'none'")
 
     @property
     def share_groups(self) -> dict[str, Path]:
@@ -107,6 +112,14 @@ class Config:
     def with_changes(self, **changes: Any) -> Config:
         """A copy of this config with some settings replaced (validated again)."""
         return replace(self, **changes)
+
+
+def _is_ip(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True
 
 
 _FOLLOW = "PUBLIC_KEY[:GROUP], the key as 64 hex digits"

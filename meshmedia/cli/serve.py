@@ -21,7 +21,7 @@ from .options import build_config, common_options, http_options, library_errors,
 @click.option("--group", help="Group of folders given without GROUP= (default 'default').")
 @click.option(
     "--advertise-host",
-    help="Address clients reach this curator's peer at ('none': no x.pe in magnets).",
+    help="IP address clients reach this curator's peer at ('none': no x.pe in magnets).",
 )
 @click.option(
     "--settle-time",

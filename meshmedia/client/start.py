@@ -17,6 +17,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from meshmedia.engine import Engine
+from meshmedia.engine.peers import magnet_peers
 from meshmedia.errors import MeshmediaError
 from meshmedia.manifest import Item, validate_item
 from meshmedia.store import ClientItem, ItemState, Store
@@ -187,6 +188,9 @@ class Starter:
             return
         if not adopted:
             log.info("downloading %s (%s)", item.path, ih)
+        if item.info_hash is not None:
+            for reason in magnet_peers(item.torrent)[1]:
+                log.warning("%s: ignoring a peer of its magnet: %s", item.path, reason)
         self._ledger.save(ci, ItemState.DOWNLOADING, error=None)
 
     def _drop(self, ci: ClientItem) -> None:

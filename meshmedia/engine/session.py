@@ -26,6 +26,7 @@ from .alerts import AlertLoop, Handler, Tick
 from .convert import hex_of, status_from_lt
 from .dht import DhtItems
 from .events import TorrentEvents
+from .peers import PeerError, check_peer
 from .resume import ResumeData, file_paths
 from .settings import is_local_address, peer_class_filter, session_params
 from .snapshots import EngineEvent, EngineSnapshot, TorrentState, TorrentStatus
@@ -167,11 +168,13 @@ class Engine:
 
     def connect_peer(self, info_hash: str, host: str, port: int) -> None:
         """Tell a torrent about a peer (the transport follows `enable_outgoing_utp`)."""
-        flags = LOCAL_PEER_FLAGS if is_local_address(host) else REMOTE_PEER_FLAGS
         try:
-            self._table.handle(info_hash).connect_peer((host, int(port)), 0, flags)
-        except RuntimeError as exc:
-            log.warning("cannot connect %s to %s:%s: %s", info_hash, host, port, exc)
+            host, port = check_peer(host, port)
+            flags = LOCAL_PEER_FLAGS if is_local_address(host) else REMOTE_PEER_FLAGS
+            self._table.handle(info_hash).connect_peer((host, port), 0, flags)
+        except (PeerError, RuntimeError, TypeError, OverflowError, ValueError) as exc:
+            # TypeError: Boost.Python.ArgumentError derives from it (a host name, finding 6)
+            log.warning("cannot connect %s to %r:%r: %s", info_hash, host, port, exc)
 
     # -- looking -------------------------------------------------------------
     def status(self, info_hash: str) -> TorrentStatus | None:

@@ -9,14 +9,20 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from meshmedia.manifest import Pointer
+from meshmedia.manifest.signing import generate_key
 from tests.client.test_hostile_client import MANIFEST, Local
+from tests.engine.test_dht import Swarm
+from tests.helpers import free_port, wait_for
 from tests.hostile import Seeder, Site, files_under, hand_built, serve
 
 
@@ -128,3 +134,78 @@ def test_delete_removed_keeps_the_files_of_an_item_that_is_only_rejected(
         assert not (node.media / "a.mkv").exists()
     finally:
         node.close()
+
+
+def test_magnet_peers_given_as_host_names_or_bad_ports_fail_no_item(
+    tmp_path: Path, seeder: Seeder, site: Site, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Finding 6: x.pe=localhost:PORT made every redial raise Boost.Python.ArgumentError
+    ("unexpected error: ArgumentError", the item failed) and a port over 65535
+    OverflowError. They are named in a warning and skipped; the item still syncs."""
+    film = hand_built(b"film.mkv", single=b"film" * 9000)
+    seeder.seed(film)
+    closed = free_port()  # a valid peer nobody answers at: shows that the redial ran
+    peers = f"&x.pe=localhost:{seeder.port}&x.pe=127.0.0.1:99999&x.pe=127.0.0.1:{closed}"
+    magnet = f"magnet:?xt=urn:btih:{film.info_hash}&dn=film.mkv{peers}"
+    node = Local(tmp_path, site.url + MANIFEST)
+    dialled: list[int] = []  # the closed peer: once as the torrent is added, again at a redial
+    real = node.engine.connect_peer
+
+    def spy(ih: str, host: Any, port: Any) -> None:
+        if port == closed:
+            dialled.append(port)
+        real(ih, host, port)
+
+    node.engine.connect_peer = spy  # type: ignore[method-assign]
+    try:
+        with caplog.at_level(logging.WARNING):
+            assert node.client.apply(node.url, manifest({"path": "film.mkv", "torrent": magnet}))
+
+            def redialled_or_failed() -> bool:
+                node.client.step()
+                return len(dialled) >= 2 or node.state("film.mkv").state == "failed"
+
+            wait_for(redialled_or_failed, timeout=30, interval=0.1)
+            assert node.state("film.mkv").state == "downloading", node.state("film.mkv").error
+            assert f"'localhost:{seeder.port}' is not an IP address" in caplog.text
+            assert "'127.0.0.1:99999' has no port from 1 to 65535" in caplog.text
+            node.engine.connect_peer("ab" * 20, "nas.local", 6881)  # unknown torrent: no raise
+            real(film.info_hash, "127.0.0.1", seeder.port)
+            node.settle()
+        assert node.state("film.mkv").state == "placed"
+    finally:
+        node.close()
+
+
+def test_dht_pointer_peers_given_as_host_names_do_not_kill_the_follower(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Finding 6: a pointer with peers ["nas.local:6881"] (what --advertise-host
+    nas.local published) raised ArgumentError out of DhtFollower.check: the follow
+    thread died and the key was never followed again."""
+    swarm = Swarm(tmp_path)
+    with swarm.stack:
+        _, writer = swarm.joined("curator")
+        config, reader = swarm.joined("client")
+        key = generate_key()
+        peers = ("nas.local:6881", "127.0.0.1:70000")
+        value = Pointer("default", 7, torrent="ab" * 20, peers=peers).encode()
+        wait_for(lambda: writer.dht.put(key.expanded_secret, key.public, value, b"default"))
+        follower = swarm.follower(swarm.client(config, reader), key.public)
+        stop = threading.Event()
+        follower._stop = stop
+        thread = threading.Thread(target=follower.follow, args=(3600,), daemon=True)
+        with caplog.at_level(logging.WARNING):
+            thread.start()
+            try:
+                wait_for(
+                    lambda: not thread.is_alive() or "'127.0.0.1:70000'" in caplog.text,
+                    timeout=60,
+                    interval=0.2,
+                )
+                assert thread.is_alive(), "the follower thread died"
+                assert "'nas.local:6881' is not an IP address" in caplog.text
+            finally:
+                stop.set()
+                thread.join(30)
+        assert not thread.is_alive()
