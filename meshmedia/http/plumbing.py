@@ -712,6 +712,9 @@ class _Connection(asyncio.Protocol):
         if len(raw.split(b"\n", 1)[0]) > self.limits.max_line:
             self.refuse(414, f"the request line is over {self.limits.max_line} bytes")
             return
+        if len(raw) > self.limits.max_head:  # it came in one read (review12 finding 14)
+            self.refuse(431, f"the request head is over {self.limits.max_head} bytes")
+            return
         try:
             head = parse_head(raw)
             request = Request(head, self.peer, self)
