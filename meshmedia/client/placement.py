@@ -84,7 +84,7 @@ def final_path(download_dir: Path, path: str) -> Path:
     """`<download-dir>/<path>`, refusing unsafe paths, the staging folder and any
     symbolic link on the way (the final path itself included)."""
     check_relative_path(path)
-    if path.split("/", 1)[0] == STAGING:
+    if path.split("/", 1)[0].casefold() == STAGING:  # `.MeshMedia` is it on exFAT (finding 9)
         raise ManifestError(f"path {path!r} lies in the staging folder {STAGING}")
     refuse_links(download_dir, path)
     return download_dir / path

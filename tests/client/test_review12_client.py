@@ -209,3 +209,24 @@ def test_dht_pointer_peers_given_as_host_names_do_not_kill_the_follower(
                 stop.set()
                 thread.join(30)
         assert not thread.is_alive()
+
+
+@pytest.mark.parametrize("top", [".MeshMedia", ".MESHMEDIA", ".meshmedia"])
+def test_the_staging_folder_is_refused_in_any_case(
+    tmp_path: Path, seeder: Seeder, site: Site, top: str
+) -> None:
+    """Finding 9: on a case-insensitive DOWNLOAD_DIR (exFAT, a Samba share)
+    `.MeshMedia/...` is the staging folder, but only `.meshmedia` was refused."""
+    film = hand_built(b"film.mkv", single=b"film" * 9000)
+    seeder.seed(film)
+    path = f"{top}/incomplete/film.mkv"
+    node = Local(tmp_path, site.url + MANIFEST)
+    try:
+        assert node.client.apply(node.url, manifest(_item_of(film, path, seeder.port)))
+        node.settle()
+        state = node.state(path)
+        assert state.state == "failed"
+        assert f"path {path!r} lies in the staging folder .meshmedia" in (state.error or "")
+        assert not (node.media / top / "incomplete" / "film.mkv").exists()
+    finally:
+        node.close()
