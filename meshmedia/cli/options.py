@@ -101,13 +101,28 @@ def build_config(params: dict[str, Any]) -> Config:
         raise click.UsageError(str(exc)) from None
 
 
+class PrintableFormatter(logging.Formatter):
+    """Escapes control characters in each message: input quoted in a log line (a
+    manifest's path, a peer's text) can neither forge a line nor drive the terminal."""
+
+    def __init__(self, fmt: str) -> None:
+        """A formatter of `fmt` (%-style)."""
+        from meshmedia.manifest import printable  # noqa: PLC0415 - keeps --help fast
+
+        super().__init__(fmt)
+        self._printable = printable
+
+    def formatMessage(self, record: logging.LogRecord) -> str:  # noqa: N802 - logging's name
+        """The line of `record`, its message made printable (a traceback stays as it is)."""
+        record.message = self._printable(record.message)
+        return super().formatMessage(record)
+
+
 def setup_logging(level: str) -> None:
     """Log to stderr, one line per event, in a form that reads well in journalctl."""
-    logging.basicConfig(
-        level=getattr(logging, level, logging.INFO),
-        stream=sys.stderr,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(PrintableFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=getattr(logging, level, logging.INFO), handlers=[handler])
 
 
 def library_errors(func: F) -> F:

@@ -18,6 +18,7 @@ from .format import (
     magnet_info_hash,
     parse_items,
     parse_manifest,
+    printable,
     utc_now,
     validate_item,
 )
@@ -59,6 +60,7 @@ __all__ = [
     "parse_items",
     "parse_manifest",
     "parse_public_key",
+    "printable",
     "save_key",
     "source_name",
     "utc_now",

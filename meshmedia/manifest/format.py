@@ -34,6 +34,7 @@ _XXH3 = re.compile(r"^[0-9a-fA-F]{32}$")
 _DRIVE = re.compile(r"^[A-Za-z]:")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 MAX_SEGMENT_BYTES = 255
+_UNPRINTABLE = re.compile("[\x00-\x1f\x7f-\x9f]")
 MAX_TORRENT_CHARS = 8192  # a magnet or .torrent URL; ours are under 200 (finding 3)
 MAX_ITEMS = 100_000  # 150k items (15 MB) took a client to 475 MB RSS before this bound
 KNOWN_ITEM_FIELDS = ("title", "torrent", "path", "sha256", "size", "xxh3", "added_at")
@@ -138,12 +139,19 @@ class Rejected:
     path: str | None = None  # the item's path as given, when it is a string (finding 7)
 
     def __str__(self) -> str:
-        """`item 3 (a/b.mkv): reason`."""
-        return f"item {self.index} ({self.name}): {self.reason}"
+        """`item 3 (a/b.mkv): reason`, control characters escaped (the name is input)."""
+        return printable(f"item {self.index} ({self.name}): {self.reason}")
 
     def to_json(self) -> dict[str, Any]:
         """The rejection as a JSON object."""
         return {"index": self.index, "name": self.name, "reason": self.reason}
+
+
+def printable(text: str) -> str:
+    """`text` with every control character (C0 such as newline and ESC, DEL, C1)
+    escaped as `\\n` or `\\x1b`: quoted input stays one inert line in a log or on a
+    terminal (review12 finding 11: a path with a newline forged a log line)."""
+    return _UNPRINTABLE.sub(lambda m: m.group().encode("unicode_escape").decode(), text)
 
 
 def canonical_json(obj: object) -> bytes:
@@ -352,7 +360,8 @@ def _item_name(obj: object, index: int) -> str:
     if isinstance(obj, Mapping):
         for key in ("path", "title"):
             if isinstance(obj.get(key), str) and obj[key]:
-                return str(obj[key])[:200].encode("utf-8", "backslashreplace").decode()
+                text = str(obj[key])[:200].encode("utf-8", "backslashreplace").decode()
+                return printable(text)
     return f"#{index}"
 
 

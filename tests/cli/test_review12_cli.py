@@ -5,9 +5,12 @@ Real `meshmedia` processes throughout.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
+from tests.daemons import Client
 from tests.helpers import free_port, run_meshmedia
+from tests.hostile import serve
 
 
 def _serve_args(tmp_path: Path, *extra: str) -> list[str]:
@@ -27,3 +30,47 @@ def test_a_host_name_as_advertise_host_is_a_usage_error(tmp_path: Path) -> None:
     assert result.returncode == 2, result.stderr
     assert "'nas.local' is not accepted; expected an IP address or 'none'" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+HOSTILE_ITEMS = [
+    {
+        "path": "ok.mkv\n2026-12-01 20:00:00,000 INFO meshmedia.client: placed /forged.mkv",
+        "torrent": "magnet:?xt=urn:btih:" + "a" * 40,
+    },
+    {
+        "path": "x\x1b[2J\x1b[1;31mCLEARED\x1b[0m\x9b1m",
+        "torrent": "magnet:?xt=urn:btih:" + "b" * 40,
+    },
+    {"title": "t\r\nforged line\x7f", "path": "/abs", "torrent": "magnet:?xt=urn:btih:" + "c" * 40},
+]
+
+
+def _no_control_characters(text: str) -> None:
+    for line in text.splitlines():
+        assert not any((ord(c) < 32 and c != "\t") or 0x7F <= ord(c) <= 0x9F for c in line), line
+        assert not line.startswith("2026-12-01 20:00:00,000"), f"a forged log line: {line}"
+
+
+def test_manifest_validate_escapes_control_characters(tmp_path: Path) -> None:
+    """Finding 11: a rejected item's path or title went raw into validate's output."""
+    doc = tmp_path / "hostile.json"
+    doc.write_text(json.dumps({"group": "default", "version": 1, "items": HOSTILE_ITEMS}))
+    result = run_meshmedia("manifest", "validate", str(doc))
+    assert result.returncode == 1
+    _no_control_characters(result.stdout + result.stderr)
+    assert "item 1 (x\\x1b[2J\\x1b[1;31mCLEARED\\x1b[0m\\x9b1m): path contains" in result.stdout
+    assert "item 0 (ok.mkv\\n2026-12-01 20:00:00,000 INFO" in result.stdout
+    assert "item 2 (/abs)" in result.stdout
+
+
+def test_sync_escapes_control_characters_in_its_log_and_summary(tmp_path: Path) -> None:
+    """Finding 11: the client log and the --once summary quoted them raw (a forged
+    'placed' line, a cleared terminal)."""
+    body = json.dumps({"group": "default", "version": 1, "items": HOSTILE_ITEMS}).encode()
+    with serve() as site:
+        client = Client(tmp_path / "client", [site.body("/m.json", body)])
+        result = client.once(timeout=60)
+    assert result.returncode == 0, result.stderr  # nothing valid to place
+    _no_control_characters(result.stdout + result.stderr)
+    assert "refused item 1 (x\\x1b[2J" in result.stdout + result.stderr
+    assert "skipping item 0 (ok.mkv\\n2026-12-01 20:00:00,000 INFO" in result.stderr
