@@ -40,6 +40,7 @@ from meshmedia.torrentinfo import TorrentFile
 log = logging.getLogger(__name__)
 
 STAGING = ".meshmedia"
+MEDIA_DIR_MODE = 0o755  # and the umask: Jellyfin reads them; nobody else writes (finding 12)
 _BLOCK = 1 << 20
 
 
@@ -114,14 +115,18 @@ def make_dirs(root: Path, rel: str) -> Path:
 
     Each component is opened with O_NOFOLLOW relative to its parent's descriptor,
     so a link planted anywhere on the way is refused (ManifestError), not followed.
+    The staging folder and everything below it are 0700 whatever the umask; other
+    folders 0755 less the umask.
     """
     flags = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
-    root.mkdir(parents=True, exist_ok=True)
+    root.mkdir(mode=MEDIA_DIR_MODE, parents=True, exist_ok=True)
     fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY)
     try:
-        for part in (p for p in rel.split("/") if p):
+        parts = [p for p in rel.split("/") if p]
+        private = bool(parts) and parts[0].casefold() == STAGING
+        for part in parts:
             with contextlib.suppress(FileExistsError):
-                os.mkdir(part, dir_fd=fd)
+                os.mkdir(part, 0o700 if private else MEDIA_DIR_MODE, dir_fd=fd)
             try:
                 child = os.open(part, flags, dir_fd=fd)
             except OSError as exc:
@@ -131,6 +136,8 @@ def make_dirs(root: Path, rel: str) -> Path:
                 ) from None
             os.close(fd)
             fd = child
+            if private and os.fstat(fd).st_mode & 0o077:  # made by an older version, or umask
+                os.fchmod(fd, 0o700)
     finally:
         os.close(fd)
     return root / rel
@@ -310,7 +317,7 @@ def link_for_adoption(download_dir: Path, final: Path, info_hash: str, name: str
 
 def space_problem(download_dir: Path, needed: int, min_free: int) -> str | None:
     """A message when `needed` more bytes would leave less than `min_free` free, else None."""
-    download_dir.mkdir(parents=True, exist_ok=True)
+    download_dir.mkdir(mode=MEDIA_DIR_MODE, parents=True, exist_ok=True)
     free = shutil.disk_usage(download_dir).free
     if free - needed >= min_free:
         return None

@@ -6,11 +6,13 @@ Real `meshmedia` processes throughout.
 from __future__ import annotations
 
 import json
+import os
+import stat
 from pathlib import Path
 
 from tests.daemons import Client
 from tests.helpers import free_port, run_meshmedia
-from tests.hostile import serve
+from tests.hostile import Seeder, hand_built, serve
 
 
 def _serve_args(tmp_path: Path, *extra: str) -> list[str]:
@@ -74,3 +76,43 @@ def test_sync_escapes_control_characters_in_its_log_and_summary(tmp_path: Path) 
     _no_control_characters(result.stdout + result.stderr)
     assert "refused item 1 (x\\x1b[2J" in result.stdout + result.stderr
     assert "skipping item 0 (ok.mkv\\n2026-12-01 20:00:00,000 INFO" in result.stderr
+
+
+def test_under_umask_000_staging_is_private_and_media_not_writable_by_others(
+    tmp_path: Path,
+) -> None:
+    """Finding 12: under umask 000, media/, .meshmedia/ and incomplete/ were 0777 and
+    placed files 0666. Staging is 0700 whatever the umask; what is placed keeps the
+    umask's read bits but never group or other write."""
+    seeder = Seeder(tmp_path)
+    try:
+        show = hand_built(b"Show", [([b"s1", b"ep1.mkv"], b"one" * 9000), ([b"ep2.mkv"], b"2")])
+        film = hand_built(b"film.mkv", single=b"film" * 9000)
+        for torrent in (show, film):
+            seeder.seed(torrent)
+        items = [
+            {"path": "TV/Show", "torrent": show.magnet("Show", seeder.port)},
+            {"path": "film.mkv", "torrent": film.magnet("film.mkv", seeder.port)},
+        ]
+        body = json.dumps({"group": "default", "version": 1, "items": items}).encode()
+        with serve() as site:
+            client = Client(tmp_path / "client", [site.body("/m.json", body)])
+            old = os.umask(0)
+            try:
+                result = client.once(timeout=120)
+            finally:
+                os.umask(old)
+    finally:
+        seeder.close()
+    assert result.returncode == 0, result.stderr
+    assert (client.media / "TV" / "Show" / "s1" / "ep1.mkv").read_bytes() == b"one" * 9000
+    staging = client.media / ".meshmedia"
+    for path in [staging, *staging.rglob("*")]:
+        if path.is_dir():
+            assert stat.S_IMODE(path.lstat().st_mode) & 0o077 == 0, path
+    placed = [p for p in client.media.rglob("*") if not p.is_relative_to(staging)]
+    assert len(placed) == 6  # TV, TV/Show, s1, ep1.mkv, ep2.mkv, film.mkv
+    for path in [client.media, *placed]:
+        mode = stat.S_IMODE(path.lstat().st_mode)
+        assert mode & 0o022 == 0, f"{path} is {mode:04o}"
+        assert mode & 0o044 == 0o044, f"{path} is {mode:04o}: Jellyfin must read it"
