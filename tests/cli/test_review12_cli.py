@@ -8,10 +8,17 @@ from __future__ import annotations
 import json
 import os
 import stat
+import subprocess
+import sys
+import urllib.error
+import urllib.request
 from pathlib import Path
+from typing import Any
 
-from tests.daemons import Client
-from tests.helpers import free_port, run_meshmedia
+import pytest
+
+from tests.daemons import NETWORK, Client, Curator, answers
+from tests.helpers import free_port, run_meshmedia, wait_for
 from tests.hostile import Seeder, hand_built, serve
 
 
@@ -116,3 +123,75 @@ def test_under_umask_000_staging_is_private_and_media_not_writable_by_others(
         mode = stat.S_IMODE(path.lstat().st_mode)
         assert mode & 0o022 == 0, f"{path} is {mode:04o}"
         assert mode & 0o044 == 0o044, f"{path} is {mode:04o}: Jellyfin must read it"
+
+
+SECRET = "s3cret-token-for-finding-13"
+
+
+def _post_status(port: int, token: str) -> int:
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{port}/manifest/default.json",
+        data=b'{"items": []}',
+        headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
+        method="POST",
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=20) as answer:
+            return int(answer.status)
+    except urllib.error.HTTPError as exc:
+        return exc.code
+
+
+@pytest.mark.parametrize("how", ["--token-file", "MESHMEDIA_TOKEN_FILE", "--token"])
+def test_the_write_token_can_come_from_a_file_and_a_flag_is_warned_about(
+    tmp_path: Path, how: str, monkeypatch: pytest.MonkeyPatch, stop_later: list[Any]
+) -> None:
+    """Finding 13: `serve --token X` showed the token to every user in ps; a file
+    (flag or environment) keeps it out of the process list, and the flag (kept for
+    compatibility) now warns."""
+    secret = tmp_path / "token.secret"
+    secret.write_text(SECRET + "\n")
+    curator = Curator(tmp_path / "curator")
+    stop_later.append(curator)
+    extra = {"--token-file": ["--token-file", str(secret)], "--token": ["--token", SECRET]}
+    if how == "MESHMEDIA_TOKEN_FILE":
+        monkeypatch.setenv("MESHMEDIA_TOKEN_FILE", str(secret))
+    curator.spawn(
+        "serve", "--share", f"default={curator.share}", "--state-dir", str(curator.base / "state"),
+        "--host", "127.0.0.1", "--port", str(curator.port), "--listen-port",
+        str(curator.peer_port), *NETWORK, *extra.get(how, []),
+    )  # fmt: skip
+    wait_for(lambda: answers(f"http://127.0.0.1:{curator.port}/"), timeout=60, interval=0.2)
+    assert _post_status(curator.port, SECRET) == 200
+    assert _post_status(curator.port, "wrong") == 401
+    assert curator.proc is not None
+    cmdline = Path(f"/proc/{curator.proc.pid}/cmdline").read_bytes()
+    warned = "--token on the command line is visible to every user" in curator.text()
+    assert (SECRET.encode() in cmdline) == (how == "--token") == warned
+    assert SECRET not in curator.text()
+
+
+def test_the_jellyfin_api_key_can_come_from_a_file(tmp_path: Path) -> None:
+    """Finding 13: the same for `sync --jellyfin-api-key`; an empty or missing file is
+    a usage error naming it."""
+    key = tmp_path / "jellyfin.key"
+    key.write_text("abc123\n")
+    check = (
+        "import sys\nfrom meshmedia.cli.options import build_config\n"
+        "c = build_config({'jellyfin_api_key': None, 'jellyfin_api_key_file': "
+        "__import__('pathlib').Path(sys.argv[1]), 'state_dir': sys.argv[2]})\n"
+        "print(c.jellyfin_api_key)\n"
+    )
+    run = subprocess.run(
+        [sys.executable, "-c", check, str(key), str(tmp_path / "state")],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert run.stdout.strip() == "abc123", run.stderr
+    key.write_text("\n")
+    url = "http://127.0.0.1:9/m.json"
+    result = run_meshmedia(
+        "sync", "--once", "--manifest-url", url, "--jellyfin-api-key-file", str(key),
+        "--state-dir", str(tmp_path / "state"), "--download-dir", str(tmp_path / "media"),
+    )  # fmt: skip
+    assert result.returncode == 2, result.stderr
+    assert f"the secret file {key} is empty" in result.stderr
