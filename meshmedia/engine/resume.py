@@ -18,6 +18,7 @@ from typing import Any
 import libtorrent as lt
 
 from meshmedia.store import ResumeRecord, Store
+from meshmedia.torrentinfo import torrent_files
 
 from .convert import hex_of, status_from_lt
 from .table import Role, TorrentTable
@@ -47,6 +48,29 @@ def file_paths(ti: Any, renamed: dict[int, str] | None = None) -> list[tuple[int
             continue
         result.append((index, renamed.get(index, fs.file_path(index)), fs.file_size(index)))
     return result
+
+
+def real_names(torrent: bytes, ti: Any) -> dict[int, str]:
+    """The files whose names libtorrent changed on loading `torrent`, by index, with
+    the names the `.torrent` gives them (the names on the seeder's disk).
+
+    libtorrent 2.1.1 cuts a name over 240 bytes to 240 (keeping the extension: a
+    250-byte name, or 83 CJK characters = 253 bytes) and drops bidirectional-text
+    controls (U+202E, U+200E); a seed then looked for a file that is not there
+    and never served a byte (review12 finding 4). Only safe relative names are
+    given back.
+    """
+    fs = ti.layout()
+    renames = {}
+    for entry in torrent_files(torrent):
+        if entry.pad or entry.index >= fs.num_files():
+            continue
+        theirs = fs.file_path(entry.index).replace(os.sep, "/")
+        parts = entry.path.split("/")
+        safe = not entry.path.startswith("/") and all(p not in ("", ".", "..") for p in parts)
+        if theirs != entry.path and safe:
+            renames[entry.index] = entry.path
+    return renames
 
 
 def file_stats(save_path: str, paths: list[tuple[int, str, int]]) -> tuple[tuple[int, int], ...]:

@@ -27,7 +27,7 @@ from .convert import hex_of, status_from_lt
 from .dht import DhtItems
 from .events import TorrentEvents
 from .peers import PeerError, check_peer
-from .resume import ResumeData, file_paths
+from .resume import ResumeData, file_paths, real_names
 from .settings import is_local_address, peer_class_filter, session_params
 from .snapshots import EngineEvent, EngineSnapshot, TorrentState, TorrentStatus
 from .sources import load_torrent, params_for
@@ -125,6 +125,8 @@ class Engine:
         """
         atp = load_torrent(torrent)
         atp.save_path = str(save_path)
+        if renames := real_names(torrent, atp.ti):
+            atp.renamed_files = renames
         if verified:
             atp.have_pieces = [True] * atp.ti.num_pieces()
         else:
