@@ -125,7 +125,7 @@ class Engine:
         """
         atp = load_torrent(torrent)
         atp.save_path = str(save_path)
-        if renames := real_names(torrent, atp.ti):
+        if renames := real_names(torrent, atp.ti, save_path):
             atp.renamed_files = renames
         if verified:
             atp.have_pieces = [True] * atp.ti.num_pieces()
