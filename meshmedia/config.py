@@ -8,6 +8,7 @@ JELLYFIN_API_KEY) and SYNC_INTERVAL are read as they were.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 from collections.abc import Callable, Mapping
@@ -98,6 +99,10 @@ class Config:
             _check(ok and (not group or bool(GROUP_RE.match(group))), "follow", spec, _FOLLOW)
         for url in self.manifest_urls:
             _check(url.startswith(("http://", "https://")), "manifest_url", url, "an http(s) URL")
+        if self.advertise_host is not None and self.advertise_host.lower() != "none":
+            # A magnet's x.pe is an endpoint: libtorrent never resolves a host name there.
+            ok = _is_ip(self.advertise_host)
+            _check(ok, "advertise_host", self.advertise_host, "an IP address or 'none'")
 
     @property
     def share_groups(self) -> dict[str, Path]:
@@ -107,6 +112,14 @@ class Config:
     def with_changes(self, **changes: Any) -> Config:
         """A copy of this config with some settings replaced (validated again)."""
         return replace(self, **changes)
+
+
+def _is_ip(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True
 
 
 _FOLLOW = "PUBLIC_KEY[:GROUP], the key as 64 hex digits"
@@ -258,6 +271,24 @@ ENVIRONMENT: dict[str, tuple[tuple[str, ...], Parser]] = {
 }
 
 
+# Secrets read from a file named in the environment (systemd credentials, Docker
+# secrets), so that they are in no process list (review12 finding 13).
+SECRET_FILES = {"token": "MESHMEDIA_TOKEN_FILE", "jellyfin_api_key": "JELLYFIN_API_KEY_FILE"}
+
+
+def read_secret(path: Path, setting: str) -> str:
+    """The secret in `path`: its text without the line end; ConfigError when unreadable
+    or empty."""
+    try:
+        text = path.read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) else "it is not UTF-8 text"
+        raise ConfigError(setting, f"cannot read the secret file {path}: {reason}") from None
+    if not text:
+        raise ConfigError(setting, f"the secret file {path} is empty")
+    return text
+
+
 def load_config(
     flags: Mapping[str, Any] | None = None,
     environ: Mapping[str, str] | None = None,
@@ -279,6 +310,9 @@ def load_config(
             if sources.get(name, "") != "":
                 values[setting] = parser(sources[name])
                 break
+    for setting, name in SECRET_FILES.items():
+        if setting not in values and sources.get(name, "") != "":
+            values[setting] = read_secret(Path(sources[name]).expanduser(), setting)
     values.update({k: v for k, v in flags.items() if k != "shares"})
     group = values.get("group", "default")
     raw_shares = flags.get("shares") or [

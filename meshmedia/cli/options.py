@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 
 import click
 
-from meshmedia.config import Config, load_config, parse_path_map, parse_size
+from meshmedia.config import Config, load_config, parse_path_map, parse_size, read_secret
 from meshmedia.errors import ConfigError, MeshmediaError
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -81,13 +81,46 @@ http_options = _options(
     click.option("--host", help="HTTP address to bind (default 127.0.0.1)."),
     click.option("--port", type=click.IntRange(0, 65535), help="HTTP port (default 5000)."),
     click.option("--token", help="Token for write requests (default: generated, kept 0600)."),
+    click.option(
+        "--token-file",
+        type=click.Path(dir_okay=False, path_type=Path),
+        help="Read the write token from this file (or MESHMEDIA_TOKEN_FILE): not in ps.",
+    ),
 )
+
+# Secrets that a flag puts in every user's view (`ps`, /proc/PID/cmdline): each has a
+# file flag and environment variables instead (review12 finding 13).
+SECRET_FLAGS = {
+    "token": ("--token", "MESHMEDIA_TOKEN, MESHMEDIA_TOKEN_FILE or --token-file"),
+    "jellyfin_api_key": (
+        "--jellyfin-api-key",
+        "JELLYFIN_API_KEY, JELLYFIN_API_KEY_FILE or --jellyfin-api-key-file",
+    ),
+}
+
+
+def secret_flags(flags: dict[str, Any]) -> None:
+    """Read `--X-file` flags into their secrets, and warn about a secret given as a flag."""
+    for setting, (flag, better) in SECRET_FLAGS.items():
+        path = flags.pop(f"{setting}_file", None)
+        if flags.get(setting) is not None:
+            click.echo(
+                f"warning: {flag} on the command line is visible to every user of this "
+                f"machine (ps); give it with {better}",
+                err=True,
+            )
+        elif path is not None:
+            try:
+                flags[setting] = read_secret(path, setting)
+            except ConfigError as exc:
+                raise click.UsageError(str(exc)) from None
 
 
 def build_config(params: dict[str, Any]) -> Config:
     """Turn a command's keyword arguments into a validated Config (exit 2 on error)."""
     flags = dict(params)
     env_file = flags.pop("env_file", None)
+    secret_flags(flags)
     if "share" in flags:
         flags["shares"] = tuple(flags.pop("share") or ())
     if "manifest_url" in flags:
@@ -101,13 +134,28 @@ def build_config(params: dict[str, Any]) -> Config:
         raise click.UsageError(str(exc)) from None
 
 
+class PrintableFormatter(logging.Formatter):
+    """Escapes control characters in each message: input quoted in a log line (a
+    manifest's path, a peer's text) can neither forge a line nor drive the terminal."""
+
+    def __init__(self, fmt: str) -> None:
+        """A formatter of `fmt` (%-style)."""
+        from meshmedia.manifest import printable  # noqa: PLC0415 - keeps --help fast
+
+        super().__init__(fmt)
+        self._printable = printable
+
+    def formatMessage(self, record: logging.LogRecord) -> str:  # noqa: N802 - logging's name
+        """The line of `record`, its message made printable (a traceback stays as it is)."""
+        record.message = self._printable(record.message)
+        return super().formatMessage(record)
+
+
 def setup_logging(level: str) -> None:
     """Log to stderr, one line per event, in a form that reads well in journalctl."""
-    logging.basicConfig(
-        level=getattr(logging, level, logging.INFO),
-        stream=sys.stderr,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(PrintableFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=getattr(logging, level, logging.INFO), handlers=[handler])
 
 
 def library_errors(func: F) -> F:

@@ -21,7 +21,7 @@ from .options import build_config, common_options, http_options, library_errors,
 @click.option("--group", help="Group of folders given without GROUP= (default 'default').")
 @click.option(
     "--advertise-host",
-    help="Address clients reach this curator's peer at ('none': no x.pe in magnets).",
+    help="IP address clients reach this curator's peer at ('none': no x.pe in magnets).",
 )
 @click.option(
     "--settle-time",
@@ -59,6 +59,11 @@ def serve(**params: Any) -> None:
 @click.option("--dest-path", help="Path on the clients (default: its path in the share).")
 @click.option("--url", help="Curator to ask (default http://MESHMEDIA_HOST:MESHMEDIA_PORT).")
 @click.option("--token", help="Write token (default MESHMEDIA_TOKEN, else <state-dir>/token).")
+@click.option(
+    "--token-file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Read the write token from this file (or MESHMEDIA_TOKEN_FILE): not in ps.",
+)
 @click.option("--state-dir", type=click.Path(path_type=Path), help="The curator's state folder.")
 @click.option(
     "--env-file",

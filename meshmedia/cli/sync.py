@@ -29,7 +29,12 @@ from .options import SIZE, build_config, common_options, library_errors, setup_l
     help="Seconds between polls of servers without long-poll (300).",
 )
 @click.option("--jellyfin-url", help="Jellyfin to tell about arrived files (default off).")
-@click.option("--jellyfin-api-key", help="Jellyfin API key.")
+@click.option("--jellyfin-api-key", help="Jellyfin API key (visible in ps: prefer the file).")
+@click.option(
+    "--jellyfin-api-key-file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Read the Jellyfin API key from this file (or JELLYFIN_API_KEY_FILE).",
+)
 @click.option(
     "--jellyfin-path-map",
     multiple=True,

@@ -18,6 +18,7 @@ from meshmedia.config import Config
 from meshmedia.engine import Engine, TorrentState
 from meshmedia.http import StatusServer
 from meshmedia.jellyfin import JellyfinNotifier
+from meshmedia.manifest import printable
 from meshmedia.process import prepare_daemon, stop_on_signals
 from meshmedia.store import ItemState, Store
 
@@ -46,7 +47,8 @@ class SyncSummary:
         """A human summary, one line each."""
         head = f"{len(self.placed)} in place, {len(self.problems)} not"
         head += f", {len(self.rejected)} refused" if self.rejected else ""
-        return [head, *self.problems, *(f"refused {r}" for r in self.rejected)]
+        lines = [*self.problems, *(f"refused {r}" for r in self.rejected)]
+        return [head, *(printable(line) for line in lines)]  # they quote the manifest
 
 
 def progress_rows(engine: Engine, client: SyncClient) -> list[Row]:

@@ -14,9 +14,9 @@ import logging
 import os
 import time
 from pathlib import Path
-from urllib.parse import parse_qsl
 
 from meshmedia.engine import Engine, TorrentState, TorrentStatus
+from meshmedia.engine.peers import magnet_peers
 from meshmedia.manifest import validate_item
 from meshmedia.store import ClientItem, ItemState
 
@@ -171,10 +171,8 @@ class Downloads:
         torrent = str(ci.item.get("torrent", ""))
         if not torrent.startswith("magnet:?"):
             return
-        for key, value in parse_qsl(torrent[len("magnet:?") :]):
-            host, _, port = value.rpartition(":")
-            if key == "x.pe" and host and port.isdigit():
-                self._engine.connect_peer(ih, host.strip("[]"), int(port))
+        for host, port in magnet_peers(torrent)[0]:  # the others were named at the start
+            self._engine.connect_peer(ih, host, port)
 
 
 def _place_key(ci: ClientItem) -> tuple[str, str, str, str]:

@@ -23,6 +23,7 @@ from typing import Protocol
 
 from meshmedia.config import Config
 from meshmedia.engine import Engine, TorrentState
+from meshmedia.engine.peers import PeerError, parse_peer
 from meshmedia.errors import EngineError, ManifestError, MeshmediaError
 from meshmedia.manifest import Pointer, TrustPolicy, canonical_json, parse_follow, source_name
 from meshmedia.private_files import private_dir
@@ -37,6 +38,7 @@ FIRST_POLL = 10.0  # seconds between lookups at first; doubles up to the sync in
 LOOKUP_TIMEOUT = 15.0
 FETCH_TIMEOUT = 120.0
 ONCE_RETRY = 2.0  # seconds between lookups while --once waits for a pointer
+MAX_HINTS = 16  # peers dialled from one pointer (a 1000-byte value holds ~50)
 TORRENT_KEY = "dht.torrent:"  # + source: the manifest torrent this client seeds
 
 
@@ -148,16 +150,21 @@ class DhtFollower:
             except MeshmediaError as exc:
                 log.warning("DHT lookup for %s failed: %s", self.source, exc)
                 changed = False
+            except Exception:  # no pointer may end the follower thread (finding 6)
+                log.exception("DHT lookup for %s failed unexpectedly", self.source)
+                changed = False
             pause = first if changed else min(pause * 2, interval)
             self._stop.wait(pause)
 
 
 def _peers(hints: tuple[str, ...]) -> list[tuple[str, int]]:
+    """The pointer's peers that can be dialled; each other one is named in a warning."""
     peers = []
-    for hint in hints:
-        host, _, port = hint.rpartition(":")
-        if host and port.isdigit():
-            peers.append((host.strip("[]"), int(port)))
+    for hint in hints[:MAX_HINTS]:
+        try:
+            peers.append(parse_peer(hint))
+        except PeerError as exc:
+            log.warning("ignoring a peer of a DHT pointer: %s", exc)
     return peers
 
 
@@ -214,6 +221,10 @@ def follow_once(
                 found = follower.check()
             except MeshmediaError as exc:
                 problems.append(f"{follower.source}: {exc}")
+                break
+            except Exception as exc:  # a hostile pointer fails this key, not the run
+                log.exception("DHT lookup for %s failed unexpectedly", follower.source)
+                problems.append(f"{follower.source}: {type(exc).__name__}: {exc}")
                 break
             if found is None and stop.wait(ONCE_RETRY):
                 break

@@ -39,6 +39,7 @@ from meshmedia.torrentinfo import TorrentFile
 log = logging.getLogger(__name__)
 
 STAGING = ".meshmedia"
+MEDIA_DIR_MODE = 0o755  # and the umask: Jellyfin reads them; nobody else writes (finding 12)
 
 
 def staging_dir(download_dir: Path) -> Path:
@@ -55,7 +56,7 @@ def final_path(download_dir: Path, path: str) -> Path:
     """`<download-dir>/<path>`, refusing unsafe paths, the staging folder and any
     symbolic link on the way (the final path itself included)."""
     check_relative_path(path)
-    if path.split("/", 1)[0] == STAGING:
+    if path.split("/", 1)[0].casefold() == STAGING:  # `.MeshMedia` is it on exFAT (finding 9)
         raise ManifestError(f"path {path!r} lies in the staging folder {STAGING}")
     refuse_links(download_dir, path)
     return download_dir / path
@@ -85,14 +86,18 @@ def make_dirs(root: Path, rel: str) -> Path:
 
     Each component is opened with O_NOFOLLOW relative to its parent's descriptor,
     so a link planted anywhere on the way is refused (ManifestError), not followed.
+    The staging folder and everything below it are 0700 whatever the umask; other
+    folders 0755 less the umask.
     """
     flags = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
-    root.mkdir(parents=True, exist_ok=True)
+    root.mkdir(mode=MEDIA_DIR_MODE, parents=True, exist_ok=True)
     fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY)
     try:
-        for part in (p for p in rel.split("/") if p):
+        parts = [p for p in rel.split("/") if p]
+        private = bool(parts) and parts[0].casefold() == STAGING
+        for part in parts:
             with contextlib.suppress(FileExistsError):
-                os.mkdir(part, dir_fd=fd)
+                os.mkdir(part, 0o700 if private else MEDIA_DIR_MODE, dir_fd=fd)
             try:
                 child = os.open(part, flags, dir_fd=fd)
             except OSError as exc:
@@ -102,6 +107,8 @@ def make_dirs(root: Path, rel: str) -> Path:
                 ) from None
             os.close(fd)
             fd = child
+            if private and os.fstat(fd).st_mode & 0o077:  # made by an older version, or umask
+                os.fchmod(fd, 0o700)
     finally:
         os.close(fd)
     return root / rel
@@ -267,9 +274,12 @@ def link_for_adoption(download_dir: Path, final: Path, info_hash: str, name: str
     later relocation renames the link onto the same file. A symlink is never linked.
     """
     staging = incomplete_dir(download_dir, info_hash)
-    rel = staging.relative_to(download_dir) / name
+    check_relative_path(name)  # the one path rule: no `..`, nothing absolute (finding 1)
+    link = staging / name
+    if not os.path.normpath(link).startswith(os.path.normpath(staging) + os.sep):
+        raise ManifestError(f"the adoption name {name!r:.200} leads outside {staging}")
+    rel = link.relative_to(download_dir)
     make_dirs(download_dir, rel.parent.as_posix())
-    link = download_dir / rel
     if link.exists() or link.is_symlink():
         link.unlink()
     os.link(final, link, follow_symlinks=False)
@@ -278,7 +288,7 @@ def link_for_adoption(download_dir: Path, final: Path, info_hash: str, name: str
 
 def space_problem(download_dir: Path, needed: int, min_free: int) -> str | None:
     """A message when `needed` more bytes would leave less than `min_free` free, else None."""
-    download_dir.mkdir(parents=True, exist_ok=True)
+    download_dir.mkdir(mode=MEDIA_DIR_MODE, parents=True, exist_ok=True)
     free = shutil.disk_usage(download_dir).free
     if free - needed >= min_free:
         return None

@@ -12,7 +12,7 @@ import json
 import logging
 import os
 import threading
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import replace
 from pathlib import Path
 
@@ -112,12 +112,17 @@ class ItemPlanner:
         self.stop = stop or threading.Event()
         self._recorded: set[str] = set()  # item paths with placed-file records
 
-    def plan(self, url: str, manifest: Manifest) -> list[ClientItem] | None:
+    def plan(
+        self, url: str, manifest: Manifest, rejected: Sequence[Rejected] = ()
+    ) -> list[ClientItem] | None:
         """Queue new and changed items of `manifest`, drop those it no longer lists.
 
         Returns the dropped items whose files are to be deleted (`delete_gone`, after
         the caller's lock: deleting may hash), or None when `stop` was set before the
         plan was complete (nothing was dropped then; the next plan finishes the work).
+        An item that is `rejected` (or skipped for a clash) is not gone: its row and
+        files stay as they were; and while a rejected item has no path to tell which
+        row it was, no row is dropped.
         """
         current = {ci.path: ci for ci in self.store.client_items(url)}
         taken = PathSet("an item of")  # the other manifests' paths
@@ -131,6 +136,7 @@ class ItemPlanner:
                 return None
             if (clash := taken.overlap(item.path)) is not None:
                 log.warning("skipping %s from %s: %s", item.path, url, clash.reason("an item of"))
+                current.pop(item.path, None)  # skipped, not gone: kept as it is
                 continue
             known = current.pop(item.path, None)
             if known is not None and known.item == item.to_json():
@@ -141,6 +147,17 @@ class ItemPlanner:
             ih = item.info_hash
             queued.append(ClientItem(url, item.path, ih, ItemState.QUEUED, item.to_json()))
         self.store.save_client_items(queued)
+        if any(bad.path is None for bad in rejected) and current:
+            log.warning(
+                "keeping %d items that %s no longer lists: it has rejected items without a "
+                "path, which may be them",
+                len(current),
+                url,
+            )
+            current.clear()
+        for bad in rejected:
+            if bad.path is not None:
+                current.pop(bad.path, None)  # still listed, only invalid now: kept as it is
         for gone in current.values():
             log.info("%s left the manifest %s", gone.path, url)
             self._drop(gone)

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import TextIO
 
 from meshmedia.config import format_size
+from meshmedia.manifest import printable
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +46,8 @@ class Row:
 
 def render(row: Row) -> str:
     """`title  [#####.....]  45.0%  3.2 MiB/s  ETA 0:12`."""
-    title = row.title if len(row.title) <= TITLE_WIDTH else row.title[: TITLE_WIDTH - 1] + "~"
+    title = printable(row.title)  # a manifest's title: no ESC reaches the terminal
+    title = title if len(title) <= TITLE_WIDTH else title[: TITLE_WIDTH - 1] + "~"
     filled = int(row.fraction * BAR_WIDTH)
     bar = "#" * filled + "." * (BAR_WIDTH - filled)
     return (

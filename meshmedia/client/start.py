@@ -15,9 +15,9 @@ import os
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
-from urllib.parse import parse_qsl
 
 from meshmedia.engine import Engine
+from meshmedia.engine.peers import magnet_peers
 from meshmedia.errors import MeshmediaError
 from meshmedia.manifest import Item, validate_item
 from meshmedia.store import ClientItem, ItemState, Store
@@ -39,7 +39,8 @@ OWNING = (ItemState.DOWNLOADING, ItemState.PLACED, ItemState.PAUSED)
 @dataclass(frozen=True)
 class Source:
     """What the engine is given for an item: a magnet or `.torrent` bytes, its info hash,
-    and the torrent's name when known."""
+    and the torrent's name when known (from a `.torrent` whose names passed the path
+    rule; never a magnet's `dn=`, which nothing checks)."""
 
     data: str | bytes
     info_hash: str
@@ -127,9 +128,8 @@ class Starter:
         if known is not None:
             return known
         ih = item.info_hash
-        if ih is not None:
-            query = dict(parse_qsl(item.torrent[len("magnet:?") :]))
-            return Source(item.torrent, ih, query.get("dn"))
+        if ih is not None:  # a magnet's dn= is the manifest's word: never a path (finding 1)
+            return Source(item.torrent, ih, None)
         answer = self._fetches.take(("torrent", item.torrent), lambda: self._fetch(item.torrent))
         if answer is None:
             return None
@@ -188,6 +188,9 @@ class Starter:
             return
         if not adopted:
             log.info("downloading %s (%s)", item.path, ih)
+        if item.info_hash is not None:
+            for reason in magnet_peers(item.torrent)[1]:
+                log.warning("%s: ignoring a peer of its magnet: %s", item.path, reason)
         self._ledger.save(ci, ItemState.DOWNLOADING, error=None)
 
     def _drop(self, ci: ClientItem) -> None:

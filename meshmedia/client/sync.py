@@ -169,7 +169,7 @@ class SyncClient:
             if not self._jobs["placement"].wait_idle(CLOSE_TIMEOUT):
                 log.warning("planning %s while a placement is still under way", url)
             self.rejected[url] = [str(bad) for bad in rejected]
-            planned = self._planner.plan(url, manifest)
+            planned = self._planner.plan(url, manifest, rejected)
             self._starter.forget()
             self._active.reload()
             if planned is None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import os
 import socket
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,7 +23,7 @@ import libtorrent as lt
 from meshmedia.config import WILDCARDS, Config
 from meshmedia.errors import PublishError
 from meshmedia.hashing import FileHashes
-from meshmedia.torrentinfo import read_torrent
+from meshmedia.torrentinfo import read_torrent, torrent_files
 
 CREATOR = "meshmedia"
 
@@ -76,7 +77,29 @@ def build_torrent(files: Sequence[SourceFile]) -> BuiltTorrent:
             ct.set_hash(first + number, digest)
     ct.set_creator(CREATOR)
     data = lt.bencode(ct.generate())
+    if len(files) > 1:
+        _refuse_changed_names(data)
     return BuiltTorrent(data=data, info_hash=read_torrent(data).info_hash)
+
+
+def _refuse_changed_names(data: bytes) -> None:
+    """PublishError naming a file of a folder whose name libtorrent changes on loading
+    (over 240 bytes, bidirectional-text controls): a client would place it under
+    libtorrent's name, not the one the manifest lists (review12 finding 4). A seed
+    finds its files whatever their names (Engine.add_seed renames them back); a
+    single file is placed at the item's path, so only a folder's files matter."""
+    with warnings.catch_warnings():  # files(): the names as libtorrent stores them
+        warnings.simplefilter("ignore", DeprecationWarning)
+        stored = lt.torrent_info(data).files()
+    for entry in torrent_files(data):
+        theirs = stored.file_path(entry.index).replace(os.sep, "/")
+        if entry.pad or theirs.partition("/")[2] == entry.path.partition("/")[2]:
+            continue
+        raise PublishError(
+            f"{entry.path!r:.300} cannot be published in a folder: libtorrent "
+            f"would store it as {theirs!r:.300} (names over 240 bytes and "
+            "bidirectional-text controls such as U+202E are changed); rename the file"
+        )
 
 
 def _padded_last_piece(source: SourceFile, piece_size: int) -> bytes:

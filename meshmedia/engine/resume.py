@@ -17,7 +17,9 @@ from typing import Any
 
 import libtorrent as lt
 
+from meshmedia.errors import EngineError
 from meshmedia.store import ResumeRecord, Store
+from meshmedia.torrentinfo import torrent_files
 
 from .convert import hex_of, status_from_lt
 from .table import Role, TorrentTable
@@ -47,6 +49,38 @@ def file_paths(ti: Any, renamed: dict[int, str] | None = None) -> list[tuple[int
             continue
         result.append((index, renamed.get(index, fs.file_path(index)), fs.file_size(index)))
     return result
+
+
+def real_names(torrent: bytes, ti: Any, save_path: Path) -> dict[int, str]:
+    """The files whose names libtorrent changed on loading `torrent`, by index, with
+    the names the `.torrent` gives them, when the file is on disk under that name in
+    `save_path` and not under libtorrent's.
+
+    libtorrent 2.1.1 cuts a name over 240 bytes to 240 (keeping the extension: a
+    250-byte name, or 83 CJK characters = 253 bytes) and drops bidirectional-text
+    controls (U+202E, U+200E); a seed then looked for a file that is not there
+    and never served a byte (review12 finding 4).
+    """
+    try:
+        entries = torrent_files(torrent)
+    except EngineError:
+        return {}  # names that are not UTF-8: libtorrent's are the only ones there are
+    fs = ti.layout()
+    renames = {}
+    for entry in entries:
+        if entry.pad or entry.index >= fs.num_files():
+            continue
+        theirs = fs.file_path(entry.index).replace(os.sep, "/")
+        if theirs != entry.path and _found_only_at(save_path, entry.path, theirs):
+            renames[entry.index] = entry.path
+    return renames
+
+
+def _found_only_at(save_path: Path, ours: str, theirs: str) -> bool:
+    parts = ours.split("/")
+    if ours.startswith("/") or any(p in ("", ".", "..") for p in parts) or "\0" in ours:
+        return False
+    return os.path.isfile(save_path / ours) and not os.path.lexists(save_path / theirs)
 
 
 def file_stats(save_path: str, paths: list[tuple[int, str, int]]) -> tuple[tuple[int, int], ...]:

@@ -26,7 +26,8 @@ from .alerts import AlertLoop, Handler, Tick
 from .convert import hex_of, status_from_lt
 from .dht import DhtItems
 from .events import TorrentEvents
-from .resume import ResumeData, file_paths
+from .peers import PeerError, check_peer
+from .resume import ResumeData, file_paths, real_names
 from .settings import is_local_address, peer_class_filter, session_params
 from .snapshots import EngineEvent, EngineSnapshot, TorrentState, TorrentStatus
 from .sources import load_torrent, params_for
@@ -124,6 +125,8 @@ class Engine:
         """
         atp = load_torrent(torrent)
         atp.save_path = str(save_path)
+        if renames := real_names(torrent, atp.ti, save_path):
+            atp.renamed_files = renames
         if verified:
             atp.have_pieces = [True] * atp.ti.num_pieces()
         else:
@@ -167,11 +170,13 @@ class Engine:
 
     def connect_peer(self, info_hash: str, host: str, port: int) -> None:
         """Tell a torrent about a peer (the transport follows `enable_outgoing_utp`)."""
-        flags = LOCAL_PEER_FLAGS if is_local_address(host) else REMOTE_PEER_FLAGS
         try:
-            self._table.handle(info_hash).connect_peer((host, int(port)), 0, flags)
-        except RuntimeError as exc:
-            log.warning("cannot connect %s to %s:%s: %s", info_hash, host, port, exc)
+            host, port = check_peer(host, port)
+            flags = LOCAL_PEER_FLAGS if is_local_address(host) else REMOTE_PEER_FLAGS
+            self._table.handle(info_hash).connect_peer((host, port), 0, flags)
+        except (PeerError, RuntimeError, TypeError, OverflowError, ValueError) as exc:
+            # TypeError: Boost.Python.ArgumentError derives from it (a host name, finding 6)
+            log.warning("cannot connect %s to %r:%r: %s", info_hash, host, port, exc)
 
     # -- looking -------------------------------------------------------------
     def status(self, info_hash: str) -> TorrentStatus | None:

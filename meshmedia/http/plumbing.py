@@ -10,6 +10,8 @@ native_notes/http-server.md):
 - at most `max_connections` (also bounded by the open-files limit): a new
   connection over the cap closes the stalest connection that is idle or still
   sending its request; when none is, the new one is closed at once;
+- when the cap is full and none is idle, the answer read slowest (below
+  `min_send_rate` on average after `send_grace` seconds) is dropped (senders.py);
 - at most `max_held` held requests; more get 503 with Retry-After;
 - the request line, headers and body must arrive within `request_timeout` of
   the request's first byte (of the accept for a new connection), however
@@ -28,14 +30,17 @@ native_notes/http-server.md):
 
 from __future__ import annotations
 
+import array
 import asyncio
 import concurrent.futures
 import errno
+import fcntl
 import json
 import logging
 import re
 import resource
 import socket
+import termios
 import threading
 import time
 from collections import OrderedDict
@@ -47,6 +52,7 @@ from http import HTTPStatus
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
+from .senders import Senders, Sending
 from .wire import Head, Headers, WireError, find_head_end, parse_head
 
 log = logging.getLogger(__name__)
@@ -68,6 +74,10 @@ class Limits:
     request_timeout: float = 10.0
     idle_timeout: float = 15.0
     send_timeout: float = 30.0
+    # At the cap, an answer read slower than this on average (after send_grace seconds)
+    # is dropped to make room (senders.py): 16 KiB/s sends a 2.7 MB manifest in 3 min.
+    min_send_rate: float = 16384.0
+    send_grace: float = 10.0
     linger: float = 2.0
     max_line: int = 8192
     max_head: int = 65536
@@ -244,6 +254,7 @@ class HttpServer:
         self.adopting = 0
         self.accept_paused = False
         self.waiting: OrderedDict[_Connection, None] = OrderedDict()
+        self.senders = Senders(self.limits.min_send_rate, self.limits.send_grace)
         self.held: set[_Connection] = set()
         self._holders: dict[Hashable, set[_Connection]] = {}
         self._watchers: dict[Hashable, threading.Thread] = {}
@@ -378,9 +389,13 @@ class HttpServer:
         """Below the cap, or close the stalest waiting connection; False when none can go."""
         if len(self.connections) + self.adopting < self.cap:
             return True
-        if not self.waiting:
+        if self.waiting:
+            stalest: _Connection | Sending = next(iter(self.waiting))
+        elif (slow := self.senders.slowest()) is not None:
+            stalest = slow  # no idle connection: the slowest reader of an answer goes
+        else:
             return False
-        stalest = next(iter(self.waiting))
+        self.senders.discard(stalest)
         stalest.abort()
         self.counts["evicted"] += 1
         return True
@@ -432,6 +447,7 @@ class HttpServer:
         """A connection closed: its descriptor is free, so a paused accept can go on."""
         self.connections.discard(conn)
         self.waiting.pop(conn, None)
+        self.senders.discard(conn)
         if self.accept_paused and self._loop is not None:
             self._loop.call_soon(self._resume_accepting)
 
@@ -580,6 +596,17 @@ class HttpServer:
 WAITING, RUNNING, BODY, HELD, SENDING, CLOSING, CLOSED = range(7)
 
 
+def _kernel_queue(transport: asyncio.Transport) -> int:
+    """Bytes written to a socket that its peer has not acknowledged yet (0 if unknown)."""
+    sock = transport.get_extra_info("socket")
+    try:
+        queued = array.array("i", [0])
+        fcntl.ioctl(sock.fileno(), termios.TIOCOUTQ, queued)  # SIOCOUTQ on a socket
+    except (OSError, AttributeError, ValueError):
+        return 0
+    return max(queued[0], 0)
+
+
 class _Connection(asyncio.Protocol):
     """One client connection: reads a request, hands it to the server, writes the answer."""
 
@@ -608,6 +635,8 @@ class _Connection(asyncio.Protocol):
         self.out: memoryview | None = None
         self.keep_alive = False
         self.made = False
+        self.answer_began = 0.0
+        self.answer_size = 0
 
     # -- asyncio's callbacks --------------------------------------------------------
 
@@ -678,6 +707,7 @@ class _Connection(asyncio.Protocol):
     def wait_for_request(self, first: bool = False) -> None:
         """Wait for the next request: `request_timeout` for a new connection, else idle."""
         self.state = WAITING
+        self.server.senders.discard(self)  # idle now: evictable as any waiting connection
         self.began = False
         self.scanned = 0
         self.request = None
@@ -711,6 +741,9 @@ class _Connection(asyncio.Protocol):
         del self.buffer[:body_start]
         if len(raw.split(b"\n", 1)[0]) > self.limits.max_line:
             self.refuse(414, f"the request line is over {self.limits.max_line} bytes")
+            return
+        if len(raw) > self.limits.max_head:  # it came in one read (review12 finding 14)
+            self.refuse(431, f"the request head is over {self.limits.max_head} bytes")
             return
         try:
             head = parse_head(raw)
@@ -863,6 +896,8 @@ class _Connection(asyncio.Protocol):
         self.keep_alive = keep
         self.transport.write(head)
         self.out = memoryview(body)
+        self.answer_began, self.answer_size = time.monotonic(), len(head) + len(body)
+        self.server.senders.add(self)
         if self.writing_paused:
             self.arm(self.limits.send_timeout, self.send_timed_out)
         self.pump()
@@ -917,6 +952,15 @@ class _Connection(asyncio.Protocol):
             self.arm(1.0, self.linger_over)
         else:
             self.abort()
+
+    def delivered(self) -> int:
+        """Bytes of the current answer the client has acknowledged: what is not in
+        our buffer, nor in the kernel's send queue (SIOCOUTQ, Linux; elsewhere the
+        kernel's queue counts as delivered)."""
+        if self.transport is None:
+            return self.answer_size
+        unsent = len(self.out or b"") + self.transport.get_write_buffer_size()
+        return self.answer_size - unsent - _kernel_queue(self.transport)
 
     def abort(self) -> None:
         """Close now, dropping anything unsent."""

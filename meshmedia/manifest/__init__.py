@@ -21,6 +21,7 @@ from .format import (
     magnet_info_hash,
     parse_items,
     parse_manifest,
+    printable,
     utc_now,
     validate_item,
 )
@@ -65,6 +66,7 @@ __all__ = [
     "parse_items",
     "parse_manifest",
     "parse_public_key",
+    "printable",
     "save_key",
     "source_name",
     "utc_now",

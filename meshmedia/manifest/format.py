@@ -37,6 +37,8 @@ _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 MAX_SEGMENT_BYTES = 255
 MAX_PATH_BYTES = 4096  # PATH_MAX: the longest path a Linux system call takes
 MAX_SEGMENTS = 128  # a media library nests 3 to 6 deep
+_UNPRINTABLE = re.compile("[\x00-\x1f\x7f-\x9f]")
+MAX_TORRENT_CHARS = 8192  # a magnet or .torrent URL; ours are under 200 (finding 3)
 MAX_ITEMS = 100_000  # 150k items (15 MB) took a client to 475 MB RSS before this bound
 KNOWN_ITEM_FIELDS = ("title", "torrent", "path", "sha256", "size", "xxh3", "added_at")
 KNOWN_FIELDS = ("group", "version", "updated_at", "items")
@@ -137,14 +139,22 @@ class Rejected:
     index: int
     name: str  # the item's path or title, or "#<index>" when it has neither
     reason: str
+    path: str | None = None  # the item's path as given, when it is a string (finding 7)
 
     def __str__(self) -> str:
-        """`item 3 (a/b.mkv): reason`."""
-        return f"item {self.index} ({self.name}): {self.reason}"
+        """`item 3 (a/b.mkv): reason`, control characters escaped (the name is input)."""
+        return printable(f"item {self.index} ({self.name}): {self.reason}")
 
     def to_json(self) -> dict[str, Any]:
         """The rejection as a JSON object."""
         return {"index": self.index, "name": self.name, "reason": self.reason}
+
+
+def printable(text: str) -> str:
+    """`text` with every control character (C0 such as newline and ESC, DEL, C1)
+    escaped as `\\n` or `\\x1b`: quoted input stays one inert line in a log or on a
+    terminal (review12 finding 11: a path with a newline forged a log line)."""
+    return _UNPRINTABLE.sub(lambda m: m.group().encode("unicode_escape").decode(), text)
 
 
 def canonical_json(obj: object) -> bytes:
@@ -196,9 +206,19 @@ def _check_segments(path: str) -> None:
             raise ManifestError(f"path has a segment over {MAX_SEGMENT_BYTES} bytes")
 
 
-@functools.lru_cache(maxsize=1024)  # validation and Item.info_hash ask about the same URI
 def magnet_info_hash(uri: str) -> str | None:
     """The v1 info hash of a magnet URI as 40 lowercase hex, or None."""
+    if len(uri) > MAX_TORRENT_CHARS:  # never cached: 40 x 4 MB magnets held 134 MiB (finding 3)
+        return _info_hash_of(uri)
+    return _cached_info_hash(uri)
+
+
+@functools.lru_cache(maxsize=1024)  # validation and Item.info_hash ask about the same URI
+def _cached_info_hash(uri: str) -> str | None:
+    return _info_hash_of(uri)
+
+
+def _info_hash_of(uri: str) -> str | None:
     if not uri.startswith("magnet:?"):
         return None
     for key, value in parse_qsl(uri[len("magnet:?") :], keep_blank_values=True):
@@ -218,6 +238,11 @@ def check_torrent(torrent: object) -> str:
     """Return `torrent` if it is a magnet with a v1 info hash or an http(s) URL."""
     if not isinstance(torrent, str) or not torrent:
         raise ManifestError("torrent must be a non-empty string")
+    if len(torrent) > MAX_TORRENT_CHARS:
+        raise ManifestError(
+            f"torrent is {len(torrent):,} characters long; at most {MAX_TORRENT_CHARS:,} "
+            "are accepted"
+        )
     if torrent.startswith("magnet:"):
         if magnet_info_hash(torrent) is None:
             raise ManifestError(
@@ -395,7 +420,8 @@ def _item_name(obj: object, index: int) -> str:
     if isinstance(obj, Mapping):
         for key in ("path", "title"):
             if isinstance(obj.get(key), str) and obj[key]:
-                return str(obj[key])[:200].encode("utf-8", "backslashreplace").decode()
+                text = str(obj[key])[:200].encode("utf-8", "backslashreplace").decode()
+                return printable(text)
     return f"#{index}"
 
 
@@ -428,7 +454,9 @@ def parse_items(
                 raise ManifestError(f"its torrent {ih} is already listed at {hashes[ih]!r}")
             paths.take(item.path, index)
         except ManifestError as exc:
-            rejected.append(Rejected(index, _item_name(obj, index), str(exc)))
+            given = obj.get("path") if isinstance(obj, Mapping) else None
+            path = given if isinstance(given, str) else None
+            rejected.append(Rejected(index, _item_name(obj, index), str(exc), path))
             continue
         if ih is not None:
             hashes[ih] = item.path
