@@ -73,6 +73,7 @@ class Config:
     log_level: str = "INFO"
     trust: str | None = None
     follow: tuple[str, ...] = ()
+    once_timeout: float = 3600.0  # `sync --once`: seconds before it gives up (0 = none)
 
     def __post_init__(self) -> None:
         _check(GROUP_RE.match(self.group) is not None, "group", self.group, _GROUP_RULE)
@@ -84,6 +85,7 @@ class Config:
         for name in ("upload_limit", "download_limit", "min_free"):
             _check(getattr(self, name) >= 0, name, getattr(self, name), "a size of 0 or more")
         _check(self.interval > 0, "interval", self.interval, "a number of seconds above 0")
+        _check(self.once_timeout >= 0, "once_timeout", self.once_timeout, "seconds, 0 = none")
         _check(self.transport in TRANSPORTS, "transport", self.transport, "both, tcp or utp")
         if self.trust is not None:
             ok = len(self.trust) == 64 and all(c in "0123456789abcdefABCDEF" for c in self.trust)
@@ -246,6 +248,7 @@ ENVIRONMENT: dict[str, tuple[tuple[str, ...], Parser]] = {
     "log_level": (("MESHMEDIA_LOG_LEVEL",), str.upper),
     "trust": (("MESHMEDIA_TRUST",), lambda t: t or None),
     "follow": (("MESHMEDIA_FOLLOW",), lambda t: tuple(t.split())),
+    "once_timeout": (("MESHMEDIA_ONCE_TIMEOUT",), _float("once_timeout")),
 }
 
 

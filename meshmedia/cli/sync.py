@@ -61,6 +61,14 @@ from .options import SIZE, build_config, common_options, library_errors, setup_l
     metavar="PUBLIC_KEY[:GROUP]",
     help="Find this curator's manifests through the DHT alone, no server (repeatable).",
 )
+@click.option(
+    "--timeout",
+    "once_timeout",
+    type=click.FloatRange(min=0),
+    metavar="SECONDS",
+    help="With --once: give up after this long, exit 1 naming each unfinished item and why "
+    "(3600; 0 = no deadline), e.g. --timeout 600.",
+)
 @common_options
 @library_errors
 def sync(once: bool, **params: Any) -> None:
@@ -68,12 +76,13 @@ def sync(once: bool, **params: Any) -> None:
 
     Files download into DOWNLOAD_DIR/.meshmedia/incomplete/, are verified, and
     only then renamed to their path. With --once: one cycle, exit 0 when every
-    valid item is in place, else 1 with a summary.
+    valid item is in place, else 1 with a summary; --timeout bounds it.
 
     \b
     Example:
       meshmedia sync --manifest-url http://192.168.1.10:5000/manifest/family.json \\
         --download-dir ~/Videos/synced --jellyfin-url http://localhost:8096
+      meshmedia sync --once --timeout 600   # from cron: never hangs
     """
     from meshmedia.client import sync_forever, sync_once  # noqa: PLC0415 - keeps --help fast
 
