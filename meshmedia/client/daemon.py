@@ -18,10 +18,12 @@ from typing import TextIO
 from meshmedia.config import Config
 from meshmedia.engine import Engine, TorrentState
 from meshmedia.http import StatusServer
+from meshmedia.http.metrics import Metrics, engine_source, gauge_source, items_source
 from meshmedia.jellyfin import JellyfinNotifier
 from meshmedia.process import prepare_daemon, stop_on_signals
 from meshmedia.store import ItemState, Store
 
+from .events import Failed, Placed
 from .fetcher import FetchError, ManifestFetcher
 from .follow import Following, follow_once, start_following
 from .progress import ProgressView, Row
@@ -86,13 +88,40 @@ def _start_parts(config: Config, stack: ExitStack, stop: threading.Event) -> _Pa
         stack.callback(notifier.close)
     client = SyncClient(config, store, engine, notifier, stop=stop)
     stack.callback(client.close)  # placements under way end before the engine closes
+    metrics = client_metrics(client, notifier)
     try:
-        status = StatusServer(config.status_port, client.status_json)
+        status = StatusServer(config.status_port, client.status_json, metrics=metrics)
         stack.callback(status.close)
         log.info("status at http://127.0.0.1:%d/status", status.port)
     except OSError as exc:
         log.warning("no status server on 127.0.0.1:%d: %s", config.status_port, exc)
     return _Parts(engine, client, Following(engine, store, client.apply))
+
+
+def client_metrics(client: SyncClient, notifier: JellyfinNotifier | None) -> Metrics:
+    """The client's GET /metrics: its engine, items, manifests, placements, Jellyfin."""
+    metrics = Metrics("client")
+    engine = client.engine
+    metrics.add_source(engine_source(engine.snapshot, engine.stats))
+    metrics.add_source(items_source(client.store.client_item_counts, [s.value for s in ItemState]))
+    metrics.add_source(
+        gauge_source(
+            "meshmedia_manifest_version",
+            "Version of each followed manifest.",
+            "manifest",
+            lambda: dict(client.versions),
+        )
+    )
+
+    def placed(event: Placed | Failed) -> None:
+        if isinstance(event, Placed):
+            metrics.items_placed.labels(event.url).inc()
+            metrics.placement_seconds.observe(event.seconds)
+
+    client.events.subscribe(placed)
+    if notifier is not None:
+        notifier.on_outcome = metrics.jellyfin_outcome
+    return metrics
 
 
 def _fetcher(client: SyncClient, url: str, timeout: float = 30.0) -> ManifestFetcher:

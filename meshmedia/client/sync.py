@@ -42,6 +42,7 @@ from meshmedia.manifest import TrustPolicy, parse_public_key
 from meshmedia.store import ClientItem, ItemState, Store
 
 from .downloads import Downloads
+from .events import ItemEvents
 from .items import ActiveItems, Ledger
 from .place import Placer
 from .placement import is_disk_full
@@ -84,7 +85,15 @@ class SyncClient:
         self.trust = TrustPolicy(store, parse_public_key(config.trust) if config.trust else None)
         self._wakeup = threading.Event()
         self._active = ActiveItems(store)
-        self._ledger = Ledger(store, self._active, retry_base=retry_base, pause_for=config.interval)
+        self.events = ItemEvents()  # placed and failed items, for metrics and hooks
+        self.versions: dict[str, int] = {}  # the version of each manifest applied
+        self._ledger = Ledger(
+            store,
+            self._active,
+            retry_base=retry_base,
+            pause_for=config.interval,
+            events=self.events,
+        )
         self.torrents = TorrentFetch(http)
         self._jobs = {
             kind: Jobs(f"{kind} jobs", WORKERS, self._job_done)
@@ -164,6 +173,7 @@ class SyncClient:
             return False
         manifest, rejected = read
         log.info("planning %d items of %s", len(manifest.items), url)
+        self.events.set_group(url, manifest.group)
         with self._lock:
             # No placement may run while rows change under it (none starts: the lock).
             if not self._jobs["placement"].wait_idle(CLOSE_TIMEOUT):
@@ -177,6 +187,7 @@ class SyncClient:
                 return False
         self._planner.delete_gone(planned)  # files only: slow, and no other item's
         keep_manifest(self.store, url, body, etag)
+        self.versions[url] = manifest.version
         self._wakeup.set()
         return True
 
