@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import re
+import shlex
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
@@ -74,6 +75,8 @@ class Config:
     trust: str | None = None
     follow: tuple[str, ...] = ()
     once_timeout: float = 3600.0  # `sync --once`: seconds before it gives up (0 = none)
+    select: tuple[str, ...] = ()  # client: include / `!`exclude globs on item paths
+    max_size: int = 0  # client: items larger than this are not selected (0 = no cap)
 
     def __post_init__(self) -> None:
         _check(GROUP_RE.match(self.group) is not None, "group", self.group, _GROUP_RULE)
@@ -82,7 +85,7 @@ class Config:
         for name in ("port", "listen_port", "status_port"):
             value = getattr(self, name)
             _check(0 <= value <= 65535, name, value, "a port number from 0 to 65535")
-        for name in ("upload_limit", "download_limit", "min_free"):
+        for name in ("upload_limit", "download_limit", "min_free", "max_size"):
             _check(getattr(self, name) >= 0, name, getattr(self, name), "a size of 0 or more")
         _check(self.interval > 0, "interval", self.interval, "a number of seconds above 0")
         _check(self.once_timeout >= 0, "once_timeout", self.once_timeout, "seconds, 0 = none")
@@ -249,6 +252,8 @@ ENVIRONMENT: dict[str, tuple[tuple[str, ...], Parser]] = {
     "trust": (("MESHMEDIA_TRUST",), lambda t: t or None),
     "follow": (("MESHMEDIA_FOLLOW",), lambda t: tuple(t.split())),
     "once_timeout": (("MESHMEDIA_ONCE_TIMEOUT",), _float("once_timeout")),
+    "select": (("MESHMEDIA_SELECT",), lambda t: tuple(shlex.split(t))),
+    "max_size": (("MESHMEDIA_MAX_SIZE",), lambda t: parse_size(t, "max_size")),
 }
 
 

@@ -16,7 +16,10 @@ def human_rate(rate: float) -> str:
 
 
 def render_status(status: Mapping[str, Any]) -> list[str]:
-    """One header line, then one line per torrent: state, progress, rates, peers."""
+    """One header line, then one line per torrent: state, progress, rates, peers; for a
+    client, then the items its selection skips."""
+    if isinstance(status.get("engine"), Mapping):  # a client: engine, items, selection
+        return [*render_status({"role": "client", **status["engine"]}), *_client_lines(status)]
     torrents = list(status.get("torrents", []))
     lines = [
         f"{status.get('role', 'daemon')}: {len(torrents)} torrents,"
@@ -32,4 +35,16 @@ def render_status(status: Mapping[str, Any]) -> list[str]:
             f"  peers {torrent.get('num_peers', 0):>3}  {torrent.get('name', '')}"
             + (f"  error: {torrent['error']}" if torrent.get("error") else "")
         )
+    return lines
+
+
+def _client_lines(status: Mapping[str, Any]) -> list[str]:
+    """The client's schedule window and the items not synced because of the selection."""
+    lines = []
+    if status.get("window"):
+        lines.append(f"limits now: {status['window']}")
+    skipped = [i for i in status.get("items", []) if i.get("state") == "skipped"]
+    if skipped:
+        lines.append(f"skipped by selection: {len(skipped)}")
+        lines.extend(f"skipped     {i.get('path')}  ({i.get('error')})" for i in skipped)
     return lines

@@ -62,6 +62,14 @@ from .options import SIZE, build_config, common_options, library_errors, setup_l
     help="Find this curator's manifests through the DHT alone, no server (repeatable).",
 )
 @click.option(
+    "--select",
+    multiple=True,
+    metavar="RULE",
+    help="Sync only matching items (repeatable): 'Movies/Kids/**' includes, '!*.iso' "
+    "excludes; more rules with `meshmedia select`.",
+)
+@click.option("--max-size", type=SIZE, help="Skip items larger than this, e.g. 8G (0 = no cap).")
+@click.option(
     "--timeout",
     "once_timeout",
     type=click.FloatRange(min=0),

@@ -32,6 +32,8 @@ from .sync import SyncClient
 
 log = logging.getLogger(__name__)
 
+SELECTION_POLL = 1.0  # seconds between looks at selection.json (`meshmedia select`)
+
 
 @dataclass
 class SyncSummary:
@@ -41,6 +43,7 @@ class SyncSummary:
     problems: list[str] = field(default_factory=list)  # failed/paused items, unusable manifests
     rejected: list[str] = field(default_factory=list)
     stopped: str | None = None  # why the run ended early (a signal, --timeout)
+    skipped: list[str] = field(default_factory=list)  # not selected (selection.py)
 
     @property
     def ok(self) -> bool:
@@ -51,6 +54,7 @@ class SyncSummary:
         """A human summary, one line each."""
         head = f"{len(self.placed)} in place, {len(self.problems)} not"
         head += f", {len(self.rejected)} refused" if self.rejected else ""
+        head += f", {len(self.skipped)} skipped by selection" if self.skipped else ""
         early = [self.stopped] if self.stopped else []
         return [head, *early, *self.problems, *(f"refused {r}" for r in self.rejected)]
 
@@ -170,10 +174,24 @@ def sync_forever(config: Config, stop: threading.Event | None = None) -> None:
             )
             thread.start()
         start_following(config, parts.following, stop, stack)
+        _watch_selection(client, stop)
         while not stop.is_set():
             client.wait(1.0)
             client.step()
         log.info("sync stopping")
+
+
+def _watch_selection(client: SyncClient, stop: threading.Event) -> None:
+    """Look at selection.json every second (a stat); a change plans the manifests again."""
+
+    def watch() -> None:
+        while not stop.wait(SELECTION_POLL):
+            try:
+                client.reselect()
+            except Exception:  # a bad edit must not stop the watcher
+                log.exception("applying the changed selection failed")
+
+    threading.Thread(target=watch, name="selection", daemon=True).start()
 
 
 def sync_once(config: Config, stream: TextIO | None = None, tty: bool = False) -> SyncSummary:
@@ -236,6 +254,8 @@ def _summarize(client: SyncClient, summary: SyncSummary) -> None:
     for ci in client.items():
         if ci.state == ItemState.PLACED:
             summary.placed.append(ci.path)
+        elif ci.state == ItemState.SKIPPED:
+            summary.skipped.append(ci.path)
         else:
             summary.problems.append(why_not_finished(ci, client.engine))
     for rejected in client.rejected.values():

@@ -47,6 +47,7 @@ from .items import ActiveItems, Ledger
 from .place import Placer
 from .placement import is_disk_full
 from .plan import ItemPlanner, keep_manifest, read_manifest, saved_manifest
+from .selection import Selection
 from .start import Starter
 from .torrents import TorrentFetch
 from .work import Jobs
@@ -100,8 +101,14 @@ class SyncClient:
             for kind in ("torrent fetch", "file check", "placement")
         }
         self._placer = Placer(engine, store, self.download_dir, notifier)
+        self.selection = Selection(config.state_dir, config.select, config.max_size)
         self._planner = ItemPlanner(
-            store, engine, self._placer, delete_removed=config.delete_removed, stop=stop
+            store,
+            engine,
+            self._placer,
+            delete_removed=config.delete_removed,
+            stop=stop,
+            selection=self.selection,
         )
         self._starter = Starter(
             store=store,
@@ -191,6 +198,17 @@ class SyncClient:
         self._wakeup.set()
         return True
 
+    def reselect(self) -> bool:
+        """When selection.json changed: plan every followed manifest again, so newly
+        wanted items start and unwanted ones stop. True when it changed."""
+        if not self.selection.reload():
+            return False
+        for url in self.config.manifest_urls:
+            saved = self.saved_manifest(url)
+            if saved is not None:
+                self.apply(url, *saved)
+        return True
+
     # -- the main loop's work --------------------------------------------------
     def step(self) -> None:
         """Handle engine events, place finished downloads, start what is due."""
@@ -258,8 +276,10 @@ class SyncClient:
     def status_json(self) -> dict[str, Any]:
         """The engine snapshot plus each item's state (GET /status)."""
         keys = ("url", "path", "info_hash", "state", "attempts", "next_attempt", "error")
+        urls = sorted({*self.config.manifest_urls, *self.versions})
         return {
             "engine": self.engine.snapshot().to_json(),
             "items": [dict(zip(keys, row, strict=True)) for row in self.store.client_item_states()],
             "rejected": self.rejected,
+            "selection": {url: self.selection.choice(url).describe() for url in urls},
         }
