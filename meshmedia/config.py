@@ -77,6 +77,8 @@ class Config:
     once_timeout: float = 3600.0  # `sync --once`: seconds before it gives up (0 = none)
     select: tuple[str, ...] = ()  # client: include / `!`exclude globs on item paths
     max_size: int = 0  # client: items larger than this are not selected (0 = no cap)
+    on_placed: str | None = None  # client: a command run per placed item (no shell)
+    webhook: str | None = field(default=None, repr=False)  # client: JSON events (a secret)
 
     def __post_init__(self) -> None:
         _check(GROUP_RE.match(self.group) is not None, "group", self.group, _GROUP_RULE)
@@ -103,6 +105,11 @@ class Config:
             _check(ok and (not group or bool(GROUP_RE.match(group))), "follow", spec, _FOLLOW)
         for url in self.manifest_urls:
             _check(url.startswith(("http://", "https://")), "manifest_url", url, "an http(s) URL")
+        if self.webhook is not None:
+            ok = self.webhook.startswith(("http://", "https://"))
+            _check(ok, "webhook", "(hidden)", "an http(s) URL")
+        if self.on_placed is not None:
+            _check(bool(_split(self.on_placed)), "on_placed", self.on_placed, "a command")
 
     @property
     def share_groups(self) -> dict[str, Path]:
@@ -115,6 +122,15 @@ class Config:
 
 
 _FOLLOW = "PUBLIC_KEY[:GROUP], the key as 64 hex digits"
+
+
+def _split(command: str) -> list[str]:
+    try:
+        return shlex.split(command)
+    except ValueError:
+        return []
+
+
 _GROUP_RULE = "letters, digits, '.', '_' or '-' (at most 64, not starting with a symbol)"
 
 
@@ -254,6 +270,8 @@ ENVIRONMENT: dict[str, tuple[tuple[str, ...], Parser]] = {
     "once_timeout": (("MESHMEDIA_ONCE_TIMEOUT",), _float("once_timeout")),
     "select": (("MESHMEDIA_SELECT",), lambda t: tuple(shlex.split(t))),
     "max_size": (("MESHMEDIA_MAX_SIZE",), lambda t: parse_size(t, "max_size")),
+    "on_placed": (("MESHMEDIA_ON_PLACED",), lambda t: t or None),
+    "webhook": (("MESHMEDIA_WEBHOOK",), lambda t: t or None),
 }
 
 

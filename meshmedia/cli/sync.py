@@ -70,6 +70,18 @@ from .options import SIZE, build_config, common_options, library_errors, setup_l
 )
 @click.option("--max-size", type=SIZE, help="Skip items larger than this, e.g. 8G (0 = no cap).")
 @click.option(
+    "--on-placed",
+    metavar="CMD",
+    help="Run CMD per placed item, without a shell; MESHMEDIA_PATH, MESHMEDIA_TITLE, "
+    "MESHMEDIA_GROUP, MESHMEDIA_SIZE in its environment, e.g. --on-placed '/usr/local/bin/notify'.",
+)
+@click.option(
+    "--webhook",
+    metavar="URL",
+    help="POST a JSON event per placed item and per failure (retried with backoff), "
+    "e.g. http://homeassistant:8123/api/webhook/meshmedia.",
+)
+@click.option(
     "--timeout",
     "once_timeout",
     type=click.FloatRange(min=0),

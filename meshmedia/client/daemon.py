@@ -9,6 +9,7 @@ one fetch per URL, then wait until every item is placed, failed or paused.
 from __future__ import annotations
 
 import logging
+import shlex
 import threading
 import time
 from contextlib import ExitStack
@@ -26,12 +27,14 @@ from meshmedia.store import ItemState, Store
 from .events import Failed, Placed
 from .fetcher import FetchError, ManifestFetcher
 from .follow import Following, follow_once, start_following
+from .hooks import PlacedCommand, Webhook
 from .progress import ProgressView, Row
 from .reasons import why_not_finished
 from .sync import SyncClient
 
 log = logging.getLogger(__name__)
 
+HOOKS_TIMEOUT = 30.0  # seconds a stop waits for queued --on-placed commands and webhooks
 SELECTION_POLL = 1.0  # seconds between looks at selection.json (`meshmedia select`)
 
 
@@ -93,6 +96,7 @@ def _start_parts(config: Config, stack: ExitStack, stop: threading.Event) -> _Pa
     client = SyncClient(config, store, engine, notifier, stop=stop)
     stack.callback(client.close)  # placements under way end before the engine closes
     metrics = client_metrics(client, notifier)
+    _add_hooks(config, client, stack, stop)
     try:
         status = StatusServer(config.status_port, client.status_json, metrics=metrics)
         stack.callback(status.close)
@@ -100,6 +104,19 @@ def _start_parts(config: Config, stack: ExitStack, stop: threading.Event) -> _Pa
     except OSError as exc:
         log.warning("no status server on 127.0.0.1:%d: %s", config.status_port, exc)
     return _Parts(engine, client, Following(engine, store, client.apply))
+
+
+def _add_hooks(config: Config, client: SyncClient, stack: ExitStack, stop: threading.Event) -> None:
+    """--on-placed and --webhook listen to the client's events; a stop waits for what they
+    have queued (at most HOOKS_TIMEOUT), so `--once` exits after its hooks ran."""
+    hooks: list[PlacedCommand | Webhook] = []
+    if config.on_placed:
+        hooks.append(PlacedCommand(shlex.split(config.on_placed)))
+    if config.webhook:
+        hooks.append(Webhook(config.webhook, stop=stop))
+    for hook in hooks:
+        client.events.subscribe(hook)
+        stack.callback(hook.join, HOOKS_TIMEOUT)
 
 
 def client_metrics(client: SyncClient, notifier: JellyfinNotifier | None) -> Metrics:
