@@ -95,13 +95,16 @@ def test_hook_and_webhook_per_placed_item_and_failure(
         f"{media / 'First.mkv'}|First|family|{MIB}|two words; $(not run)",
         f"{media / 'Second.mkv'}|Second|family|{MIB // 2}|two words; $(not run)",
     ]
-    assert "--on-placed" in result.stderr and "exited 3" in result.stderr  # logged only
+    assert "--on-placed" in result.stderr
+    assert "exited 3" in result.stderr
     assert "secret-id" not in result.stderr  # the webhook URL is a secret
     assert receiver.attempts == len(receiver.bodies) + 2  # two 500s, retried
     events = {(b["event"], b["path"]) for b in receiver.bodies}
     assert events == {("placed", "First.mkv"), ("placed", "Second.mkv"), ("failed", "Bad.mkv")}
     failed = next(b for b in receiver.bodies if b["event"] == "failed")
     assert "SHA-256 mismatch" in failed["reason"]
-    assert failed["group"] == "family" and failed["manifest"] == url
+    assert failed["group"] == "family"
+    assert failed["manifest"] == url
     placed = next(b for b in receiver.bodies if b["path"] == "First.mkv")
-    assert placed["size"] == MIB and placed["final"] == str(media / "First.mkv")
+    assert placed["size"] == MIB
+    assert placed["final"] == str(media / "First.mkv")
