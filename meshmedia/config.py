@@ -79,6 +79,7 @@ class Config:
     max_size: int = 0  # client: items larger than this are not selected (0 = no cap)
     on_placed: str | None = None  # client: a command run per placed item (no shell)
     webhook: str | None = field(default=None, repr=False)  # client: JSON events (a secret)
+    limit_schedule: str | None = None  # limits by weekday and time (engine/schedule.py)
 
     def __post_init__(self) -> None:
         _check(GROUP_RE.match(self.group) is not None, "group", self.group, _GROUP_RULE)
@@ -272,6 +273,7 @@ ENVIRONMENT: dict[str, tuple[tuple[str, ...], Parser]] = {
     "max_size": (("MESHMEDIA_MAX_SIZE",), lambda t: parse_size(t, "max_size")),
     "on_placed": (("MESHMEDIA_ON_PLACED",), lambda t: t or None),
     "webhook": (("MESHMEDIA_WEBHOOK",), lambda t: t or None),
+    "limit_schedule": (("MESHMEDIA_LIMIT_SCHEDULE",), lambda t: t or None),
 }
 
 

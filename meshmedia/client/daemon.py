@@ -18,6 +18,7 @@ from typing import TextIO
 
 from meshmedia.config import Config
 from meshmedia.engine import Engine, TorrentState
+from meshmedia.engine.schedule import start_schedule
 from meshmedia.http import StatusServer
 from meshmedia.http.metrics import Metrics, engine_source, gauge_source, items_source
 from meshmedia.jellyfin import JellyfinNotifier
@@ -87,6 +88,11 @@ def _start_parts(config: Config, stack: ExitStack, stop: threading.Event) -> _Pa
     store = stack.enter_context(Store.in_state_dir(config.state_dir))
     engine = Engine(config, store)
     stack.callback(engine.close)
+    schedule = start_schedule(
+        engine, config.limit_schedule, config.upload_limit, config.download_limit
+    )
+    if schedule is not None:
+        stack.callback(schedule.close)
     notifier = None
     if config.jellyfin_url:
         notifier = JellyfinNotifier(

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from meshmedia.config import Config
 from meshmedia.engine import Engine
+from meshmedia.engine.schedule import start_schedule
 from meshmedia.http import (
     ManifestServer,
     load_or_create_token,
@@ -56,6 +57,11 @@ class Curator:
             self._stack.callback(store.close)
             self.engine = engine = Engine(config, store)
             self._stack.callback(engine.close)
+            schedule = start_schedule(
+                engine, config.limit_schedule, config.upload_limit, config.download_limit
+            )
+            if schedule is not None:
+                self._stack.callback(schedule.close)
             signer = load_key(Path(config.state_dir))
             if signer is not None:
                 log.info("signing manifests with key %s", signer.public_hex)
