@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Callable
+from importlib import resources
 from typing import Any
 
 from meshmedia import __version__
@@ -31,12 +32,17 @@ STATUS_LIMITS = Limits(
 )
 
 
-ROUTES = ("/status", "/metrics")
+ROUTES = ("/", "/status", "/metrics")
+
+
+def client_page() -> bytes:
+    """The client's live status page (GET /): its items, why each is where it is, limits."""
+    return resources.files(__package__).joinpath("client.html").read_bytes()
 
 
 class StatusServer:
-    """GET /status (the engine snapshot and each item's state) and GET /metrics on
-    127.0.0.1 only."""
+    """GET /status (the engine snapshot and each item's state), GET /metrics and the
+    page at GET / on 127.0.0.1 only."""
 
     def __init__(
         self,
@@ -62,9 +68,11 @@ class StatusServer:
 
     def _handle(self, request: Request) -> Response:
         if request.path not in ROUTES or (request.path == "/metrics" and not self._metrics):
-            raise HttpError(404, "only /status and /metrics are served here")
+            raise HttpError(404, "only /, /status and /metrics are served here")
         if request.method not in ("GET", "HEAD"):
             raise HttpError(405, f"{request.method} is not allowed here", {"Allow": "GET"})
+        if request.path == "/":
+            return Response(200, client_page(), "text/html; charset=utf-8")
         if request.path == "/metrics" and self._metrics is not None:
             body, content_type = self._metrics.exposition()
             return Response(200, body, content_type)

@@ -7,9 +7,13 @@ import json
 from pathlib import Path
 
 from meshmedia.client.selection import Choice, parse_rules
+from tests.browser import Browser
 from tests.daemons import MIB, Client, Curator, Daemon
 from tests.helpers import random_file, run_meshmedia, wait_for
 
+ROWS = """JSON.stringify([...document.querySelectorAll("tr[data-path]")].map((tr) =>
+    [tr.dataset.path, tr.querySelector(".state").textContent,
+     tr.querySelector(".why").textContent]))"""
 FILES = {
     "Movies/Kids/Cartoon.mkv": 1,
     "Movies/Adult.mkv": 1,
@@ -93,3 +97,27 @@ def test_rule_matching() -> None:
     assert "size cap" in str(choice.skip_reason("Movies/Kids/big.mkv", 101))
     assert Choice(parse_rules(["*.mkv"])).skip_reason("a/b/c.mkv", None) is None
     assert Choice(parse_rules(["M?vies/*"])).skip_reason("Movies/a/b.mkv", None) is None
+
+
+def test_the_client_status_page_shows_what_selection_skips(
+    tmp_path: Path, stop_later: list[Daemon]
+) -> None:
+    curator = started_curator(tmp_path, stop_later)
+    client = Client(tmp_path / "client", [curator.manifest_url])
+    stop_later.append(client)
+    client.start("--select", "!*.iso", "--max-size", "2M")
+    wait_for(lambda: client.placed("Movies/Adult.mkv") and client.placed("Movies/Kids/Cartoon.mkv"))
+    with Browser() as browser:
+        browser.open(f"http://127.0.0.1:{client.status_port}/")
+
+        def rows() -> dict[str, list[str]]:
+            return {path: rest for path, *rest in json.loads(browser.evaluate(ROWS) or "[]")}
+
+        shown = wait_for(lambda: len(rows()) == len(FILES) and rows(), timeout=30)
+        assert shown["Movies/Kids/disc.iso"] == ["skipped", "not selected: excluded by !*.iso"]
+        assert shown["Big.mkv"][0] == "skipped"
+        assert "over the size cap" in shown["Big.mkv"][1]
+        assert shown["Movies/Adult.mkv"] == ["placed", ""]
+        text = browser.evaluate("document.body.innerText")
+        assert "2 skipped by selection" in text
+        assert "limits now: up unlimited, down unlimited" in text
