@@ -20,7 +20,13 @@ from meshmedia.config import Config
 from meshmedia.engine import Engine, TorrentState
 from meshmedia.engine.schedule import start_schedule
 from meshmedia.http import StatusServer
-from meshmedia.http.metrics import Metrics, engine_source, gauge_source, items_source
+from meshmedia.http.metrics import (
+    Metrics,
+    engine_source,
+    gauge_source,
+    items_source,
+    url_label,
+)
 from meshmedia.jellyfin import JellyfinNotifier
 from meshmedia.process import prepare_daemon, stop_on_signals
 from meshmedia.store import ItemState, Store
@@ -136,13 +142,13 @@ def client_metrics(client: SyncClient, notifier: JellyfinNotifier | None) -> Met
             "meshmedia_manifest_version",
             "Version of each followed manifest.",
             "manifest",
-            lambda: dict(client.versions),
+            lambda: {url_label(url): version for url, version in client.versions.items()},
         )
     )
 
     def placed(event: Placed | Failed) -> None:
         if isinstance(event, Placed):
-            metrics.items_placed.labels(event.url).inc()
+            metrics.items_placed.labels(url_label(event.url)).inc()
             metrics.placement_seconds.observe(event.seconds)
 
     client.events.subscribe(placed)

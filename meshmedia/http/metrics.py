@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
+from urllib.parse import urlsplit
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -89,6 +90,18 @@ class Metrics:
         return generate_latest(self.registry), CONTENT_TYPE_LATEST
 
 
+def url_label(url: str) -> str:
+    """A manifest URL as a label: no user part, query or fragment (they may hold a secret)."""
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname or ""
+        port = f":{parts.port}" if parts.port else ""
+    except ValueError:
+        return "invalid"
+    host = f"[{host}]" if ":" in host else host
+    return f"{parts.scheme}://{host}{port}{parts.path}"
+
+
 class _Sources:
     """A prometheus_client collector over the daemon's scrape-time sources."""
 
@@ -156,7 +169,8 @@ def items_source(
         )
         table: dict[str, dict[str, int]] = {}
         for url, state, count in counts():
-            table.setdefault(url, dict.fromkeys(names, 0))[state] = count
+            by_state = table.setdefault(url_label(url), dict.fromkeys(names, 0))
+            by_state[state] = by_state.get(state, 0) + count
         for url, by_state in sorted(table.items()):
             for state, count in by_state.items():
                 family.add_metric([url, state], count)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from meshmedia.client.selection import Choice, parse_rules
+from meshmedia.client.selection import Choice, Selection, edit_file, parse_rules
 from tests.browser import Browser
 from tests.daemons import MIB, Client, Curator, Daemon
 from tests.helpers import random_file, run_meshmedia, wait_for
@@ -121,3 +121,22 @@ def test_the_client_status_page_shows_what_selection_skips(
         text = browser.evaluate("document.body.innerText")
         assert "2 skipped by selection" in text
         assert "limits now: up unlimited, down unlimited" in text
+
+
+def test_select_edits_rules_per_manifest(tmp_path: Path) -> None:
+    one, two = "http://a:5000/manifest/one.json", "http://a:5000/manifest/two.json"
+    edit_file(tmp_path, None, add=["!*.iso"])
+    edit_file(tmp_path, one, add=["Movies/**", "Shows/**"], max_size=100)
+    edit_file(tmp_path, one, remove=["Shows/**"])
+    selection = Selection(tmp_path, ["!*.nfo"], max_size=1000)
+    assert [r.text for r in selection.choice(one).rules] == ["!*.nfo", "!*.iso", "Movies/**"]
+    assert selection.choice(one).max_size == 100  # the smallest cap holds
+    assert selection.choice(two).skip_reason("Shows/a.mkv", 10) is None
+    assert selection.choice(two).skip_reason("x.iso", 10) == "not selected: excluded by !*.iso"
+    assert not selection.reload()  # unchanged
+    edit_file(tmp_path, None, clear=True)
+    assert selection.reload()
+    assert selection.choice(two).skip_reason("x.iso", 10) is None
+    (tmp_path / "selection.json").write_text('{"*": {"rules": "oops"}}')
+    assert not selection.reload()  # a bad edit keeps the rules read before (logged)
+    assert [r.text for r in selection.choice(one).rules] == ["!*.nfo", "Movies/**"]

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from meshmedia.http.metrics import Metrics
+from meshmedia.http.metrics import Metrics, url_label
 from tests.daemons import MIB, Client, Curator, Daemon
 from tests.helpers import random_file, wait_for
 from tests.jellyfin_standin import JellyfinStandIn
@@ -102,3 +102,9 @@ def test_each_daemon_counts_in_its_own_registry() -> None:
     second = two.exposition()[0].decode()
     assert 'meshmedia_http_requests_total{code="200",route="/status"} 2.0' in first
     assert 'meshmedia_http_requests_total{code="200",route="/status"} 1.0' in second
+
+
+def test_manifest_labels_never_carry_a_secret() -> None:
+    url = "http://reader:s3cret@10.0.0.2:5000/manifest/family.json?key=s3cret#top"
+    assert url_label(url) == "http://10.0.0.2:5000/manifest/family.json"
+    assert url_label("http://[::1]:5000/manifest/a.json") == "http://[::1]:5000/manifest/a.json"
