@@ -9,7 +9,6 @@ one fetch per URL, then wait until every item is placed, failed or paused.
 from __future__ import annotations
 
 import logging
-import shlex
 import threading
 import time
 from contextlib import ExitStack
@@ -20,28 +19,19 @@ from meshmedia.config import Config
 from meshmedia.engine import Engine, TorrentState
 from meshmedia.engine.schedule import start_schedule
 from meshmedia.http import StatusServer
-from meshmedia.http.metrics import (
-    Metrics,
-    engine_source,
-    gauge_source,
-    items_source,
-    url_label,
-)
 from meshmedia.jellyfin import JellyfinNotifier
 from meshmedia.process import prepare_daemon, stop_on_signals
 from meshmedia.store import ItemState, Store
 
-from .events import Failed, Placed
 from .fetcher import FetchError, ManifestFetcher
 from .follow import Following, follow_once, start_following
-from .hooks import PlacedCommand, Webhook
+from .observers import add_hooks, client_metrics
 from .progress import ProgressView, Row
 from .reasons import why_not_finished
 from .sync import SyncClient
 
 log = logging.getLogger(__name__)
 
-HOOKS_TIMEOUT = 30.0  # seconds a stop waits for queued --on-placed commands and webhooks
 SELECTION_POLL = 1.0  # seconds between looks at selection.json (`meshmedia select`)
 
 
@@ -108,7 +98,7 @@ def _start_parts(config: Config, stack: ExitStack, stop: threading.Event) -> _Pa
     client = SyncClient(config, store, engine, notifier, stop=stop)
     stack.callback(client.close)  # placements under way end before the engine closes
     metrics = client_metrics(client, notifier)
-    _add_hooks(config, client, stack, stop)
+    add_hooks(config, client, stack, stop)
     try:
         status = StatusServer(config.status_port, client.status_json, metrics=metrics)
         stack.callback(status.close)
@@ -116,45 +106,6 @@ def _start_parts(config: Config, stack: ExitStack, stop: threading.Event) -> _Pa
     except OSError as exc:
         log.warning("no status server on 127.0.0.1:%d: %s", config.status_port, exc)
     return _Parts(engine, client, Following(engine, store, client.apply))
-
-
-def _add_hooks(config: Config, client: SyncClient, stack: ExitStack, stop: threading.Event) -> None:
-    """--on-placed and --webhook listen to the client's events; a stop waits for what they
-    have queued (at most HOOKS_TIMEOUT), so `--once` exits after its hooks ran."""
-    hooks: list[PlacedCommand | Webhook] = []
-    if config.on_placed:
-        hooks.append(PlacedCommand(shlex.split(config.on_placed)))
-    if config.webhook:
-        hooks.append(Webhook(config.webhook, stop=stop))
-    for hook in hooks:
-        client.events.subscribe(hook)
-        stack.callback(hook.join, HOOKS_TIMEOUT)
-
-
-def client_metrics(client: SyncClient, notifier: JellyfinNotifier | None) -> Metrics:
-    """The client's GET /metrics: its engine, items, manifests, placements, Jellyfin."""
-    metrics = Metrics("client")
-    engine = client.engine
-    metrics.add_source(engine_source(engine.snapshot, engine.stats))
-    metrics.add_source(items_source(client.store.client_item_counts, [s.value for s in ItemState]))
-    metrics.add_source(
-        gauge_source(
-            "meshmedia_manifest_version",
-            "Version of each followed manifest.",
-            "manifest",
-            lambda: {url_label(url): version for url, version in client.versions.items()},
-        )
-    )
-
-    def placed(event: Placed | Failed) -> None:
-        if isinstance(event, Placed):
-            metrics.items_placed.labels(url_label(event.url)).inc()
-            metrics.placement_seconds.observe(event.seconds)
-
-    client.events.subscribe(placed)
-    if notifier is not None:
-        notifier.on_outcome = metrics.jellyfin_outcome
-    return metrics
 
 
 def _fetcher(client: SyncClient, url: str, timeout: float = 30.0) -> ManifestFetcher:
