@@ -19,7 +19,9 @@ from tests.helpers import random_file, wait_for
 
 @pytest.fixture
 def small_disk(tmp_path: Path) -> Iterator[Path]:
-    """A 12 MiB tmpfs (we are root here, as in CI)."""
+    """A 12 MiB tmpfs (root mounts it: here and in CI, where a skip fails the run)."""
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root")
     mount = tmp_path / "client" / "media"
     mount.mkdir(parents=True)
     subprocess.run(["mount", "-t", "tmpfs", "-o", "size=12m,mode=0700", "tmpfs", str(mount)],
