@@ -34,7 +34,8 @@ class Placed:
 
 @dataclass(frozen=True)
 class Failed:
-    """An attempt at an item that failed (a hash, a path in the way, a refused torrent)."""
+    """An attempt at an item that failed (a hash, a path in the way, a refused torrent),
+    or an item that paused (no disk space)."""
 
     url: str
     group: str
@@ -42,6 +43,7 @@ class Failed:
     title: str
     reason: str
     retry: bool  # False: refused, not tried again until the manifest changes it
+    state: str = "failed"  # the item's state now: failed, refused or paused
 
 
 Listener = Callable[[Placed | Failed], None]
@@ -74,9 +76,10 @@ class ItemEvents:
         )  # fmt: skip
         self._emit(event)
 
-    def failed(self, ci: ClientItem, reason: str, *, retry: bool) -> None:
-        """Tell every listener that an attempt at `ci` failed."""
-        self._emit(Failed(ci.url, self._groups.get(ci.url, ""), ci.path, _title(ci), reason, retry))
+    def failed(self, ci: ClientItem, reason: str, *, retry: bool, state: str = "failed") -> None:
+        """Tell every listener that an attempt at `ci` failed (or that it paused)."""
+        group = self._groups.get(ci.url, "")
+        self._emit(Failed(ci.url, group, ci.path, _title(ci), reason, retry, state))
 
     def _emit(self, event: Placed | Failed) -> None:
         with self._lock:

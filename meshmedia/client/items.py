@@ -159,7 +159,7 @@ class Ledger:
             self.save(
                 ci, ItemState.REFUSED, error=str(error), attempts=attempts, next_attempt=NEVER
             )
-            self.events.failed(ci, str(error), retry=False)
+            self.events.failed(ci, str(error), retry=False, state="refused")
             return
         delay = min(self.retry_base * 2 ** (attempts - 1), MAX_RETRY)
         log.error("%s failed: %s (retry in %.0f s)", ci.path, error, delay)
@@ -174,3 +174,5 @@ class Ledger:
         log.warning("%s paused: %s", ci.path, reason)
         next_attempt = time.time() + self._pause_for
         self.save(ci, ItemState.PAUSED, error=reason, next_attempt=next_attempt)
+        if ci.state != ItemState.PAUSED:  # told once when it pauses, not on every retry
+            self.events.failed(ci, reason, retry=True, state="paused")

@@ -7,11 +7,13 @@ from __future__ import annotations
 
 import os
 import subprocess
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from tests.client.test_hooks_process import Receiver
 from tests.client.test_sync_process import FinalPathWatcher
 from tests.daemons import MIB, Client, Curator, Daemon, sha256
 from tests.helpers import random_file, wait_for
@@ -30,6 +32,10 @@ def small_disk(tmp_path: Path) -> Iterator[Path]:
         yield mount
     finally:
         subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+def events(receiver: Receiver) -> set[tuple[str, str]]:
+    return {(b["event"], b["path"]) for b in receiver.bodies}
 
 
 def item_state(client: Client, path: str) -> dict[str, str] | None:
@@ -54,8 +60,10 @@ def test_a_disk_that_fills_and_frees(
     )
     watcher.start()
     stop_later.append(client)
+    receiver = Receiver(failures=0)
+    threading.Thread(target=receiver.serve_forever, args=(0.05,), daemon=True).start()
     try:
-        client.start()
+        client.start("--webhook", f"http://127.0.0.1:{receiver.server_port}/hook")
         wait_for(lambda: client.placed("Small.mkv"), timeout=60, describe=client.text)
         huge = wait_for(
             lambda: (s := item_state(client, "Huge.mkv")) and s["state"] == "paused" and s
@@ -86,9 +94,14 @@ def test_a_disk_that_fills_and_frees(
 
         filler.unlink()  # space returns; --interval 2: the pause is retried
         wait_for(lambda: client.placed("Big.mkv"), timeout=90, describe=client.text)
+        wait_for(lambda: ("placed", "Big.mkv") in events(receiver), timeout=30)
     finally:
         watcher.stop.set()
         watcher.join(timeout=10)
+        receiver.shutdown()
+        receiver.server_close()
+    paused = [b["path"] for b in receiver.bodies if b.get("state") == "paused"]
+    assert sorted(paused) == ["Big.mkv", "Huge.mkv"]  # told once each, not on every retry
     assert sha256(client.media / "Big.mkv") == sha256(curator.share / "Big.mkv")
     assert watcher.violations == []
     assert not (client.media / "Huge.mkv").exists()
