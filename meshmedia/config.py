@@ -11,6 +11,7 @@ from __future__ import annotations
 import ipaddress
 import os
 import re
+import shlex
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
@@ -74,6 +75,12 @@ class Config:
     log_level: str = "INFO"
     trust: str | None = None
     follow: tuple[str, ...] = ()
+    once_timeout: float = 3600.0  # `sync --once`: seconds before it gives up (0 = none)
+    select: tuple[str, ...] = ()  # client: include / `!`exclude globs on item paths
+    max_size: int = 0  # client: items larger than this are not selected (0 = no cap)
+    on_placed: str | None = None  # client: a command run per placed item (no shell)
+    webhook: str | None = field(default=None, repr=False)  # client: JSON events (a secret)
+    limit_schedule: str | None = None  # limits by weekday and time (engine/schedule.py)
 
     def __post_init__(self) -> None:
         _check(GROUP_RE.match(self.group) is not None, "group", self.group, _GROUP_RULE)
@@ -82,9 +89,10 @@ class Config:
         for name in ("port", "listen_port", "status_port"):
             value = getattr(self, name)
             _check(0 <= value <= 65535, name, value, "a port number from 0 to 65535")
-        for name in ("upload_limit", "download_limit", "min_free"):
+        for name in ("upload_limit", "download_limit", "min_free", "max_size"):
             _check(getattr(self, name) >= 0, name, getattr(self, name), "a size of 0 or more")
         _check(self.interval > 0, "interval", self.interval, "a number of seconds above 0")
+        _check(self.once_timeout >= 0, "once_timeout", self.once_timeout, "seconds, 0 = none")
         _check(self.transport in TRANSPORTS, "transport", self.transport, "both, tcp or utp")
         if self.trust is not None:
             ok = len(self.trust) == 64 and all(c in "0123456789abcdefABCDEF" for c in self.trust)
@@ -103,6 +111,11 @@ class Config:
             # A magnet's x.pe is an endpoint: libtorrent never resolves a host name there.
             ok = _is_ip(self.advertise_host)
             _check(ok, "advertise_host", self.advertise_host, "an IP address or 'none'")
+        if self.webhook is not None:
+            ok = self.webhook.startswith(("http://", "https://"))
+            _check(ok, "webhook", "(hidden)", "an http(s) URL")
+        if self.on_placed is not None:
+            _check(bool(_split(self.on_placed)), "on_placed", self.on_placed, "a command")
 
     @property
     def share_groups(self) -> dict[str, Path]:
@@ -123,6 +136,15 @@ def _is_ip(text: str) -> bool:
 
 
 _FOLLOW = "PUBLIC_KEY[:GROUP], the key as 64 hex digits"
+
+
+def _split(command: str) -> list[str]:
+    try:
+        return shlex.split(command)
+    except ValueError:
+        return []
+
+
 _GROUP_RULE = "letters, digits, '.', '_' or '-' (at most 64, not starting with a symbol)"
 
 
@@ -268,6 +290,12 @@ ENVIRONMENT: dict[str, tuple[tuple[str, ...], Parser]] = {
     "log_level": (("MESHMEDIA_LOG_LEVEL",), str.upper),
     "trust": (("MESHMEDIA_TRUST",), lambda t: t or None),
     "follow": (("MESHMEDIA_FOLLOW",), lambda t: tuple(t.split())),
+    "once_timeout": (("MESHMEDIA_ONCE_TIMEOUT",), _float("once_timeout")),
+    "select": (("MESHMEDIA_SELECT",), lambda t: tuple(shlex.split(t))),
+    "max_size": (("MESHMEDIA_MAX_SIZE",), lambda t: parse_size(t, "max_size")),
+    "on_placed": (("MESHMEDIA_ON_PLACED",), lambda t: t or None),
+    "webhook": (("MESHMEDIA_WEBHOOK",), lambda t: t or None),
+    "limit_schedule": (("MESHMEDIA_LIMIT_SCHEDULE",), lambda t: t or None),
 }
 
 

@@ -75,6 +75,12 @@ common_options = _options(
         help="Read settings from this .env file (default ./.env when present).",
     ),
     click.option("--log-level", type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"])),
+    click.option(
+        "--limit-schedule",
+        metavar="WINDOWS",
+        help="Limits by weekday and time, windows split by ';' (0 = unlimited, paused = "
+        "none), e.g. 'mon-fri 08:00-23:00 up=1M down=5M; * 23:00-08:00 up=0 down=0'.",
+    ),
 )
 
 http_options = _options(
@@ -129,7 +135,12 @@ def build_config(params: dict[str, Any]) -> Config:
         maps = flags.pop("jellyfin_path_map") or ()
         flags["jellyfin_path_map"] = tuple(parse_path_map(m) for m in maps) or None
     try:
-        return load_config(flags, None, env_file)
+        config = load_config(flags, None, env_file)
+        if config.limit_schedule:
+            from meshmedia.engine.schedule import parse_schedule  # noqa: PLC0415 - libtorrent
+
+            parse_schedule(config.limit_schedule)
+        return config
     except ConfigError as exc:
         raise click.UsageError(str(exc)) from None
 

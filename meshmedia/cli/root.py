@@ -15,6 +15,7 @@ import click
 
 from meshmedia import __version__
 
+from .select import select
 from .serve import publish, serve
 from .sync import status, sync
 from .tools import doctor, keygen, manifest
@@ -32,7 +33,7 @@ def cli() -> None:
 
 
 # Registration order is the order the commands were defined in before the split.
-for _command in (serve, sync, keygen, manifest, status, doctor, publish):
+for _command in (serve, sync, keygen, manifest, status, doctor, publish, select):
     cli.add_command(_command)
 
 

@@ -68,6 +68,34 @@ from .options import SIZE, build_config, common_options, library_errors, setup_l
     metavar="PUBLIC_KEY[:GROUP]",
     help="Find this curator's manifests through the DHT alone, no server (repeatable).",
 )
+@click.option(
+    "--select",
+    multiple=True,
+    metavar="RULE",
+    help="Sync only matching items (repeatable): 'Movies/Kids/**' includes, '!*.iso' "
+    "excludes; more rules with `meshmedia select`.",
+)
+@click.option("--max-size", type=SIZE, help="Skip items larger than this, e.g. 8G (0 = no cap).")
+@click.option(
+    "--on-placed",
+    metavar="CMD",
+    help="Run CMD per placed item, without a shell; MESHMEDIA_PATH, MESHMEDIA_TITLE, "
+    "MESHMEDIA_GROUP, MESHMEDIA_SIZE in its environment, e.g. --on-placed '/usr/local/bin/notify'.",
+)
+@click.option(
+    "--webhook",
+    metavar="URL",
+    help="POST a JSON event per placed item and per failure (retried with backoff), "
+    "e.g. http://homeassistant:8123/api/webhook/meshmedia.",
+)
+@click.option(
+    "--timeout",
+    "once_timeout",
+    type=click.FloatRange(min=0),
+    metavar="SECONDS",
+    help="With --once: give up after this long, exit 1 naming each unfinished item and why "
+    "(3600; 0 = no deadline), e.g. --timeout 600.",
+)
 @common_options
 @library_errors
 def sync(once: bool, **params: Any) -> None:
@@ -75,12 +103,13 @@ def sync(once: bool, **params: Any) -> None:
 
     Files download into DOWNLOAD_DIR/.meshmedia/incomplete/, are verified, and
     only then renamed to their path. With --once: one cycle, exit 0 when every
-    valid item is in place, else 1 with a summary.
+    valid item is in place, else 1 with a summary; --timeout bounds it.
 
     \b
     Example:
       meshmedia sync --manifest-url http://192.168.1.10:5000/manifest/family.json \\
         --download-dir ~/Videos/synced --jellyfin-url http://localhost:8096
+      meshmedia sync --once --timeout 600   # from cron: never hangs
     """
     from meshmedia.client import sync_forever, sync_once  # noqa: PLC0415 - keeps --help fast
 

@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from typing import TextIO
 
 from meshmedia.config import Config
 from meshmedia.engine import Engine, TorrentState
+from meshmedia.engine.schedule import start_schedule
 from meshmedia.http import StatusServer
 from meshmedia.jellyfin import JellyfinNotifier
 from meshmedia.manifest import printable
@@ -24,10 +26,14 @@ from meshmedia.store import ItemState, Store
 
 from .fetcher import FetchError, ManifestFetcher
 from .follow import Following, follow_once, start_following
+from .observers import add_hooks, client_metrics
 from .progress import ProgressView, Row
+from .reasons import why_not_finished
 from .sync import SyncClient
 
 log = logging.getLogger(__name__)
+
+SELECTION_POLL = 1.0  # seconds between looks at selection.json (`meshmedia select`)
 
 
 @dataclass
@@ -37,18 +43,22 @@ class SyncSummary:
     placed: list[str] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)  # failed/paused items, unusable manifests
     rejected: list[str] = field(default_factory=list)
+    stopped: str | None = None  # why the run ended early (a signal, --timeout)
+    skipped: list[str] = field(default_factory=list)  # not selected (selection.py)
 
     @property
     def ok(self) -> bool:
         """True when every valid item is in place."""
-        return not self.problems
+        return not self.problems and self.stopped is None
 
     def lines(self) -> list[str]:
         """A human summary, one line each."""
         head = f"{len(self.placed)} in place, {len(self.problems)} not"
         head += f", {len(self.rejected)} refused" if self.rejected else ""
+        head += f", {len(self.skipped)} skipped by selection" if self.skipped else ""
+        early = [self.stopped] if self.stopped else []
         lines = [*self.problems, *(f"refused {r}" for r in self.rejected)]
-        return [head, *(printable(line) for line in lines)]  # they quote the manifest
+        return [head, *early, *(printable(line) for line in lines)]  # they quote the manifest
 
 
 def progress_rows(engine: Engine, client: SyncClient) -> list[Row]:
@@ -76,6 +86,11 @@ def _start_parts(config: Config, stack: ExitStack, stop: threading.Event) -> _Pa
     store = stack.enter_context(Store.in_state_dir(config.state_dir))
     engine = Engine(config, store)
     stack.callback(engine.close)
+    schedule = start_schedule(
+        engine, config.limit_schedule, config.upload_limit, config.download_limit
+    )
+    if schedule is not None:
+        stack.callback(schedule.close)
     notifier = None
     if config.jellyfin_url:
         notifier = JellyfinNotifier(
@@ -84,8 +99,10 @@ def _start_parts(config: Config, stack: ExitStack, stop: threading.Event) -> _Pa
         stack.callback(notifier.close)
     client = SyncClient(config, store, engine, notifier, stop=stop)
     stack.callback(client.close)  # placements under way end before the engine closes
+    metrics = client_metrics(client, notifier)
+    add_hooks(config, client, stack, stop)
     try:
-        status = StatusServer(config.status_port, client.status_json)
+        status = StatusServer(config.status_port, client.status_json, metrics=metrics)
         stack.callback(status.close)
         log.info("status at http://127.0.0.1:%d/status", status.port)
     except OSError as exc:
@@ -93,10 +110,30 @@ def _start_parts(config: Config, stack: ExitStack, stop: threading.Event) -> _Pa
     return _Parts(engine, client, Following(engine, store, client.apply))
 
 
-def _fetcher(client: SyncClient, url: str) -> ManifestFetcher:
+def _fetcher(client: SyncClient, url: str, timeout: float = 30.0) -> ManifestFetcher:
     saved = client.saved_manifest(url)
     body, etag = saved if saved else (None, None)
-    return ManifestFetcher(url, etag=etag, body=body)
+    return ManifestFetcher(url, etag=etag, body=body, timeout=timeout)
+
+
+class Deadline:
+    """`--once --timeout`: seconds left of the run (0 = no deadline: never expires)."""
+
+    def __init__(self, seconds: float) -> None:
+        """Start counting `seconds` now."""
+        self.seconds = seconds
+        self._end = time.monotonic() + seconds if seconds > 0 else None
+
+    def left(self, cap: float) -> float:
+        """Seconds left, at most `cap` (at least a small slice, so a request can be made)."""
+        if self._end is None:
+            return cap
+        return max(0.5, min(cap, self._end - time.monotonic()))
+
+    @property
+    def expired(self) -> bool:
+        """True once the deadline has passed."""
+        return self._end is not None and time.monotonic() >= self._end
 
 
 def sync_forever(config: Config, stop: threading.Event | None = None) -> None:
@@ -119,25 +156,40 @@ def sync_forever(config: Config, stop: threading.Event | None = None) -> None:
             )
             thread.start()
         start_following(config, parts.following, stop, stack)
+        _watch_selection(client, stop)
         while not stop.is_set():
             client.wait(1.0)
             client.step()
         log.info("sync stopping")
 
 
+def _watch_selection(client: SyncClient, stop: threading.Event) -> None:
+    """Look at selection.json every second (a stat); a change plans the manifests again."""
+
+    def watch() -> None:
+        while not stop.wait(SELECTION_POLL):
+            try:
+                client.reselect()
+            except Exception:  # a bad edit must not stop the watcher
+                log.exception("applying the changed selection failed")
+
+    threading.Thread(target=watch, name="selection", daemon=True).start()
+
+
 def sync_once(config: Config, stream: TextIO | None = None, tty: bool = False) -> SyncSummary:
     """One cycle: fetch each manifest once, download, place, and wait for every item."""
     summary = SyncSummary()
     stop = threading.Event()
+    deadline = Deadline(config.once_timeout)
     with stop_on_signals(stop), ExitStack() as stack:
         parts = _start_parts(config, stack, stop)
         client = parts.client
         client.retries = False
         for url in config.manifest_urls:
-            _fetch_once(client, url, summary)
-        follow_once(config, parts.following, stop, summary.problems)
+            _fetch_once(client, url, summary, deadline.left(30.0))
+        follow_once(config, parts.following, stop, summary.problems, deadline.left(60.0))
         view = ProgressView(stream, tty) if stream is not None else None
-        while not client.settled() and not stop.is_set():
+        while not client.settled() and not stop.is_set() and not deadline.expired:
             client.step()
             if view:
                 view.update(progress_rows(parts.engine, client))
@@ -145,17 +197,26 @@ def sync_once(config: Config, stream: TextIO | None = None, tty: bool = False) -
         client.step()
         if view:
             view.clear()
-        if stop.is_set():
-            summary.problems.append("interrupted before every item was in place")
+        summary.stopped = _stopped_early(client, stop, deadline)
         if client.notifier is not None and not client.notifier.flush():
             log.warning("Jellyfin did not take every path")
         _summarize(client, summary)
     return summary
 
 
-def _fetch_once(client: SyncClient, url: str, summary: SyncSummary) -> None:
+def _stopped_early(client: SyncClient, stop: threading.Event, deadline: Deadline) -> str | None:
+    if stop.is_set():
+        return "interrupted before every item was in place"
+    if not client.settled():
+        return (
+            f"timed out after {deadline.seconds:.0f} s (--timeout) before every item was in place"
+        )
+    return None
+
+
+def _fetch_once(client: SyncClient, url: str, summary: SyncSummary, timeout: float) -> None:
     try:
-        result = _fetcher(client, url).fetch()
+        result = _fetcher(client, url, timeout).fetch()
         body, etag = result.body, result.etag
     except FetchError as exc:
         saved = client.saved_manifest(url)
@@ -175,7 +236,9 @@ def _summarize(client: SyncClient, summary: SyncSummary) -> None:
     for ci in client.items():
         if ci.state == ItemState.PLACED:
             summary.placed.append(ci.path)
+        elif ci.state == ItemState.SKIPPED:
+            summary.skipped.append(ci.path)
         else:
-            summary.problems.append(f"{ci.path}: {ci.state.value}: {ci.error or 'not finished'}")
+            summary.problems.append(why_not_finished(ci, client.engine))
     for rejected in client.rejected.values():
         summary.rejected.extend(rejected)

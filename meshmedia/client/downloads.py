@@ -63,7 +63,9 @@ class Downloads:
 
     def finished(self, ih: str) -> None:
         """The engine says a download has every piece on disk."""
-        self._active.notes(ih).finished = True
+        notes = self._active.notes(ih)
+        notes.finished = True
+        notes.finished_at = notes.finished_at or time.monotonic()
 
     def disk_full(self, ih: str, message: str) -> None:
         """The engine could not write a download: pause it."""
@@ -153,6 +155,7 @@ class Downloads:
         item = validate_item(ci.item)
         final = final_path(self.download_dir, item.path)
         ih = ci.info_hash or ""
+        self._active.notes(ih).placing_at = time.monotonic()
         self._placing.start(_place_key(ci), lambda: self._placer.place(ci.url, item, ih, final))
 
     def _placed(self, ci: ClientItem, result: Finished[Problem | None]) -> None:
@@ -160,7 +163,11 @@ class Downloads:
         if problem:
             self._ledger.fail(ci, problem)
             return
+        notes = self._active.notes(ci.info_hash or "")
+        seconds = time.monotonic() - (notes.finished_at or notes.placing_at)
         self._ledger.save(ci, ItemState.PLACED, error=None, attempts=0)
+        final = final_path(self.download_dir, validate_item(ci.item).path)
+        self._ledger.events.placed(ci, final, seconds)
 
     def _reach_peers(self, ci: ClientItem, ih: str, notes: Notes) -> None:
         """A download with no peer (restored after a restart, a link back up): dial x.pe."""

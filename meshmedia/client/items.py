@@ -19,6 +19,8 @@ from typing import Any
 
 from meshmedia.store import ClientItem, ItemState, Store
 
+from .events import ItemEvents
+
 log = logging.getLogger(__name__)
 
 Key = tuple[str, str]
@@ -45,6 +47,8 @@ class Notes:
     names_checked: bool = False  # the torrent's own file names were checked
     space_checked: bool = False  # the disk had room for what it still needs
     dialed: float = 0.0  # time.monotonic() of the last dial of its x.pe peers
+    finished_at: float = 0.0  # time.monotonic() when the engine said finished
+    placing_at: float = 0.0  # time.monotonic() when its placement started
 
 
 @dataclass(frozen=True)
@@ -123,12 +127,20 @@ class Ledger:
     """Saves the state changes of items, with the retry schedule of failed and paused ones."""
 
     def __init__(
-        self, store: Store, active: ActiveItems, *, retry_base: float, pause_for: float
+        self,
+        store: Store,
+        active: ActiveItems,
+        *,
+        retry_base: float,
+        pause_for: float,
+        events: ItemEvents | None = None,
     ) -> None:
         """A failed item is tried again after `retry_base` seconds, doubling up to
-        MAX_RETRY; a paused one (no disk space) after `pause_for`."""
+        MAX_RETRY; a paused one (no disk space) after `pause_for`. Each failure is
+        told to `events`."""
         self._store = store
         self._active = active
+        self.events = events or ItemEvents()
         self.retry_base = retry_base
         self._pause_for = pause_for
 
@@ -147,6 +159,7 @@ class Ledger:
             self.save(
                 ci, ItemState.REFUSED, error=str(error), attempts=attempts, next_attempt=NEVER
             )
+            self.events.failed(ci, str(error), retry=False, state="refused")
             return
         delay = min(self.retry_base * 2 ** (attempts - 1), MAX_RETRY)
         log.error("%s failed: %s (retry in %.0f s)", ci.path, error, delay)
@@ -154,9 +167,12 @@ class Ledger:
         self.save(
             ci, ItemState.FAILED, error=str(error), attempts=attempts, next_attempt=next_attempt
         )
+        self.events.failed(ci, str(error), retry=True)
 
     def pause(self, ci: ClientItem, reason: str) -> None:
         """Not now (no disk space): tried again after `pause_for` seconds."""
         log.warning("%s paused: %s", ci.path, reason)
         next_attempt = time.time() + self._pause_for
         self.save(ci, ItemState.PAUSED, error=reason, next_attempt=next_attempt)
+        if ci.state != ItemState.PAUSED:  # told once when it pauses, not on every retry
+            self.events.failed(ci, reason, retry=True, state="paused")

@@ -35,6 +35,7 @@ from meshmedia.store import ClientItem, ItemState, Store
 
 from .place import Placer
 from .placement import delete_placed, final_path, incomplete_dir, matches, remove_tree
+from .selection import Choice, Selection
 
 log = logging.getLogger(__name__)
 
@@ -102,9 +103,12 @@ class ItemPlanner:
         *,
         delete_removed: bool,
         stop: threading.Event | None = None,
+        selection: Selection | None = None,
     ) -> None:
-        """Plan into `store`; `placer` knows what was placed; `stop` cancels a long plan."""
+        """Plan into `store`; `placer` knows what was placed; `stop` cancels a long plan;
+        items `selection` does not want are `skipped` rows."""
         self.store = store
+        self.selection = selection
         self.engine = engine
         self.placer = placer
         self.download_dir = placer.download_dir
@@ -130,7 +134,9 @@ class ItemPlanner:
             if other_url != url:
                 taken.take(path, other_url)
         queued: list[ClientItem] = []
+        unselected: list[ClientItem] = []  # placed items the selection no longer wants
         self._recorded = self.store.placed_item_paths()
+        choice = self.selection.choice(url) if self.selection else Choice()
         for number, item in enumerate(manifest.items):
             if number % CANCEL_EVERY == 0 and self.stop.is_set():
                 return None
@@ -139,31 +145,49 @@ class ItemPlanner:
                 current.pop(item.path, None)  # skipped, not gone: kept as it is
                 continue
             known = current.pop(item.path, None)
-            if known is not None and known.item == item.to_json():
-                self._keep(known, item, queued)
+            if skip := choice.skip_reason(item.path, item.size):
+                self._skip(url, item, known, reason=skip, rows=queued, unselected=unselected)
                 continue
+            if known is not None and known.item == item.to_json():
+                if known.state != ItemState.SKIPPED:
+                    self._keep(known, item, queued)
+                    continue
+                log.info("%s from %s is selected now", item.path, url)
             if known is not None and known.info_hash:
                 self._drop(known)
             ih = item.info_hash
             queued.append(ClientItem(url, item.path, ih, ItemState.QUEUED, item.to_json()))
         self.store.save_client_items(queued)
-        if any(bad.path is None for bad in rejected) and current:
-            log.warning(
-                "keeping %d items that %s no longer lists: it has rejected items without a "
-                "path, which may be them",
-                len(current),
-                url,
-            )
-            current.clear()
-        for bad in rejected:
-            if bad.path is not None:
-                current.pop(bad.path, None)  # still listed, only invalid now: kept as it is
+        _spare_rejected(url, current, rejected)
         for gone in current.values():
             log.info("%s left the manifest %s", gone.path, url)
             self._drop(gone)
             self.store.delete_client_item(gone.url, gone.path)
-        placed = (ci for ci in current.values() if ci.state == ItemState.PLACED)
-        return list(placed) if self.delete_removed else []
+        placed = [ci for ci in current.values() if ci.state == ItemState.PLACED] + unselected
+        return placed if self.delete_removed else []
+
+    def _skip(
+        self,
+        url: str,
+        item: Item,
+        known: ClientItem | None,
+        *,
+        reason: str,
+        rows: list[ClientItem],
+        unselected: list[ClientItem],
+    ) -> None:
+        """An item the selection does not want: a `skipped` row; one under way or placed
+        stops (its placed files are kept, or deleted with delete_removed)."""
+        same = known is not None and known.error == reason and known.item == item.to_json()
+        if same and known is not None and known.state == ItemState.SKIPPED:
+            return
+        if known is not None and known.state != ItemState.SKIPPED:
+            log.info("%s from %s is no longer selected (%s): stopping it", item.path, url, reason)
+            self._drop(known)
+            if known.state == ItemState.PLACED:
+                unselected.append(known)
+        ih = item.info_hash
+        rows.append(ClientItem(url, item.path, ih, ItemState.SKIPPED, item.to_json(), error=reason))
 
     def delete_gone(self, gone: Iterable[ClientItem]) -> None:
         """--delete-removed: delete the files this client placed for items gone from
@@ -220,3 +244,18 @@ class ItemPlanner:
             log.info("deleted %s (delete_removed)", path)
         elif path.exists():
             log.warning("kept %s: meshmedia has no record of placing it", path)
+
+
+def _spare_rejected(url: str, current: dict[str, ClientItem], rejected: Sequence[Rejected]) -> None:
+    """Take the rows of items that are still listed, only invalid now, out of `current`."""
+    if any(bad.path is None for bad in rejected) and current:
+        log.warning(
+            "keeping %d items that %s no longer lists: it has rejected items without a "
+            "path, which may be them",
+            len(current),
+            url,
+        )
+        current.clear()
+    for bad in rejected:
+        if bad.path is not None:
+            current.pop(bad.path, None)  # still listed, only invalid now: kept as it is

@@ -42,10 +42,12 @@ from meshmedia.manifest import TrustPolicy, parse_public_key
 from meshmedia.store import ClientItem, ItemState, Store
 
 from .downloads import Downloads
+from .events import ItemEvents
 from .items import ActiveItems, Ledger
 from .place import Placer
 from .placement import is_disk_full
 from .plan import ItemPlanner, keep_manifest, read_manifest, saved_manifest
+from .selection import Selection
 from .start import Starter
 from .torrents import TorrentFetch
 from .work import Jobs
@@ -84,15 +86,29 @@ class SyncClient:
         self.trust = TrustPolicy(store, parse_public_key(config.trust) if config.trust else None)
         self._wakeup = threading.Event()
         self._active = ActiveItems(store)
-        self._ledger = Ledger(store, self._active, retry_base=retry_base, pause_for=config.interval)
+        self.events = ItemEvents()  # placed and failed items, for metrics and hooks
+        self.versions: dict[str, int] = {}  # the version of each manifest applied
+        self._ledger = Ledger(
+            store,
+            self._active,
+            retry_base=retry_base,
+            pause_for=config.interval,
+            events=self.events,
+        )
         self.torrents = TorrentFetch(http)
         self._jobs = {
             kind: Jobs(f"{kind} jobs", WORKERS, self._job_done)
             for kind in ("torrent fetch", "file check", "placement")
         }
         self._placer = Placer(engine, store, self.download_dir, notifier)
+        self.selection = Selection(config.state_dir, config.select, config.max_size)
         self._planner = ItemPlanner(
-            store, engine, self._placer, delete_removed=config.delete_removed, stop=stop
+            store,
+            engine,
+            self._placer,
+            delete_removed=config.delete_removed,
+            stop=stop,
+            selection=self.selection,
         )
         self._starter = Starter(
             store=store,
@@ -164,6 +180,7 @@ class SyncClient:
             return False
         manifest, rejected = read
         log.info("planning %d items of %s", len(manifest.items), url)
+        self.events.set_group(url, manifest.group)
         with self._lock:
             # No placement may run while rows change under it (none starts: the lock).
             if not self._jobs["placement"].wait_idle(CLOSE_TIMEOUT):
@@ -177,7 +194,19 @@ class SyncClient:
                 return False
         self._planner.delete_gone(planned)  # files only: slow, and no other item's
         keep_manifest(self.store, url, body, etag)
+        self.versions[url] = manifest.version
         self._wakeup.set()
+        return True
+
+    def reselect(self) -> bool:
+        """When selection.json changed: plan every followed manifest again, so newly
+        wanted items start and unwanted ones stop. True when it changed."""
+        if not self.selection.reload():
+            return False
+        for url in self.config.manifest_urls:
+            saved = self.saved_manifest(url)
+            if saved is not None:
+                self.apply(url, *saved)
         return True
 
     # -- the main loop's work --------------------------------------------------
@@ -247,8 +276,10 @@ class SyncClient:
     def status_json(self) -> dict[str, Any]:
         """The engine snapshot plus each item's state (GET /status)."""
         keys = ("url", "path", "info_hash", "state", "attempts", "next_attempt", "error")
+        urls = sorted({*self.config.manifest_urls, *self.versions})
         return {
             "engine": self.engine.snapshot().to_json(),
             "items": [dict(zip(keys, row, strict=True)) for row in self.store.client_item_states()],
             "rejected": self.rejected,
+            "selection": {url: self.selection.choice(url).describe() for url in urls},
         }

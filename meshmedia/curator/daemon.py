@@ -14,12 +14,14 @@ from pathlib import Path
 
 from meshmedia.config import Config
 from meshmedia.engine import Engine
+from meshmedia.engine.schedule import start_schedule
 from meshmedia.http import (
     ManifestServer,
     load_or_create_token,
     status_page,
     token_path,
 )
+from meshmedia.http.metrics import Metrics, engine_source, gauge_source
 from meshmedia.manifest import ManifestStore, load_key
 from meshmedia.process import prepare_daemon, stop_on_signals
 from meshmedia.store import Store
@@ -45,6 +47,7 @@ class Curator:
         self.server: ManifestServer | None = None
         self.watcher: Watcher | None = None
         self.announcer: DhtAnnouncer | None = None
+        self.metrics = Metrics("curator")
 
     def start(self) -> None:
         """Build and start every part; on a failure, close what was started and re-raise."""
@@ -54,6 +57,11 @@ class Curator:
             self._stack.callback(store.close)
             self.engine = engine = Engine(config, store)
             self._stack.callback(engine.close)
+            schedule = start_schedule(
+                engine, config.limit_schedule, config.upload_limit, config.download_limit
+            )
+            if schedule is not None:
+                self._stack.callback(schedule.close)
             signer = load_key(Path(config.state_dir))
             if signer is not None:
                 log.info("signing manifests with key %s", signer.public_hex)
@@ -64,13 +72,20 @@ class Curator:
             manifests.preload({share.group for share in config.shares})
             self.publisher = publisher = Publisher(config, store, engine, manifests)
             self._stack.callback(publisher.close)
+            self._measure(engine, manifests, publisher)
             if signer is not None and config.dht:
                 self.announcer = DhtAnnouncer(config, store, engine, manifests, signer)
                 self.announcer.start()
                 self._stack.callback(self.announcer.close)
             token = load_or_create_token(config)
             self.server = server = ManifestServer(
-                config, manifests, publisher, engine.snapshot, token, home_page=status_page
+                config,
+                manifests,
+                publisher,
+                engine.snapshot,
+                token,
+                home_page=status_page,
+                metrics=self.metrics,
             )
             server.start()
             self._stack.callback(server.close)
@@ -81,6 +96,27 @@ class Curator:
             self.close()
             raise
         self._log_where(server, engine, watcher)
+
+    def _measure(self, engine: Engine, manifests: ManifestStore, publisher: Publisher) -> None:
+        """What GET /metrics reads: the engine, each group's manifest, publish latency."""
+        metrics = self.metrics
+        metrics.add_source(engine_source(engine.snapshot, engine.stats))
+
+        def versions() -> dict[str, int]:
+            return {group: manifests.get(group).version for group in manifests.groups()}
+
+        def items() -> dict[str, int]:
+            return {group: len(manifests.get(group).items) for group in manifests.groups()}
+
+        metrics.add_source(
+            gauge_source(
+                "meshmedia_manifest_version", "Version of each manifest.", "group", versions
+            )
+        )
+        metrics.add_source(
+            gauge_source("meshmedia_manifest_items", "Items in each manifest.", "group", items)
+        )
+        publisher.on_published = metrics.publish_seconds.observe
 
     def _log_where(self, server: ManifestServer, engine: Engine, watcher: Watcher) -> None:
         config = self.config

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +50,7 @@ class Publisher:
         self._lock = threading.RLock()
         self._hasher = SourceHasher(store)
         self._seeds = SeedKeeper(config.state_dir / "torrents", store, engine)
+        self.on_published: Callable[[float], None] | None = None  # seconds a publish took
         self._restore()
 
     @property
@@ -155,6 +157,7 @@ class Publisher:
         *,
         replaces: str | None = None,
     ) -> Item:
+        started = time.monotonic()
         link = symlink_on(path.absolute(), self._share_roots())
         if link is not None:
             raise PublishError(f"{link} is a symbolic link; {SYMLINK_RULE}")
@@ -217,6 +220,8 @@ class Publisher:
                 self._seeds.release(existing.info_hash)
         self._hasher.drop(source)  # a follow() that raced with this publish
         log.info("published %s as %s in %s (%s)", source, item_path, group, built.info_hash)
+        if self.on_published is not None:
+            self.on_published(time.monotonic() - started)
         return item
 
     def _move_entry(self, entry: CatalogEntry, old_root: Path, new_root: Path) -> None:

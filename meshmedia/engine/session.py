@@ -28,6 +28,7 @@ from .dht import DhtItems
 from .events import TorrentEvents
 from .peers import PeerError, check_peer
 from .resume import ResumeData, file_paths, real_names
+from .schedule import PAUSED
 from .settings import is_local_address, peer_class_filter, session_params
 from .snapshots import EngineEvent, EngineSnapshot, TorrentState, TorrentStatus
 from .sources import load_torrent, params_for
@@ -81,6 +82,8 @@ class Engine:
         ]
         self._alerts = AlertLoop(self._session, self._alert_table(), ticks)
         self._resume.restore(self._session)
+        self._limits: dict[str, Any] = {}
+        self.set_limits(config.upload_limit, config.download_limit)
         self._alerts.start()
         log.info("engine listening on port %d (%s)", self.listen_port, config.transport)
 
@@ -192,7 +195,34 @@ class Engine:
             upload_rate=sum(t.upload_rate for t in torrents),
             torrents=torrents,
             taken_at=time.time(),
+            limits=self._limits,
         )
+
+    def set_limits(self, upload: int, download: int, window: str | None = None) -> None:
+        """Rate limits in bytes/s for every peer (0 = unlimited; PAUSED = -1 moves nothing
+        that way). Both paused pause the session; one direction paused is held at 1 B/s,
+        libtorrent's smallest limit (it has no pause per direction). `window`: the
+        schedule window that chose them, shown in the snapshot."""
+        paused = upload == PAUSED and download == PAUSED
+        self._session.apply_settings(
+            {
+                "upload_rate_limit": 1 if upload == PAUSED else upload,
+                "download_rate_limit": 1 if download == PAUSED else download,
+            }
+        )
+        if paused != self._session.is_paused():
+            (self._session.pause if paused else self._session.resume)()
+        held = self._session.get_settings()  # what libtorrent holds, read back
+        self._limits = {
+            "window": window,
+            "upload": "paused" if upload == PAUSED else upload,
+            "download": "paused" if download == PAUSED else download,
+            "libtorrent": {
+                "upload_rate_limit": int(held["upload_rate_limit"]),
+                "download_rate_limit": int(held["download_rate_limit"]),
+                "session_paused": bool(self._session.is_paused()),
+            },
+        }
 
     def wait_until(self, info_hash: str, state: TorrentState, timeout: float) -> TorrentStatus:
         """Block until the torrent reaches `state`; TimeoutError after `timeout` seconds.

@@ -6,7 +6,7 @@ see only these (convert.py copies libtorrent's objects into them).
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from enum import Enum
 from typing import Any
 
@@ -57,6 +57,8 @@ class EngineSnapshot:
     upload_rate: int
     torrents: tuple[TorrentStatus, ...]
     taken_at: float
+    # the rate limits libtorrent holds now (read back when set) and the schedule's window
+    limits: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         """A JSON-ready dict."""
@@ -66,6 +68,7 @@ class EngineSnapshot:
             "upload_rate": self.upload_rate,
             "torrents": [t.to_json() for t in self.torrents],
             "taken_at": self.taken_at,
+            "limits": dict(self.limits),
         }
 
 

@@ -21,8 +21,9 @@ from meshmedia.errors import ConfigError
 from meshmedia.manifest import ManifestStore
 
 from .auth import load_or_create_token
+from .metrics import Metrics
 from .plumbing import Hold, HttpServer, HttpStats, Limits, Request, Response
-from .routes import MAX_BODY, RequestHandler, find_route
+from .routes import MAX_BODY, RequestHandler, find_route, route_label
 
 log = logging.getLogger(__name__)
 
@@ -44,13 +45,15 @@ class ManifestServer:
         *,
         limits: Limits | None = None,
         home_page: Callable[[], bytes] | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
         """Keep the collaborators; nothing is bound until `start()`.
 
         `publisher` and `snapshot` may be None for a manifest-only server
         (/seed then answers 503). `home_page`, when given, renders GET / for
         clients that accept text/html. `limits`: the plumbing's caps and
-        deadlines (plumbing.Limits; the defaults suit a curator).
+        deadlines (plumbing.Limits; the defaults suit a curator). `metrics`:
+        GET /metrics answers from it, and every answered request is counted.
         """
         self.config = config
         self.manifests = manifests
@@ -58,6 +61,7 @@ class ManifestServer:
         self.snapshot = snapshot
         self.token = token or load_or_create_token(config)
         self.home_page = home_page
+        self.metrics = metrics
         self.http = HttpServer(
             "curator",
             config.host,
@@ -65,7 +69,7 @@ class ManifestServer:
             self.handle,
             limits or Limits(max_body=MAX_BODY),
             server_header=f"meshmedia/{__version__}",
-            access_log=_log_access,
+            access_log=self._access,
         )
         self._share_roots = tuple(share.path.resolve() for share in config.shares)
 
@@ -74,6 +78,11 @@ class ManifestServer:
         method = "GET" if request.method == "HEAD" else request.method
         route, match = find_route(method, request.path)
         return route(RequestHandler(self, request), match)
+
+    def _access(self, request: Request, response: Response, seconds: float) -> None:
+        _log_access(request, response, seconds)
+        if self.metrics is not None:
+            self.metrics.request(route_label(request.path), response.status)
 
     def start(self) -> ManifestServer:
         """Bind `config.host:config.port` (0 = a free port) and serve on a thread."""

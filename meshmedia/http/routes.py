@@ -30,6 +30,7 @@ from meshmedia.manifest import (
 )
 
 from .auth import token_matches
+from .metrics import Metrics
 from .plumbing import JSON, Hold, HttpError, Request, Response
 
 MAX_WAIT = 60.0
@@ -46,6 +47,7 @@ class CuratorApp(Protocol):
     snapshot: Callable[[], Any] | None
     home_page: Callable[[], bytes] | None
     token: str
+    metrics: Metrics | None
 
     def groups(self) -> list[str]:
         """Groups with a manifest or a share folder."""
@@ -277,6 +279,14 @@ def get_status(req: RequestHandler, match: re.Match[str]) -> Response:
     return json_response(req.app.snapshot().to_json())
 
 
+def get_metrics(req: RequestHandler, match: re.Match[str]) -> Response:
+    """GET /metrics: Prometheus' text format (http/metrics.py); the same access as /status."""
+    if req.app.metrics is None:
+        raise HttpError(404, "no metrics on this server")
+    body, content_type = req.app.metrics.exposition()
+    return Response(200, body, content_type)
+
+
 def get_torrent(req: RequestHandler, match: re.Match[str]) -> Response:
     """GET /torrents/<info-hash>.torrent: the .torrent file of a published item."""
     info_hash = match["info_hash"]
@@ -296,8 +306,26 @@ ROUTES: tuple[tuple[str, re.Pattern[str], Route], ...] = (
     ("POST", re.compile(r"^/seed$"), post_seed),
     ("GET", re.compile(r"^/seeds$"), get_seeds),
     ("GET", re.compile(r"^/status$"), get_status),
+    ("GET", re.compile(r"^/metrics$"), get_metrics),
     ("GET", re.compile(r"^/torrents/(?P<info_hash>[^/]+)\.torrent$"), get_torrent),
 )
+
+
+def _template(pattern: re.Pattern[str]) -> str:
+    """`/manifest/{group}.json` for the route pattern of manifests."""
+    text = re.sub(r"\(\?P<(\w+)>[^)]*\)", r"{\1}", pattern.pattern)
+    return text.strip("^$").replace("\\", "")
+
+
+ROUTE_LABELS = tuple((pattern, _template(pattern)) for _, pattern, _ in ROUTES)
+
+
+def route_label(path: str) -> str:
+    """The route template a path falls under (a metrics label), or `other`."""
+    for pattern, label in ROUTE_LABELS:
+        if pattern.match(path):
+            return label
+    return "other"
 
 
 def find_route(method: str, path: str) -> tuple[Route, re.Match[str]]:

@@ -14,8 +14,9 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import Any
 
 from .api import (
     MEDIA_UPDATED,
@@ -82,6 +83,7 @@ class JellyfinNotifier:
         self._last_refresh = float("-inf")
         self._flush_seq = self._done_seq = 0
         self._stopping = False
+        self.on_outcome: Callable[[str], None] | None = None  # each answer's OutcomeKind value
         self._thread = threading.Thread(target=self._run, name="jellyfin-notifier", daemon=True)
         self._thread.start()
 
@@ -172,10 +174,19 @@ class JellyfinNotifier:
                     return batch
                 self._cond.wait(wait)
 
+    def _post(self, endpoint: str, body: dict[str, Any] | None) -> Outcome:
+        outcome = post(self._http, self.url, endpoint, body, self.timeout)
+        if self.on_outcome is not None:
+            try:
+                self.on_outcome(outcome.kind.value)
+            except Exception:  # counting must not stop the notifier
+                log.exception("the Jellyfin outcome listener failed")
+        return outcome
+
     def _deliver(self, batch: _Batch) -> None:
         if batch.paths and self._media_updated and not batch.refresh:
             updates = [{"Path": path, "UpdateType": "Created"} for path in batch.paths]
-            outcome = post(self._http, self.url, MEDIA_UPDATED, {"Updates": updates}, self.timeout)
+            outcome = self._post(MEDIA_UPDATED, {"Updates": updates})
             if outcome.kind == OutcomeKind.OK:
                 return self._succeeded(f"reported {len(batch.paths)} new files")
             if outcome.kind == OutcomeKind.RETRY:
@@ -187,7 +198,7 @@ class JellyfinNotifier:
                 MEDIA_UPDATED,
                 outcome.reason,
             )
-        outcome = post(self._http, self.url, REFRESH, None, self.timeout)
+        outcome = self._post(REFRESH, None)
         if outcome.kind == OutcomeKind.OK:
             self._last_refresh = time.monotonic()
             return self._succeeded(f"started a library scan for {len(batch.paths)} new files")

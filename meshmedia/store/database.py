@@ -286,6 +286,11 @@ class Store:
         sql = "SELECT COUNT(*) FROM client_items WHERE state IN (SELECT value FROM json_each(?))"
         return int(self.execute(sql, (_values(states),))[0][0])
 
+    def client_item_counts(self) -> list[tuple[str, str, int]]:
+        """(manifest URL, state, number of items) for every URL and state that has items."""
+        sql = "SELECT url, state, COUNT(*) FROM client_items GROUP BY url, state"
+        return [(str(url), str(state), int(n)) for url, state, n in self.execute(sql)]
+
     def client_item_states(self) -> list[tuple[Any, ...]]:
         """(url, path, info_hash, state, attempts, next_attempt, error) of every item,
         without decoding the items (what a status answer shows)."""

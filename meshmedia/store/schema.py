@@ -107,6 +107,7 @@ class ItemState(str, Enum):
     FAILED = "failed"
     PAUSED = "paused"
     REFUSED = "refused"  # the torrent cannot be this item (unsafe names...): not retried
+    SKIPPED = "skipped"  # not selected (client/selection.py): listed, not downloaded
 
 
 @dataclass(frozen=True)
