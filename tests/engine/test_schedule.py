@@ -74,7 +74,7 @@ def test_a_window_boundary_changes_libtorrents_limits_on_both_daemons(
     clock.write_text(f"{MONDAY}T08:00:00")
     wait_for(lambda: holding("mon-fri 08:00-23:00 up=1M down=5M", 1 << 20, 5 << 20), timeout=10)
     shown = run_meshmedia("status", "--url", f"http://127.0.0.1:{client.status_port}")
-    assert "limits now: up 1.0 MB/s, down 5.2 MB/s (window mon-fri 08:00-23:00" in shown.stdout
+    assert "limits now: up 1.0 MiB/s, down 5.0 MiB/s (window mon-fri 08:00-23:00" in shown.stdout
     clock.write_text("2026-12-12T12:00:00")  # Saturday: both directions paused
     wait_for(lambda: holding("sat,sun 00:00-00:00 up=paused down=paused", 1, 1, True), timeout=10)
     clock.write_text(f"{MONDAY}T23:00:00")
