@@ -171,7 +171,7 @@ def test_seeder_restart_does_not_rehash(tmp_path: Path, payload: Any) -> None:
     os.utime(src, ns=(src.stat().st_atime_ns, src.stat().st_mtime_ns + 10**9))
     with engine(tmp_path, "seed") as seeder:
         seeder.wait_until(ih, TorrentState.SEEDING, timeout=60)
-        # session stats are posted, not read on demand: under load the first answer may predate the check
+        # session stats are posted, not read on demand: the first answer may predate the check
         wait_for(lambda: seeder.stats()["disk.disk_hash_time"] > 0, timeout=30)
 
 
