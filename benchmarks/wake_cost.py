@@ -21,11 +21,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from tests.client.test_wake_cost import URL, filled
-
 from meshmedia.client import SyncClient
 from meshmedia.engine import Engine
 from meshmedia.store import Store
+from tests.client.test_wake_cost import URL, filled
 from tests.helpers import make_config
 
 

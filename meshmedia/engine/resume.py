@@ -219,9 +219,12 @@ class ResumeData:
             return
         renamed = {int(k): str(v) for k, v in dict(atp.renamed_files).items()}
         current = file_stats(atp.save_path, file_paths(atp.ti, renamed))
-        recheck = needs_recheck(record.files, current, is_complete(atp))
-        if recheck:
+        complete = is_complete(atp)
+        recheck = needs_recheck(record.files, current, complete)
+        if recheck:  # added with no pieces claimed, libtorrent checks the files it finds
             atp.flags &= ~lt.torrent_flags.seed_mode
+            atp.have_pieces = []
+            atp.verified_pieces = []
         atp.flags &= ~(lt.torrent_flags.auto_managed | lt.torrent_flags.paused)
         try:
             handle = session.add_torrent(atp)
@@ -230,8 +233,7 @@ class ResumeData:
             return
         if recheck:
             log.warning("files of %s changed while stopped: rechecking", record.info_hash)
-            handle.force_recheck()
-        complete = is_complete(atp) and not recheck
+        complete = complete and not recheck
         status = status_from_lt(handle.status())
         self._table.track(
             record.info_hash, handle, role, status, complete=complete, renamed=renamed

@@ -175,6 +175,26 @@ def test_seeder_restart_does_not_rehash(tmp_path: Path, payload: Any) -> None:
         wait_for(lambda: seeder.stats()["disk.disk_hash_time"] > 0, timeout=30)
 
 
+def test_a_seed_whose_file_changed_while_stopped_is_rechecked_every_time(tmp_path: Path) -> None:
+    """Before, force_recheck() right after add_torrent was sometimes a no-op (the torrent
+    was still checking its resume data): 3 restarts in 30 seeded unchecked files whose
+    mtime had changed. Now such a torrent is added claiming no pieces, so libtorrent
+    checks what it finds."""
+    src = random_file(tmp_path / "src" / "clip.mkv", 4 * MIB)
+    torrent = make_torrent(src)
+    with engine(tmp_path, "seed") as seeder:
+        ih = seeder.add_seed(torrent, src.parent)
+    unchecked = []
+    for attempt in range(12):
+        os.utime(src, ns=(src.stat().st_atime_ns, src.stat().st_mtime_ns + 10**9))
+        with engine(tmp_path, "seed") as seeder:
+            status = seeder.wait_until(ih, TorrentState.SEEDING, timeout=60)
+            assert status.progress == 1.0
+            if seeder.stats()["disk.num_read_ops"] == 0:
+                unchecked.append(attempt)
+    assert unchecked == []
+
+
 def test_truncated_seed_file_is_rechecked(tmp_path: Path, payload: Any) -> None:
     src, torrent = payload
     with engine(tmp_path, "seed") as seeder:
