@@ -24,7 +24,7 @@ import requests
 from meshmedia import __version__
 from meshmedia.http import Limits, ManifestServer, load_or_create_token
 from meshmedia.manifest import ManifestStore
-from tests.helpers import make_config, random_file, run_meshmedia
+from tests.helpers import make_config, random_file, run_meshmedia, wait_for
 
 TOKEN = "test-token-5d2c"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -108,6 +108,68 @@ def test_writes_need_the_token(server: ManifestServer) -> None:
     answer = requests.post(server.url + "/seed", json={"path": "/x"}, timeout=30)
     assert answer.status_code == 401
     assert get(server, "/manifest/default.json").json()["version"] == 0
+
+
+@pytest.mark.parametrize(
+    "authorization",
+    [
+        "Bearer",  # the scheme and nothing after it
+        "Bearer ",
+        "Bearer \t",
+        f"Bearer {TOKEN[:1]}",  # any prefix of the token
+        f"Bearer {TOKEN[:-1]}",
+        f"Bearer {TOKEN}x",  # the token and more
+        f"Bearer x{TOKEN}",
+        f"Basic {TOKEN}",
+        f"Bearer{TOKEN}",
+        f"{TOKEN} {TOKEN}",
+    ],
+)
+def test_only_the_whole_token_writes(server: ManifestServer, authorization: str) -> None:
+    body = json.dumps({"items": [entry("a.mkv")]}).encode()
+    head = (
+        f"POST /manifest/default.json HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+        f"Authorization: {authorization}\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+    )
+    status, headers, answer = raw_request(server, head.encode("latin-1") + body)
+    assert status == 401, authorization
+    assert headers["WWW-Authenticate"].startswith("Bearer")
+    assert "Authorization" in json.loads(answer)["error"]
+    assert get(server, "/manifest/default.json").json()["version"] == 0
+
+
+@pytest.mark.parametrize(
+    "authorization", [f"Bearer {TOKEN}", f"bearer {TOKEN}", f"Bearer  {TOKEN}"]
+)
+def test_the_whole_token_writes(server: ManifestServer, authorization: str) -> None:
+    answer = post(server, "/manifest/default.json", {"items": [entry("a.mkv")]},
+                  headers={"Authorization": authorization})  # fmt: skip
+    assert answer.status_code == 200, answer.text
+    assert get(server, "/manifest/default.json").json()["version"] == 1
+
+
+def test_if_none_match_takes_weak_tags_and_lists(server: ManifestServer) -> None:
+    assert post(server, "/manifest/default.json", {"items": [entry("a.mkv")]}).ok
+    etag = get(server, "/manifest/default.json").headers["ETag"]
+    assert etag.startswith('"')
+    assert etag.endswith('"')
+    for header in (f"W/{etag}", f'"other", {etag}', f'"a",W/{etag} , "b"', f"{etag},", "*"):
+        answer = get(server, "/manifest/default.json", headers={"If-None-Match": header})
+        assert answer.status_code == 304, header
+        assert answer.headers["ETag"] == etag
+    for header in ('"other"', f'"x{etag[1:]}', 'W/"other", "b"', etag[1:-1], f"w/{etag}"):
+        answer = get(server, "/manifest/default.json", headers={"If-None-Match": header})
+        assert answer.status_code == 200, header
+    # a long-poll that holds the current tag (weak, in a list) is held until a change
+    with socket.create_connection(("127.0.0.1", server.port), timeout=30) as sock:
+        sock.sendall(
+            b"GET /manifest/default.json?wait=60 HTTP/1.1\r\nHost: x\r\n"
+            + f'If-None-Match: "old", W/{etag}\r\n\r\n'.encode()
+        )
+        wait_for(lambda: server.stats().held == 1)
+        assert post(server, "/manifest/default.json", {"items": [entry("b.mkv")]}).ok
+        assert sock.recv(65536).startswith(b"HTTP/1.1 200 ")
 
 
 def test_merge_replace_and_noop(server: ManifestServer) -> None:

@@ -62,6 +62,11 @@ def test_the_earlier_format_is_accepted_unchanged() -> None:
         ("", "empty"),
         ("a\x00b", "control character"),
         ("a\nb", "control character"),
+        ("a\x1fb", "control character"),
+        ("a\x7fb", "control character"),  # DEL
+        ("a\x80b", "control character"),  # C1, first
+        ("a\x85b", "control character"),  # NEL, a line break to some readers
+        ("a\x9fb", "control character"),  # C1, last
         ("C:/x.mkv", "drive letter"),
         ("c:x.mkv", "drive letter"),
         ("a\\b.mkv", "backslash"),
@@ -75,7 +80,9 @@ def test_unsafe_paths_are_refused_with_the_reason(path: str, reason: str) -> Non
         check_relative_path(path)
 
 
-@pytest.mark.parametrize("path", ["a.mkv", "Film: Part 2 (2001)/a b.mkv", "a/b/c..d/é.mkv"])
+@pytest.mark.parametrize(
+    "path", ["a.mkv", "Film: Part 2 (2001)/a b.mkv", "a/b/c..d/é.mkv", "a~ \xa0b.mkv", " x"]
+)
 def test_safe_paths_pass(path: str) -> None:
     assert check_relative_path(path) == path
 
