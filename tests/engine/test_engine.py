@@ -159,8 +159,8 @@ def test_seeder_restart_does_not_rehash(tmp_path: Path, payload: Any) -> None:
     with engine(tmp_path, "seed") as seeder:
         ih = seeder.add_seed(torrent, src.parent)
     with engine(tmp_path, "seed") as seeder:
-        status = seeder.wait_until(ih, TorrentState.SEEDING, timeout=30)
-        assert status.progress == 1.0
+        checked_and_seeding(seeder, ih)
+        assert seeder.status(ih).progress == 1.0
         stats = seeder.stats()
         assert (stats["disk.disk_hash_time"], stats["disk.num_read_ops"]) == (0, 0)
         with engine(tmp_path, "down") as downloader:
@@ -170,8 +170,44 @@ def test_seeder_restart_does_not_rehash(tmp_path: Path, payload: Any) -> None:
     # the same file with another mtime is checked again: the counter does see hashing
     os.utime(src, ns=(src.stat().st_atime_ns, src.stat().st_mtime_ns + 10**9))
     with engine(tmp_path, "seed") as seeder:
-        seeder.wait_until(ih, TorrentState.SEEDING, timeout=60)
+        checked_and_seeding(seeder, ih)
         assert seeder.stats()["disk.disk_hash_time"] > 0
+
+
+def test_a_finished_download_restarts_without_rehash(tmp_path: Path) -> None:
+    """A client's library is its finished downloads: rechecking them all at every start
+    would read the whole library; only files that changed while stopped are checked."""
+    src = random_file(tmp_path / "src" / "movie.mkv", 8 * MIB)
+    torrent = make_torrent(src)
+    final = tmp_path / "media"
+    with engine(tmp_path, "seed") as seeder:
+        ih = seeder.add_seed(torrent, src.parent, verified=True)
+        with engine(tmp_path, "client") as client:
+            client.add_download(torrent, tmp_path / "inc", [("127.0.0.1", seeder.listen_port)])
+            client.wait_until(ih, TorrentState.SEEDING, timeout=120)
+            client.relocate(ih, final, {0: "Film.mkv"})
+    with engine(tmp_path, "client") as client:
+        checked_and_seeding(client, ih)
+        assert client.status(ih).progress == 1.0
+        stats = client.stats()
+        assert (stats["disk.num_read_back"], stats["disk.num_read_ops"]) == (0, 0)
+    # the control: a touched file is rechecked, and the counters do see that hashing
+    film = final / "Film.mkv"
+    os.utime(film, ns=(film.stat().st_atime_ns, film.stat().st_mtime_ns + 10**9))
+    with engine(tmp_path, "client") as client:
+        checked_and_seeding(client, ih)
+        assert client.stats()["disk.num_read_back"] == 8 * MIB // (16 * 1024)  # all of it
+
+
+def checked_and_seeding(eng: Engine, ih: str) -> None:
+    """Wait until libtorrent itself (not the engine's cached status) says seeding.
+
+    handle.status() is answered on libtorrent's network thread after every request
+    posted before it (a force_recheck at restore included), so once it says
+    seeding, any recheck asked for at start-up has run and been counted.
+    """
+    handle = eng._table.handle(ih)
+    wait_for(lambda: handle.status().state == lt.torrent_status.seeding, timeout=60)
 
 
 def test_truncated_seed_file_is_rechecked(tmp_path: Path, payload: Any) -> None:
