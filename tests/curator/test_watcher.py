@@ -168,6 +168,22 @@ def test_part_file_renamed_is_published_under_final_name(
     assert pub.names("publish") == ["dl.mkv"]
 
 
+def test_a_published_file_renamed_to_a_temporary_name_is_unpublished(
+    share: Path, pub: RecordingPublisher, watcher: Watcher
+) -> None:
+    """`a.mkv` -> `a.mkv.part` is a file being rewritten (or hidden), not a move: the
+    temporary name must never be published, and the old one is gone."""
+    (share / "a.mkv").write_bytes(b"1" * 100)
+    wait_for(lambda: share / "a.mkv" in pub.catalog, timeout=20)
+    assert watcher.wait_idle()
+    pub.calls.clear()
+    (share / "a.mkv").rename(share / "a.mkv.part")
+    wait_for(lambda: pub.names("unpublish") == ["a.mkv"], timeout=20)
+    assert watcher.wait_idle()
+    assert pub.names("moved") == []
+    assert pub.catalog == set()
+
+
 def test_move_delete_and_folder_operations(
     share: Path, pub: RecordingPublisher, watcher: Watcher
 ) -> None:
