@@ -18,6 +18,7 @@ import pytest
 from meshmedia.http import request_seed
 from tests.daemons import MIB, Client, Curator, Daemon, answers, sha256
 from tests.helpers import free_port, random_file, wait_for
+from tests.jellyfin_standin import JellyfinStandIn
 
 
 class FinalPathWatcher(threading.Thread):
@@ -69,6 +70,31 @@ def test_sync_once_places_byte_identical_files_only_when_complete(
         assert sha256(path) == digest
     assert watcher.seen == set(expected)
     assert watcher.violations == []
+
+
+def test_sync_tells_jellyfin_of_every_placed_file(tmp_path: Path, stop_later: list[Daemon]) -> None:
+    """The whole wiring: `meshmedia sync --jellyfin-url` (key from the environment, never
+    on the command line) places the files and reports each one to the stand-in, mapped."""
+    curator = Curator(tmp_path / "curator")
+    stop_later.append(curator)
+    random_file(curator.share / "Film.mkv", MIB, seed=31)
+    random_file(curator.share / "Show" / "e1.mkv", 300_000, seed=32)
+    curator.start()
+    curator.wait_items(2)
+    client = Client(tmp_path / "client", [curator.manifest_url])
+    with JellyfinStandIn() as jellyfin:
+        result = client.once(
+            "--jellyfin-url", jellyfin.url, "--jellyfin-path-map", f"{client.media}=/media",
+            env={"JELLYFIN_API_KEY": jellyfin.state.api_key},
+        )  # fmt: skip
+        assert result.returncode == 0, result.stderr[-3000:]
+        updates = jellyfin.requests("/Library/Media/Updated")
+    assert (client.media / "Show" / "e1.mkv").exists()
+    assert updates, result.stderr[-3000:]
+    assert {r.status for r in updates} == {204}
+    told = {u["Path"]: u["UpdateType"] for r in updates for u in r.json()["Updates"]}
+    assert told == {"/media/Film.mkv": "Created", "/media/Show/e1.mkv": "Created"}
+    assert jellyfin.state.api_key not in result.stderr
 
 
 def test_earlier_format_from_a_plain_http_server(tmp_path: Path, stop_later: list[Daemon]) -> None:
