@@ -17,7 +17,7 @@ import pytest
 
 from meshmedia.http import request_seed
 from tests.daemons import MIB, Client, Curator, Daemon, answers, sha256
-from tests.helpers import free_port, random_file, wait_for
+from tests.helpers import free_port, random_file, run_meshmedia, wait_for
 from tests.jellyfin_standin import JellyfinStandIn
 
 
@@ -95,6 +95,40 @@ def test_sync_tells_jellyfin_of_every_placed_file(tmp_path: Path, stop_later: li
     told = {u["Path"]: u["UpdateType"] for r in updates for u in r.json()["Updates"]}
     assert told == {"/media/Film.mkv": "Created", "/media/Show/e1.mkv": "Created"}
     assert jellyfin.state.api_key not in result.stderr
+
+
+def test_status_reads_the_real_daemons(tmp_path: Path, stop_later: list[Daemon]) -> None:
+    """`meshmedia status` against a running serve's and a running sync's own /status."""
+    curator = Curator(tmp_path / "curator")
+    stop_later.append(curator)
+    random_file(curator.share / "Film.mkv", MIB, seed=33)
+    curator.start()
+    curator.wait_items(1)
+    client = Client(tmp_path / "client", [curator.manifest_url])
+    stop_later.append(client)
+    client.start()
+    wait_for(lambda: client.placed("Film.mkv"), timeout=90, interval=0.2, describe=client.text)
+    seeding = {"progress": 1.0, "state": "seeding"}
+    wait_for(
+        lambda: (
+            [{k: t[k] for k in seeding} for t in client.status()["engine"]["torrents"]] == [seeding]
+        )
+    )
+    for role, url in (
+        ("client", f"http://127.0.0.1:{client.status_port}"),
+        ("curator", f"http://127.0.0.1:{curator.port}"),
+    ):
+        plain = run_meshmedia("status", "--url", url, cwd=tmp_path)
+        raw = run_meshmedia("status", "--url", url, "--json", cwd=tmp_path)
+        assert plain.returncode == 0, plain.stderr
+        header, line = plain.stdout.splitlines()
+        assert header.startswith(f"{role}: 1 torrents, down "), header
+        assert line.startswith("seeding     100.0%"), line
+        assert line.endswith("  Film.mkv"), line
+        answer = json.loads(raw.stdout)  # as the daemon sent it: a client nests its engine
+        snapshot = answer["engine"] if role == "client" else answer
+        assert snapshot["torrents"][0]["name"] == "Film.mkv"
+    assert client.stop() == 0
 
 
 def test_earlier_format_from_a_plain_http_server(tmp_path: Path, stop_later: list[Daemon]) -> None:
