@@ -10,7 +10,6 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 
 import pytest
@@ -237,24 +236,24 @@ def test_clients_share_pieces_with_each_other(tmp_path: Path, stop_later: list[D
     curator.start()
     curator.wait_items(1)
 
-    def run(names: list[str]) -> float:
-        clients = [Client(tmp_path / name, [curator.manifest_url]) for name in names]
-        stop_later.extend(clients)
-        start = time.monotonic()
-        for client in clients:
-            client.start()
-        wait_for(lambda: all(c.placed("big.mkv") for c in clients), timeout=240, interval=0.2)
-        elapsed = time.monotonic() - start
-        for client in clients:
-            assert client.stop() == 0
-            assert sha256(client.media / "big.mkv") == sha256(curator.share / "big.mkv")
-        return elapsed
-
-    alone = run(["solo"])
-    together = run(["a", "b", "c"])
-    ratio = together / alone
-    print(f"swarm: one client {alone:.1f} s, three clients {together:.1f} s, ratio {ratio:.2f}")
-    assert ratio < 2.2
+    clients = [Client(tmp_path / name, [curator.manifest_url]) for name in ("a", "b", "c")]
+    stop_later.extend(clients)
+    for client in clients:
+        client.start()
+    wait_for(lambda: all(c.placed("big.mkv") for c in clients), timeout=240, interval=0.2)
+    # Byte counters, not wall time: what each client uploaded came to the others.
+    counters = [c.status()["engine"]["torrents"][0] for c in clients]  # type: ignore[index]
+    downloaded = sum(t["total_download"] for t in counters)
+    from_clients = sum(t["total_upload"] for t in counters)
+    for client in clients:
+        assert client.stop() == 0
+        assert sha256(client.media / "big.mkv") == sha256(curator.share / "big.mkv")
+    print(
+        f"swarm of 3: {downloaded / size:.2f} copies downloaded, "
+        f"{from_clients / size:.2f} of them uploaded by the clients themselves"
+    )
+    assert downloaded >= 3 * size
+    assert from_clients >= size // 2  # the curator (5 MB/s) did not serve every copy
 
 
 def _vm(pid: int, key: str) -> int:
