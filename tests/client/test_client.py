@@ -93,10 +93,24 @@ def serve_doc(doc: _Doc, *, long_poll: bool) -> Iterator[str]:
         server.server_close()
 
 
+class _Stop(threading.Event):
+    """The follow loop's stop event, recording every pause the loop sleeps in it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.pauses: list[float] = []
+
+    def wait(self, timeout: float | None = None) -> bool:
+        self.pauses.append(float("inf") if timeout is None else timeout)
+        return super().wait(timeout)
+
+
 @contextmanager
-def following(fetcher: ManifestFetcher, interval: float, doc: _Doc) -> Iterator[list[bytes]]:
+def following(
+    fetcher: ManifestFetcher, interval: float, doc: _Doc, stop: _Stop | None = None
+) -> Iterator[list[bytes]]:
     seen: list[bytes] = []
-    stop = threading.Event()
+    stop = stop or _Stop()
     thread = threading.Thread(
         target=fetcher.follow, args=(stop, lambda body, _etag: seen.append(body), interval)
     )
@@ -127,9 +141,11 @@ def test_a_server_that_ignores_wait_is_polled_not_hammered() -> None:
     doc = _Doc(b'{"v": 1}')
     with serve_doc(doc, long_poll=False) as url:
         fetcher = ManifestFetcher(url)
-        with following(fetcher, 300, doc) as seen:
+        stop = _Stop()
+        with following(fetcher, 300, doc, stop) as seen:
             wait_for(lambda: fetcher.long_poll is False, timeout=10)
-            threading.Event().wait(1.5)
+            # the loop has decided: it sleeps the whole interval before asking again
+            wait_for(lambda: stop.pauses and stop.pauses[-1] == 300, timeout=10)
         assert seen == [b'{"v": 1}']
         assert doc.requests == 2  # the first fetch and the one that showed no hold
 
