@@ -57,7 +57,11 @@ TARGETS = (
     Target(
         "format",
         "meshmedia/manifest/format.py",
-        ("tests/manifest/test_manifest.py", "tests/client/test_properties.py"),
+        (
+            "tests/manifest/test_format.py",
+            "tests/manifest/test_manifest.py",
+            "tests/client/test_properties.py",
+        ),
     ),
     Target("bounded", "meshmedia/bounded.py", ("tests/test_bounded.py",)),
     Target("auth", "meshmedia/http/auth.py", ("tests/http/test_server.py",)),
