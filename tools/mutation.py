@@ -64,7 +64,9 @@ TARGETS = (
         ),
     ),
     Target("bounded", "meshmedia/bounded.py", ("tests/test_bounded.py",)),
-    Target("auth", "meshmedia/http/auth.py", ("tests/http/test_server.py",)),
+    Target(
+        "auth", "meshmedia/http/auth.py", ("tests/http/test_auth.py", "tests/http/test_server.py")
+    ),
     Target(
         "routes",
         "meshmedia/http/routes.py",
