@@ -70,7 +70,11 @@ TARGETS = (
     Target(
         "routes",
         "meshmedia/http/routes.py",
-        ("tests/http/test_server.py", "tests/http/test_http_hostile.py"),
+        (
+            "tests/http/test_routes.py",
+            "tests/http/test_server.py",
+            "tests/http/test_http_hostile.py",
+        ),
     ),
     Target("watcher", "meshmedia/curator/watcher.py", ("tests/curator/test_watcher.py",)),
     Target(
