@@ -125,15 +125,15 @@ def run_module(target: Target, budget: float, children: int, survivors: bool) ->
     """mutmut run for one module within `budget` seconds; the count of each outcome."""
     with tempfile.TemporaryDirectory(prefix=f"meshmedia-mutation-{target.name}-") as tmp:
         where = scratch_copy(target, Path(tmp))
-        # a child process (a test's `meshmedia` or worker) imports the mutated copy too
-        env = {**os.environ, "PYTHONPATH": str(where / "mutants"), "CI": ""}
+        # mutmut puts mutants/ first in its own sys.path; a child process runs unmutated code
+        env = {**os.environ, "PYTHONPATH": str(where), "CI": ""}
         mutmut = [sys.executable, "-m", "mutmut"]
         started = time.monotonic()
         try:
             subprocess.run(
                 [*mutmut, "run", "--max-children", str(children)],
                 cwd=where, env=env, timeout=budget, check=False,
-                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                stdout=subprocess.DEVNULL, stderr=(where / "mutmut.log").open("w"), text=True,
             )  # fmt: skip
             finished = True
         except subprocess.TimeoutExpired:
@@ -153,6 +153,8 @@ def run_module(target: Target, budget: float, children: int, survivors: bool) ->
             if status == "survived":
                 lost.append(name)
         counts["seconds"] = round(took)
+        if not counts.get("killed") and not counts.get("survived"):
+            print((where / "mutmut.log").read_text()[-3000:], file=sys.stderr)
         counts["finished"] = int(finished)
         if survivors:
             for name in lost:
