@@ -90,3 +90,31 @@ def test_a_configured_token_wins_and_writes_nothing(tmp_path: Path) -> None:
 )
 def test_token_matches(header: str | None, expected: bool) -> None:
     assert token_matches("s3cret", header) is expected
+
+
+def test_a_private_token_file_is_read_without_a_warning(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    config = make_config(tmp_path)
+    config.state_dir.mkdir(parents=True)
+    token_path(config).write_text("t0ken\n")
+    os.chmod(token_path(config), 0o600)
+    with caplog.at_level("WARNING", logger="meshmedia.http.auth"):
+        assert load_or_create_token(config) == "t0ken"
+    assert caplog.records == []
+
+
+def test_the_token_is_created_in_a_state_dir_that_does_not_exist_yet(tmp_path: Path) -> None:
+    config = make_config(tmp_path, state_dir=tmp_path / "a" / "b" / "state")
+    token = load_or_create_token(config)
+    assert (tmp_path / "a" / "b" / "state" / "token").read_text() == token + "\n"
+
+
+def test_a_token_file_that_is_not_ascii_names_the_token_setting(tmp_path: Path) -> None:
+    config = make_config(tmp_path)
+    config.state_dir.mkdir(parents=True)
+    token_path(config).write_text("tökén\n", encoding="utf-8")
+    os.chmod(token_path(config), 0o600)
+    with pytest.raises(ConfigError) as caught:
+        load_or_create_token(config)
+    assert "token" in str(caught.value).split(":")[0]
