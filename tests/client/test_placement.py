@@ -283,3 +283,11 @@ def test_targets_for_names_each_file_and_its_new_name(tmp_path: Path) -> None:
         targets_for([(0, "Show/a", 1), (1, "b", 1)], final)
     with pytest.raises(ManifestError, match="leads outside"):
         targets_for([(0, "Show/a", 1), (1, "Other/a", 1)], final)  # twice the same rest
+
+
+def test_foreign_content_never_walks_into_a_linked_folder(tmp_path: Path) -> None:
+    folder = tmp_path / "Show"
+    random_file(folder / "e1.mkv", 10)
+    (tmp_path / "elsewhere").mkdir()
+    os.symlink(tmp_path / "elsewhere", folder / "linked")
+    assert foreign_content(folder, tmp_path, lambda rel: True) == "linked"
