@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import resource
 import signal
 import subprocess
@@ -119,10 +120,13 @@ class Client(Daemon):
             *NETWORK, *extra,
         ]  # fmt: skip
 
-    def once(self, *extra: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    def once(
+        self, *extra: str, timeout: float = 120, env: dict[str, str] | None = None
+    ) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
             meshmedia_command(*self.args("--once", *extra)),
             capture_output=True, text=True, timeout=timeout, check=False, cwd=self.base,
+            env={**os.environ, **env} if env else None,
         )  # fmt: skip
 
     def start(self, *extra: str) -> None:

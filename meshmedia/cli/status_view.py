@@ -15,9 +15,15 @@ def human_rate(rate: float) -> str:
 
 def render_status(status: Mapping[str, Any]) -> list[str]:
     """One header line, then one line per torrent: state, progress, rates, peers; for a
-    client, then the items its selection skips."""
+    client, then the items its selection skips.
+
+    A client's /status nests the engine snapshot under "engine" (next to its items);
+    the curator's /status is the snapshot itself.
+    """
     if isinstance(status.get("engine"), Mapping):  # a client: engine, items, selection
         return [*render_status({"role": "client", **status["engine"]}), *_client_lines(status)]
+    if "role" not in status and "torrents" in status:
+        status = {"role": "curator", **status}
     torrents = list(status.get("torrents", []))
     lines = [
         f"{status.get('role', 'daemon')}: {len(torrents)} torrents,"

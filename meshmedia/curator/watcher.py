@@ -14,7 +14,7 @@ import os
 import queue
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
@@ -47,6 +47,7 @@ class Command(Enum):
 
     RECONCILE = "reconcile"  # compare the share folders with the catalog (at start)
     STOP = "stop"
+    WAKE = "wake"  # look at what is due now (after an injected clock moved on)
 
 
 Work = tuple[Share, FileSystemEvent] | Command
@@ -95,7 +96,10 @@ class Watcher:
         force_polling: bool | None = None,
         follow_interval: float = 0.5,
         poll_interval: float | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        """Watch `config.shares` for `publisher`. `clock` (seconds, monotonic) decides when
+        a file is settled or quiet; tests inject one and call `wake()` after moving it."""
         if force_polling is None:
             force_polling = os.environ.get(FORCE_POLLING_ENV, "") not in ("", "0")
         self._config = config
@@ -105,6 +109,7 @@ class Watcher:
         self._force_polling = force_polling
         self._follow_interval = follow_interval
         self._poll_interval = poll_interval or min(1.0, max(config.poll_quiet / 2, 0.1))
+        self._clock = clock
         self._events: queue.Queue[Work] = queue.Queue()
         self._pending: dict[Path, _Pending] = {}
         self._observer: BaseObserver | None = None
@@ -146,6 +151,10 @@ class Watcher:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+    def wake(self) -> None:
+        """Have the worker look at what is due now (after an injected clock moved on)."""
+        self._events.put(Command.WAKE)
+
     def wait_idle(self, timeout: float = 30.0) -> bool:
         """Block until the queue is drained and nothing is pending (for tests and tools)."""
         deadline = time.monotonic() + timeout
@@ -172,7 +181,7 @@ class Watcher:
             try:
                 if item is Command.RECONCILE:
                     self._reconcile()
-                elif item is not None:
+                elif item is not None and item is not Command.WAKE:
                     self._on_event(*item)
                 self._run_due()
             except Exception:
@@ -184,7 +193,7 @@ class Watcher:
 
     def _next_timeout(self) -> float | None:
         dues = [p.due for p in self._pending.values() if p.due is not None]
-        return max(0.0, min(dues) - time.monotonic()) if dues else None
+        return max(0.0, min(dues) - self._clock()) if dues else None
 
     def _on_event(self, share: Share, event: FileSystemEvent) -> None:
         src = Path(os.fsdecode(event.src_path))
@@ -209,7 +218,7 @@ class Watcher:
         elif isinstance(event, FileCreatedEvent):
             # Created then opened for writing, or moved in / linked complete:
             # the first write (or an empty file at `due`) turns it into "wait for close".
-            self._pending[src] = _Pending(share, time.monotonic() + self._config.settle_time)
+            self._pending[src] = _Pending(share, self._clock() + self._config.settle_time)
         elif isinstance(event, FileModifiedEvent):
             self._on_modified(share, src)
         elif isinstance(event, FileClosedEvent):
@@ -232,18 +241,18 @@ class Watcher:
     def _on_modified(self, share: Share, path: Path) -> None:
         pending = self._pending.setdefault(path, _Pending(share, None))
         pending.due = None
-        now = time.monotonic()
+        now = self._clock()
         if now - pending.followed >= self._follow_interval:
             pending.followed = now
             self._call("follow", self._publisher.follow, path)
 
     def _settle(self, share: Share, path: Path) -> None:
         pending = self._pending.setdefault(path, _Pending(share, None))
-        pending.due = time.monotonic() + self._config.settle_time
+        pending.due = self._clock() + self._config.settle_time
 
     def _wait_quiet(self, share: Share, path: Path) -> None:
         self._pending[path] = _Pending(
-            share, time.monotonic() + self._config.poll_quiet, file_stat(path)
+            share, self._clock() + self._config.poll_quiet, file_stat(path)
         )
 
     def _on_moved(self, share: Share, src: Path, dest: Path) -> None:
@@ -276,7 +285,7 @@ class Watcher:
                 self._call("unpublish", self._publisher.unpublish, path)
 
     def _run_due(self) -> None:
-        now = time.monotonic()
+        now = self._clock()
         targets: dict[Path, str] = {}
         for path, pending in list(self._pending.items()):
             if pending.due is None or pending.due > now:
@@ -340,6 +349,6 @@ class Watcher:
         try:
             age = time.time() - path.stat().st_mtime
         except OSError:
-            return time.monotonic()
+            return self._clock()
         wait = self._config.poll_quiet - age
-        return time.monotonic() + max(0.0, wait)
+        return self._clock() + max(0.0, wait)

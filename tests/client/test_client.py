@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import http.server
 import logging
+import os
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -12,6 +13,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from watchdog.events import FileSystemEvent, FileSystemEventHandler
+from watchdog.observers.inotify import InotifyObserver
 
 from meshmedia.client import SyncClient
 from meshmedia.client.fetcher import HELD, MIN_SPACING, Fetched, FetchError, ManifestFetcher
@@ -90,10 +93,24 @@ def serve_doc(doc: _Doc, *, long_poll: bool) -> Iterator[str]:
         server.server_close()
 
 
+class _Stop(threading.Event):
+    """The follow loop's stop event, recording every pause the loop sleeps in it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.pauses: list[float] = []
+
+    def wait(self, timeout: float | None = None) -> bool:
+        self.pauses.append(float("inf") if timeout is None else timeout)
+        return super().wait(timeout)
+
+
 @contextmanager
-def following(fetcher: ManifestFetcher, interval: float, doc: _Doc) -> Iterator[list[bytes]]:
+def following(
+    fetcher: ManifestFetcher, interval: float, doc: _Doc, stop: _Stop | None = None
+) -> Iterator[list[bytes]]:
     seen: list[bytes] = []
-    stop = threading.Event()
+    stop = stop or _Stop()
     thread = threading.Thread(
         target=fetcher.follow, args=(stop, lambda body, _etag: seen.append(body), interval)
     )
@@ -124,9 +141,11 @@ def test_a_server_that_ignores_wait_is_polled_not_hammered() -> None:
     doc = _Doc(b'{"v": 1}')
     with serve_doc(doc, long_poll=False) as url:
         fetcher = ManifestFetcher(url)
-        with following(fetcher, 300, doc) as seen:
+        stop = _Stop()
+        with following(fetcher, 300, doc, stop) as seen:
             wait_for(lambda: fetcher.long_poll is False, timeout=10)
-            threading.Event().wait(1.5)
+            # the loop has decided: it sleeps the whole interval before asking again
+            wait_for(lambda: stop.pauses and stop.pauses[-1] == 300, timeout=10)
         assert seen == [b'{"v": 1}']
         assert doc.requests == 2  # the first fetch and the one that showed no hold
 
@@ -385,6 +404,55 @@ def test_a_wrong_sha256_never_places_and_logs_both_hashes(
     assert state.attempts == 1
     assert wrong in caplog.text
     assert item.sha256 in caplog.text
+
+
+class PathEvents(FileSystemEventHandler):
+    """Every path a real inotify observer reports under a folder (sources and targets)."""
+
+    def __init__(self, folder: Path) -> None:
+        self.paths: set[Path] = set()
+        self.lock = threading.Lock()
+        self.observer = InotifyObserver()
+        self.observer.schedule(self, str(folder), recursive=True)
+
+    def on_any_event(self, event: FileSystemEvent) -> None:
+        with self.lock:
+            self.paths.add(Path(os.fsdecode(event.src_path)))
+            if event.dest_path:
+                self.paths.add(Path(os.fsdecode(event.dest_path)))
+
+    def saw(self, path: Path) -> bool:
+        with self.lock:
+            return path in self.paths
+
+    def saw_under(self, folder: Path) -> bool:
+        with self.lock:
+            return any(p.is_relative_to(folder) for p in self.paths)
+
+
+def test_a_corrupt_download_is_never_visible_at_its_final_path(node: Node) -> None:
+    """Verified before visible: a download that is not the item must never appear at its
+    final path, not even for a moment between a move and a check (Jellyfin could see it).
+    inotify reports every create and rename in the media folder, in order."""
+    item = node.publish("a.bin", MIB)
+    assert node.curator.manifests is not None
+    bad = item.__class__(**{**item.__dict__, "sha256": "ab" * 32})
+    node.curator.manifests.replace("default", [bad])
+    node.media.mkdir(parents=True, exist_ok=True)
+    events = PathEvents(node.media)
+    events.observer.start()
+    try:
+        node.sync()
+        # inotify delivers in order: once the marker is seen, so is everything before it
+        marker = node.media / "marker"
+        marker.write_bytes(b"")
+        wait_for(lambda: events.saw(marker), timeout=30)
+    finally:
+        events.observer.stop()
+        events.observer.join(10)
+    assert events.saw_under(node.media / ".meshmedia" / "incomplete")  # it was downloaded
+    assert not events.saw(node.media / "a.bin")
+    assert node.state("a.bin").state == "failed"
 
 
 def test_a_correct_file_in_place_is_adopted_without_downloading(node: Node) -> None:

@@ -11,6 +11,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -77,9 +78,24 @@ def share(tmp_path: Path) -> Path:
     return folder
 
 
-def start_watcher(tmp_path: Path, share: Path, pub: RecordingPublisher, mode: str) -> Watcher:
+class FakeClock:
+    """The watcher's clock, moved on only by the test (then `Watcher.wake()`)."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def start_watcher(
+    tmp_path: Path, share: Path, pub: RecordingPublisher, mode: str, clock: Any = None
+) -> Watcher:
     config = make_config(tmp_path, shares=(Share("family", share),), poll_quiet=0.6)
-    watcher = Watcher(config, pub, force_polling=(mode == "polling"), poll_interval=0.1)
+    watcher = Watcher(
+        config, pub, force_polling=(mode == "polling"), poll_interval=0.1,
+        clock=clock or time.monotonic,
+    )  # fmt: skip
     watcher.start()
     assert watcher.polling == (mode == "polling")
     return watcher
@@ -128,22 +144,77 @@ def test_copied_file_is_published_once_complete(
     assert ("publish", "film.mkv", "family") in pub.calls
 
 
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+def frozen(
+    tmp_path: Path, share: Path, pub: RecordingPublisher, mode: str, clock: FakeClock
+) -> Iterator[Watcher]:
+    """A watcher on a clock that stands still until the test moves it: nothing is ever
+    settled or quiet by itself, however slow the machine."""
+    w = start_watcher(tmp_path, share, pub, mode, clock)
+    try:
+        assert w.wait_idle()
+        yield w
+    finally:
+        w.close()
+
+
+def seen(watcher: Watcher, path: Path, size: int) -> bool:
+    """The watcher has taken in `path` at `size`: closed (inotify) or its stat (polling)."""
+    pending = watcher._pending.get(path)
+    if pending is None:
+        return False
+    if watcher.polling:
+        return pending.stat is not None and pending.stat[0] == size
+    return pending.due is not None and path.stat().st_size == size
+
+
 def test_slow_writer_is_followed_not_published_early(
-    share: Path, pub: RecordingPublisher, watcher: Watcher, mode: str
+    share: Path, pub: RecordingPublisher, frozen: Watcher, clock: FakeClock, mode: str
 ) -> None:
     path = share / "slow.mkv"
     with path.open("wb") as out:
-        for _ in range(6):
+        for number in range(1, 7):
             out.write(os.urandom(50_000))
             out.flush()
-            time.sleep(0.3)  # shorter than poll_quiet, longer than settle_time
+            if mode == "polling":
+                wait_for(lambda n=number: seen(frozen, path, n * 50_000))
+            else:  # one follow per write once the throttle's interval has passed
+                wait_for(lambda n=number: len(pub.names("follow")) == n)
+                clock.now += 0.5
         assert pub.names("publish") == []
+    wait_for(lambda: seen(frozen, path, 300_000))  # the close (inotify), the last stat
+    assert pub.names("publish") == []  # written, closed, seen: but not quiet yet
+    clock.now += 0.6
+    frozen.wake()
     wait_for(lambda: pub.names("publish"), timeout=20)
-    assert watcher.wait_idle()
+    assert frozen.wait_idle()
     assert pub.sizes[path] == [300_000]
-    if mode == "inotify":
-        follows = pub.names("follow")
-        assert 1 <= len(follows) < 6  # growth was followed, throttled
+
+
+def test_following_is_throttled(
+    tmp_path: Path, share: Path, pub: RecordingPublisher, clock: FakeClock
+) -> None:
+    """Growth is followed (inotify's modify events) at most once per follow interval."""
+    watcher = start_watcher(tmp_path, share, pub, "inotify", clock)
+    try:
+        path = share / "fast.mkv"
+        with path.open("wb") as out:
+            for _ in range(5):
+                out.write(os.urandom(10_000))
+                out.flush()
+            wait_for(lambda: len(pub.names("follow")) == 1)
+            clock.now += 0.5  # the follow interval
+            out.write(os.urandom(10_000))
+            out.flush()
+        wait_for(lambda: seen(watcher, path, 60_000))  # the close: every write came before
+        assert len(pub.names("follow")) == 2  # six writes, one interval apart at most: two
+    finally:
+        watcher.close()
 
 
 def test_rewrite_republishes(share: Path, pub: RecordingPublisher, watcher: Watcher) -> None:
@@ -160,12 +231,31 @@ def test_part_file_renamed_is_published_under_final_name(
 ) -> None:
     (share / "dl.mkv.part").write_bytes(os.urandom(10_000))
     (share / ".rsync.mkv.Xy12Zz").write_bytes(os.urandom(10_000))
-    time.sleep(1.0)
-    assert pub.calls == []
+    (share / "marker.mkv").write_bytes(b"m")  # seen after them (in order, or one poll)
+    wait_for(lambda: pub.names("publish") == ["marker.mkv"], timeout=20)
+    assert watcher.wait_idle()
+    assert [c for c in pub.calls if c[1] != "marker.mkv"] == []  # temporary names: nothing
+    pub.calls.clear()
     (share / "dl.mkv.part").rename(share / "dl.mkv")
     wait_for(lambda: pub.names("publish"), timeout=20)
     assert watcher.wait_idle()
     assert pub.names("publish") == ["dl.mkv"]
+
+
+def test_a_published_file_renamed_to_a_temporary_name_is_unpublished(
+    share: Path, pub: RecordingPublisher, watcher: Watcher
+) -> None:
+    """`a.mkv` -> `a.mkv.part` is a file being rewritten (or hidden), not a move: the
+    temporary name must never be published, and the old one is gone."""
+    (share / "a.mkv").write_bytes(b"1" * 100)
+    wait_for(lambda: share / "a.mkv" in pub.catalog, timeout=20)
+    assert watcher.wait_idle()
+    pub.calls.clear()
+    (share / "a.mkv").rename(share / "a.mkv.part")
+    wait_for(lambda: pub.names("unpublish") == ["a.mkv"], timeout=20)
+    assert watcher.wait_idle()
+    assert pub.names("moved") == []
+    assert pub.catalog == set()
 
 
 def test_move_delete_and_folder_operations(
@@ -315,7 +405,7 @@ def test_with_the_real_publisher(tmp_path: Path) -> None:
                 for _ in range(4):
                     out.write(os.urandom(64_000))
                     out.flush()
-                    time.sleep(0.1)
+                    time.sleep(0.1)  # a slow writer to a .part: never published, cannot race
             (share / "a.mkv.part").rename(share / "a.mkv")
             wait_for(lambda: paths() == {"a.mkv"}, timeout=30)
             assert watcher.wait_idle()

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import json
 import threading
-import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -62,6 +62,11 @@ def test_the_earlier_format_is_accepted_unchanged() -> None:
         ("", "empty"),
         ("a\x00b", "control character"),
         ("a\nb", "control character"),
+        ("a\x1fb", "control character"),
+        ("a\x7fb", "control character"),  # DEL
+        ("a\x80b", "control character"),  # C1, first
+        ("a\x85b", "control character"),  # NEL, a line break to some readers
+        ("a\x9fb", "control character"),  # C1, last
         ("C:/x.mkv", "drive letter"),
         ("c:x.mkv", "drive letter"),
         ("a\\b.mkv", "backslash"),
@@ -75,7 +80,9 @@ def test_unsafe_paths_are_refused_with_the_reason(path: str, reason: str) -> Non
         check_relative_path(path)
 
 
-@pytest.mark.parametrize("path", ["a.mkv", "Film: Part 2 (2001)/a b.mkv", "a/b/c..d/é.mkv"])
+@pytest.mark.parametrize(
+    "path", ["a.mkv", "Film: Part 2 (2001)/a b.mkv", "a/b/c..d/é.mkv", "a~ \xa0b.mkv", " x"]
+)
 def test_safe_paths_pass(path: str) -> None:
     assert check_relative_path(path) == path
 
@@ -205,29 +212,39 @@ def test_store_reads_a_file_in_the_earlier_format(tmp_path: Path) -> None:
     assert store.upsert("family", [item("new.mkv")]).version == 1
 
 
+class _ParkedCondition(threading.Condition):
+    """A Condition that says when someone is parked in wait() (the store's wake-up path)."""
+
+    def __init__(self) -> None:
+        super().__init__(threading.Lock())
+        self.parked = threading.Event()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        self.parked.set()
+        return super().wait(timeout)
+
+
 def test_wait_for_change_returns_when_the_manifest_changes(tmp_path: Path) -> None:
     store = ManifestStore(tmp_path)
     before = store.upsert("g", [item("a.mkv")])
     # the timeout path: nothing changes
     assert store.wait_for_change("g", before.etag, 0.2) is before
-    changed_at: list[float] = []
-
-    def change() -> None:
-        time.sleep(0.3)
-        changed_at.append(time.monotonic())
-        store.upsert("g", [item("b.mkv")])
-
-    thread = threading.Thread(target=change)
-    thread.start()
+    store._changed = condition = _ParkedCondition()
+    result: list[Any] = []
+    waiter = threading.Thread(
+        target=lambda: result.append(store.wait_for_change("g", before.etag, 3600)), daemon=True
+    )
+    waiter.start()
     try:
-        after = store.wait_for_change("g", before.etag, 30)
-        returned_at = time.monotonic()
+        assert condition.parked.wait(30)  # the waiter is asleep on the condition
+        assert result == []
+        store.upsert("g", [item("b.mkv")])  # wakes it (its own timeout is an hour)
     finally:
-        thread.join()
+        waiter.join(30)
+    assert not waiter.is_alive()
+    [after] = result
     assert after.version == 2
     assert after.etag != before.etag
-    assert changed_at
-    assert changed_at[0] <= returned_at
     assert store.wait_for_change("g", None, 30) is after  # no etag: at once
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import hashlib
 import json
 import os
 import stat
@@ -15,6 +16,7 @@ from meshmedia.manifest import (
     ManifestStore,
     RollbackError,
     SignatureError,
+    SigningKey,
     TrustPolicy,
     generate_key,
     load_key,
@@ -22,6 +24,7 @@ from meshmedia.manifest import (
     save_key,
     verify,
 )
+from meshmedia.manifest.signing import signer_of
 from meshmedia.store import Store
 
 DOC = {
@@ -123,3 +126,114 @@ def test_manifest_store_signs_every_version(tmp_path: Path) -> None:
     verify(on_disk, key.public)
     verify(json.loads(second.dumps()), key.public)
     assert on_disk["signature"]["key"] == key.public_hex
+
+
+# -- the exact rules (mutation-checked) ---------------------------------------------
+def test_public_keys_parse_in_the_forms_keygen_prints() -> None:
+    key = generate_key()
+    for text in (key.public_hex, key.public_hex.upper(), f"  ed25519:{key.public_hex}\n"):
+        assert parse_public_key(text) == key.public
+    for text in ("", key.public_hex[:-2], key.public_hex + "00", "zz" * 32, "ed25519:"):
+        with pytest.raises(SignatureError, match="is not an ed25519 public key"):
+            parse_public_key(text)
+
+
+def test_the_expanded_secret_is_the_clamped_sha512_of_the_seed() -> None:
+    """RFC 8032 5.1.5, what libtorrent's BEP 46 signing takes: low 3 bits and the top
+    bit cleared, the next bit set; every other byte the SHA-512 of the seed."""
+    for n in range(32):
+        key = SigningKey(bytes([n]) * 32, b"")
+        digest = hashlib.sha512(key.seed).digest()
+        secret = key.expanded_secret
+        assert len(secret) == 64
+        assert secret[0] == digest[0] & 0b1111_1000
+        assert secret[31] == (digest[31] & 0b0111_1111) | 0b0100_0000
+        assert secret[1:31] == digest[1:31]
+        assert secret[32:] == digest[32:]
+
+
+def test_signing_replaces_an_old_signature_and_names_the_key() -> None:
+    key = generate_key()
+    signed = key.sign({**DOC, "signature": {"alg": "x"}})
+    assert set(signed) == {*DOC, "signature"}
+    assert signed["signature"]["alg"] == "ed25519"
+    assert signed["signature"]["key"] == key.public_hex
+    assert len(bytes.fromhex(signed["signature"]["sig"])) == 64
+    verify(signed, key.public)
+    assert {k: v for k, v in signed.items() if k != "signature"} == DOC
+
+
+def test_save_key_refuses_to_replace_unless_forced(tmp_path: Path) -> None:
+    first, second = generate_key(), generate_key()
+    path = save_key(tmp_path / "state", first)
+    assert path == tmp_path / "state" / "signing.key"
+    assert stat.S_IMODE((tmp_path / "state").stat().st_mode) == 0o700
+    assert stat.S_IMODE((tmp_path / "state" / "signing.pub").stat().st_mode) == 0o600
+    assert (tmp_path / "state" / "signing.pub").read_text() == first.public_hex + "\n"
+    with pytest.raises(SignatureError, match="exists; refusing to replace a signing key"):
+        save_key(tmp_path / "state", second)
+    assert load_key(tmp_path / "state") == first
+    save_key(tmp_path / "state", second, overwrite=True)
+    assert load_key(tmp_path / "state") == second
+    assert path.read_text() == second.seed.hex() + "\n"
+
+
+@pytest.mark.parametrize("mode", [0o640, 0o604, 0o620, 0o601])
+def test_a_key_open_to_others_is_refused_not_tightened(tmp_path: Path, mode: int) -> None:
+    path = save_key(tmp_path, generate_key())
+    os.chmod(path, mode)
+    with pytest.raises(SignatureError, match=f"open to other users \\(mode {mode:04o}\\)"):
+        load_key(tmp_path)
+    assert stat.S_IMODE(path.stat().st_mode) == mode
+
+
+def test_a_broken_key_file_is_refused(tmp_path: Path) -> None:
+    assert load_key(tmp_path) is None
+    path = save_key(tmp_path, generate_key())
+    for text in ("not hex\n", "ab" * 31 + "\n", "ab" * 33 + "\n"):
+        path.write_text(text)
+        with pytest.raises(SignatureError, match="is not a meshmedia signing key"):
+            load_key(tmp_path)
+    path.write_text("  " + "cd" * 32 + "\n")
+    assert load_key(tmp_path) is not None
+
+
+def test_signer_of_and_malformed_signatures() -> None:
+    key = generate_key()
+    assert signer_of(DOC) is None
+    assert signer_of(key.sign(DOC)) == key.public
+    for signature in ("x", {"alg": "rsa", "key": key.public_hex}, {"key": key.public_hex}):
+        with pytest.raises(SignatureError, match="malformed \\(expected alg ed25519\\)"):
+            signer_of({**DOC, "signature": signature})
+    with pytest.raises(SignatureError, match="not an ed25519 public key"):
+        signer_of({**DOC, "signature": {"alg": "ed25519"}})
+
+
+def test_verify_names_what_is_wrong() -> None:
+    key, other = generate_key(), generate_key()
+    signed = key.sign(DOC)
+    with pytest.raises(SignatureError, match=f"signed by {key.public_hex}, not by"):
+        verify(signed, other.public)
+    for sig in ("", "zz", "00" * 64):
+        bad = {**signed, "signature": {**signed["signature"], "sig": sig}}
+        with pytest.raises(SignatureError, match="does not match its content"):
+            verify(bad, key.public)
+
+
+@pytest.mark.parametrize("version", ["3", 3.0, True, None])
+def test_a_signed_version_must_be_a_whole_number(store: Store, version: object) -> None:
+    key = generate_key()
+    with pytest.raises(SignatureError, match=r"version .* is not a number"):
+        TrustPolicy(store, key.public).admit("src", key.sign({**DOC, "version": version}))
+
+
+def test_versions_are_remembered_per_source_and_key(store: Store) -> None:
+    key, other = generate_key(), generate_key()
+    TrustPolicy(store, key.public).admit("a", key.sign({**DOC, "version": 5}))
+    TrustPolicy(store, key.public).admit("b", key.sign({**DOC, "version": 1}))  # another source
+    TrustPolicy(store, other.public).admit("a", other.sign({**DOC, "version": 1}))  # another key
+    with pytest.raises(RollbackError, match="version 4 from a is older than version 5"):
+        TrustPolicy(store, key.public).admit("a", key.sign({**DOC, "version": 4}))
+    assert TrustPolicy(store, key.public).admit("a", key.sign({**DOC, "version": 6})) == key.public
+    with pytest.raises(RollbackError, match="older than version 6"):
+        TrustPolicy(store, key.public).admit("a", key.sign({**DOC, "version": 5}))

@@ -156,7 +156,7 @@ def test_a_client_cut_off_for_20_s_completes(network: Network, tmp_path: Path) -
     network.link_down(victim.host)
     cut_at = victim.progress()
     assert cut_at < 1.0, "the download ended before the cut"
-    time.sleep(20)
+    time.sleep(20)  # the outage itself, not a synchronisation: nothing can arrive meanwhile
     assert not victim.placed(path), "placed while cut off?"
     network.link_up(victim.host)
     took = wait_placed([victim], path, 180, [curator, *clients])

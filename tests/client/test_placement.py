@@ -1,0 +1,293 @@
+"""placement.py's rules on real files: records, deletion, adoption links, space, names."""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+import xxhash
+
+from meshmedia.client.placement import (
+    STAGING,
+    delete_placed,
+    digests,
+    final_path,
+    foreign_content,
+    human,
+    incomplete_dir,
+    is_disk_full,
+    link_for_adoption,
+    matches,
+    move_aside,
+    record_of,
+    remove_tree,
+    space_problem,
+    staging_dir,
+    still_placed,
+    targets_for,
+    unsafe_names,
+    xxh3_of,
+)
+from meshmedia.errors import ManifestError
+from meshmedia.torrentinfo import TorrentFile
+from tests.helpers import random_file
+
+URL = "http://c/manifest/default.json"
+
+
+def sha(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_digests_are_sha256_and_xxh3_over_several_blocks(tmp_path: Path) -> None:
+    path = random_file(tmp_path / "a.bin", (1 << 20) * 2 + 5)
+    data = path.read_bytes()
+    got = digests(path)
+    assert got.sha256 == hashlib.sha256(data).hexdigest()
+    assert got.xxh3 == xxhash.xxh3_128(data).hexdigest()
+    assert xxh3_of(path) == got.xxh3
+
+
+def test_staging_folders(tmp_path: Path) -> None:
+    assert staging_dir(tmp_path) == tmp_path / STAGING
+    assert incomplete_dir(tmp_path, "ab" * 20) == tmp_path / ".meshmedia/incomplete" / ("ab" * 20)
+
+
+def test_final_path_refuses_the_staging_folder_only_at_the_top(tmp_path: Path) -> None:
+    with pytest.raises(ManifestError, match="staging folder"):
+        final_path(tmp_path, ".meshmedia/x.mkv")
+    assert final_path(tmp_path, "a/.meshmedia/x.mkv") == tmp_path / "a/.meshmedia/x.mkv"
+    assert final_path(tmp_path, ".meshmediax/x.mkv") == tmp_path / ".meshmediax/x.mkv"
+
+
+def test_matches_lowercases_the_expected_hashes(tmp_path: Path) -> None:
+    path = random_file(tmp_path / "a.bin", 1000)
+    got = digests(path)
+    assert matches(path, 1000, got.sha256.upper(), got.xxh3.upper()) is True
+    assert matches(path, None, None, got.xxh3) is True
+    assert matches(path, 1000, None, None) is None  # no hash: cannot say
+    assert matches(path, 1000, got.sha256, "0" * 32) is False
+    assert matches(tmp_path / "gone", 1000, got.sha256, None) is False
+    os.symlink(path, tmp_path / "link")
+    assert matches(tmp_path / "link", 1000, got.sha256, None) is False
+
+
+def test_a_placed_file_is_recognised_until_it_changes(tmp_path: Path) -> None:
+    path = random_file(tmp_path / "Film" / "a.mkv", 5000)
+    record = record_of(URL, "Film", tmp_path, "Film/a.mkv", sha(path))
+    assert (record.url, record.item_path, record.rel, record.size) == (
+        URL,
+        "Film",
+        "Film/a.mkv",
+        5000,
+    )
+    assert record.ino == path.stat().st_ino
+    assert still_placed(tmp_path, record) is True
+    copy = tmp_path / "copy"
+    shutil.copy(path, copy)
+    os.replace(copy, path)  # restored from a backup: another inode, the same bytes
+    assert still_placed(tmp_path, record) is True
+    without_hash = record.__class__(**{**record.__dict__, "sha256": ""})
+    assert still_placed(tmp_path, without_hash) is False  # another inode and nothing to check
+    path.write_bytes(b"y" * 5000)  # the same size, other bytes
+    assert still_placed(tmp_path, record) is False
+    path.write_bytes(b"short")
+    assert still_placed(tmp_path, record) is False
+    path.unlink()
+    assert still_placed(tmp_path, record) is False
+    path.mkdir()
+    assert still_placed(tmp_path, record) is False
+
+
+def test_foreign_content_names_the_first_stranger(tmp_path: Path) -> None:
+    folder = tmp_path / "Show"
+    random_file(folder / "e1.mkv", 10)
+    random_file(folder / "S1" / "e2.mkv", 10)
+    ours = {"Show/e1.mkv", "Show/S1/e2.mkv"}
+    assert foreign_content(folder, tmp_path, ours.__contains__) is None
+    random_file(folder / "S1" / "notes.txt", 3)
+    assert foreign_content(folder, tmp_path, ours.__contains__) == "S1/notes.txt"
+    (folder / "S1" / "notes.txt").unlink()
+    os.symlink(folder / "e1.mkv", folder / "S1" / "link.mkv")
+    assert foreign_content(folder, tmp_path, lambda rel: True) == "S1/link.mkv"
+
+
+def test_delete_placed_deletes_only_what_is_still_as_placed(tmp_path: Path) -> None:
+    keep = random_file(tmp_path / "Show" / "S1" / "edited.mkv", 100)
+    gone = random_file(tmp_path / "Show" / "S1" / "e1.mkv", 100)
+    records = [
+        record_of(URL, "Show", tmp_path, "Show/S1/e1.mkv", sha(gone)),
+        record_of(URL, "Show", tmp_path, "Show/S1/edited.mkv", sha(keep)),
+        record_of(URL, "Show", tmp_path, "Show/S1/e1.mkv", sha(gone)).__class__(
+            URL, "Show", "Show/never.mkv", 1, "", 0, 0, 0
+        ),
+    ]
+    keep.write_bytes(b"e" * 100)  # the user's now
+    assert delete_placed(tmp_path, "Show", records) == ["Show/S1/edited.mkv"]
+    assert not gone.exists()
+    assert keep.exists()
+    keep.unlink()
+    assert delete_placed(tmp_path, "Show", records[:1]) == []
+    assert not (tmp_path / "Show").exists()  # emptied folders go, up to the item's own
+    assert tmp_path.exists()
+
+
+def test_delete_placed_keeps_folders_with_other_files_and_never_follows_links(
+    tmp_path: Path,
+) -> None:
+    placed = random_file(tmp_path / "Show" / "e1.mkv", 10)
+    random_file(tmp_path / "Show" / "mine.txt", 1)
+    record = record_of(URL, "Show", tmp_path, "Show/e1.mkv", sha(placed))
+    assert delete_placed(tmp_path, "Show", [record]) == []
+    assert (tmp_path / "Show" / "mine.txt").exists()
+    outside = tmp_path.parent / f"{tmp_path.name}-outside"
+    random_file(outside / "e1.mkv", 10)
+    shutil.rmtree(tmp_path / "Show")
+    os.symlink(outside, tmp_path / "Show")
+    try:
+        assert delete_placed(tmp_path, "Show", [record]) == ["Show/e1.mkv"]
+        assert (outside / "e1.mkv").exists()
+    finally:
+        shutil.rmtree(outside)
+
+
+def test_delete_placed_leaves_a_replaced_symlink(tmp_path: Path) -> None:
+    placed = random_file(tmp_path / "a.mkv", 10)
+    record = record_of(URL, "a.mkv", tmp_path, "a.mkv", sha(placed))
+    placed.unlink()
+    os.symlink("/etc/hostname", placed)
+    assert delete_placed(tmp_path, "a.mkv", [record]) == ["a.mkv"]
+    assert placed.is_symlink()
+
+
+def test_link_for_adoption_hard_links_into_staging(tmp_path: Path) -> None:
+    final = random_file(tmp_path / "Film" / "a.mkv", 100)
+    ih = "cd" * 20
+    link = link_for_adoption(tmp_path, final, ih, "a.mkv")
+    assert link == incomplete_dir(tmp_path, ih) / "a.mkv"
+    assert link.stat().st_ino == final.stat().st_ino
+    again = link_for_adoption(tmp_path, final, ih, "a.mkv")  # a stale link is replaced
+    assert again.stat().st_ino == final.stat().st_ino
+    inner = link_for_adoption(tmp_path, final, ih, "Top/inner.mkv")
+    assert inner == incomplete_dir(tmp_path, ih) / "Top" / "inner.mkv"
+    assert inner.stat().st_ino == final.stat().st_ino
+
+
+def test_space_problem_keeps_min_free(tmp_path: Path) -> None:
+    free = shutil.disk_usage(tmp_path).free
+    assert space_problem(tmp_path / "new", 0, 0) is None
+    assert (tmp_path / "new").is_dir()
+    assert space_problem(tmp_path, free // 4, 0) is None
+    message = space_problem(tmp_path, 1 << 50, 0)
+    assert message is not None
+    assert f"not enough disk space in {tmp_path}" in message
+    assert "1024.0 TiB" in message
+    assert space_problem(tmp_path, 0, 1 << 50) is not None
+    assert space_problem(tmp_path, free // 4, free // 4) is None
+    assert space_problem(tmp_path, free // 2, free // 2 + (1 << 30)) is not None
+
+
+def test_is_disk_full() -> None:
+    assert is_disk_full(f"write failed: {os.strerror(errno.ENOSPC)}")
+    assert is_disk_full("storage error ENOSPC")
+    assert is_disk_full(os.strerror(errno.ENOSPC).upper())
+    assert not is_disk_full("permission denied")
+
+
+def test_move_aside_keeps_the_relative_path(tmp_path: Path) -> None:
+    top = random_file(tmp_path / "a.mkv", 5)
+    moved = move_aside(top, tmp_path)
+    assert moved.parent.parent == tmp_path / ".meshmedia" / "replaced"
+    assert moved.name == "a.mkv"
+    assert moved.stat().st_size == 5
+    assert not top.exists()
+    inner = random_file(tmp_path / "Show" / "S1" / "e.mkv", 5)
+    moved = move_aside(inner, tmp_path)
+    assert moved.relative_to(tmp_path).parts[:2] == (".meshmedia", "replaced")
+    assert moved.relative_to(tmp_path).parts[3:] == ("Show", "S1", "e.mkv")
+    assert moved.stat().st_size == 5
+
+
+def test_remove_tree(tmp_path: Path) -> None:
+    random_file(tmp_path / "d" / "x" / "f", 1)
+    remove_tree(tmp_path / "d")
+    assert not (tmp_path / "d").exists()
+    random_file(tmp_path / "f", 1)
+    remove_tree(tmp_path / "f")
+    assert not (tmp_path / "f").exists()
+    target = random_file(tmp_path / "target" / "keep", 1)
+    os.symlink(tmp_path / "target", tmp_path / "link")
+    remove_tree(tmp_path / "link")  # the link goes, never what it points to
+    assert not (tmp_path / "link").is_symlink()
+    assert target.exists()
+    remove_tree(tmp_path / "nothing")
+
+
+@pytest.mark.parametrize(
+    ("size", "text"),
+    [
+        (0, "0 B"),
+        (1023, "1023 B"),
+        (1024, "1.0 KiB"),
+        (1536, "1.5 KiB"),
+        (1024**2 - 1, "1024.0 KiB"),
+        (1024**2, "1.0 MiB"),
+        (3 * 1024**3, "3.0 GiB"),
+        (1024**4, "1.0 TiB"),
+        (5 * 1024**5, "5120.0 TiB"),
+    ],
+)
+def test_human(size: int, text: str) -> None:
+    assert human(size) == text
+
+
+def entry(path: str, pad: bool = False, symlink: bool = False) -> TorrentFile:
+    return TorrentFile(index=0, path=path, size=1, pad=pad, symlink=symlink)
+
+
+def test_unsafe_names() -> None:
+    assert unsafe_names([entry("Show/a.mkv"), entry("Show/b.mkv")]) is None
+    assert unsafe_names([entry("a.mkv"), entry("../x", pad=True)]) is None  # pads are not placed
+    assert "'..' segment" in (unsafe_names([entry("Show/../x")]) or "")
+    assert "names a file 'Show/..'" in (unsafe_names([entry("Show/..")]) or "")
+    assert "symbolic link" in (unsafe_names([entry("Show/l", symlink=True)]) or "")
+    assert "twice" in (unsafe_names([entry("Show/a"), entry("Show/a")]) or "")
+    both = unsafe_names([entry("Show/a"), entry("Show/a/b")])
+    assert both == "the torrent names 'Show/a' a file and a folder"
+    deep = unsafe_names([entry("T/a/b/c"), entry("T/a/b")])
+    assert deep == "the torrent names 'T/a/b' a file and a folder"
+    assert unsafe_names([entry("T/ab"), entry("T/a/b")]) is None
+
+
+def test_targets_for_names_each_file_and_its_new_name(tmp_path: Path) -> None:
+    final = tmp_path / "TV" / "My Show"
+    targets = targets_for([(0, "Show/e1.mkv", 5), (2, "Show/S1/e2.mkv", 7)], final)
+    assert [(t.index, t.inner, t.new_name, t.size) for t in targets] == [
+        (0, "e1.mkv", "My Show/e1.mkv", 5),
+        (2, "S1/e2.mkv", "My Show/S1/e2.mkv", 7),
+    ]
+    assert targets[1].path(final) == final / "S1" / "e2.mkv"
+    [single] = targets_for([(3, "x.mkv", 9)], tmp_path / "Film.mkv")
+    assert (single.index, single.inner, single.new_name, single.path(tmp_path / "f")) == (
+        3, "", "Film.mkv", tmp_path / "f",
+    )  # fmt: skip
+    with pytest.raises(ManifestError, match="no files"):
+        targets_for([], final)
+    with pytest.raises(ManifestError, match="several files but no folder"):
+        targets_for([(0, "a", 1), (1, "b", 1)], final)
+    with pytest.raises(ManifestError, match="outside the torrent's folder"):
+        targets_for([(0, "Show/a", 1), (1, "b", 1)], final)
+    with pytest.raises(ManifestError, match="leads outside"):
+        targets_for([(0, "Show/a", 1), (1, "Other/a", 1)], final)  # twice the same rest
+
+
+def test_foreign_content_never_walks_into_a_linked_folder(tmp_path: Path) -> None:
+    folder = tmp_path / "Show"
+    random_file(folder / "e1.mkv", 10)
+    (tmp_path / "elsewhere").mkdir()
+    os.symlink(tmp_path / "elsewhere", folder / "linked")
+    assert foreign_content(folder, tmp_path, lambda rel: True) == "linked"

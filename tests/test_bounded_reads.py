@@ -1,0 +1,241 @@
+"""The bounded readers: a real HTTP server on a free port, real gzip/deflate, exact limits."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import threading
+import zlib
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import pytest
+import requests
+
+from meshmedia.bounded import (
+    MAX_DEPTH,
+    MAX_NUMBER_DIGITS,
+    Answer,
+    ReadError,
+    bad_text,
+    bounded_session,
+    depth_over,
+    http_get,
+    load_json,
+)
+
+Reply = Callable[[BaseHTTPRequestHandler], None]
+
+
+@contextmanager
+def serving(reply: Reply) -> Iterator[str]:
+    """A real HTTP server whose every GET is answered by `reply`; its URL."""
+
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def do_GET(self) -> None:
+            reply(self)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    with ThreadingHTTPServer(("127.0.0.1", 0), Handler) as server:
+        thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
+        thread.start()
+        try:
+            yield f"http://127.0.0.1:{server.server_address[1]}/doc"
+        finally:
+            server.shutdown()
+
+
+def body(data: bytes, status: int = 200, **headers: str) -> Reply:
+    def reply(handler: BaseHTTPRequestHandler) -> None:
+        handler.send_response(status)
+        sent = {"Content-Length": str(len(data)), **headers}
+        for name, value in sent.items():
+            handler.send_header(name.replace("_", "-"), value)
+        handler.end_headers()
+        handler.wfile.write(data)
+
+    return reply
+
+
+def get(reply: Reply, **kwargs: Any) -> Answer:
+    with serving(reply) as url:
+        return http_get(bounded_session(), url, **kwargs)
+
+
+def test_a_body_of_exactly_the_cap_is_read_one_more_byte_is_refused() -> None:
+    answer = get(body(b"x" * 100), max_bytes=100)
+    assert (answer.status, answer.body) == (200, b"x" * 100)
+    assert answer.headers["Content-Length"] == "100"
+    with pytest.raises(ReadError, match="101 bytes, over the cap of 100"):
+        get(body(b"x" * 101), max_bytes=100)
+
+
+def test_headers_sent() -> None:
+    seen: list[dict[str, str]] = []
+
+    def reply(handler: BaseHTTPRequestHandler) -> None:
+        seen.append(dict(handler.headers))
+        body(b"ok")(handler)
+
+    get(reply, headers={"If-None-Match": '"a"'})
+    assert seen[0]["Accept-Encoding"] == "gzip, deflate"
+    assert seen[0]["If-None-Match"] == '"a"'
+    with serving(reply) as url:  # a plain requests session: watched from the body on
+        assert http_get(requests.Session(), url).body == b"ok"
+
+
+@pytest.mark.parametrize(
+    ("encoding", "pack"),
+    [
+        ("gzip", gzip.compress),
+        ("x-gzip", gzip.compress),
+        ("GZIP ", gzip.compress),
+        ("deflate", zlib.compress),  # zlib-wrapped, as RFC 9110 says
+        ("deflate", gzip.compress),  # what some servers send as deflate
+        ("identity", lambda d: d),
+        ("", lambda d: d),
+    ],
+)
+def test_compressed_answers_are_decoded(encoding: str, pack: Callable[[bytes], bytes]) -> None:
+    data = json.dumps({"items": list(range(2000))}).encode()
+    answer = get(body(pack(data), Content_Encoding=encoding))
+    assert answer.body == data
+
+
+def test_a_decoded_body_of_exactly_the_cap_passes_one_more_byte_is_refused() -> None:
+    assert get(body(gzip.compress(b"a" * 5000), Content_Encoding="gzip"), max_bytes=5000).body
+    with pytest.raises(ReadError, match="over the cap of 4999 bytes once decoded"):
+        get(body(gzip.compress(b"a" * 5000), Content_Encoding="gzip"), max_bytes=4999)
+
+
+def test_a_gzip_bomb_is_cut_off_at_the_cap() -> None:
+    bomb = gzip.compress(b"\0" * (64 << 20))  # 64 MiB in ~64 KiB
+    with pytest.raises(ReadError, match="once decoded"):
+        get(body(bomb, Content_Encoding="gzip"), max_bytes=1 << 20)
+
+
+def test_a_compressed_body_may_declare_a_length_over_the_cap() -> None:
+    """The cap is on decoded bytes: a compressed length over it is read (and decoded)."""
+    data = b"abc" * 10
+    packed = gzip.compress(data) + b"\0" * 200  # trailing garbage after the gzip member
+    assert get(body(packed, Content_Encoding="gzip"), max_bytes=100).body == data
+
+
+def test_corrupt_compression_and_unknown_encodings_are_refused() -> None:
+    with pytest.raises(ReadError, match="compressed answer is corrupt"):
+        get(body(b"not gzip at all", Content_Encoding="gzip"))
+    with pytest.raises(ReadError, match="unsupported Content-Encoding 'br'"):
+        get(body(b"x", Content_Encoding="br"))
+
+
+def test_a_body_cut_short_is_refused() -> None:
+    def short(handler: BaseHTTPRequestHandler) -> None:
+        handler.send_response(200)
+        handler.send_header("Content-Length", "100")
+        handler.end_headers()
+        handler.wfile.write(b"x" * 40)
+        handler.wfile.flush()
+        handler.close_connection = True
+
+    with pytest.raises(ReadError):
+        get(short)
+
+
+def test_only_a_200_has_its_body_read() -> None:
+    answer = get(body(b"gone", status=404))
+    assert (answer.status, answer.reason, answer.body) == (404, "Not Found", b"")
+    answer = get(body(b"", status=304))
+    assert (answer.status, answer.body) == (304, b"")
+
+
+def test_a_trickling_server_is_cut_off_at_the_deadline() -> None:
+    release = threading.Event()
+
+    def trickle(handler: BaseHTTPRequestHandler) -> None:
+        handler.send_response(200)
+        handler.send_header("Content-Length", "1000")
+        handler.end_headers()
+        for _ in range(1000):
+            handler.wfile.write(b"x")
+            handler.wfile.flush()
+            if release.wait(0.1):  # a byte every 0.1 s: every read is well within its timeout
+                return
+
+    try:
+        with pytest.raises(ReadError, match="no complete answer within 1 s"):
+            get(trickle, deadline=1.0, read_timeout=30)
+    finally:
+        release.set()
+
+
+def test_network_errors_become_read_errors() -> None:
+    with pytest.raises(ReadError, match="ConnectionError"):
+        http_get(bounded_session(), "http://127.0.0.1:9/doc", deadline=5)
+
+
+# -- JSON --------------------------------------------------------------------------
+def nested(depth: int) -> str:
+    return "[" * depth + "]" * depth
+
+
+def test_load_json_takes_bytes_text_and_a_bom() -> None:
+    assert load_json(b'{"a": [1, 2.5, "\\u00e9"]}') == {"a": [1, 2.5, "é"]}
+    assert load_json('{"a": 1}') == {"a": 1}
+    assert load_json(b'\xef\xbb\xbf{"a": 1}') == {"a": 1}
+
+
+def test_load_json_size_limit_is_exact() -> None:
+    assert load_json(b"[1]", max_bytes=3) == [1]
+    with pytest.raises(ReadError, match="the document is 4 bytes, over the cap of 3"):
+        load_json(b"[10]", max_bytes=3)
+
+
+def test_load_json_refuses_what_is_not_utf8_or_not_json() -> None:
+    with pytest.raises(ReadError, match="not UTF-8 text: invalid start byte at byte 2"):
+        load_json(b'["\xff"]')
+    with pytest.raises(ReadError, match="not JSON: Expecting value at line 1 column 2"):
+        load_json(b"[")
+    for constant in ("NaN", "Infinity", "-Infinity"):
+        with pytest.raises(ReadError, match=f"not usable JSON: {constant} is not JSON"):
+            load_json(f"[{constant}]")
+
+
+def test_load_json_number_length_is_capped_exactly() -> None:
+    assert load_json("9" * MAX_NUMBER_DIGITS) == int("9" * MAX_NUMBER_DIGITS)
+    with pytest.raises(ReadError, match=f"a number of {MAX_NUMBER_DIGITS + 1} digits"):
+        load_json("9" * (MAX_NUMBER_DIGITS + 1))
+
+
+def test_load_json_depth_is_capped_exactly() -> None:
+    assert load_json(nested(MAX_DEPTH)) is not None
+    with pytest.raises(ReadError, match=f"nested deeper than {MAX_DEPTH} levels"):
+        load_json(nested(MAX_DEPTH + 1))
+    with pytest.raises(ReadError, match=f"nested deeper than {MAX_DEPTH} levels"):
+        load_json(nested(100_000))  # past the parser's own recursion limit
+
+
+def test_depth_over_counts_lists_and_objects() -> None:
+    assert depth_over(1, 0) is False
+    assert depth_over([], 1) is False
+    assert depth_over([], 0) is True
+    assert depth_over({"a": {"b": [1]}}, 3) is False
+    assert depth_over({"a": {"b": [1]}}, 2) is True
+    assert depth_over([1, [2, [3]], {"x": 1}], 3) is False
+    assert depth_over([1, [2, [3, []]]], 3) is True
+    assert depth_over([[], [[[]]]], 3) is True  # the deep one is not the first child
+
+
+def test_bad_text_finds_lone_surrogates_in_keys_values_and_lists() -> None:
+    assert bad_text({"a": ["b", {"c": "d"}], "é": "ü"}) is None
+    assert bad_text("x\ud800") == "x\ud800"
+    assert bad_text({"k\udfff": 1}) == "k\udfff"
+    assert bad_text({"a": [1, ["fine", "\udc00"]]}) == "\udc00"
+    assert bad_text([{"a": "\U0001f600"}]) is None
+    assert bad_text(load_json('["\\ud83d\\ude00"]')) is None  # an escaped pair is text
+    assert bad_text(load_json('["\\ud800"]')) == "\ud800"

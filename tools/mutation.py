@@ -1,0 +1,199 @@
+"""Mutation testing of the modules that hold meshmedia's promises, one module at a time.
+
+    .venv/bin/python tools/mutation.py                  # every module, 20 min budget each
+    .venv/bin/python tools/mutation.py placement format --budget 600
+    .venv/bin/python tools/mutation.py --list           # the modules and their tests
+
+Each module is mutated by mutmut (3.x) in a scratch copy of the checkout (the
+worktree is never touched) against its own small, fast, in-process test subset
+(mutmut's mutants live in its `mutants/` folder; a test that runs meshmedia as a
+child process would run the unmutated code, so those tests are not in a subset).
+One mutant runs at a time by default (`--children`): the machine is shared.
+Prints, per module, killed / survived / timeout / not run and the score over the
+mutants that ran; `--survivors` lists each surviving mutant's name and diff,
+which native_notes/testing.md then kills or explains as equivalent.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@dataclass(frozen=True)
+class Target:
+    """One module and the tests that must kill its mutants."""
+
+    name: str
+    path: str
+    tests: tuple[str, ...]
+
+
+TARGETS = (
+    Target(
+        "placement",
+        "meshmedia/client/placement.py",
+        (
+            "tests/client/test_placement.py",
+            "tests/client/test_properties.py",
+            "tests/client/test_client.py",
+        ),
+    ),
+    Target(
+        "place",
+        "meshmedia/client/place.py",
+        ("tests/client/test_client.py", "tests/client/test_hostile_client.py"),
+    ),
+    Target(
+        "format",
+        "meshmedia/manifest/format.py",
+        (
+            "tests/manifest/test_format.py",
+            "tests/manifest/test_manifest.py",
+            "tests/client/test_properties.py",
+        ),
+    ),
+    Target("bounded", "meshmedia/bounded.py", ("tests/test_bounded.py",)),
+    Target(
+        "auth", "meshmedia/http/auth.py", ("tests/http/test_auth.py", "tests/http/test_server.py")
+    ),
+    Target(
+        "routes",
+        "meshmedia/http/routes.py",
+        (
+            "tests/http/test_routes.py",
+            "tests/http/test_server.py",
+            "tests/http/test_http_hostile.py",
+        ),
+    ),
+    Target("watcher", "meshmedia/curator/watcher.py", ("tests/curator/test_watcher.py",)),
+    Target(
+        "resume",
+        "meshmedia/engine/resume.py",
+        (
+            "tests/engine/test_resume.py",
+            "tests/engine/test_engine.py::test_a_finished_download_restarts_without_rehash",
+            "tests/engine/test_engine.py::test_truncated_seed_file_is_rechecked",
+            "tests/engine/test_engine.py::test_an_idle_seed_is_not_saved_again_and_again",
+            "tests/engine/test_engine.py::test_relocate_keeps_seeding_and_survives_restart",
+        ),
+    ),
+    Target(
+        "signing",
+        "meshmedia/manifest/signing.py",
+        ("tests/manifest/test_signing.py",),
+    ),
+)
+
+
+def scratch_copy(target: Target, where: Path) -> Path:
+    """The checkout's package, tests and config in `where`, set up to mutate one module."""
+    for name in ("meshmedia", "tests"):
+        shutil.copytree(ROOT / name, where / name, ignore=shutil.ignore_patterns("__pycache__"))
+    for name in ("setup.cfg", "setup.py", "pyproject.toml"):
+        if (ROOT / name).exists():
+            shutil.copy2(ROOT / name, where / name)
+    tests = [t for t in target.tests if (ROOT / t.split("::")[0]).exists()]
+    options = {
+        "source_paths": ["meshmedia"],
+        "only_mutate": [target.path],
+        "pytest_add_cli_args": ["-p", "no:cacheprovider", "-x", "-q", "-m", "not system"],
+        "pytest_add_cli_args_test_selection": tests,
+        "use_git_change_detection": False,
+        # The wording of a log line is not a promise (what a user must see is a Problem
+        # or an HTTP reason, and those are mutated); see native_notes/testing.md.
+        "do_not_mutate_patterns": [r"^\s*(log|self\.log)\.(debug|info|warning|error|exception)\("],
+    }
+    with (where / "pyproject.toml").open("a", encoding="utf-8") as out:
+        out.write("\n[tool.mutmut]\n")
+        for key, value in options.items():
+            out.write(f"{key} = {json.dumps(value)}\n")
+    return where
+
+
+def run_module(target: Target, budget: float, children: int, survivors: bool) -> dict[str, int]:
+    """mutmut run for one module within `budget` seconds; the count of each outcome."""
+    with tempfile.TemporaryDirectory(prefix=f"meshmedia-mutation-{target.name}-") as tmp:
+        where = scratch_copy(target, Path(tmp))
+        # mutmut puts mutants/ first in its own sys.path; a child process runs unmutated code
+        env = {**os.environ, "PYTHONPATH": str(where), "CI": ""}
+        mutmut = [sys.executable, "-m", "mutmut"]
+        started = time.monotonic()
+        try:
+            subprocess.run(
+                [*mutmut, "run", "--max-children", str(children)],
+                cwd=where, env=env, timeout=budget, check=False,
+                stdout=subprocess.DEVNULL, stderr=(where / "mutmut.log").open("w"), text=True,
+            )  # fmt: skip
+            finished = True
+        except subprocess.TimeoutExpired:
+            finished = False
+        took = time.monotonic() - started
+        listing = subprocess.run(
+            [*mutmut, "results", "--all", "true"],
+            cwd=where, env=env, capture_output=True, text=True, check=False,
+        ).stdout  # fmt: skip
+        counts: dict[str, int] = {}
+        lost: list[str] = []
+        for line in listing.splitlines():
+            name, _, status = line.strip().rpartition(": ")
+            if not name:
+                continue
+            counts[status] = counts.get(status, 0) + 1
+            if status == "survived":
+                lost.append(name)
+        counts["seconds"] = round(took)
+        if not counts.get("killed") and not counts.get("survived"):
+            print((where / "mutmut.log").read_text()[-3000:], file=sys.stderr)
+        counts["finished"] = int(finished)
+        if survivors:
+            for name in lost:
+                diff = subprocess.run(
+                    [*mutmut, "show", name], cwd=where, env=env,
+                    capture_output=True, text=True, check=False,
+                ).stdout  # fmt: skip
+                print(diff.rstrip(), flush=True)
+        return counts
+
+
+def score(counts: dict[str, int]) -> str:
+    """killed (timeouts count as killed, as mutmut does) over the mutants that ran."""
+    killed = counts.get("killed", 0) + counts.get("timeout", 0)
+    ran = killed + counts.get("survived", 0) + counts.get("suspicious", 0)
+    return f"{100 * killed / ran:.1f}%" if ran else "n/a"
+
+
+def main() -> None:
+    """Run the chosen modules one after the other and print a line per module."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("modules", nargs="*", help="names from --list (default: all)")
+    parser.add_argument("--budget", type=float, default=1200, help="seconds per module")
+    parser.add_argument("--children", type=int, default=1, help="mutants run in parallel")
+    parser.add_argument("--survivors", action="store_true", help="print each survivor's diff")
+    parser.add_argument("--list", action="store_true", help="list the modules and tests")
+    args = parser.parse_args()
+    chosen = [t for t in TARGETS if not args.modules or t.name in args.modules]
+    if args.list:
+        for target in TARGETS:
+            print(f"{target.name:10} {target.path:34} {' '.join(target.tests)}")
+        return
+    load = os.getloadavg()
+    print(f"load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}", flush=True)
+    for target in chosen:
+        counts = run_module(target, args.budget, args.children, args.survivors)
+        outcomes = " ".join(f"{k}={v}" for k, v in sorted(counts.items()))
+        print(f"{target.name:10} score {score(counts):>6}  {outcomes}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
