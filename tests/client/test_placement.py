@@ -14,10 +14,8 @@ import xxhash
 from meshmedia.client.placement import (
     STAGING,
     delete_placed,
-    digests,
     final_path,
     foreign_content,
-    human,
     incomplete_dir,
     is_disk_full,
     link_for_adoption,
@@ -32,7 +30,9 @@ from meshmedia.client.placement import (
     unsafe_names,
     xxh3_of,
 )
+from meshmedia.config import format_size as human
 from meshmedia.errors import ManifestError
+from meshmedia.hashing import file_digests as digests
 from meshmedia.torrentinfo import TorrentFile
 from tests.helpers import random_file
 
@@ -257,9 +257,9 @@ def test_unsafe_names() -> None:
     assert "symbolic link" in (unsafe_names([entry("Show/l", symlink=True)]) or "")
     assert "twice" in (unsafe_names([entry("Show/a"), entry("Show/a")]) or "")
     both = unsafe_names([entry("Show/a"), entry("Show/a/b")])
-    assert both == "the torrent names 'Show/a' a file and a folder"
+    assert both == "the torrent names 'Show/a/b' and 'Show/a': one inside the other"
     deep = unsafe_names([entry("T/a/b/c"), entry("T/a/b")])
-    assert deep == "the torrent names 'T/a/b' a file and a folder"
+    assert deep == "the torrent names 'T/a/b' and 'T/a/b/c': one inside the other"
     assert unsafe_names([entry("T/ab"), entry("T/a/b")]) is None
 
 

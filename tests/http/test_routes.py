@@ -9,9 +9,10 @@ from pathlib import Path
 import pytest
 import requests
 
+from meshmedia.bounded import MAX_DEPTH
 from meshmedia.http import ManifestServer
 from meshmedia.http.plumbing import HttpError
-from meshmedia.http.routes import MAX_DEPTH, MAX_WAIT, parse_json_body
+from meshmedia.http.routes import MAX_WAIT, parse_json_body
 from meshmedia.manifest import ManifestStore
 from tests.helpers import make_config
 
@@ -41,17 +42,17 @@ def test_bodies_within_the_bounds_parse() -> None:
 
 
 def test_bodies_over_the_bounds_are_refused_with_the_reason() -> None:
-    assert f"nests deeper than {MAX_DEPTH} levels" in refused(nested(MAX_DEPTH + 1).encode())
-    assert f"nests deeper than {MAX_DEPTH}" in refused(
+    assert f"nested deeper than {MAX_DEPTH} levels" in refused(nested(MAX_DEPTH + 1).encode())
+    assert f"nested deeper than {MAX_DEPTH}" in refused(
         ('{"a": ' + nested(MAX_DEPTH) + "}").encode()
     )
-    assert "has more than 19 digits" in refused(("9" * 20).encode())
-    assert "has more than 19 digits" in refused(("-" + "9" * 20).encode())
+    assert "a number of 20 digits (at most 19)" in refused(("9" * 20).encode())
+    assert "(at most 19)" in refused(("-" + "9" * 20).encode())
     assert "the number 1e999 is out of range" in refused(b"[1e999]")
     assert "NaN is not a JSON number" in refused(b"[NaN]")
     assert "Infinity is not a JSON number" in refused(b"[-Infinity]")
-    assert "the body is not UTF-8" in refused(b'["\xff"]')
-    assert "the body is not valid JSON" in refused(b"{")
+    assert "not UTF-8 text" in refused(b'["\xff"]')
+    assert "not JSON" in refused(b"{")
     assert "lone surrogate" in refused(b'["\\ud800"]')
     assert "lone surrogate" in refused(b'{"\\udfff": 1}')
 
