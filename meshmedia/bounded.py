@@ -265,7 +265,7 @@ class _Decoder:
 # -- JSON -------------------------------------------------------------------------------
 def _number(text: str) -> int:
     if len(text.lstrip("-")) > MAX_INT_DIGITS:
-        raise ValueError(f"a number of {len(text)} digits (at most {MAX_INT_DIGITS})")
+        raise ValueError(f"a number of {len(text.lstrip('-'))} digits (at most {MAX_INT_DIGITS})")
     return int(text)
 
 

@@ -76,7 +76,7 @@ def test_the_profile_hook_sees_an_expression_run_on_the_input() -> None:
         ("[" * 50_000, "nested deeper than 32 levels"),
         ("[" * 33 + "]" * 33, "nested deeper than 32 levels"),
         ('{"n": ' + "9" * 20 + "}", "a number of 20 digits (at most 19)"),
-        ('{"n": -' + "9" * 20 + "}", "a number of 21 digits (at most 19)"),
+        ('{"n": -' + "9" * 20 + "}", "a number of 20 digits (at most 19)"),
         ('{"n": 1e999}', "the number 1e999 is out of range"),
         ('{"n": -Infinity}', "-Infinity is not a JSON number"),
         ('{"n": NaN}', "NaN is not a JSON number"),

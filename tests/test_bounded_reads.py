@@ -16,7 +16,7 @@ import requests
 
 from meshmedia.bounded import (
     MAX_DEPTH,
-    MAX_NUMBER_DIGITS,
+    MAX_INT_DIGITS,
     Answer,
     ReadError,
     bad_text,
@@ -202,14 +202,14 @@ def test_load_json_refuses_what_is_not_utf8_or_not_json() -> None:
     with pytest.raises(ReadError, match="not JSON: Expecting value at line 1 column 2"):
         load_json(b"[")
     for constant in ("NaN", "Infinity", "-Infinity"):
-        with pytest.raises(ReadError, match=f"not usable JSON: {constant} is not JSON"):
+        with pytest.raises(ReadError, match=f"not usable JSON: {constant} is not a JSON number"):
             load_json(f"[{constant}]")
 
 
 def test_load_json_number_length_is_capped_exactly() -> None:
-    assert load_json("9" * MAX_NUMBER_DIGITS) == int("9" * MAX_NUMBER_DIGITS)
-    with pytest.raises(ReadError, match=f"a number of {MAX_NUMBER_DIGITS + 1} digits"):
-        load_json("9" * (MAX_NUMBER_DIGITS + 1))
+    assert load_json("9" * MAX_INT_DIGITS) == int("9" * MAX_INT_DIGITS)
+    with pytest.raises(ReadError, match=f"a number of {MAX_INT_DIGITS + 1} digits"):
+        load_json("9" * (MAX_INT_DIGITS + 1))
 
 
 def test_load_json_depth_is_capped_exactly() -> None:

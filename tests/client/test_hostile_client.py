@@ -24,24 +24,9 @@ from meshmedia.errors import EngineError
 from meshmedia.store import ClientItem, Store
 from tests.daemons import Client
 from tests.helpers import make_config, meshmedia_command, wait_for
-from tests.hostile import Seeder, Site, files_under, hand_built, serve
+from tests.hostile import Seeder, Site, files_under, hand_built
 
 MANIFEST = "/manifest/default.json"
-
-
-@pytest.fixture
-def seeder(tmp_path: Path) -> Iterator[Seeder]:
-    seeding = Seeder(tmp_path)
-    try:
-        yield seeding
-    finally:
-        seeding.close()
-
-
-@pytest.fixture
-def site() -> Iterator[Site]:
-    with serve() as running:
-        yield running
 
 
 def manifest(*items: dict[str, Any]) -> bytes:

@@ -12,7 +12,6 @@ import json
 import logging
 import os
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -23,22 +22,7 @@ from meshmedia.manifest.signing import generate_key
 from tests.client.test_hostile_client import MANIFEST, Local
 from tests.engine.test_dht import Swarm
 from tests.helpers import free_port, wait_for
-from tests.hostile import Seeder, Site, files_under, hand_built, serve
-
-
-@pytest.fixture
-def seeder(tmp_path: Path) -> Iterator[Seeder]:
-    seeding = Seeder(tmp_path)
-    try:
-        yield seeding
-    finally:
-        seeding.close()
-
-
-@pytest.fixture
-def site() -> Iterator[Site]:
-    with serve() as running:
-        yield running
+from tests.hostile import Seeder, Site, files_under, hand_built
 
 
 def manifest(*items: dict[str, Any], version: int = 1) -> bytes:

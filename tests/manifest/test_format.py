@@ -137,7 +137,7 @@ def test_an_item_with_bad_files_is_rejected_by_name() -> None:
     items, rejected = parse_items([item("Show", files=[files_entry("a", 2)], size=3)])
     assert items == []
     assert rejected == [
-        Rejected(0, "Show", "the sizes in files add up to 2, not 3"),
+        Rejected(0, "Show", "the sizes in files add up to 2, not 3", "Show"),
     ]
     assert str(rejected[0]) == "item 0 (Show): the sizes in files add up to 2, not 3"
     assert rejected[0].to_json() == {
