@@ -127,10 +127,6 @@ class _CountingTable:
         self.looked += 1
         return self._table.handles()
 
-    def take_touched(self) -> Any:  # a tick between two counter saves asks only these
-        self.looked += 1
-        return self._table.take_touched()
-
     def __getattr__(self, name: str) -> Any:
         return getattr(self._table, name)
 
