@@ -28,52 +28,15 @@ def _interrupt(signum: int, frame: FrameType | None) -> None:
     raise KeyboardInterrupt(f"signal {signum}")
 
 
-@pytest.fixture
-def network_factory(netns_support: None) -> Iterator[Callable[..., Network]]:
-    """make(n_hosts=5, offload=False) -> an open Network, closed when the test ends.
-
-    While it runs, SIGTERM raises KeyboardInterrupt so that a killed test run still
+def _opened(build: Callable[..., Any]) -> Iterator[Callable[..., Any]]:
+    """make(**kwargs) -> build(**kwargs) entered; each closed (newest first) when the test
+    ends. While it runs, SIGTERM raises KeyboardInterrupt so that a killed test run still
     tears its namespaces down."""
-    networks: list[Network] = []
+    labs: list[Any] = []
     previous = signal.signal(signal.SIGTERM, _interrupt)
 
-    def make(**kwargs: Any) -> Network:
-        net = Network(prefix=PREFIX, **kwargs)
-        net.__enter__()
-        networks.append(net)
-        return net
-
-    try:
-        yield make
-    finally:
-        errors = []
-        for net in reversed(networks):
-            try:
-                net.close()
-            except NetlabError as exc:
-                errors.append(exc)
-        signal.signal(signal.SIGTERM, previous)
-        if errors:
-            raise errors[0]
-
-
-@pytest.fixture
-def network(network_factory: Callable[..., Network]) -> Network:
-    """Five hosts (h0 meant as the curator, h1..h4 as clients) on one switch."""
-    return network_factory(n_hosts=5)
-
-
-@pytest.fixture
-def internet_factory(netns_support: None) -> Iterator[Callable[..., Internet]]:
-    """make(homes=DEFAULT_HOMES, public=("dht", "stranger")) -> an open Internet, closed
-    when the test ends (SIGTERM included, as network_factory)."""
-    if reason := missing_tools():
-        pytest.skip(reason)
-    labs: list[Internet] = []
-    previous = signal.signal(signal.SIGTERM, _interrupt)
-
-    def make(**kwargs: Any) -> Internet:
-        lab = Internet(**kwargs)
+    def make(**kwargs: Any) -> Any:
+        lab = build(**kwargs)
         lab.__enter__()
         labs.append(lab)
         return lab
@@ -90,6 +53,27 @@ def internet_factory(netns_support: None) -> Iterator[Callable[..., Internet]]:
         signal.signal(signal.SIGTERM, previous)
         if errors:
             raise errors[0]
+
+
+@pytest.fixture
+def network_factory(netns_support: None) -> Iterator[Callable[..., Network]]:
+    """make(n_hosts=5, offload=False) -> an open Network, closed when the test ends."""
+    yield from _opened(lambda **kwargs: Network(prefix=PREFIX, **kwargs))
+
+
+@pytest.fixture
+def network(network_factory: Callable[..., Network]) -> Network:
+    """Five hosts (h0 meant as the curator, h1..h4 as clients) on one switch."""
+    return network_factory(n_hosts=5)
+
+
+@pytest.fixture
+def internet_factory(netns_support: None) -> Iterator[Callable[..., Internet]]:
+    """make(homes=DEFAULT_HOMES, public=("dht", "stranger")) -> an open Internet, closed
+    when the test ends (SIGTERM included, as network_factory)."""
+    if reason := missing_tools():
+        pytest.skip(reason)
+    yield from _opened(Internet)
 
 
 @pytest.fixture
