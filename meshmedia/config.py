@@ -310,7 +310,10 @@ ENVIRONMENT: dict[str, tuple[tuple[str, ...], Parser]] = {
     "on_placed": (("MESHMEDIA_ON_PLACED",), lambda t: t or None),
     "webhook": (("MESHMEDIA_WEBHOOK",), lambda t: t or None),
     "limit_schedule": (("MESHMEDIA_LIMIT_SCHEDULE",), lambda t: t or None),
-    "public": (("MESHMEDIA_PUBLIC",), lambda t: tuple(g.strip() for g in t.split(",") if g.strip())),
+    "public": (
+        ("MESHMEDIA_PUBLIC",),
+        lambda t: tuple(g.strip() for g in t.split(",") if g.strip()),
+    ),
 }
 
 
