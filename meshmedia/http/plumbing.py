@@ -203,7 +203,8 @@ def host_allowed(host: str | None, names: tuple[str, ...] = ()) -> bool:
     text = host.strip().lower()
     if text.startswith("["):
         literal, bracket, rest = text[1:].partition("]")
-        return bool(bracket) and (not rest or re.fullmatch(r":\d{1,5}", rest) is not None) and _is_ip(literal)
+        port_ok = not rest or re.fullmatch(r":\d{1,5}", rest) is not None
+        return bool(bracket) and port_ok and _is_ip(literal)
     name, _, port = text.partition(":")
     if port and not port.isdigit():
         return False

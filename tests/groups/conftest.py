@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import os
 import socket
@@ -13,10 +14,8 @@ def outside_address() -> str | None:
     """An IPv4 address of this machine outside 127.0.0.0/8: a connection to it from here
     comes from that address, so the server sees a request that is not from loopback."""
     candidates = []
-    try:
+    with contextlib.suppress(OSError):
         candidates += socket.gethostbyname_ex(socket.gethostname())[2]
-    except OSError:
-        pass
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
         try:
             probe.connect(("192.0.2.1", 9))  # no packet: picks the source address

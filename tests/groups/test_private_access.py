@@ -65,7 +65,7 @@ def test_strangers_off_loopback_learn_nothing_of_a_private_group(
     for route, answer in answers.items():
         if route != "/":
             assert answer.status_code == 404, route
-            assert answer.json() == {"error": "not found"}, route  # a stranger cannot tell them apart
+            assert answer.json() == {"error": "not found"}, route  # all alike to a stranger
     public = requests.get(f"{base}/manifest/open.json", timeout=10)
     local = requests.get(f"http://127.0.0.1:{port}/manifest/open.json", timeout=10)
     assert public.status_code == 200

@@ -116,7 +116,8 @@ def hold_poll(server: ManifestServer, etag: str) -> socket.socket:
     """Open a long-poll (`?wait=60` with the current ETag) on a raw socket."""
     sock = connect(server.port)
     sock.sendall(
-        f"GET /manifest/default.json?wait=60 HTTP/1.1\r\nHost: localhost\r\nIf-None-Match: {etag}\r\n\r\n"
+        f"GET /manifest/default.json?wait=60 HTTP/1.1\r\nHost: localhost\r\n"
+            f"If-None-Match: {etag}\r\n\r\n"
         .encode()
     )  # fmt: skip
     return sock
@@ -328,32 +329,41 @@ BAD_FRAMING = [
     ("chunked GET", b"GET / HTTP/1.1\r\nHost: localhost\r\nTransfer-Encoding: chunked\r\n\r\n"
      b"0\r\n\r\n" + SMUGGLED, 411),
     ("chunked unauthenticated POST",
-     b"POST /manifest/default.json HTTP/1.1\r\nHost: localhost\r\nTransfer-Encoding: chunked\r\n\r\n"
+     b"POST /manifest/default.json HTTP/1.1\r\nHost: localhost\r\n"
+         b"Transfer-Encoding: chunked\r\n\r\n"
      b"0\r\n\r\n" + SMUGGLED, 411),
     ("TE and CL", b"POST /seed HTTP/1.1\r\nHost: localhost\r\nContent-Length: 5\r\n"
      b"Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n" + SMUGGLED, 400),
-    ("two equal CL", b"GET / HTTP/1.1\r\nHost: localhost\r\nContent-Length: 0\r\nContent-Length: 0\r\n\r\n"
+    ("two equal CL", b"GET / HTTP/1.1\r\nHost: localhost\r\n"
+        b"Content-Length: 0\r\nContent-Length: 0\r\n\r\n"
      + SMUGGLED, 400),
-    ("two CL", b"POST /seed HTTP/1.1\r\nHost: localhost\r\nContent-Length: 0\r\nContent-Length: 38\r\n\r\n"
+    ("two CL", b"POST /seed HTTP/1.1\r\nHost: localhost\r\n"
+        b"Content-Length: 0\r\nContent-Length: 38\r\n\r\n"
      + SMUGGLED, 400),
-    ("CL list", b"GET / HTTP/1.1\r\nHost: localhost\r\nContent-Length: 0, 0\r\n\r\n" + SMUGGLED, 400),
-    ("CL negative", b"GET / HTTP/1.1\r\nHost: localhost\r\nContent-Length: -1\r\n\r\n" + SMUGGLED, 400),
+    ("CL list", b"GET / HTTP/1.1\r\nHost: localhost\r\n"
+        b"Content-Length: 0, 0\r\n\r\n" + SMUGGLED, 400),
+    ("CL negative", b"GET / HTTP/1.1\r\nHost: localhost\r\n"
+        b"Content-Length: -1\r\n\r\n" + SMUGGLED, 400),
     ("CL plus", b"GET / HTTP/1.1\r\nHost: localhost\r\nContent-Length: +0\r\n\r\n" + SMUGGLED, 400),
     ("CL hex", b"GET / HTTP/1.1\r\nHost: localhost\r\nContent-Length: 0x0\r\n\r\n" + SMUGGLED, 400),
     ("TE gzip", b"GET / HTTP/1.1\r\nHost: localhost\r\nTransfer-Encoding: gzip, chunked\r\n\r\n"
      + SMUGGLED, 501),
-    ("TE chunked not last", b"GET / HTTP/1.1\r\nHost: localhost\r\nTransfer-Encoding: chunked, gzip\r\n\r\n"
+    ("TE chunked not last", b"GET / HTTP/1.1\r\nHost: localhost\r\n"
+        b"Transfer-Encoding: chunked, gzip\r\n\r\n"
      + SMUGGLED, 400),
-    ("space before colon", b"GET / HTTP/1.1\r\nHost: localhost\r\nTransfer-Encoding : chunked\r\n\r\n"
+    ("space before colon", b"GET / HTTP/1.1\r\nHost: localhost\r\n"
+        b"Transfer-Encoding : chunked\r\n\r\n"
      b"0\r\n\r\n" + SMUGGLED, 400),
-    ("obs-fold", b"GET / HTTP/1.1\r\nHost: localhost\r\nTransfer-Encoding: identity\r\n chunked\r\n\r\n"
+    ("obs-fold", b"GET / HTTP/1.1\r\nHost: localhost\r\n"
+        b"Transfer-Encoding: identity\r\n chunked\r\n\r\n"
      b"0\r\n\r\n" + SMUGGLED, 400),
     ("bare CR", b"GET / HTTP/1.1\r\nHost: localhost\r\nX: a\rTransfer-Encoding: chunked\r\n\r\n"
      b"0\r\n\r\n" + SMUGGLED, 400),
     ("no Host", b"GET / HTTP/1.1\r\n\r\n" + SMUGGLED, 400),
     ("two Hosts", b"GET / HTTP/1.1\r\nHost: localhost\r\nHost: y\r\n\r\n" + SMUGGLED, 400),
     ("HTTP/2.0", b"GET / HTTP/2.0\r\nHost: localhost\r\n\r\n" + SMUGGLED, 505),
-    ("unknown Expect", b"GET / HTTP/1.1\r\nHost: localhost\r\nExpect: 200-ok\r\n\r\n" + SMUGGLED, 417),
+    ("unknown Expect", b"GET / HTTP/1.1\r\nHost: localhost\r\n"
+        b"Expect: 200-ok\r\n\r\n" + SMUGGLED, 417),
 ]  # fmt: skip
 
 
@@ -384,7 +394,8 @@ def test_pipelined_requests_are_answered_in_order(start: Callable[..., ManifestS
     server = start()
     with connect(server.port) as sock:
         sock.sendall(
-            b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\nGET /nope HTTP/1.1\r\nHost: localhost\r\n\r\n"
+            b"GET / HTTP/1.1\r\nHost: localhost\r\n"
+            b"\r\nGET /nope HTTP/1.1\r\nHost: localhost\r\n\r\n"
             b"GET / HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
         )
         assert statuses(read_until_closed(sock)) == [200, 404, 200]
@@ -396,7 +407,8 @@ def test_expect_100_continue_is_sent_only_once_the_token_is_checked(
     server = start()
     body = json.dumps({"items": []}).encode()
     head = (
-        "POST /manifest/default.json HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n"
+        "POST /manifest/default.json HTTP/1.1\r\nHost: localhost\r\n"
+        "Content-Type: application/json\r\n"
         f"Expect: 100-continue\r\nContent-Length: {len(body)}\r\n"
     )
     with connect(server.port) as sock:
@@ -507,7 +519,9 @@ def test_the_status_server_caps_connections_and_times_out_slow_requests() -> Non
             wait_for(lambda: server.stats().connections == 2)
             with connect(server.port) as third:  # over the cap: the stalest (slow) goes
                 assert closed_by_server(slow)
-                third.sendall(b"GET /status HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+                third.sendall(
+                    b"GET /status HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+                )
                 assert statuses(read_until_closed(third)) == [200]
             assert closed_by_server(second)  # silent: closed at the request deadline
         assert server.stats().evicted == 1

@@ -79,7 +79,9 @@ def test_new_clients_are_answered_when_the_cap_is_full_of_slow_readers() -> None
         def a_new_client_is_answered() -> bool:
             try:
                 with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
-                    sock.sendall(b"HEAD /status HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+                    sock.sendall(
+                        b"HEAD /status HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+                    )
                     return statuses(read_until_closed(sock)) == [200]
             except OSError:
                 return False

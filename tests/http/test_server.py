@@ -250,7 +250,8 @@ def test_protocol_errors_are_json(server: ManifestServer) -> None:
     assert put.headers["Allow"] == "GET, POST"
     assert get(server, "/nope").status_code == 404
     assert get(server, "/nope").json() == {"error": "no such route"}
-    head = "POST /manifest/default.json HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer " + TOKEN
+    head = "POST /manifest/default.json HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer "
+    head += TOKEN
     status, _, body = raw_request(
         server, (head + "\r\nContent-Type: application/json\r\n\r\n").encode()
     )
