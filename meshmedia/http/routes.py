@@ -25,7 +25,7 @@ from meshmedia import __version__
 from meshmedia.bounded import ReadError, bad_text, load_json
 from meshmedia.config import Config
 from meshmedia.errors import ManifestError, MeshmediaError, PublishError
-from meshmedia.groups.registry import InviteError, Member, Registry
+from meshmedia.groups.registry import CREDENTIAL_HEADER, InviteError, Member, Registry
 from meshmedia.manifest import (
     Manifest,
     ManifestStore,
@@ -43,7 +43,6 @@ MAX_WAIT = 60.0
 DURABLE_TIMEOUT = 30.0  # a write answered 503 after this: not acknowledged
 _INFO_HASH = re.compile(r"^[0-9a-fA-F]{40}$")
 MAX_BODY = 1 << 20
-CREDENTIAL_HEADER = "Meshmedia-Member"  # a member's read credential (privacy.md 3.3)
 NOT_FOUND = "not found"  # the one answer to strangers: it names nothing
 
 

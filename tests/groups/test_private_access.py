@@ -17,8 +17,7 @@ import requests
 
 from meshmedia.config import Share
 from meshmedia.curator import Curator
-from meshmedia.groups.registry import Registry
-from meshmedia.http.routes import CREDENTIAL_HEADER
+from meshmedia.groups.registry import CREDENTIAL_HEADER, Registry
 from tests.helpers import make_config, random_file
 
 
