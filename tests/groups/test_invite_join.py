@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import re
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -18,55 +16,9 @@ import requests
 
 from meshmedia.groups import invite_code
 from meshmedia.groups.registry import Registry
-from tests.daemons import NETWORK, Daemon, answers, sha256
+from tests.daemons import NETWORK, sha256
+from tests.groups.nodes import CODE, PrivateCurator, join
 from tests.helpers import free_port, random_file, run_meshmedia, wait_for
-
-CODE = re.compile(r"^MM[A-Z2-7]+$", re.MULTILINE)
-
-
-class PrivateCurator(Daemon):
-    """`meshmedia serve` of one private group, `family`, on every address."""
-
-    def __init__(self, base: Path) -> None:
-        super().__init__(base, "serve")
-        self.share = base / "share"
-        self.share.mkdir(parents=True, exist_ok=True)
-        self.state = base / "state"
-        self.port, self.peer_port = free_port(), free_port()
-
-    def start(self) -> None:
-        self.spawn(
-            "serve", "--share", f"family={self.share}", "--state-dir", str(self.state),
-            "--host", "0.0.0.0", "--port", str(self.port), "--listen-port", str(self.peer_port),
-            "--settle-time", "0.2", *NETWORK,
-        )  # fmt: skip
-        wait_for(lambda: answers(f"http://127.0.0.1:{self.port}/"), 60, 0.2, self.text)
-
-    def invite(self, *extra: str) -> str:
-        made = run_meshmedia(
-            "invite", "--group", "family", "--state-dir", str(self.state),
-            "--address", f"127.0.0.1:{self.port}", *extra,
-        )  # fmt: skip
-        assert made.returncode == 0, made.stderr
-        return CODE.findall(made.stdout)[0]
-
-    def items(self) -> list[dict[str, object]]:
-        url = f"http://127.0.0.1:{self.port}/manifest/family.json"
-        return list((answers(url) or {}).get("items", []))
-
-
-@pytest.fixture
-def curator(tmp_path: Path) -> Iterator[PrivateCurator]:
-    running = PrivateCurator(tmp_path / "curator")
-    running.invite("--no-qr")  # the first invite makes the signing key: before serve
-    running.start()
-    yield running
-    running.stop()
-
-
-def join(client_state: Path, code: str, *extra: str) -> tuple[int, str]:
-    done = run_meshmedia("join", code, "--state-dir", str(client_state), *extra)
-    return done.returncode, done.stdout + done.stderr
 
 
 def nothing_written(state: Path) -> bool:
