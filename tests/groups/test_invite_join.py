@@ -15,7 +15,7 @@ import pytest
 import requests
 
 from meshmedia.groups import invite_code
-from meshmedia.groups.registry import Registry
+from meshmedia.groups.registry import CREDENTIAL_HEADER, Registry
 from tests.daemons import NETWORK, sha256
 from tests.groups.nodes import CODE, PrivateCurator, join
 from tests.helpers import free_port, random_file, run_meshmedia, wait_for
@@ -160,9 +160,15 @@ def test_an_unreachable_curator_is_named(tmp_path: Path) -> None:
     assert nothing_written(tmp_path / "client")
 
 
-def test_members_and_revoke_on_the_command_line(curator: PrivateCurator, tmp_path: Path) -> None:
+def test_members_and_revoke_on_the_command_line(
+    curator: PrivateCurator, tmp_path: Path, outside: str
+) -> None:
     code = curator.invite("--no-qr", "--name", "grandma")
     assert join(tmp_path / "client", code)[0] == 0
+    joined = json.loads((tmp_path / "client" / "groups" / "family.json").read_text())
+    manifest = f"http://{outside}:{curator.port}/manifest/family.json"
+    as_member = {CREDENTIAL_HEADER: joined["credential"]}
+    assert requests.get(manifest, headers=as_member, timeout=10).status_code == 200
     env = {"MESHMEDIA_PORT": str(curator.port)}
     listed = run_meshmedia("members", env=env)
     assert listed.returncode == 0, listed.stderr
@@ -172,6 +178,9 @@ def test_members_and_revoke_on_the_command_line(curator: PrivateCurator, tmp_pat
     gone = run_meshmedia("revoke", "grandma", "--state-dir", str(curator.state))
     assert gone.returncode == 0, gone.stderr
     assert "revoked grandma" in gone.stdout
+    refused = requests.get(manifest, headers=as_member, timeout=10)  # at once: the next request
+    assert refused.status_code == 404
+    assert refused.json() == {"error": "not found"}
     again = run_meshmedia("revoke", "grandma", "--state-dir", str(curator.state))
     assert again.returncode == 1
     assert "no member 'grandma'" in again.stderr

@@ -18,6 +18,7 @@ import requests
 from meshmedia.config import Share
 from meshmedia.curator import Curator
 from meshmedia.groups.registry import CREDENTIAL_HEADER, Registry
+from meshmedia.manifest import generate_key, save_key
 from tests.helpers import make_config, random_file
 
 
@@ -26,6 +27,7 @@ def curator(tmp_path: Path) -> Iterator[Curator]:
     base = tmp_path / "curator"
     shares = (Share("family", base / "family"), Share("open", base / "open"))
     config = make_config(tmp_path, "curator", host="0.0.0.0", shares=shares, public=("open",))
+    save_key(config.state_dir, generate_key())  # private manifests are signed: POST /join needs it
     with Curator(config, force_polling=True) as running:
         assert running.publisher is not None
         random_file(base / "family" / "Grandma 80th birthday.mkv", 100_000, seed=1)
@@ -157,3 +159,55 @@ def test_the_host_header_must_name_this_server(
             assert status == 421, (address, host_header)
             body = json.loads(answer.split(b"\r\n\r\n", 1)[1])
             assert "Host" in body["error"]
+
+
+def test_join_refuses_bad_bodies_and_slows_down_guessing(curator: Curator, outside: str) -> None:
+    assert curator.server is not None
+    base = f"http://{outside}:{curator.server.port}"
+    state_dir = curator.config.state_dir
+    with Registry(state_dir) as registry:
+        secret, _ = registry.create_invite("family", "cousin", dt.timedelta(days=1))
+    for body, reason in (
+        ({"secret": "zz", "csr": "x"}, "secret must be 32 hex digits"),
+        ({"secret": secret.hex()}, "csr must be a PEM certificate signing request"),
+        ([1, 2], "secret must be 32 hex digits"),
+    ):
+        answer = requests.post(base + "/join", json=body, timeout=10)
+        assert answer.status_code == 400
+        assert answer.json()["error"] == reason
+    garbage = requests.post(
+        base + "/join", json={"secret": secret.hex(), "csr": "junk"}, timeout=10
+    )
+    assert garbage.status_code == 400
+    assert "not a certificate signing request" in garbage.json()["error"]
+    with Registry(state_dir) as registry:  # a refused CSR used no code
+        assert registry.members() == []
+    for _ in range(10):
+        guess = requests.post(base + "/join", json={"secret": "ab" * 16, "csr": "x"}, timeout=10)
+        assert guess.status_code == 404
+        assert guess.json() == {"error": "unknown invite code"}
+    blocked = requests.post(base + "/join", json={"secret": "ab" * 16, "csr": "x"}, timeout=10)
+    assert blocked.status_code == 429
+    assert blocked.headers["Retry-After"] == "60"
+    local = requests.post(
+        curator.server.url + "/join", json={"secret": "cd" * 16, "csr": "x"}, timeout=10
+    )
+    assert local.status_code == 404  # counted per source address: loopback is another
+
+
+def test_reports_need_a_members_credential(curator: Curator, outside: str) -> None:
+    assert curator.server is not None
+    base = f"http://{outside}:{curator.server.port}"
+    credential = _member(curator.config.state_dir, "family", "aunt")
+    report = {"version": "x", "free_disk": 1, "placed": ["ab" * 20], "secret": "dropped"}
+    stranger = requests.post(base + "/members/report", json=report, timeout=10)
+    assert stranger.status_code == 401
+    member = requests.post(
+        base + "/members/report", json=report, headers={CREDENTIAL_HEADER: credential}, timeout=10
+    )
+    assert member.status_code == 200
+    listed = requests.get(curator.server.url + "/members", timeout=10).json()
+    (aunt,) = listed["members"]
+    assert aunt["report"] == {"version": "x", "free_disk": 1, "placed": ["ab" * 20]}
+    assert aunt["last_seen"] == member.json()["last_seen"]
+    assert [i["path"] for i in listed["items"]["family"]] == ["Grandma 80th birthday.mkv"]
