@@ -15,6 +15,7 @@ from pathlib import Path
 from meshmedia.config import Config
 from meshmedia.engine import Engine
 from meshmedia.engine.schedule import start_schedule
+from meshmedia.groups.registry import Registry
 from meshmedia.http import (
     ManifestServer,
     load_or_create_token,
@@ -47,6 +48,7 @@ class Curator:
         self.server: ManifestServer | None = None
         self.watcher: Watcher | None = None
         self.announcer: DhtAnnouncer | None = None
+        self.registry: Registry | None = None
         self.metrics = Metrics("curator")
 
     def start(self) -> None:
@@ -78,6 +80,8 @@ class Curator:
                 self.announcer.start()
                 self._stack.callback(self.announcer.close)
             token = load_or_create_token(config)
+            self.registry = registry = Registry(Path(config.state_dir))
+            self._stack.callback(registry.close)
             self.server = server = ManifestServer(
                 config,
                 manifests,
@@ -86,6 +90,8 @@ class Curator:
                 token,
                 home_page=status_page,
                 metrics=self.metrics,
+                registry=registry,
+                signing_key=signer.public_hex if signer is not None else None,
             )
             server.start()
             self._stack.callback(server.close)

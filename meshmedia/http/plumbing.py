@@ -35,6 +35,7 @@ import asyncio
 import concurrent.futures
 import errno
 import fcntl
+import ipaddress
 import json
 import logging
 import re
@@ -193,6 +194,32 @@ class Request:
         return self._body
 
 
+def host_allowed(host: str | None, names: tuple[str, ...] = ()) -> bool:
+    """True when a Host header may reach this server: none at all (HTTP/1.0), a literal
+    IP address, `localhost` or one of `names` (the server's own), with any port. A
+    browser led here by a rebound DNS name sends that name: refused (421)."""
+    if host is None:
+        return True
+    text = host.strip().lower()
+    if text.startswith("["):
+        literal, bracket, rest = text[1:].partition("]")
+        port_ok = not rest or re.fullmatch(r":\d{1,5}", rest) is not None
+        return bool(bracket) and port_ok and _is_ip(literal)
+    name, _, port = text.partition(":")
+    if port and not port.isdigit():
+        return False
+    name = name.rstrip(".")
+    return name == "localhost" or name in names or _is_ip(name)
+
+
+def _is_ip(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True
+
+
 def connection_cap(limits: Limits) -> int:
     """`max_connections`, lowered to leave room for the process's other files."""
     soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
@@ -235,9 +262,12 @@ class HttpServer:
         *,
         server_header: str = "meshmedia",
         access_log: AccessLog | None = None,
+        host_names: tuple[str, ...] = (),
     ) -> None:
-        """Keep the settings; nothing is bound until `start()`."""
+        """Keep the settings; nothing is bound until `start()`. `host_names`: names
+        besides `localhost`, literal IPs and `host` that a Host header may carry."""
         self.name = name
+        self.host_names = tuple({name.lower() for name in (host, *host_names) if name})
         self.host = host
         self.requested_port = port
         self.handler = handler
@@ -750,6 +780,9 @@ class _Connection(asyncio.Protocol):
             request = Request(head, self.peer, self)
         except WireError as exc:
             self.refuse(exc.status, exc.reason)
+            return
+        if not host_allowed(request.headers.get("Host"), self.server.host_names):
+            self.refuse(421, "the Host header names another server (DNS rebinding?)")
             return
         self.run(request, head)
 
