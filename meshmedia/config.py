@@ -50,6 +50,7 @@ class Config:
     port: int = 5000
     listen_host: str = "0.0.0.0"  # noqa: S104 - BitTorrent peers must reach us
     listen_port: int = 6881
+    ssl_listen_port: int | None = None  # private groups' SSL torrents; None: listen_port + 1
     advertise_host: str | None = None
     state_dir: Path = field(default_factory=default_state_dir)
     manifest_urls: tuple[str, ...] = ()
@@ -88,8 +89,10 @@ class Config:
         _check(GROUP_RE.match(self.group) is not None, "group", self.group, _GROUP_RULE)
         for share in self.shares:
             _check(GROUP_RE.match(share.group) is not None, "share", share.group, _GROUP_RULE)
-        for name in ("port", "listen_port", "status_port"):
+        for name in ("port", "listen_port", "status_port", "ssl_listen_port"):
             value = getattr(self, name)
+            if value is None:
+                continue
             _check(0 <= value <= 65535, name, value, "a port number from 0 to 65535")
         for name in ("upload_limit", "download_limit", "min_free", "max_size"):
             _check(getattr(self, name) >= 0, name, getattr(self, name), "a size of 0 or more")
@@ -121,6 +124,16 @@ class Config:
         for group in self.public:
             ok = group == "*" or GROUP_RE.match(group) is not None
             _check(ok, "public", group, f"'*' or a group name ({_GROUP_RULE})")
+
+    @property
+    def ssl_port(self) -> int:
+        """The SSL BitTorrent port (private groups): `ssl_listen_port`, else the port after
+        `listen_port` (the one before for 65535), 0 (any free port) when listen_port is 0."""
+        if self.ssl_listen_port is not None:
+            return self.ssl_listen_port
+        if self.listen_port == 0:
+            return 0
+        return self.listen_port + 1 if self.listen_port < 65535 else 65534
 
     @property
     def share_groups(self) -> dict[str, Path]:
@@ -269,6 +282,7 @@ ENVIRONMENT: dict[str, tuple[tuple[str, ...], Parser]] = {
     "port": (("MESHMEDIA_PORT",), _int("port")),
     "listen_host": (("MESHMEDIA_LISTEN_HOST",), str),
     "listen_port": (("MESHMEDIA_LISTEN_PORT",), _int("listen_port")),
+    "ssl_listen_port": (("MESHMEDIA_SSL_LISTEN_PORT",), _int("ssl_listen_port")),
     "advertise_host": (("MESHMEDIA_ADVERTISE_HOST",), str),
     "state_dir": (("MESHMEDIA_STATE_DIR",), _path),
     "manifest_urls": (("MANIFEST_URL", "MESHMEDIA_MANIFEST_URL"), lambda t: tuple(t.split())),

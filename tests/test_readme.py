@@ -69,7 +69,8 @@ def _free_port() -> int:
 
 
 # The README's ports, and the settings a command without port flags takes them from.
-README_PORTS = {5000: "MESHMEDIA_PORT", 6881: "MESHMEDIA_LISTEN_PORT", 5002: None, 6882: None}
+# 6882 is the curator's SSL port (6881 + 1): the friend's BitTorrent port is 6883
+README_PORTS = {5000: "MESHMEDIA_PORT", 6881: "MESHMEDIA_LISTEN_PORT", 5002: None, 6883: None}
 
 
 def port_plan() -> dict[int, int]:
@@ -83,7 +84,7 @@ def with_ports(command: str, plan: dict[int, int]) -> str:
 
 
 def test_busy_ports_are_replaced_in_the_commands_not_skipped() -> None:
-    plan = {5000: 41000, 6881: 6881, 5002: 41002, 6882: 6882}
+    plan = {5000: 41000, 6881: 6881, 5002: 41002, 6883: 6883}
     sync = "meshmedia sync --manifest-url http://127.0.0.1:5000/m.json --status-port 5002"
     assert with_ports(sync, plan) == (
         "meshmedia sync --manifest-url http://127.0.0.1:41000/m.json --status-port 41002"

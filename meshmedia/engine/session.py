@@ -23,6 +23,7 @@ from meshmedia.errors import EngineError
 from meshmedia.store import Store
 
 from .alerts import AlertLoop, Handler, Tick
+from .certificates import Certificates, make_private
 from .convert import hex_of, status_from_lt
 from .dht import DhtItems
 from .events import TorrentEvents
@@ -76,6 +77,7 @@ class Engine:
         self._resume = ResumeData(self._table, store)
         self._storage = Storage(self._table)
         self.dht = DhtItems(self._session, self._events.session_stats)
+        self._certificates = Certificates()
         ticks = [
             Tick(UPDATE_INTERVAL, self._events.refresh, first=0.0),
             Tick(resume_interval, self._resume.tick),
@@ -85,7 +87,12 @@ class Engine:
         self._limits: dict[str, Any] = {}
         self.set_limits(config.upload_limit, config.download_limit)
         self._alerts.start()
-        log.info("engine listening on port %d (%s)", self.listen_port, config.transport)
+        log.info(
+            "engine listening on port %d, SSL port %d (%s)",
+            self.listen_port,
+            self.ssl_listen_port,
+            config.transport,
+        )
 
     def _alert_table(self) -> dict[str, Handler]:
         """The one dispatch table: libtorrent alert type name -> the component's handler."""
@@ -111,6 +118,7 @@ class Engine:
             "storage_moved_failed_alert": storage.on_storage_moved_failed,
             "dht_put_alert": dht.on_put,
             "dht_mutable_item_alert": dht.on_mutable_item,
+            "torrent_need_cert_alert": self._certificates.on_need_cert,
         }
 
     @property
@@ -118,15 +126,38 @@ class Engine:
         """The port the session is bound to (the real one when the config said 0)."""
         return int(self._session.listen_port())
 
+    @property
+    def ssl_listen_port(self) -> int:
+        """The SSL port private groups' torrents are reached at (0 when not listening)."""
+        return int(self._session.ssl_listen_port())
+
+    def set_group_certificate(self, ca: bytes, cert: bytes, key: bytes) -> None:
+        """The member certificate and key (PEM) for the torrents of the private group whose
+        CA is `ca`: set on those held now (a renewal, or torrents restored at start) and on
+        every one added later (libtorrent asks again after each add and restart)."""
+        count = self._certificates.set(ca, cert, key, self._table.handles())
+        log.info("member certificate set for a private group (%d torrents now)", count)
+
     # -- adding and removing -------------------------------------------------
-    def add_seed(self, torrent: bytes, save_path: Path, *, verified: bool = False) -> str:
+    def add_seed(
+        self,
+        torrent: bytes,
+        save_path: Path,
+        *,
+        verified: bool = False,
+        private_ca: bytes | None = None,
+    ) -> str:
         """Seed a complete file we have (no initial check); returns the info hash.
 
         By default each piece is hashed on its first request (seed_mode). Pass
         `verified=True` only when the caller has just hashed these very files
         into this torrent: then every piece is served without hashing it again.
+        `private_ca`: the torrent is a private group's, with this CA in its info dict
+        (EngineError otherwise); it is kept off the DHT and LSD.
         """
         atp = load_torrent(torrent)
+        if private_ca is not None:
+            make_private(atp, private_ca)
         atp.save_path = str(save_path)
         if renames := real_names(torrent, atp.ti, save_path):
             atp.renamed_files = renames
@@ -137,13 +168,25 @@ class Engine:
         return self._add(atp, Role.SEED, ())
 
     def add_download(
-        self, source: str | bytes, save_path: Path, peers: Sequence[tuple[str, int]] = ()
+        self,
+        source: str | bytes,
+        save_path: Path,
+        peers: Sequence[tuple[str, int]] = (),
+        *,
+        private_ca: bytes | None = None,
     ) -> str:
         """Download from a magnet URI, an http(s) URL of a .torrent, or .torrent bytes.
 
         The source's trackers and web seeds are used only with `allow_trackers`.
+        `private_ca`: an item of a private group, whose torrent must carry this CA (a
+        magnet gets it as its root certificate); off the DHT and LSD, and `peers` are
+        members' SSL addresses.
         """
         atp = params_for(source, allow_trackers=self._config.allow_trackers)
+        if private_ca is not None:
+            make_private(atp, private_ca)
+            if atp.ti is None:
+                self._certificates.expect(hex_of(atp.info_hashes), private_ca)
         atp.save_path = str(save_path)
         magnet_peers = [(str(host), int(port)) for host, port in atp.peers]
         atp.peers = []
@@ -167,6 +210,7 @@ class Engine:
     def remove(self, info_hash: str, delete_files: bool = False) -> None:
         """Stop seeding or downloading a torrent and forget its resume data."""
         handle = self._table.forget(info_hash)
+        self._certificates.forget(info_hash)
         self._session.remove_torrent(handle, lt.session.delete_files if delete_files else 0)
         self._store.delete_resume(info_hash)
         log.info("removed %s%s", info_hash, " and its files" if delete_files else "")
