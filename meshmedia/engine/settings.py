@@ -51,7 +51,6 @@ _ACROSS_HOMES = {
     "max_failcount": 100,
     "peer_connect_timeout": 5,
     "utp_gain_factor": 60000,
-    "request_queue_time": 1,
 }
 
 # Networks whose peers also belong to libtorrent's "local" class (no unchoke
