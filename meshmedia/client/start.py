@@ -24,6 +24,7 @@ from meshmedia.store import ClientItem, ItemState, Store
 from meshmedia.torrentinfo import read_torrent
 
 from .items import ActiveItems, Key, Ledger, Problem, key_of
+from .peers import CuratorPeers
 from .place import InPlace, Placer
 from .placement import final_path, incomplete_dir, make_dirs, space_problem
 from .torrents import TorrentFetch
@@ -61,9 +62,11 @@ class Starter:
         fetch: TorrentFetch,
         jobs: tuple[Jobs, Jobs],
         min_free: int,
+        peers: CuratorPeers,
     ) -> None:
         """`jobs`: the pools for `.torrent` fetches and for checks of files in place;
-        a download is paused when it would leave less than `min_free` bytes free."""
+        a download is paused when it would leave less than `min_free` bytes free;
+        `peers`: the curator's addresses each download dials."""
         self._store = store
         self._engine = engine
         self._placer = placer
@@ -73,6 +76,7 @@ class Starter:
         self._fetches, self._checks = jobs
         self.download_dir = placer.download_dir
         self._min_free = min_free
+        self._peers = peers
         self.retries = True  # --once turns retries off
         self._sources: dict[Key, Source] = {}  # starts waiting for their check of files
 
@@ -186,6 +190,8 @@ class Starter:
         except MeshmediaError as exc:
             self._ledger.fail(ci, f"cannot add the torrent: {exc}")
             return
+        for host, port in self._peers.for_item(ci.url, item.torrent):
+            self._engine.connect_peer(ih, host, port)
         if not adopted:
             log.info("downloading %s (%s)", item.path, ih)
         if item.info_hash is not None:

@@ -45,6 +45,7 @@ from meshmedia.store import ClientItem, ItemState, Store
 from .downloads import Downloads
 from .events import ItemEvents
 from .items import ActiveItems, Ledger
+from .peers import CuratorPeers
 from .place import Placer
 from .placement import is_disk_full
 from .plan import ItemPlanner, keep_manifest, read_manifest, saved_manifest
@@ -103,6 +104,7 @@ class SyncClient:
             events=self.events,
         )
         self.torrents = TorrentFetch(http)
+        self.curator_peers = CuratorPeers()
         self._jobs = {
             kind: Jobs(f"{kind} jobs", WORKERS, self._job_done)
             for kind in ("torrent fetch", "file check", "placement")
@@ -126,6 +128,7 @@ class SyncClient:
             fetch=self.torrents,
             jobs=(self._jobs["torrent fetch"], self._jobs["file check"]),
             min_free=config.min_free,
+            peers=self.curator_peers,
         )
         self._downloads = Downloads(
             engine=engine,
@@ -134,6 +137,7 @@ class SyncClient:
             ledger=self._ledger,
             jobs=(self._jobs["file check"], self._jobs["placement"]),
             min_free=config.min_free,
+            peers=self.curator_peers,
         )
         engine.subscribe(self._notify)
 
@@ -186,6 +190,7 @@ class SyncClient:
         if read is None:
             return False
         manifest, rejected = read
+        moved = self.curator_peers.update(url, manifest.extra)
         log.info("planning %d items of %s", len(manifest.items), url)
         self.events.set_group(url, manifest.group)
         with self._lock:
@@ -201,6 +206,9 @@ class SyncClient:
                 return False
         self._planner.delete_gone(planned)  # files only: slow, and no other item's
         keep_manifest(self.store, url, body, etag)
+        if moved:  # the curator's addresses changed (a router mapped, a new address)
+            with self._lock:
+                self._downloads.redial(url)
         self.versions[url] = manifest.version
         self._wakeup.set()
         return True

@@ -17,13 +17,15 @@ from pathlib import Path
 
 from meshmedia.config import Config
 from meshmedia.engine import MAX_DHT_VALUE, Engine
-from meshmedia.engine.building import SourceFile, advertise_host, build_torrent
+from meshmedia.engine.building import SourceFile, build_torrent
 from meshmedia.errors import MeshmediaError
 from meshmedia.hashing import hash_file
 from meshmedia.manifest import Manifest, ManifestStore, Pointer, SigningKey
 from meshmedia.manifest.durability import write_atomic
 from meshmedia.private_files import private_dir
 from meshmedia.store import Store
+
+from .addresses import advertised_addresses
 
 log = logging.getLogger(__name__)
 
@@ -148,8 +150,4 @@ class DhtAnnouncer:
         return info_hash
 
     def _peers(self) -> tuple[str, ...]:
-        host = advertise_host(self._config)
-        if host is None:
-            return ()
-        port = self._engine.listen_port
-        return (f"[{host}]:{port}" if ":" in host else f"{host}:{port}",)
+        return tuple(advertised_addresses(self._config, self._engine))

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from meshmedia.config import Config
 from meshmedia.engine import Engine
+from meshmedia.engine.building import advertise_host
 from meshmedia.engine.schedule import start_schedule
 from meshmedia.groups.registry import Registry
 from meshmedia.http import (
@@ -27,6 +28,7 @@ from meshmedia.manifest import ManifestStore, load_key
 from meshmedia.process import prepare_daemon, stop_on_signals
 from meshmedia.store import Store
 
+from .addresses import PeerAdvertiser, reachable_http
 from .announcer import DhtAnnouncer
 from .publisher import Publisher
 from .watcher import Watcher
@@ -49,6 +51,7 @@ class Curator:
         self.watcher: Watcher | None = None
         self.announcer: DhtAnnouncer | None = None
         self.registry: Registry | None = None
+        self.advertiser: PeerAdvertiser | None = None
         self.metrics = Metrics("curator")
 
     def start(self) -> None:
@@ -95,6 +98,11 @@ class Curator:
             )
             server.start()
             self._stack.callback(server.close)
+            if reachable_http(config):  # never offer a loopback-only HTTP module to the router
+                engine.portmap.map_http(server.port, advertise_host(config))
+            self.advertiser = advertiser = PeerAdvertiser(config, engine, manifests)
+            advertiser.start()
+            self._stack.callback(advertiser.close)
             self.watcher = watcher = Watcher(config, publisher, force_polling=self._force_polling)
             watcher.start()
             self._stack.callback(watcher.close)

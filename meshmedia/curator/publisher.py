@@ -18,7 +18,7 @@ from typing import Any
 
 from meshmedia.config import Config, Share
 from meshmedia.engine import Engine
-from meshmedia.engine.building import advertise_host, build_torrent, magnet_uri
+from meshmedia.engine.building import build_torrent
 from meshmedia.errors import ManifestError, PublishError
 from meshmedia.manifest import (
     Item,
@@ -30,6 +30,7 @@ from meshmedia.manifest import (
 )
 from meshmedia.store import CatalogEntry, Store
 
+from .addresses import advertised_addresses, magnet_for
 from .seeds import SeedKeeper
 from .sources import NOT_UTF8, SYMLINK_RULE, SourceHasher, named, not_utf8, symlink_on
 
@@ -192,11 +193,10 @@ class Publisher:
             self._seeds.seed(built, source, files)
             item = Item(
                 title=title or _title_of(source),
-                torrent=magnet_uri(
+                torrent=magnet_for(
                     built.info_hash,
                     source.name,
-                    advertise_host(self._config),
-                    self._engine.listen_port,
+                    advertised_addresses(self._config, self._engine),
                 ),
                 path=item_path,
                 sha256=files[0].hashes.sha256 if len(files) == 1 and source.is_file() else None,

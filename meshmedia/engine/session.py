@@ -28,6 +28,7 @@ from .convert import hex_of, status_from_lt
 from .dht import DhtItems
 from .events import TorrentEvents
 from .peers import PeerError, check_peer
+from .portmap import PortMapper
 from .resume import ResumeData, file_paths, real_names
 from .schedule import PAUSED
 from .settings import is_local_address, peer_class_filter, session_params
@@ -78,9 +79,11 @@ class Engine:
         self._storage = Storage(self._table)
         self.dht = DhtItems(self._session, self._events.session_stats)
         self._certificates = Certificates()
+        self.portmap = PortMapper(self._session, upnp=config.upnp, natpmp=config.natpmp)
         ticks = [
             Tick(UPDATE_INTERVAL, self._events.refresh, first=0.0),
             Tick(resume_interval, self._resume.tick),
+            Tick(1.0, self.portmap.tick),
         ]
         self._alerts = AlertLoop(self._session, self._alert_table(), ticks)
         self._resume.restore(self._session)
@@ -97,6 +100,7 @@ class Engine:
     def _alert_table(self) -> dict[str, Handler]:
         """The one dispatch table: libtorrent alert type name -> the component's handler."""
         events, resume, storage, dht = self._events, self._resume, self._storage, self.dht
+        portmap = self.portmap
         return {
             "state_update_alert": events.on_state_update,
             "state_changed_alert": events.on_state_changed,
@@ -119,6 +123,9 @@ class Engine:
             "dht_put_alert": dht.on_put,
             "dht_mutable_item_alert": dht.on_mutable_item,
             "torrent_need_cert_alert": self._certificates.on_need_cert,
+            "portmap_alert": portmap.on_mapped,
+            "portmap_error_alert": portmap.on_error,
+            "external_ip_alert": portmap.on_external_ip,
         }
 
     @property
@@ -340,6 +347,7 @@ class Engine:
         self._alerts.stop()
         self._events.close()
         self.dht.close()
+        self.portmap.close()
         self._session = None
         log.info("engine closed")
 

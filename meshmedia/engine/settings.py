@@ -39,6 +39,20 @@ _UTP = {
     "recv_socket_buffer_size": 4 * _MIB,
 }
 
+# Across homes (native_notes/nat.md "c." and "d."): a peer whose link was down 20 s is
+# dialled again 0.6-2.2 s after it returns instead of 46-66 s (keepalives every 10 s find
+# the dead connection during the cut; reconnects wait failcount x 1 s, not x 60 s, and go
+# on past 3 failures); a dial that gets no answer gives up after 5 s, so BEP 55 hole
+# punching starts 7 s after a peer joins instead of 20.6 s. uTP's cwnd may grow 60000
+# bytes per RTT (3000: 0.59 instead of 1.74 MiB/s at 0.1 % loss, 50 ms per link).
+_ACROSS_HOMES = {
+    "peer_timeout": 20,
+    "min_reconnect_time": 1,
+    "max_failcount": 100,
+    "peer_connect_timeout": 5,
+    "utp_gain_factor": 60000,
+}
+
 # Networks whose peers also belong to libtorrent's "local" class (no unchoke
 # slot limit); every address stays in the global class so rate limits hold.
 LOCAL_NETWORKS = (
@@ -89,6 +103,7 @@ def build_settings(config: Config, overrides: dict[str, Any] | None = None) -> d
             lt.alert.category_t.error_notification
             | lt.alert.category_t.status_notification
             | lt.alert.category_t.storage_notification
+            | lt.alert.category_t.port_mapping_notification
         ),
         "alert_queue_size": 10000,
         "allow_multiple_connections_per_ip": True,
@@ -103,6 +118,7 @@ def build_settings(config: Config, overrides: dict[str, Any] | None = None) -> d
         "download_rate_limit": config.download_limit,
         **_THROUGHPUT,
         **_UTP,
+        **_ACROSS_HOMES,
     }
     if config.dht_bootstrap:
         settings.update(dht_settings(config.dht_bootstrap))
