@@ -100,13 +100,12 @@ def is_complete(params: Any) -> bool:
     """True when resume params say every piece is there (or the torrent is in seed mode)."""
     if params.flags & lt.torrent_flags.seed_mode:
         return True
+    if params.ti is None:
+        return False
+    # the bitfield comes back rounded up to whole bytes: 11 pieces read as 16 flags
+    count = params.ti.num_pieces()
     pieces = list(params.have_pieces)
-    return (
-        bool(pieces)
-        and params.ti is not None
-        and all(pieces)
-        and (len(pieces) == params.ti.num_pieces())
-    )
+    return count > 0 and len(pieces) >= count and all(pieces[:count])
 
 
 def needs_recheck(

@@ -23,6 +23,7 @@ from meshmedia.errors import EngineError
 from meshmedia.store import Store
 
 from .alerts import AlertLoop, Handler, Tick
+from .choking import apply_choking, seed_slots
 from .convert import hex_of, status_from_lt
 from .dht import DhtItems
 from .events import TorrentEvents
@@ -83,6 +84,7 @@ class Engine:
         self._alerts = AlertLoop(self._session, self._alert_table(), ticks)
         self._resume.restore(self._session)
         self._limits: dict[str, Any] = {}
+        self._capped: bool | None = None  # upload capped: seeds unchoke few (choking.py)
         self.set_limits(config.upload_limit, config.download_limit)
         self._alerts.start()
         log.info("engine listening on port %d (%s)", self.listen_port, config.transport)
@@ -130,6 +132,7 @@ class Engine:
         atp.save_path = str(save_path)
         if renames := real_names(torrent, atp.ti, save_path):
             atp.renamed_files = renames
+        atp.max_uploads = seed_slots(bool(self._capped))
         if verified:
             atp.have_pieces = [True] * atp.ti.num_pieces()
         else:
@@ -212,6 +215,9 @@ class Engine:
         )
         if paused != self._session.is_paused():
             (self._session.pause if paused else self._session.resume)()
+        if (upload != 0) != self._capped:
+            self._capped = upload != 0
+            apply_choking(self._session, self._table.seed_handles(), self._capped)
         held = self._session.get_settings()  # what libtorrent holds, read back
         self._limits = {
             "window": window,

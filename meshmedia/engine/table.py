@@ -93,6 +93,11 @@ class TorrentTable:
         with self._cond:
             return dict(self._handles)
 
+    def seed_handles(self) -> list[Any]:
+        """The handles of the torrents held as seeds."""
+        with self._cond:
+            return [h for ih, h in self._handles.items() if self._roles.get(ih) == Role.SEED]
+
     def role(self, ih: str) -> Role | None:
         """The torrent's role, None when it is not held (removed meanwhile)."""
         with self._cond:
