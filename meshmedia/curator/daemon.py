@@ -114,7 +114,9 @@ class Curator:
     def _measure(self, engine: Engine, manifests: ManifestStore, publisher: Publisher) -> None:
         """What GET /metrics reads: the engine, each group's manifest, publish latency."""
         metrics = self.metrics
-        metrics.add_source(engine_source(engine.snapshot, engine.stats))
+        metrics.add_source(
+            engine_source(engine.snapshot, engine.stats, lambda: publisher.bytes_hashed)
+        )
 
         def versions() -> dict[str, int]:
             return {group: manifests.get(group).version for group in manifests.groups()}

@@ -24,6 +24,7 @@ from meshmedia.store import Store
 
 from .alerts import AlertLoop, Handler, Tick
 from .certificates import Certificates, make_private
+from .choking import apply_choking, seed_slots
 from .convert import hex_of, status_from_lt
 from .dht import DhtItems
 from .events import TorrentEvents
@@ -88,6 +89,7 @@ class Engine:
         self._alerts = AlertLoop(self._session, self._alert_table(), ticks)
         self._resume.restore(self._session)
         self._limits: dict[str, Any] = {}
+        self._capped: bool | None = None  # upload capped: seeds unchoke few (choking.py)
         self.set_limits(config.upload_limit, config.download_limit)
         self._alerts.start()
         log.info(
@@ -168,6 +170,7 @@ class Engine:
         atp.save_path = str(save_path)
         if renames := real_names(torrent, atp.ti, save_path):
             atp.renamed_files = renames
+        atp.max_uploads = seed_slots(bool(self._capped))
         if verified:
             atp.have_pieces = [True] * atp.ti.num_pieces()
         else:
@@ -263,6 +266,9 @@ class Engine:
         )
         if paused != self._session.is_paused():
             (self._session.pause if paused else self._session.resume)()
+        if (upload != 0) != self._capped:
+            self._capped = upload != 0
+            apply_choking(self._session, self._table.seed_handles(), self._capped)
         held = self._session.get_settings()  # what libtorrent holds, read back
         self._limits = {
             "window": window,

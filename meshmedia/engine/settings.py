@@ -114,6 +114,9 @@ def build_settings(config: Config, overrides: dict[str, Any] | None = None) -> d
         # A Raspberry Pi: a few dozen peers per torrent, a bounded total.
         "connections_limit": 200,
         "unchoke_slots_limit": 16,
+        # A choked peer gets nothing, not even its "allowed fast" pieces: a capped seed
+        # would otherwise send the same pieces to every client (engine.md, swarm).
+        "allowed_fast_set_size": 0,
         "upload_rate_limit": config.upload_limit,
         "download_rate_limit": config.download_limit,
         **_THROUGHPUT,
