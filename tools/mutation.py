@@ -52,7 +52,11 @@ TARGETS = (
     Target(
         "place",
         "meshmedia/client/place.py",
-        ("tests/client/test_client.py", "tests/client/test_hostile_client.py"),
+        (
+            "tests/client/test_place.py",
+            "tests/client/test_client.py",
+            "tests/client/test_hostile_client.py",
+        ),
     ),
     Target(
         "format",
@@ -74,6 +78,8 @@ TARGETS = (
             "tests/http/test_routes.py",
             "tests/http/test_server.py",
             "tests/http/test_http_hostile.py",
+            "tests/curator/test_hostile_curator.py::"
+            "test_a_write_that_cannot_reach_the_disk_is_not_acknowledged",
         ),
     ),
     Target("watcher", "meshmedia/curator/watcher.py", ("tests/curator/test_watcher.py",)),
