@@ -128,7 +128,7 @@ def invite(
             err=True,
         )
     addresses = curator_addresses(config, address)
-    made = make_invite(config, name, lifetime, addresses, bytes.fromhex(signer.public_hex))
+    made = make_invite(config, name, lifetime, addresses)
     click.echo(made.code)
     if not no_qr:
         print_qr(made.code)

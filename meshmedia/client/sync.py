@@ -91,6 +91,7 @@ class SyncClient:
         self.trust = TrustPolicy(store, parse_public_key(config.trust) if config.trust else None)
         self.trusts: dict[str, TrustPolicy] = {}  # a joined group's URL: its curator's key only
         self.headers_for: Callable[[str], dict[str, str]] = _no_headers  # joined groups'
+        self.pins: dict[str, str] = {}  # joined curators' https origins -> certificate
         self._wakeup = threading.Event()
         self._active = ActiveItems(store)
         self.events = ItemEvents()  # placed and failed items, for metrics and hooks

@@ -15,6 +15,7 @@ from pathlib import Path
 from meshmedia.config import Config
 from meshmedia.engine import Engine
 from meshmedia.engine.schedule import start_schedule
+from meshmedia.groups.curator_tls import server_context
 from meshmedia.groups.registry import Registry
 from meshmedia.http import (
     ManifestServer,
@@ -92,6 +93,7 @@ class Curator:
                 metrics=self.metrics,
                 registry=registry,
                 signing_key=signer.public_hex if signer is not None else None,
+                tls=server_context(Path(config.state_dir)),
             )
             server.start()
             self._stack.callback(server.close)

@@ -401,6 +401,9 @@ def post_join(req: RequestHandler, match: re.Match[str]) -> Response:
         )
     if app.registry is None or app.signing_key is None:
         raise HttpError(503, "this curator takes no members: it has no signing key; restart it")
+    if not req.request.tls and not req.loopback:
+        reason = "POST /join needs https: the secret must not cross the network in clear"
+        raise HttpError(400, reason)
     doc = req.read_json()
     secret, csr = (doc.get(k) if isinstance(doc, dict) else None for k in ("secret", "csr"))
     if not isinstance(secret, str) or re.fullmatch(r"[0-9a-fA-F]{32}", secret) is None:
