@@ -196,3 +196,30 @@ def test_a_restarted_member_serves_a_newcomer_without_the_curator_or_hashing(
             newcomer.close()
     finally:
         again.close()
+
+
+def test_a_public_group_made_private_is_rebuilt_as_ssl_torrents_without_hashing(
+    tmp_path: Path,
+) -> None:
+    share = tmp_path / "curator" / "family"
+    random_file(share / NAME, SIZE, seed=81)
+    config = make_config(tmp_path, "curator", shares=(Share("family", share),))  # public
+    with Curator(config, force_polling=True) as public:
+        assert public.publisher is not None
+        assert public.manifests is not None
+        before = public.publisher.publish(share / NAME)
+        assert "&dn=" in before.torrent  # today's magnet: name and peer
+    with Curator(config.with_changes(public=()), force_polling=True) as private:
+        assert private.manifests is not None
+        assert private.engine is not None
+        assert private.publisher is not None
+        (after,) = private.manifests.get("family").items
+        assert after.info_hash != before.info_hash
+        assert after.torrent == f"magnet:?xt=urn:btih:{after.info_hash}"
+        assert (after.path, after.sha256, after.size) == (before.path, before.sha256, SIZE)
+        assert [t.info_hash for t in private.engine.snapshot().torrents] == [after.info_hash]
+        data = private.engine.torrent_bytes(after.info_hash or "")
+        assert data is not None
+        ca = GroupAuthority.open(config.state_dir, "family").ca_pem
+        assert lt.torrent_info(data).ssl_cert().encode() == ca
+        assert private.publisher.bytes_hashed == 0  # from the hash cache
