@@ -48,6 +48,7 @@ from .items import ActiveItems, Ledger
 from .place import Placer
 from .placement import is_disk_full
 from .plan import ItemPlanner, keep_manifest, read_manifest, saved_manifest
+from .private import PrivateGroups
 from .selection import Selection
 from .start import Starter
 from .torrents import TorrentFetch
@@ -109,6 +110,8 @@ class SyncClient:
             for kind in ("torrent fetch", "file check", "placement")
         }
         self._placer = Placer(engine, store, self.download_dir, notifier)
+        self.private = PrivateGroups.load(config.state_dir)
+        self.private.set_certificates(engine)
         self.selection = Selection(config.state_dir, config.select, config.max_size)
         self._planner = ItemPlanner(
             store,
@@ -127,6 +130,7 @@ class SyncClient:
             fetch=self.torrents,
             jobs=(self._jobs["torrent fetch"], self._jobs["file check"]),
             min_free=config.min_free,
+            private=self.private,
         )
         self._downloads = Downloads(
             engine=engine,

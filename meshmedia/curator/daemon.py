@@ -30,6 +30,7 @@ from meshmedia.store import Store
 
 from .announcer import DhtAnnouncer
 from .publisher import Publisher
+from .swarms import PrivateSwarms
 from .watcher import Watcher
 
 log = logging.getLogger(__name__)
@@ -50,6 +51,7 @@ class Curator:
         self.watcher: Watcher | None = None
         self.announcer: DhtAnnouncer | None = None
         self.registry: Registry | None = None
+        self.swarms: PrivateSwarms | None = None
         self.metrics = Metrics("curator")
 
     def start(self) -> None:
@@ -73,11 +75,16 @@ class Curator:
             )
             self._stack.callback(manifests.close)
             manifests.preload({share.group for share in config.shares})
-            self.publisher = publisher = Publisher(config, store, engine, manifests)
+            self.swarms = swarms = PrivateSwarms(
+                Path(config.state_dir), engine, lambda group: not config.is_public(group)
+            )
+            self.publisher = publisher = Publisher(config, store, engine, manifests, swarms)
             self._stack.callback(publisher.close)
             self._measure(engine, manifests, publisher)
             if signer is not None and config.dht:
-                self.announcer = DhtAnnouncer(config, store, engine, manifests, signer)
+                self.announcer = DhtAnnouncer(
+                    config, store, engine, manifests, signer, public=config.is_public
+                )
                 self.announcer.start()
                 self._stack.callback(self.announcer.close)
             token = load_or_create_token(config)
