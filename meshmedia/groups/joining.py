@@ -131,6 +131,7 @@ def join_with_code(state_dir: Path, text: str, download_dir: Path | None) -> lis
         credential=_text(doc, "credential"),
         manifest_url=base + _text(doc, "manifest"),
         curator_pin=pin,
+        peers=[p for p in doc.get("peers", []) if isinstance(p, str)][:64],
     )
     save_membership(Path(state_dir), membership)
     if download_dir is not None:

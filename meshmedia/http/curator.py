@@ -51,6 +51,7 @@ class ManifestServer:
         registry: Registry | None = None,
         signing_key: str | None = None,
         tls: ssl.SSLContext | None = None,
+        swarm_peers: Callable[[str | None], list[str]] | None = None,
     ) -> None:
         """Keep the collaborators; nothing is bound until `start()`.
 
@@ -62,6 +63,8 @@ class ManifestServer:
         `registry`: the members and invites (POST /join, credentials of private
         groups); `signing_key`: the manifests' public key (hex). `tls`: speak TLS
         on the same port too (members and joins; groups/curator_tls.py).
+        `swarm_peers(host)`: the curator's SSL peer addresses for a joining member
+        that reached it at `host` (curator/swarms.py).
         """
         self.config = config
         self.manifests = manifests
@@ -72,6 +75,7 @@ class ManifestServer:
         self.metrics = metrics
         self.registry = registry
         self.signing_key = signing_key
+        self.swarm_peers = swarm_peers
         self.join_failures = JoinFailures()
         self._hashes: dict[str, tuple[str, frozenset[str]]] = {}  # group -> (etag, hashes)
         self.http = HttpServer(
