@@ -24,7 +24,7 @@ from meshmedia.http import (
     token_path,
 )
 from meshmedia.http.metrics import Metrics, engine_source, gauge_source
-from meshmedia.manifest import ManifestStore, load_key
+from meshmedia.manifest import ManifestStore, generate_key, load_key, save_key
 from meshmedia.process import prepare_daemon, stop_on_signals
 from meshmedia.store import Store
 
@@ -68,6 +68,11 @@ class Curator:
             if schedule is not None:
                 self._stack.callback(schedule.close)
             signer = load_key(Path(config.state_dir))
+            if signer is None and not config.all_public:
+                # private groups' manifests are always signed: members trust only this key
+                signer = generate_key()
+                save_key(Path(config.state_dir), signer)
+                log.info("made the manifest signing key (private groups' manifests are signed)")
             if signer is not None:
                 log.info("signing manifests with key %s", signer.public_hex)
             self.manifests = manifests = ManifestStore(
