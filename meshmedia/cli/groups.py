@@ -123,8 +123,8 @@ def invite(
         signer = generate_key()
         save_key(state_dir, signer)
         click.echo(
-            f"made the curator's signing key {signer.public_hex}; restart `meshmedia serve`"
-            " if it runs, so that it signs the manifests and takes members",
+            f"made the curator's signing key {signer.public_hex} (`meshmedia serve` signs"
+            " the manifests with it from its next start)",
             err=True,
         )
     addresses = curator_addresses(config, address)
