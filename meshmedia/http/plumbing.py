@@ -196,6 +196,13 @@ class Request:
         return self._body
 
 
+def own_names() -> tuple[str, ...]:
+    """This machine's own names a Host header may carry: its host name and
+    `<hostname>.local` (mDNS). No DNS lookup: it would stall a start without DNS."""
+    name = socket.gethostname().lower()
+    return (name, f"{name}.local") if name else ()
+
+
 def host_allowed(host: str | None, names: tuple[str, ...] = ()) -> bool:
     """True when a Host header may reach this server: none at all (HTTP/1.0), a literal
     IP address, `localhost` or one of `names` (the server's own), with any port. A
@@ -274,7 +281,8 @@ class HttpServer:
         self.name = name
         self.tls = tls
         self.peeking: OrderedDict[socket.socket, asyncio.TimerHandle] = OrderedDict()
-        self.host_names = tuple({name.lower() for name in (host, *host_names) if name})
+        names = (host, *host_names, *own_names())
+        self.host_names = tuple({name.lower().rstrip(".") for name in names if name})
         self.host = host
         self.requested_port = port
         self.handler = handler

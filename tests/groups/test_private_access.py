@@ -149,6 +149,8 @@ def _raw_get(host: str, port: int, host_header: str) -> bytes:
         ("127.0.0.1:5000", True),
         ("192.0.2.2", True),
         ("[::1]:5000", True),
+        (f"{socket.gethostname()}:5000", True),  # this machine's own name
+        (f"{socket.gethostname()}.local", True),
     ],
 )
 def test_the_host_header_must_name_this_server(
