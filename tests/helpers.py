@@ -39,6 +39,9 @@ def make_config(tmp_path: Path, name: str = "node", **overrides: Any) -> Config:
         "upnp": False,
         "natpmp": False,
         "min_free": 0,
+        # every group public, as before issue 14 (the earlier design's tests); a test of
+        # private groups says which groups are public (public=() for none)
+        "public": ("*",),
     }
     values.update(overrides)
     for share in values["shares"]:

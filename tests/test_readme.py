@@ -131,7 +131,7 @@ def test_walkthrough_in_a_fresh_checkout(tmp_path: Path) -> None:
     (home / "share").mkdir(parents=True)
 
     serve_command = blocks(section("Set up"), "sh")[0]
-    copy, status, sync = (
+    copy, status, join, sync = (
         with_ports(b, plan) for b in blocks(section("Try it on one machine"), "sh")
     )
     log = (tmp_path / "serve.log").open("w")
@@ -143,6 +143,9 @@ def test_walkthrough_in_a_fresh_checkout(tmp_path: Path) -> None:
         wait_for(lambda: _started(curator, tmp_path / "serve.log"), 400, 0.5)
         assert _shell(copy, checkout, env).returncode == 0
         wait_for(lambda: "seeding" in _shell(status, checkout, env).stdout, 30, 0.5)
+        joined = _shell(join, checkout, env)
+        assert joined.returncode == 0, joined.stderr[-3000:]
+        assert "joined group default" in joined.stdout
         synced = _shell(sync, checkout, env)
         assert synced.returncode == 0, synced.stderr[-3000:]
         assert "1 in place, 0 not" in synced.stdout

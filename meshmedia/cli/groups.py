@@ -123,12 +123,12 @@ def invite(
         signer = generate_key()
         save_key(state_dir, signer)
         click.echo(
-            f"made the curator's signing key {signer.public_hex}; restart `meshmedia serve`"
-            " if it runs, so that it signs the manifests and takes members",
+            f"made the curator's signing key {signer.public_hex} (`meshmedia serve` signs"
+            " the manifests with it from its next start)",
             err=True,
         )
     addresses = curator_addresses(config, address)
-    made = make_invite(config, name, lifetime, addresses, bytes.fromhex(signer.public_hex))
+    made = make_invite(config, name, lifetime, addresses)
     click.echo(made.code)
     if not no_qr:
         print_qr(made.code)

@@ -15,6 +15,7 @@ from contextlib import ExitStack
 from dataclasses import dataclass, field
 from typing import TextIO
 
+from meshmedia.bounded import bounded_session
 from meshmedia.config import Config
 from meshmedia.engine import Engine, TorrentState
 from meshmedia.engine.schedule import start_schedule
@@ -122,6 +123,7 @@ def _wire_memberships(client: SyncClient, joined: Joined, stop: threading.Event)
     for url, key in joined.trusted_keys().items():
         client.trusts[url] = TrustPolicy(client.store, key)
     client.torrents.headers_for = joined.headers_for
+    client.torrents.pins = client.pins = joined.pins()
     client.headers_for = joined.headers_for
     Reporter(client, joined, stop).start()
     for m in joined.memberships:
@@ -132,7 +134,10 @@ def _fetcher(client: SyncClient, url: str, timeout: float = 30.0) -> ManifestFet
     saved = client.saved_manifest(url)
     body, etag = saved if saved else (None, None)
     headers = client.headers_for(url)
-    return ManifestFetcher(url, etag=etag, body=body, timeout=timeout, headers=headers)
+    session = bounded_session(client.pins)
+    return ManifestFetcher(
+        url, etag=etag, body=body, timeout=timeout, headers=headers, session=session
+    )
 
 
 class Deadline:

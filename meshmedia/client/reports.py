@@ -19,6 +19,7 @@ from typing import Any
 import requests
 
 from meshmedia import __version__
+from meshmedia.bounded import bounded_session
 from meshmedia.engine import TorrentState
 from meshmedia.groups.joined import Joined
 from meshmedia.groups.membership import Membership
@@ -75,7 +76,7 @@ class Reporter:
         self.stop = stop
         self.sent = 0  # reports the curators took (for tests and logs)
         self._last: dict[str, tuple[dict[str, Any], float]] = {}
-        self._http = requests.Session()
+        self._http = bounded_session(joined.pins())
 
     def start(self) -> threading.Thread:
         """Run on a daemon thread."""

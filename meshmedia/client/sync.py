@@ -49,6 +49,7 @@ from .peers import CuratorPeers
 from .place import Placer
 from .placement import is_disk_full
 from .plan import ItemPlanner, keep_manifest, read_manifest, saved_manifest
+from .private import PrivateGroups
 from .selection import Selection
 from .start import Starter
 from .torrents import TorrentFetch
@@ -92,6 +93,7 @@ class SyncClient:
         self.trust = TrustPolicy(store, parse_public_key(config.trust) if config.trust else None)
         self.trusts: dict[str, TrustPolicy] = {}  # a joined group's URL: its curator's key only
         self.headers_for: Callable[[str], dict[str, str]] = _no_headers  # joined groups'
+        self.pins: dict[str, str] = {}  # joined curators' https origins -> certificate
         self._wakeup = threading.Event()
         self._active = ActiveItems(store)
         self.events = ItemEvents()  # placed and failed items, for metrics and hooks
@@ -110,6 +112,8 @@ class SyncClient:
             for kind in ("torrent fetch", "file check", "placement")
         }
         self._placer = Placer(engine, store, self.download_dir, notifier)
+        self.private = PrivateGroups.load(config.state_dir)
+        self.private.set_certificates(engine)
         self.selection = Selection(config.state_dir, config.select, config.max_size)
         self._planner = ItemPlanner(
             store,
@@ -129,6 +133,7 @@ class SyncClient:
             jobs=(self._jobs["torrent fetch"], self._jobs["file check"]),
             min_free=config.min_free,
             peers=self.curator_peers,
+            private=self.private,
         )
         self._downloads = Downloads(
             engine=engine,

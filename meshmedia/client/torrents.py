@@ -26,6 +26,7 @@ class TorrentFetch:
         self._http = http
         self.deadline = deadline
         self.headers_for: Callable[[str], dict[str, str]] | None = None  # joined groups
+        self.pins: dict[str, str] = {}  # their curators' certificates (bounded_session)
         self._local = threading.local()
 
     def __call__(self, url: str) -> bytes | str:
@@ -41,5 +42,5 @@ class TorrentFetch:
             return self._http
         session: requests.Session | None = getattr(self._local, "session", None)
         if session is None:
-            session = self._local.session = bounded_session()
+            session = self._local.session = bounded_session(self.pins)
         return session

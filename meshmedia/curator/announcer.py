@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -61,8 +62,13 @@ class DhtAnnouncer:
         *,
         reput_interval: float = REPUT_INTERVAL,
         poll: float = 1.0,
+        public: Callable[[str], bool] = lambda group: True,
     ) -> None:
+        """`public(group)`: whether the group's pointer may go into the DHT; a private
+        group's pointer would show its manifest (names, sizes, hashes) to anyone."""
         self._config = config
+        self._public = public
+        self._skipped: set[str] = set()
         self._store = store
         self._engine = engine
         self._manifests = manifests
@@ -98,6 +104,11 @@ class DhtAnnouncer:
             self._stop.wait(self._poll)
 
     def _maybe_announce(self, group: str) -> None:
+        if not self._public(group):
+            if group not in self._skipped:
+                self._skipped.add(group)
+                log.info("group %s is private: not announced in the DHT", group)
+            return
         manifest = self._manifests.get(group)
         last = self._announced.get(group)
         now = time.monotonic()

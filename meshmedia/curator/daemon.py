@@ -12,10 +12,11 @@ import threading
 from contextlib import ExitStack
 from pathlib import Path
 
-from meshmedia.config import Config
+from meshmedia.config import WILDCARDS, Config
 from meshmedia.engine import Engine
 from meshmedia.engine.building import advertise_host
 from meshmedia.engine.schedule import start_schedule
+from meshmedia.groups.curator_tls import server_context
 from meshmedia.groups.registry import Registry
 from meshmedia.http import (
     ManifestServer,
@@ -24,13 +25,14 @@ from meshmedia.http import (
     token_path,
 )
 from meshmedia.http.metrics import Metrics, engine_source, gauge_source
-from meshmedia.manifest import ManifestStore, load_key
+from meshmedia.manifest import ManifestStore, generate_key, load_key, save_key
 from meshmedia.process import prepare_daemon, stop_on_signals
 from meshmedia.store import Store
 
 from .addresses import PeerAdvertiser, reachable_http
 from .announcer import DhtAnnouncer
 from .publisher import Publisher
+from .swarms import PrivateSwarms
 from .watcher import Watcher
 
 log = logging.getLogger(__name__)
@@ -52,6 +54,7 @@ class Curator:
         self.announcer: DhtAnnouncer | None = None
         self.registry: Registry | None = None
         self.advertiser: PeerAdvertiser | None = None
+        self.swarms: PrivateSwarms | None = None
         self.metrics = Metrics("curator")
 
     def start(self) -> None:
@@ -68,6 +71,11 @@ class Curator:
             if schedule is not None:
                 self._stack.callback(schedule.close)
             signer = load_key(Path(config.state_dir))
+            if signer is None and not config.all_public:
+                # private groups' manifests are always signed: members trust only this key
+                signer = generate_key()
+                save_key(Path(config.state_dir), signer)
+                log.info("made the manifest signing key (private groups' manifests are signed)")
             if signer is not None:
                 log.info("signing manifests with key %s", signer.public_hex)
             self.manifests = manifests = ManifestStore(
@@ -75,11 +83,16 @@ class Curator:
             )
             self._stack.callback(manifests.close)
             manifests.preload({share.group for share in config.shares})
-            self.publisher = publisher = Publisher(config, store, engine, manifests)
+            self.swarms = swarms = PrivateSwarms(
+                Path(config.state_dir), engine, lambda group: not config.is_public(group)
+            )
+            self.publisher = publisher = Publisher(config, store, engine, manifests, swarms)
             self._stack.callback(publisher.close)
             self._measure(engine, manifests, publisher)
             if signer is not None and config.dht:
-                self.announcer = DhtAnnouncer(config, store, engine, manifests, signer)
+                self.announcer = DhtAnnouncer(
+                    config, store, engine, manifests, signer, public=config.is_public
+                )
                 self.announcer.start()
                 self._stack.callback(self.announcer.close)
             token = load_or_create_token(config)
@@ -95,6 +108,8 @@ class Curator:
                 metrics=self.metrics,
                 registry=registry,
                 signing_key=signer.public_hex if signer is not None else None,
+                tls=server_context(Path(config.state_dir)),
+                swarm_peers=self._swarm_peers,
             )
             server.start()
             self._stack.callback(server.close)
@@ -110,6 +125,19 @@ class Curator:
             self.close()
             raise
         self._log_where(server, engine, watcher)
+
+    def _swarm_peers(self, asked: str | None) -> list[str]:
+        """The curator's SSL peer address for a joining member: the advertised host, a
+        specific listen host, else the address the member reached the HTTP port at."""
+        config, swarms = self.config, self.swarms
+        if swarms is None:
+            return []
+        host = asked
+        if config.advertise_host and config.advertise_host.lower() != "none":
+            host = config.advertise_host
+        elif config.listen_host not in WILDCARDS:
+            host = config.listen_host
+        return swarms.peers(host)
 
     def _measure(self, engine: Engine, manifests: ManifestStore, publisher: Publisher) -> None:
         """What GET /metrics reads: the engine, each group's manifest, publish latency."""

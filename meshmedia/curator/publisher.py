@@ -18,7 +18,7 @@ from typing import Any
 
 from meshmedia.config import Config, Share
 from meshmedia.engine import Engine
-from meshmedia.engine.building import build_torrent
+from meshmedia.engine.building import bare_magnet, build_torrent
 from meshmedia.errors import ManifestError, PublishError
 from meshmedia.manifest import (
     Item,
@@ -33,6 +33,7 @@ from meshmedia.store import CatalogEntry, Store
 from .addresses import advertised_addresses, magnet_for
 from .seeds import SeedKeeper
 from .sources import NOT_UTF8, SYMLINK_RULE, SourceHasher, named, not_utf8, symlink_on
+from .swarms import PrivateSwarms
 
 log = logging.getLogger(__name__)
 
@@ -42,9 +43,16 @@ class Publisher:
     the manifests in step with them. Thread-safe."""
 
     def __init__(
-        self, config: Config, store: Store, engine: Engine, manifests: ManifestStore
+        self,
+        config: Config,
+        store: Store,
+        engine: Engine,
+        manifests: ManifestStore,
+        swarms: PrivateSwarms | None = None,
     ) -> None:
+        """`swarms`: which groups are private (SSL torrents); None: every group public."""
         self._config = config
+        self.swarms = swarms
         self._store = store
         self._engine = engine
         self._manifests = manifests
@@ -175,7 +183,8 @@ class Publisher:
         item_path = _checked_path(dest_path or relative)
         files = self._hasher.sources(source, share.path.resolve())
         extra = _folder_extra(files) if source.is_dir() else {}
-        built = build_torrent(files)
+        ca = self.swarms.ca_for(group) if self.swarms is not None else None
+        built = build_torrent(files, ca)
         with self._lock:
             existing = self._store.catalog_entry(group, item_path)
             absorbed = self._files_of_folder(group, item_path, source)
@@ -185,19 +194,15 @@ class Publisher:
                 and existing.source == str(source)
                 and not absorbed
             ):
-                self._seeds.seed(built, source, files)
+                self._seeds.seed(built, source, files, ca)
                 log.debug("%s is already published as %s", source, existing.info_hash)
                 item = validate_item(existing.item)
                 self._manifests.upsert(group, [item])  # no change, no new version
                 return item
-            self._seeds.seed(built, source, files)
+            self._seeds.seed(built, source, files, ca)
             item = Item(
                 title=title or _title_of(source),
-                torrent=magnet_for(
-                    built.info_hash,
-                    source.name,
-                    advertised_addresses(self._config, self._engine),
-                ),
+                torrent=self._magnet(built.info_hash, source.name, ca),
                 path=item_path,
                 sha256=files[0].hashes.sha256 if len(files) == 1 and source.is_file() else None,
                 size=sum(f.hashes.size for f in files),
@@ -223,6 +228,13 @@ class Publisher:
         if self.on_published is not None:
             self.on_published(time.monotonic() - started)
         return item
+
+    def _magnet(self, info_hash: str, name: str, ca: bytes | None) -> str:
+        """A public item's magnet names the file and the curator; a private one's neither
+        (only members read the manifest, but a magnet travels: privacy.md 3.10)."""
+        if ca is not None:
+            return bare_magnet(info_hash)
+        return magnet_for(info_hash, name, advertised_addresses(self._config, self._engine))
 
     def _move_entry(self, entry: CatalogEntry, old_root: Path, new_root: Path) -> None:
         old_source = Path(entry.source)
@@ -280,11 +292,35 @@ class Publisher:
         self._relist_missing(entries)
         for entry in entries:
             source = Path(entry.source)
-            if self._engine.status(entry.info_hash) is None and source.exists():
+            if not self._fits_its_group(entry):
+                self._rebuild(entry)
+            elif self._engine.status(entry.info_hash) is None and source.exists():
                 try:
-                    self._seeds.ensure_seeding(entry.info_hash, source)
+                    ca = self.swarms.ca_for(entry.group) if self.swarms is not None else None
+                    self._seeds.ensure_seeding(entry.info_hash, source, private_ca=ca)
                 except PublishError as exc:
                     log.warning("cannot seed %s again: %s", entry.source, exc)
+
+    def _fits_its_group(self, entry: CatalogEntry) -> bool:
+        """Whether the entry's torrent is SSL exactly when its group is private (a group
+        made private, or public, since it was published is not)."""
+        data = self._seeds.torrent_bytes(entry.info_hash)
+        if self.swarms is None or data is None:
+            return True
+        return self.swarms.fits(entry.group, data)
+
+    def _rebuild(self, entry: CatalogEntry) -> None:
+        """Publish an entry again as its group now needs it (from the hash cache: nothing
+        is read again): a new info hash replaces the old torrent, which stops seeding."""
+        log.warning("%s in %s changes swarm (private or public): rebuilt", entry.path, entry.group)
+        source = Path(entry.source)
+        if not source.exists():
+            return
+        title = entry.item.get("title")
+        try:
+            self._publish(source, entry.group, title, entry.path, entry.item.get("added_at"))
+        except PublishError as exc:
+            log.warning("cannot publish %s again: %s", entry.source, exc)
 
     def _relist_missing(self, entries: list[CatalogEntry]) -> None:
         missing: dict[str, list[Item]] = {}

@@ -52,6 +52,15 @@ def torrent_ca(ti: Any) -> str:
     return ca_key(ti.ssl_cert()) if ti is not None else ""
 
 
+def torrent_ca_of(data: bytes) -> str:
+    """The CA inside the info dict of `.torrent` bytes ("" for a plain torrent or bytes
+    that are not a torrent)."""
+    try:
+        return torrent_ca(lt.torrent_info(data))
+    except RuntimeError:
+        return ""
+
+
 def make_private(atp: Any, ca: bytes) -> Any:
     """add_torrent_params for a private group's torrent: DHT and LSD off, and either the
     info dict's CA checked to be `ca` (EngineError otherwise: a plain torrent there would

@@ -95,6 +95,11 @@ class GroupAuthority:
     ca_pem: bytes
     _key: ed25519.Ed25519PrivateKey
     _cert: x509.Certificate
+    secret: bytes = b""
+    """32 random bytes `G`: the sealed BEP 46 item's salt and key (groups/sealing.py)."""
+    dht_seed: bytes = b""
+    """The ed25519 seed the group's BEP 46 item is stored under (not the signing key:
+    nothing in the DHT links a private group to the curator's public ones)."""
 
     @classmethod
     def open(cls, state_dir: Path, group: str) -> GroupAuthority:
@@ -117,7 +122,9 @@ class GroupAuthority:
             raise GroupError(f"cannot read the CA of group {group!r} in {folder}: {exc}") from None
         if cert.public_key() != key.public_key():
             raise GroupError(f"ca.key and ca.crt of group {group!r} in {folder} do not match")
-        return cls(group, cert_pem, key, cert)
+        secret = _random_file(folder / "secret", 32)
+        dht_seed = _random_file(folder / "dht.key", 32)
+        return cls(group, cert_pem, key, cert, secret, dht_seed)
 
     def sign_csr(self, csr_pem: bytes, member_id: str, days: int = MEMBER_DAYS) -> bytes:
         """A member certificate (PEM) for the key of `csr_pem`: CN = `member_id`, SAN DNS
@@ -157,6 +164,16 @@ class GroupAuthority:
             .sign(self._key, None)
         )
         return cert.public_bytes(serialization.Encoding.PEM)
+
+
+def _random_file(path: Path, size: int) -> bytes:
+    """The `size` random bytes kept in `path` (0600), made on first use."""
+    if not path.exists():
+        write_atomic(path, secrets.token_bytes(size))
+    data = path.read_bytes()
+    if len(data) != size:
+        raise GroupError(f"{path} is not {size} bytes: damaged")
+    return data
 
 
 def _self_signed(key: ed25519.Ed25519PrivateKey) -> x509.Certificate:

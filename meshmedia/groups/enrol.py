@@ -20,6 +20,7 @@ from meshmedia.config import Config
 
 from . import invite_code
 from .authority import GroupAuthority, GroupError
+from .curator_tls import curator_pin
 from .registry import InviteError, Registry
 
 CREDENTIAL_BYTES = 32
@@ -40,15 +41,14 @@ def make_invite(
     name: str | None,
     lifetime: dt.timedelta,
     addresses: list[tuple[str, int]],
-    signing_key: bytes,
 ) -> MadeInvite:
-    """A single-use invite into `config.group`, pinning the curator's `signing_key` (raw
-    public key); the group's CA is made when missing; only the secret's SHA-256 is kept."""
+    """A single-use invite into `config.group`, pinning the curator's TLS key (made when
+    missing, as the group's CA); only the secret's SHA-256 is kept."""
     state_dir = Path(config.state_dir)
     GroupAuthority.open(state_dir, config.group)
     with Registry(state_dir) as registry:
         secret, expires_at = registry.create_invite(config.group, name, lifetime)
-    pin = invite_code.key_pin(signing_key)
+    pin = curator_pin(state_dir)
     code = invite_code.encode(invite_code.InviteCode(pin, secret, tuple(addresses)))
     return MadeInvite(code, addresses, expires_at)
 

@@ -39,6 +39,15 @@ class Joined:
                 return {CREDENTIAL_HEADER: m.credential}
         return {}
 
+    def pins(self) -> dict[str, str]:
+        """`https://host:port` of each joined curator -> its certificate's SHA-256."""
+        found = {}
+        for m in self.memberships:
+            scheme, netloc = origin(m.manifest_url)
+            if scheme == "https" and m.curator_pin:
+                found[f"https://{netloc}"] = m.curator_pin
+        return found
+
     def trusted_keys(self) -> dict[str, bytes]:
         """Each joined manifest URL and the only key its manifests may be signed by."""
         return {m.manifest_url: bytes.fromhex(m.signing_key) for m in self.memberships}

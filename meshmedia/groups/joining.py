@@ -1,11 +1,11 @@
 """`meshmedia join CODE` on a client (native_notes/privacy.md 3.4), step by step.
 
 1. decode the code: a bad prefix, checksum or version is a clear error, exit 2;
-2. for each address in the code: `GET /identity`; the curator's signing key must
-   match the pin in the code *before* the secret is sent (else "the host at ...
-   is not the curator that made this code");
-3. `POST /join` with the secret and a CSR of this home's key: 404/409/410 give
-   the curator's reason;
+2. for each address in the code: a TLS handshake (no SNI); the key of the
+   certificate must match the pin in the code *before* anything is sent (else
+   "the host at ... is not the curator that made this code");
+3. `POST /join` over that TLS, the certificate pinned, with the secret and a CSR
+   of this home's key: 404/409/410 give the curator's reason;
 4. only then write: the membership (key, certificate, CA, credential, manifest
    URL; membership.py) and `joined.env` (the download dir) in the state dir.
 Nothing is written when any step fails.
@@ -14,19 +14,22 @@ Nothing is written when any step fails.
 from __future__ import annotations
 
 import os
+import socket
+import ssl
 from pathlib import Path
 from typing import Any
 
 import requests
 
 from meshmedia import __version__
-from meshmedia.bounded import ReadError, bounded_session, http_get, load_json
+from meshmedia.bounded import bounded_session
 from meshmedia.config import JOINED_FILE, read_env_file
 from meshmedia.errors import MeshmediaError
 from meshmedia.private_files import private_dir, write_private
 
 from . import invite_code
 from .authority import make_csr, new_member_key
+from .curator_tls import fingerprint, spki_pin
 from .membership import KEY_FILE, Membership, save_membership
 
 TIMEOUT = 10.0
@@ -42,34 +45,39 @@ class JoinError(MeshmediaError):
 
 
 def _base(host: str, port: int) -> str:
-    return "http://" + invite_code.address_text(host, port)
+    return "https://" + invite_code.address_text(host, port)
 
 
-def _identity(http: requests.Session, base: str) -> str | None:
-    """The signing key a curator names at `base`, or None when it cannot be reached."""
+def _certificate(host: str, port: int) -> bytes | None:
+    """The certificate (DER) the host presents in a TLS handshake (no CA, no name
+    check: the pin is the check), b"" when it does not speak TLS, None when unreachable."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    context.minimum_version = ssl.TLSVersion.TLSv1_3
     try:
-        answer = http_get(http, base + "/identity", deadline=TIMEOUT, read_timeout=TIMEOUT)
-        doc = load_json(answer.body) if answer.status == 200 else None
-    except ReadError:
+        raw = socket.create_connection((host, port), timeout=TIMEOUT)
+    except OSError:
         return None
-    key = doc.get("signing_key") if isinstance(doc, dict) else None
-    return key if isinstance(key, str) else ""
+    try:
+        with context.wrap_socket(raw) as tls:  # no server_hostname: no SNI to read
+            return tls.getpeercert(binary_form=True) or b""
+    except (OSError, ValueError):
+        return b""
+    finally:
+        raw.close()
 
 
-def find_curator(http: requests.Session, code: invite_code.InviteCode) -> tuple[str, str]:
-    """(base URL, signing key) of the first address whose curator matches the pin."""
+def find_curator(code: invite_code.InviteCode) -> tuple[str, str]:
+    """(base URL, certificate fingerprint) of the first address whose TLS key matches the
+    code's pin; nothing is sent to a host before its key matched."""
     impostors = []
     for host, port in code.addresses:
-        base = _base(host, port)
-        key = _identity(http, base)
-        if key is None:
+        der = _certificate(host, port)
+        if der is None:
             continue
-        try:
-            matches = invite_code.key_pin(bytes.fromhex(key)) == code.pin
-        except ValueError:
-            matches = False
-        if matches:
-            return base, key
+        if der and spki_pin(der) == code.pin:
+            return _base(host, port), fingerprint(der)
         impostors.append(invite_code.address_text(host, port))
     if impostors:
         raise JoinError(f"the host at {impostors[0]} is not the curator that made this code")
@@ -77,10 +85,11 @@ def find_curator(http: requests.Session, code: invite_code.InviteCode) -> tuple[
     raise JoinError(f"cannot reach the curator at {where}")
 
 
-def _post_join(base: str, secret: bytes, csr: bytes) -> dict[str, Any]:
+def _post_join(base: str, pin: str, secret: bytes, csr: bytes) -> dict[str, Any]:
     body = {"secret": secret.hex(), "csr": csr.decode("ascii"), "version": __version__}
     try:
-        answer = requests.post(base + "/join", json=body, timeout=TIMEOUT)
+        with bounded_session({base: pin}) as http:
+            answer = http.post(base + "/join", json=body, timeout=TIMEOUT)
     except requests.RequestException as exc:
         raise JoinError(f"the curator at {base} did not answer: {exc}") from None
     try:
@@ -106,13 +115,11 @@ def join_with_code(state_dir: Path, text: str, download_dir: Path | None) -> lis
         code = invite_code.decode(text)
     except invite_code.InviteCodeError as exc:
         raise JoinError(str(exc), exit_code=2) from None
-    with bounded_session() as http:
-        base, signing_key = find_curator(http, code)
+    base, pin = find_curator(code)
     key_path = Path(state_dir) / KEY_FILE
     key = key_path.read_bytes() if key_path.exists() else new_member_key()
-    doc = _post_join(base, code.secret, make_csr(key))
-    if _text(doc, "signing_key") != signing_key:
-        raise JoinError(f"the host at {base} is not the curator that made this code")
+    doc = _post_join(base, pin, code.secret, make_csr(key))
+    signing_key = _text(doc, "signing_key")
     membership = Membership(
         group=_text(doc, "group"),
         member_id=_text(doc, "member_id"),
@@ -123,7 +130,8 @@ def join_with_code(state_dir: Path, text: str, download_dir: Path | None) -> lis
         signing_key=signing_key,
         credential=_text(doc, "credential"),
         manifest_url=base + _text(doc, "manifest"),
-        curator_pin=code.pin.hex(),
+        curator_pin=pin,
+        peers=[p for p in doc.get("peers", []) if isinstance(p, str)][:64],
     )
     save_membership(Path(state_dir), membership)
     if download_dir is not None:

@@ -42,6 +42,10 @@ class Membership:
     curator_pin: str | None = None
     peers: list[str] = field(default_factory=list)
     """Members' BitTorrent SSL addresses (`ip:port`) last handed out by the curator."""
+    dht_public_key: str | None = None
+    """The group's BEP 46 item key (64 hex), None when the group is not in the DHT."""
+    dht_secret: str | None = field(default=None, repr=False)
+    """The group secret `G` (64 hex) that opens the sealed item (groups/sealing.py)."""
 
 
 def member_key(state_dir: Path) -> bytes:
@@ -109,6 +113,7 @@ def _to_json(m: Membership) -> dict[str, Any]:
         "credential": m.credential,
         "manifest_url": m.manifest_url,
         "peers": list(m.peers),
+        "dht": {"public_key": m.dht_public_key, "secret": m.dht_secret},
     }
 
 
@@ -121,6 +126,8 @@ def _from_json(data: Any, key: bytes, stem: str) -> Membership:
         raise ValueError(f"names group {group!r}, not {stem!r}")
     credential = data.get("credential")
     pin = curator.get("pin")
+    dht = data.get("dht") or {}
+    dht_public, dht_secret = dht.get("public_key"), dht.get("secret")
     return Membership(
         group=group,
         member_id=_text(data["member_id"], "member_id"),
@@ -133,6 +140,8 @@ def _from_json(data: Any, key: bytes, stem: str) -> Membership:
         manifest_url=_text(data["manifest_url"], "manifest_url"),
         curator_pin=None if pin is None else _text(pin, "curator.pin"),
         peers=_texts(data.get("peers", []), "peers"),
+        dht_public_key=None if dht_public is None else _hex(dht_public, 32, "dht.public_key"),
+        dht_secret=None if dht_secret is None else _hex(dht_secret, 32, "dht.secret"),
     )
 
 
@@ -140,6 +149,13 @@ def _text(value: Any, name: str) -> str:
     if not isinstance(value, str) or not value:
         raise ValueError(f"{name} is not a non-empty string")
     return value
+
+
+def _hex(value: Any, size: int, name: str) -> str:
+    text = _text(value, name)
+    if len(text) != 2 * size or any(c not in "0123456789abcdef" for c in text):
+        raise ValueError(f"{name} is not {size} bytes in lower-case hex")
+    return text
 
 
 def _texts(value: Any, name: str) -> list[str]:

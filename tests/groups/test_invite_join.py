@@ -14,7 +14,9 @@ from pathlib import Path
 import pytest
 import requests
 
+from meshmedia.bounded import bounded_session
 from meshmedia.groups import invite_code
+from meshmedia.groups.curator_tls import curator_pin
 from meshmedia.groups.registry import CREDENTIAL_HEADER, Registry
 from tests.daemons import NETWORK, sha256
 from tests.groups.nodes import CODE, PrivateCurator, join
@@ -77,7 +79,7 @@ def test_join_then_plain_sync_and_strangers_learn_nothing(
     assert synced.returncode == 0, synced.stderr[-3000:]
     assert sha256(media / film.name) == sha256(film)
     joined = json.loads((client / "state" / "groups" / "family.json").read_text())
-    assert joined["manifest_url"] == f"http://{outside}:{curator.port}/manifest/family.json"
+    assert joined["manifest_url"] == f"https://{outside}:{curator.port}/manifest/family.json"
 
     stranger = f"http://{outside}:{curator.port}"
     for route in (
@@ -105,11 +107,8 @@ def test_an_expired_code_is_refused_and_writes_nothing(
 ) -> None:
     with Registry(curator.state) as registry:  # a code that expired a minute ago
         secret, expired = registry.create_invite("family", None, dt.timedelta(minutes=-1))
-    key = (curator.state / "signing.pub").read_text().strip()
     code = invite_code.encode(
-        invite_code.InviteCode(
-            invite_code.key_pin(bytes.fromhex(key)), secret, (("127.0.0.1", curator.port),)
-        )
+        invite_code.InviteCode(curator_pin(curator.state), secret, (("127.0.0.1", curator.port),))
     )
     status, said = join(tmp_path / "client", code)
     assert status == 1
@@ -166,9 +165,12 @@ def test_members_and_revoke_on_the_command_line(
     code = curator.invite("--no-qr", "--name", "grandma")
     assert join(tmp_path / "client", code)[0] == 0
     joined = json.loads((tmp_path / "client" / "groups" / "family.json").read_text())
-    manifest = f"http://{outside}:{curator.port}/manifest/family.json"
+    origin = f"https://{outside}:{curator.port}"  # over TLS, its certificate pinned
+    manifest = origin + "/manifest/family.json"
+    http = bounded_session({origin: joined["curator"]["pin"]})
     as_member = {CREDENTIAL_HEADER: joined["credential"]}
-    assert requests.get(manifest, headers=as_member, timeout=10).status_code == 200
+    assert http.get(manifest, headers=as_member, timeout=10).status_code == 200
+    assert http.get(manifest, timeout=10).status_code == 404  # TLS alone opens nothing
     env = {"MESHMEDIA_PORT": str(curator.port)}
     listed = run_meshmedia("members", env=env)
     assert listed.returncode == 0, listed.stderr
@@ -178,7 +180,7 @@ def test_members_and_revoke_on_the_command_line(
     gone = run_meshmedia("revoke", "grandma", "--state-dir", str(curator.state))
     assert gone.returncode == 0, gone.stderr
     assert "revoked grandma" in gone.stdout
-    refused = requests.get(manifest, headers=as_member, timeout=10)  # at once: the next request
+    refused = http.get(manifest, headers=as_member, timeout=10)  # at once: the next request
     assert refused.status_code == 404
     assert refused.json() == {"error": "not found"}
     again = run_meshmedia("revoke", "grandma", "--state-dir", str(curator.state))
