@@ -56,6 +56,15 @@ class PrivateGroups:
         """The membership whose manifest is at `manifest_url`, or None (a public group)."""
         return self._by_url.get(manifest_url)
 
+    def pins(self) -> dict[str, str]:
+        """`https://host:port` of each joined curator -> its certificate's SHA-256."""
+        found = {}
+        for m in self._by_url.values():
+            parts = urlsplit(m.manifest_url)
+            if parts.scheme == "https" and m.curator_pin:
+                found[f"https://{parts.netloc}"] = m.curator_pin
+        return found
+
     def set_certificates(self, engine: Engine) -> None:
         """Give the engine each group's member certificate (at every start: libtorrent
         keeps certificates in memory only)."""
@@ -74,8 +83,8 @@ class PrivateGroups:
 
     def _session(self, headers: dict[str, str]) -> requests.Session:
         session: requests.Session | None = getattr(self._local, "session", None)
-        if session is None:
-            session = self._local.session = bounded_session()
+        if session is None:  # the joined curators' certificates pinned (curator_tls.py)
+            session = self._local.session = bounded_session(self.pins())
         session.headers.pop(CREDENTIAL_HEADER, None)
         session.headers.update(headers)
         return session

@@ -30,6 +30,7 @@ import logging
 import os
 import queue
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -61,6 +62,10 @@ WORKERS = 2  # threads for each kind of slow work (fetches, checks, placements)
 CLOSE_TIMEOUT = 60.0  # seconds close() waits for placements under way (a move confirmed)
 
 
+def _no_headers(url: str) -> dict[str, str]:
+    return {}
+
+
 class SyncClient:
     """Plans and carries out the sync of every followed manifest; thread-safe."""
 
@@ -85,6 +90,9 @@ class SyncClient:
         self._events: queue.Queue[EngineEvent] = queue.Queue()
         self.rejected: dict[str, list[str]] = {}
         self.trust = TrustPolicy(store, parse_public_key(config.trust) if config.trust else None)
+        self.trusts: dict[str, TrustPolicy] = {}  # a joined group's URL: its curator's key only
+        self.headers_for: Callable[[str], dict[str, str]] = _no_headers  # joined groups'
+        self.pins: dict[str, str] = {}  # joined curators' https origins -> certificate
         self._wakeup = threading.Event()
         self._active = ActiveItems(store)
         self.events = ItemEvents()  # placed and failed items, for metrics and hooks
@@ -173,7 +181,7 @@ class SyncClient:
         planned.
         """
         try:
-            return self._apply(url, body, etag, trust or self.trust)
+            return self._apply(url, body, etag, trust or self.trusts.get(url) or self.trust)
         except Exception:  # no document may stop the client: log it, keep the last good one
             log.exception("manifest %s could not be applied; keeping the last good one", url)
             return False

@@ -12,9 +12,10 @@ import threading
 from contextlib import ExitStack
 from pathlib import Path
 
-from meshmedia.config import Config
+from meshmedia.config import WILDCARDS, Config
 from meshmedia.engine import Engine
 from meshmedia.engine.schedule import start_schedule
+from meshmedia.groups.curator_tls import server_context
 from meshmedia.groups.registry import Registry
 from meshmedia.http import (
     ManifestServer,
@@ -99,6 +100,8 @@ class Curator:
                 metrics=self.metrics,
                 registry=registry,
                 signing_key=signer.public_hex if signer is not None else None,
+                tls=server_context(Path(config.state_dir)),
+                swarm_peers=self._swarm_peers,
             )
             server.start()
             self._stack.callback(server.close)
@@ -109,6 +112,19 @@ class Curator:
             self.close()
             raise
         self._log_where(server, engine, watcher)
+
+    def _swarm_peers(self, asked: str | None) -> list[str]:
+        """The curator's SSL peer address for a joining member: the advertised host, a
+        specific listen host, else the address the member reached the HTTP port at."""
+        config, swarms = self.config, self.swarms
+        if swarms is None:
+            return []
+        host = asked
+        if config.advertise_host and config.advertise_host.lower() != "none":
+            host = config.advertise_host
+        elif config.listen_host not in WILDCARDS:
+            host = config.listen_host
+        return swarms.peers(host)
 
     def _measure(self, engine: Engine, manifests: ManifestStore, publisher: Publisher) -> None:
         """What GET /metrics reads: the engine, each group's manifest, publish latency."""

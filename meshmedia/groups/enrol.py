@@ -1,4 +1,7 @@
-"""The curator's side of `POST /join` (native_notes/privacy.md 3.4), without HTTP.
+"""The curator's side of invites (native_notes/privacy.md 3.4), without HTTP.
+
+`make_invite` (the `invite` command) stores a one-time secret's digest and
+prints the code; `join` answers `POST /join`.
 
 The invite is checked and used, and the member row made, in one transaction
 (registry.redeem); then the group's CA signs the client's CSR. The read
@@ -7,15 +10,47 @@ credential is made here, sent once in the answer, and only its SHA-256 is kept.
 
 from __future__ import annotations
 
+import datetime as dt
 import secrets
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from meshmedia.config import Config
+
+from . import invite_code
 from .authority import GroupAuthority, GroupError
+from .curator_tls import curator_pin
 from .registry import InviteError, Registry
 
 CREDENTIAL_BYTES = 32
 MEMBER_ID_BYTES = 8  # 16 hex: the certificate's CN, opaque (privacy.md 3.1)
+
+
+@dataclass(frozen=True)
+class MadeInvite:
+    """What `invite` prints: the code once, where it points and until when."""
+
+    code: str
+    addresses: list[tuple[str, int]]
+    expires_at: str
+
+
+def make_invite(
+    config: Config,
+    name: str | None,
+    lifetime: dt.timedelta,
+    addresses: list[tuple[str, int]],
+) -> MadeInvite:
+    """A single-use invite into `config.group`, pinning the curator's TLS key (made when
+    missing, as the group's CA); only the secret's SHA-256 is kept."""
+    state_dir = Path(config.state_dir)
+    GroupAuthority.open(state_dir, config.group)
+    with Registry(state_dir) as registry:
+        secret, expires_at = registry.create_invite(config.group, name, lifetime)
+    pin = curator_pin(state_dir)
+    code = invite_code.encode(invite_code.InviteCode(pin, secret, tuple(addresses)))
+    return MadeInvite(code, addresses, expires_at)
 
 
 def join(

@@ -2,12 +2,10 @@
 
     version 1 byte | pin 16 bytes | secret 16 bytes | addresses | check 3 bytes
 
-One simplification (privacy.md 3.4 "what was built"): the pin is the SHA-256 of
-the curator's manifest signing key (ed25519, raw 32 bytes), first 16 bytes,
-not of a TLS key: the client compares it with the key the curator names
-before it sends the secret, and every manifest it accepts afterwards must be
-signed by that key. Upper case base32 so a QR code takes it in alphanumeric
-mode; decoding ignores case, spaces and dashes.
+The pin is `sha256(SubjectPublicKeyInfo)[:16]` of the curator's TLS certificate
+(groups/curator_tls.py): `join` compares it in the TLS handshake, before it
+sends anything. Upper case base32 so a QR code takes it in alphanumeric mode;
+decoding ignores case, spaces and dashes.
 """
 
 from __future__ import annotations
@@ -40,11 +38,6 @@ class InviteCode:
     pin: bytes
     secret: bytes
     addresses: tuple[tuple[str, int], ...]
-
-
-def key_pin(signing_key: bytes) -> bytes:
-    """The pin of a curator's ed25519 public key (raw 32 bytes)."""
-    return hashlib.sha256(signing_key).digest()[:PIN_BYTES]
 
 
 def encode(code: InviteCode) -> str:

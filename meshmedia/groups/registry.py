@@ -44,6 +44,7 @@ CREATE TABLE IF NOT EXISTS members (
     last_report_json TEXT
 );
 """
+CREDENTIAL_HEADER = "Meshmedia-Member"  # a member's read credential on every request
 SECRET_BYTES = 16  # the invite secret inside a code (privacy.md 3.4)
 
 

@@ -10,6 +10,7 @@ request (never the headers).
 from __future__ import annotations
 
 import logging
+import ssl
 from collections.abc import Callable
 from importlib import resources
 from pathlib import Path
@@ -49,6 +50,8 @@ class ManifestServer:
         metrics: Metrics | None = None,
         registry: Registry | None = None,
         signing_key: str | None = None,
+        tls: ssl.SSLContext | None = None,
+        swarm_peers: Callable[[str | None], list[str]] | None = None,
     ) -> None:
         """Keep the collaborators; nothing is bound until `start()`.
 
@@ -58,7 +61,10 @@ class ManifestServer:
         deadlines (plumbing.Limits; the defaults suit a curator). `metrics`:
         GET /metrics answers from it, and every answered request is counted.
         `registry`: the members and invites (POST /join, credentials of private
-        groups); `signing_key`: the manifests' public key (hex), which joins pin.
+        groups); `signing_key`: the manifests' public key (hex). `tls`: speak TLS
+        on the same port too (members and joins; groups/curator_tls.py).
+        `swarm_peers(host)`: the curator's SSL peer addresses for a joining member
+        that reached it at `host` (curator/swarms.py).
         """
         self.config = config
         self.manifests = manifests
@@ -69,6 +75,7 @@ class ManifestServer:
         self.metrics = metrics
         self.registry = registry
         self.signing_key = signing_key
+        self.swarm_peers = swarm_peers
         self.join_failures = JoinFailures()
         self._hashes: dict[str, tuple[str, frozenset[str]]] = {}  # group -> (etag, hashes)
         self.http = HttpServer(
@@ -79,6 +86,7 @@ class ManifestServer:
             limits or Limits(max_body=MAX_BODY),
             server_header=f"meshmedia/{__version__}",
             access_log=self._access,
+            tls=tls,
         )
         self._share_roots = tuple(share.path.resolve() for share in config.shares)
 

@@ -41,6 +41,7 @@ import logging
 import re
 import resource
 import socket
+import ssl
 import termios
 import threading
 import time
@@ -176,6 +177,7 @@ class Request:
         self.keep_alive = head.keep_alive
         self.content_length = head.content_length
         self.peer = peer
+        self.tls = conn.tls  # came over TLS (the curator's members' connections)
         self._conn = conn
         self._body: bytes | None = None
 
@@ -263,10 +265,15 @@ class HttpServer:
         server_header: str = "meshmedia",
         access_log: AccessLog | None = None,
         host_names: tuple[str, ...] = (),
+        tls: ssl.SSLContext | None = None,
     ) -> None:
         """Keep the settings; nothing is bound until `start()`. `host_names`: names
-        besides `localhost`, literal IPs and `host` that a Host header may carry."""
+        besides `localhost`, literal IPs and `host` that a Host header may carry.
+        `tls`: also speak TLS on the same port (a connection whose first byte is a
+        TLS handshake's, 0x16, is wrapped with it)."""
         self.name = name
+        self.tls = tls
+        self.peeking: OrderedDict[socket.socket, asyncio.TimerHandle] = OrderedDict()
         self.host_names = tuple({name.lower() for name in (host, *host_names) if name})
         self.host = host
         self.requested_port = port
@@ -372,6 +379,8 @@ class HttpServer:
             conn.hold_over()
         for conn in list(self.waiting):
             conn.abort()
+        for sock in list(self.peeking):
+            self._drop_peeking(sock)
         deadline = time.monotonic() + grace
         while self.connections and time.monotonic() < deadline:
             await asyncio.sleep(0.02)
@@ -413,11 +422,53 @@ class HttpServer:
                 continue
             sock.setblocking(False)
             self.adopting += 1
-            self._loop.create_task(self._adopt(sock))
+            if self.tls is None:
+                self._loop.create_task(self._adopt(sock))
+            else:
+                self._peek(sock)
+
+    def _peek(self, sock: socket.socket) -> None:
+        """Wait (in the loop, no thread) for a new connection's first byte, within
+        `request_timeout`: TLS or plain HTTP. Such a connection is evicted first."""
+        assert self._loop is not None
+        self._loop.add_reader(sock.fileno(), self._peeked, sock)
+        timer = self._loop.call_later(self.limits.request_timeout, self._drop_peeking, sock)
+        self.peeking[sock] = timer
+
+    def _peeked(self, sock: socket.socket) -> None:
+        assert self._loop is not None
+        try:
+            first = sock.recv(1, socket.MSG_PEEK)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            first = b""
+        self._loop.remove_reader(sock.fileno())
+        self.peeking.pop(sock).cancel()
+        if not first:
+            sock.close()
+            self.adopting -= 1
+            return
+        self._loop.create_task(self._adopt(sock, tls=first == b"\x16"))
+
+    def _drop_peeking(self, sock: socket.socket) -> None:
+        """A connection that sent nothing in time, or the one evicted to make room."""
+        timer = self.peeking.pop(sock, None)
+        if timer is None:
+            return
+        timer.cancel()
+        assert self._loop is not None
+        self._loop.remove_reader(sock.fileno())
+        sock.close()
+        self.adopting -= 1
 
     def _make_room(self) -> bool:
         """Below the cap, or close the stalest waiting connection; False when none can go."""
         if len(self.connections) + self.adopting < self.cap:
+            return True
+        if self.peeking:  # it has sent nothing at all yet
+            self._drop_peeking(next(iter(self.peeking)))
+            self.counts["evicted"] += 1
             return True
         if self.waiting:
             stalest: _Connection | Sending = next(iter(self.waiting))
@@ -430,12 +481,18 @@ class HttpServer:
         self.counts["evicted"] += 1
         return True
 
-    async def _adopt(self, sock: socket.socket) -> None:
+    async def _adopt(self, sock: socket.socket, tls: bool = False) -> None:
         assert self._loop is not None
         conn = _Connection(self)
         try:
-            await self._loop.connect_accepted_socket(lambda: conn, sock)
-        except OSError as exc:
+            if tls:  # the handshake must end within the request deadline too
+                await self._loop.connect_accepted_socket(
+                    lambda: conn, sock, ssl=self.tls,
+                    ssl_handshake_timeout=self.limits.request_timeout,
+                )  # fmt: skip
+            else:
+                await self._loop.connect_accepted_socket(lambda: conn, sock)
+        except OSError as exc:  # ssl.SSLError and TimeoutError are OSErrors
             log.debug("%s: connection lost at once: %s", self.name, exc)
             sock.close()
         finally:
@@ -651,6 +708,7 @@ class _Connection(asyncio.Protocol):
         self.began = False
         self.scanned = 0
         self.peer = "-"
+        self.tls = False
         self.request: Request | None = None
         self.started = 0.0
         self.unread = 0
@@ -681,6 +739,7 @@ class _Connection(asyncio.Protocol):
             return
         peer = transport.get_extra_info("peername")
         self.peer = str(peer[0]) if isinstance(peer, tuple) else "-"
+        self.tls = transport.get_extra_info("sslcontext") is not None
         transport.set_write_buffer_limits(high=CHUNK)
         self.server.connections.add(self)
         self.wait_for_request(first=True)

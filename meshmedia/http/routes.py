@@ -25,7 +25,7 @@ from meshmedia import __version__
 from meshmedia.bounded import ReadError, bad_text, load_json
 from meshmedia.config import Config
 from meshmedia.errors import ManifestError, MeshmediaError, PublishError
-from meshmedia.groups.registry import InviteError, Member, Registry
+from meshmedia.groups.registry import CREDENTIAL_HEADER, InviteError, Member, Registry
 from meshmedia.manifest import (
     Manifest,
     ManifestStore,
@@ -43,7 +43,6 @@ MAX_WAIT = 60.0
 DURABLE_TIMEOUT = 30.0  # a write answered 503 after this: not acknowledged
 _INFO_HASH = re.compile(r"^[0-9a-fA-F]{40}$")
 MAX_BODY = 1 << 20
-CREDENTIAL_HEADER = "Meshmedia-Member"  # a member's read credential (privacy.md 3.3)
 NOT_FOUND = "not found"  # the one answer to strangers: it names nothing
 
 
@@ -60,6 +59,7 @@ class CuratorApp(Protocol):
     registry: Registry | None
     signing_key: str | None
     join_failures: JoinFailures
+    swarm_peers: Callable[[str | None], list[str]] | None
 
     def groups(self) -> list[str]:
         """Groups with a manifest or a share folder."""
@@ -402,6 +402,9 @@ def post_join(req: RequestHandler, match: re.Match[str]) -> Response:
         )
     if app.registry is None or app.signing_key is None:
         raise HttpError(503, "this curator takes no members: it has no signing key; restart it")
+    if not req.request.tls and not req.loopback:
+        reason = "POST /join needs https: the secret must not cross the network in clear"
+        raise HttpError(400, reason)
     doc = req.read_json()
     secret, csr = (doc.get(k) if isinstance(doc, dict) else None for k in ("secret", "csr"))
     if not isinstance(secret, str) or re.fullmatch(r"[0-9a-fA-F]{32}", secret) is None:
@@ -416,7 +419,19 @@ def post_join(req: RequestHandler, match: re.Match[str]) -> Response:
         raise HttpError(exc.status, exc.reason) from None
     except MeshmediaError as exc:
         raise HttpError(400, str(exc)) from None
-    return json_response(answer)
+    peers = app.swarm_peers(_asked_host(req)) if app.swarm_peers else []
+    return json_response({**answer, "peers": peers})
+
+
+def _asked_host(req: RequestHandler) -> str | None:
+    """The address the client reached this server at (its Host header), for the swarm's
+    peer list; `localhost` is 127.0.0.1 (libtorrent dials addresses)."""
+    host = req.headers.get("Host", "").strip()
+    if host.startswith("["):
+        host = host[1:].partition("]")[0]
+    elif host.count(":") == 1:
+        host = host.partition(":")[0]
+    return {"localhost": "127.0.0.1", "": None}.get(host.lower(), host)
 
 
 def post_report(req: RequestHandler, match: re.Match[str]) -> Response:

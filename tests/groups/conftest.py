@@ -6,8 +6,12 @@ import contextlib
 import ipaddress
 import os
 import socket
+from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
+
+from tests.groups.nodes import PrivateCurator
 
 
 def outside_address() -> str | None:
@@ -37,3 +41,13 @@ def outside() -> str:
             pytest.fail("no non-loopback IPv4 address on this machine")
         pytest.skip("no non-loopback IPv4 address on this machine")
     return address
+
+
+@pytest.fixture
+def curator(tmp_path: Path) -> Iterator[PrivateCurator]:
+    """A running curator of the private group `family` (its signing key made by an invite)."""
+    running = PrivateCurator(tmp_path / "curator")
+    running.invite("--no-qr")  # the first invite makes the signing key: before serve
+    running.start()
+    yield running
+    running.stop()

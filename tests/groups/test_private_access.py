@@ -9,16 +9,19 @@ from __future__ import annotations
 import datetime as dt
 import json
 import socket
+import ssl
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import requests
 
+from meshmedia.bounded import bounded_session
 from meshmedia.config import Share
 from meshmedia.curator import Curator
-from meshmedia.groups.registry import Registry
-from meshmedia.http.routes import CREDENTIAL_HEADER
+from meshmedia.groups.curator_tls import fingerprint, tls_files
+from meshmedia.groups.registry import CREDENTIAL_HEADER, Registry
+from meshmedia.manifest import generate_key, save_key
 from tests.helpers import make_config, random_file
 
 
@@ -27,6 +30,7 @@ def curator(tmp_path: Path) -> Iterator[Curator]:
     base = tmp_path / "curator"
     shares = (Share("family", base / "family"), Share("open", base / "open"))
     config = make_config(tmp_path, "curator", host="0.0.0.0", shares=shares, public=("open",))
+    save_key(config.state_dir, generate_key())  # private manifests are signed: POST /join needs it
     with Curator(config, force_polling=True) as running:
         assert running.publisher is not None
         random_file(base / "family" / "Grandma 80th birthday.mkv", 100_000, seed=1)
@@ -52,20 +56,22 @@ def test_strangers_off_loopback_learn_nothing_of_a_private_group(
     base = f"http://{outside}:{port}"
     private_hash = _hashes(curator, "family")[0]
     public_hash = _hashes(curator, "open")[0]
-    answers = {}
-    for route in (
-        "/", "/manifest/family.json", "/manifest/family.json?wait=1", "/seeds", "/status",
-        "/metrics", f"/torrents/{private_hash}.torrent", "/members", "/manifest/nothing.json",
-    ):  # fmt: skip
-        answer = requests.get(base + route, timeout=10)
-        answers[route] = answer
-        for secret in (*SECRETS, private_hash, str(curator.config.shares[0].path)):
-            assert secret not in answer.text, (route, secret)
-    assert answers["/"].json()["groups"] == ["open"]
-    for route, answer in answers.items():
-        if route != "/":
-            assert answer.status_code == 404, route
-            assert answer.json() == {"error": "not found"}, route  # all alike to a stranger
+    tls_base, tls = _pinned(curator, outside)  # over TLS too: TLS alone opens nothing
+    for origin, http in ((base, requests.Session()), (tls_base, tls)):
+        answers = {}
+        for route in (
+            "/", "/manifest/family.json", "/manifest/family.json?wait=1", "/seeds", "/status",
+            "/metrics", f"/torrents/{private_hash}.torrent", "/members", "/manifest/x.json",
+        ):  # fmt: skip
+            answer = http.get(origin + route, timeout=10)
+            answers[route] = answer
+            for secret in (*SECRETS, private_hash, str(curator.config.shares[0].path)):
+                assert secret not in answer.text, (route, secret)
+        assert answers["/"].json()["groups"] == ["open"]
+        for route, answer in answers.items():
+            if route != "/":
+                assert answer.status_code == 404, route
+                assert answer.json() == {"error": "not found"}, route  # all alike to a stranger
     public = requests.get(f"{base}/manifest/open.json", timeout=10)
     local = requests.get(f"http://127.0.0.1:{port}/manifest/open.json", timeout=10)
     assert public.status_code == 200
@@ -158,3 +164,67 @@ def test_the_host_header_must_name_this_server(
             assert status == 421, (address, host_header)
             body = json.loads(answer.split(b"\r\n\r\n", 1)[1])
             assert "Host" in body["error"]
+
+
+def _pinned(curator: Curator, outside: str) -> tuple[str, requests.Session]:
+    """The curator's https origin off loopback and a session that pins its certificate."""
+    assert curator.server is not None
+    cert, _ = tls_files(curator.config.state_dir)
+    der = ssl.PEM_cert_to_DER_cert(cert.read_text())
+    origin = f"https://{outside}:{curator.server.port}"
+    return origin, bounded_session({origin: fingerprint(der)})
+
+
+def test_join_refuses_bad_bodies_and_slows_down_guessing(curator: Curator, outside: str) -> None:
+    assert curator.server is not None
+    base, http = _pinned(curator, outside)
+    plain = requests.post(
+        f"http://{outside}:{curator.server.port}/join", json={"secret": "ab" * 16}, timeout=10
+    )
+    assert plain.status_code == 400
+    assert "needs https" in plain.json()["error"]
+    state_dir = curator.config.state_dir
+    with Registry(state_dir) as registry:
+        secret, _ = registry.create_invite("family", "cousin", dt.timedelta(days=1))
+    for body, reason in (
+        ({"secret": "zz", "csr": "x"}, "secret must be 32 hex digits"),
+        ({"secret": secret.hex()}, "csr must be a PEM certificate signing request"),
+        ([1, 2], "secret must be 32 hex digits"),
+    ):
+        answer = http.post(base + "/join", json=body, timeout=10)
+        assert answer.status_code == 400
+        assert answer.json()["error"] == reason
+    garbage = http.post(base + "/join", json={"secret": secret.hex(), "csr": "junk"}, timeout=10)
+    assert garbage.status_code == 400
+    assert "not a certificate signing request" in garbage.json()["error"]
+    with Registry(state_dir) as registry:  # a refused CSR used no code
+        assert registry.members() == []
+    for _ in range(10):
+        guess = http.post(base + "/join", json={"secret": "ab" * 16, "csr": "x"}, timeout=10)
+        assert guess.status_code == 404
+        assert guess.json() == {"error": "unknown invite code"}
+    blocked = http.post(base + "/join", json={"secret": "ab" * 16, "csr": "x"}, timeout=10)
+    assert blocked.status_code == 429
+    assert blocked.headers["Retry-After"] == "60"
+    local = requests.post(
+        curator.server.url + "/join", json={"secret": "cd" * 16, "csr": "x"}, timeout=10
+    )
+    assert local.status_code == 404  # counted per source address: loopback is another
+
+
+def test_reports_need_a_members_credential(curator: Curator, outside: str) -> None:
+    assert curator.server is not None
+    base = f"http://{outside}:{curator.server.port}"
+    credential = _member(curator.config.state_dir, "family", "aunt")
+    report = {"version": "x", "free_disk": 1, "placed": ["ab" * 20], "secret": "dropped"}
+    stranger = requests.post(base + "/members/report", json=report, timeout=10)
+    assert stranger.status_code == 401
+    member = requests.post(
+        base + "/members/report", json=report, headers={CREDENTIAL_HEADER: credential}, timeout=10
+    )
+    assert member.status_code == 200
+    listed = requests.get(curator.server.url + "/members", timeout=10).json()
+    (aunt,) = listed["members"]
+    assert aunt["report"] == {"version": "x", "free_disk": 1, "placed": ["ab" * 20]}
+    assert aunt["last_seen"] == member.json()["last_seen"]
+    assert [i["path"] for i in listed["items"]["family"]] == ["Grandma 80th birthday.mkv"]
