@@ -23,6 +23,7 @@ from meshmedia.engine import Engine
 from meshmedia.engine.peers import PeerError, parse_peer
 from meshmedia.errors import EngineError
 from meshmedia.groups import Membership, load_memberships
+from meshmedia.manifest import source_name
 from meshmedia.torrentinfo import fetch_torrent
 
 log = logging.getLogger(__name__)
@@ -38,6 +39,9 @@ class PrivateGroups:
     def __init__(self, memberships: list[Membership]) -> None:
         """Hold `memberships` (see load)."""
         self._by_url = {m.manifest_url: m for m in memberships}
+        for m in memberships:  # the group's sealed DHT item is a source of its manifest too
+            if m.dht_public_key is not None:
+                self._by_url[source_name(bytes.fromhex(m.dht_public_key), m.group)] = m
         self._local = threading.local()
 
     @classmethod
@@ -46,7 +50,7 @@ class PrivateGroups:
         return cls(load_memberships(state_dir))
 
     def __len__(self) -> int:
-        return len(self._by_url)
+        return len({m.group for m in self._by_url.values()})
 
     def for_url(self, manifest_url: str) -> Membership | None:
         """The membership whose manifest is at `manifest_url`, or None (a public group)."""
@@ -64,7 +68,7 @@ class PrivateGroups:
     def set_certificates(self, engine: Engine) -> None:
         """Give the engine each group's member certificate (at every start: libtorrent
         keeps certificates in memory only)."""
-        for m in self._by_url.values():
+        for m in {m.group: m for m in self._by_url.values()}.values():
             engine.set_group_certificate(m.ca, m.certificate, m.key)
             log.info("member %s of private group %s", m.member_id, m.group)
 

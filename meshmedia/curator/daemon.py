@@ -91,7 +91,7 @@ class Curator:
             self._measure(engine, manifests, publisher)
             if signer is not None and config.dht:
                 self.announcer = DhtAnnouncer(
-                    config, store, engine, manifests, signer, public=config.is_public
+                    config, store, engine, manifests, signer, sealed=swarms.sealed
                 )
                 self.announcer.start()
                 self._stack.callback(self.announcer.close)

@@ -14,17 +14,31 @@ import logging
 import secrets
 import threading
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from meshmedia.engine import Engine
 from meshmedia.engine.certificates import ca_key, torrent_ca_of
 from meshmedia.groups import GroupAuthority
+from meshmedia.groups.sealing import dht_salt
+from meshmedia.manifest import SigningKey
 
 log = logging.getLogger(__name__)
 
 # The curator holds the CA key itself, so a long-lived certificate of its own adds no
 # risk; a year means a curator that runs without a restart for a year must be renewed.
 CURATOR_CERT_DAYS = 365
+
+
+@dataclass(frozen=True)
+class SealedGroup:
+    """How a private group's BEP 46 item is put: under its own key and salt, sealed with
+    its secret; a manifest torrent it points to is an SSL torrent of its CA."""
+
+    key: SigningKey
+    salt: bytes
+    secret: bytes = field(repr=False)
+    ca: bytes
 
 
 class PrivateSwarms:
@@ -37,22 +51,33 @@ class PrivateSwarms:
         self._engine = engine
         self._is_private = is_private
         self._lock = threading.Lock()
-        self._cas: dict[str, bytes] = {}
+        self._authorities: dict[str, GroupAuthority] = {}
 
     def ca_for(self, group: str) -> bytes | None:
         """The CA (PEM) of `group`'s torrents; None for a public group (plain torrents)."""
         if not self._is_private(group):
             return None
+        return self._authority(group).ca_pem
+
+    def sealed(self, group: str) -> SealedGroup | None:
+        """How `group`'s BEP 46 item is sealed; None for a public group (as before)."""
+        if not self._is_private(group):
+            return None
+        authority = self._authority(group)
+        key = SigningKey(authority.dht_seed, authority.dht_public)
+        return SealedGroup(key, dht_salt(authority.secret), authority.secret, authority.ca_pem)
+
+    def _authority(self, group: str) -> GroupAuthority:
         with self._lock:
-            ca = self._cas.get(group)
-            if ca is None:
+            authority = self._authorities.get(group)
+            if authority is None:
                 authority = GroupAuthority.open(self._state_dir, group)
                 member_id = secrets.token_hex(8)
                 cert, key = authority.issue_self(member_id, days=CURATOR_CERT_DAYS)
                 self._engine.set_group_certificate(authority.ca_pem, cert, key)
-                ca = self._cas[group] = authority.ca_pem
+                self._authorities[group] = authority
                 log.info("group %s is private: its items are SSL torrents", group)
-        return ca
+        return authority
 
     def fits(self, group: str, torrent: bytes) -> bool:
         """True when `torrent` is what `group` needs: SSL with its CA when the group is

@@ -113,8 +113,8 @@ class Certificates:
         """torrent_need_cert_alert: set the member certificate of the torrent's group."""
         handle = alert.handle
         ih = hex_of(handle.info_hashes())
-        if not self._apply(ih, handle):
-            log.warning("no member certificate for private torrent %s: it trades with nobody", ih)
+        if not self._apply(ih, handle):  # a restore comes before the daemon sets them
+            log.info("private torrent %s trades with nobody until its group's certificate", ih)
 
     def _ca_of(self, ih: str, handle: Any) -> str:
         ti = handle.torrent_file()

@@ -126,6 +126,14 @@ class GroupAuthority:
         dht_seed = _random_file(folder / "dht.key", 32)
         return cls(group, cert_pem, key, cert, secret, dht_seed)
 
+    @property
+    def dht_public(self) -> bytes:
+        """The public key of the group's BEP 46 item (32 bytes)."""
+        private = ed25519.Ed25519PrivateKey.from_private_bytes(self.dht_seed)
+        return private.public_key().public_bytes(
+            serialization.Encoding.Raw, serialization.PublicFormat.Raw
+        )
+
     def sign_csr(self, csr_pem: bytes, member_id: str, days: int = MEMBER_DAYS) -> bytes:
         """A member certificate (PEM) for the key of `csr_pem`: CN = `member_id`, SAN DNS
         `*` (libtorrent accepts it for every torrent of the group), valid from an hour ago

@@ -79,6 +79,8 @@ def join(
         "ca": authority.ca_pem.decode("ascii"),
         "signing_key": signing_key,
         "manifest": f"/manifest/{member.group}.json",
+        # the group's sealed BEP 46 item (groups/sealing.py): its key and the secret
+        "dht": {"public_key": authority.dht_public.hex(), "secret": authority.secret.hex()},
     }
 
 

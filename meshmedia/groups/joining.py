@@ -14,6 +14,7 @@ Nothing is written when any step fails.
 from __future__ import annotations
 
 import os
+import re
 import socket
 import ssl
 from pathlib import Path
@@ -132,6 +133,8 @@ def join_with_code(state_dir: Path, text: str, download_dir: Path | None) -> lis
         manifest_url=base + _text(doc, "manifest"),
         curator_pin=pin,
         peers=[p for p in doc.get("peers", []) if isinstance(p, str)][:64],
+        dht_public_key=_hex32(doc.get("dht"), "public_key"),
+        dht_secret=_hex32(doc.get("dht"), "secret"),
     )
     save_membership(Path(state_dir), membership)
     if download_dir is not None:
@@ -160,3 +163,12 @@ def keep_setting(state_dir: Path, name: str, value: str) -> None:
 
 def _quoted(value: str) -> str:
     return '"' + value + '"' if any(c.isspace() for c in value) else value
+
+
+def _hex32(dht: Any, name: str) -> str | None:
+    """`dht[name]` when it is 32 bytes in lower-case hex (the group's sealed DHT item),
+    else None: the group is then followed over HTTP only."""
+    value = dht.get(name) if isinstance(dht, dict) else None
+    if isinstance(value, str) and re.fullmatch(r"[0-9a-f]{64}", value):
+        return value
+    return None

@@ -23,10 +23,14 @@ def mode(path: Path) -> int:
 def test_the_ca_is_made_once_with_private_modes(tmp_path: Path) -> None:
     ca = GroupAuthority.open(tmp_path, "family")
     folder = tmp_path / "groups" / "family"
-    assert sorted(p.name for p in folder.iterdir()) == ["ca.crt", "ca.key"]
+    names = ["ca.crt", "ca.key", "dht.key", "secret"]
+    assert sorted(p.name for p in folder.iterdir()) == names
     assert (mode(folder), mode(folder.parent)) == (0o700, 0o700)
-    assert (mode(folder / "ca.key"), mode(folder / "ca.crt")) == (0o600, 0o600)
-    assert GroupAuthority.open(tmp_path, "family").ca_pem == ca.ca_pem
+    assert [mode(folder / name) for name in names] == [0o600] * 4
+    again = GroupAuthority.open(tmp_path, "family")
+    assert (again.ca_pem, again.secret, again.dht_seed) == (ca.ca_pem, ca.secret, ca.dht_seed)
+    assert len(ca.secret) == len(ca.dht_seed) == 32
+    assert ca.secret != ca.dht_seed
     assert GroupAuthority.open(tmp_path, "other").ca_pem != ca.ca_pem
 
 

@@ -15,7 +15,7 @@ import pytest
 import requests
 
 from meshmedia.bounded import bounded_session
-from meshmedia.groups import invite_code
+from meshmedia.groups import GroupAuthority, invite_code
 from meshmedia.groups.curator_tls import curator_pin
 from meshmedia.groups.registry import CREDENTIAL_HEADER, Registry
 from tests.daemons import NETWORK, sha256
@@ -80,6 +80,8 @@ def test_join_then_plain_sync_and_strangers_learn_nothing(
     assert sha256(media / film.name) == sha256(film)
     joined = json.loads((client / "state" / "groups" / "family.json").read_text())
     assert joined["manifest_url"] == f"https://{outside}:{curator.port}/manifest/family.json"
+    group = GroupAuthority.open(curator.state, "family")  # its sealed DHT item, for --follow
+    assert joined["dht"] == {"public_key": group.dht_public.hex(), "secret": group.secret.hex()}
 
     stranger = f"http://{outside}:{curator.port}"
     for route in (

@@ -42,7 +42,14 @@ def test_a_saved_membership_loads_back_with_private_modes(tmp_path: Path) -> Non
     assert mode(client) == mode(client / "groups") == 0o700
     assert mode(client / "member.key") == mode(client / "groups" / "family.json") == 0o600
     assert sorted(p.name for p in (client / "groups").iterdir()) == ["family.json"]
-    other = dataclasses.replace(m, group="friends", credential=None, peers=["10.0.0.2:6882"])
+    other = dataclasses.replace(
+        m,
+        group="friends",
+        credential=None,
+        peers=["10.0.0.2:6882"],
+        dht_public_key="ab" * 32,
+        dht_secret="cd" * 32,
+    )
     save_membership(client, other)
     assert load_memberships(client) == [m, other]
 
