@@ -28,6 +28,11 @@ from .work import Finished, Jobs
 log = logging.getLogger(__name__)
 
 PEER_REDIAL = 5.0  # seconds between dialling the x.pe peers of a download with none
+# Seconds between DHT announces of a download under way. The curator's PEX names a peer
+# that joined later only after 60 s (libtorrent's ut_pex), and a client behind a strict
+# router can only dial: 40 MiB to three homes, curator at 2 MiB/s: the curator sent
+# 1.28-1.61 copies without these announces (native_notes/nat.md, "Implementation").
+DHT_ASK = 10.0
 
 
 class Downloads:
@@ -113,6 +118,8 @@ class Downloads:
             if short := space_problem(self.download_dir, needed, self._min_free):
                 self._engine.remove(ih)
                 self._ledger.pause(ci, short)
+        elif status.state == TorrentState.DOWNLOADING and self._due(notes):
+            self._engine.find_peers(ih)
 
     def _recovered(self, ci: ClientItem, status: TorrentStatus, notes: Notes) -> bool:
         """A download found at start-up whose files are already in place and verified:
@@ -180,6 +187,15 @@ class Downloads:
             return
         notes.dialed = now
         self._dial(ci, ih)
+
+    @staticmethod
+    def _due(notes: Notes) -> bool:
+        """True (and noted) when the download's next DHT announce is due."""
+        now = time.monotonic()
+        if now - notes.asked_dht < DHT_ASK:
+            return False
+        notes.asked_dht = now
+        return True
 
     def redial(self, url: str) -> None:
         """The curator of `url` moved (new addresses): every download of it dials now."""

@@ -235,6 +235,13 @@ class Engine:
             # TypeError: Boost.Python.ArgumentError derives from it (a host name, finding 6)
             log.warning("cannot connect %s to %r:%r: %s", info_hash, host, port, exc)
 
+    def find_peers(self, info_hash: str) -> None:
+        """Announce the torrent in the DHT now and dial the peers it returns (no-op
+        without the DHT): how a client behind a strict router learns of peers that
+        joined after it (the curator's PEX tells it only once a minute)."""
+        if self._config.dht:
+            self._table.handle(info_hash).force_dht_announce()
+
     # -- looking -------------------------------------------------------------
     def status(self, info_hash: str) -> TorrentStatus | None:
         """The latest status of one torrent, None when unknown."""

@@ -83,10 +83,14 @@ def build_settings(config: Config, overrides: dict[str, Any] | None = None) -> d
     """The settings pack for a session run with this config, plus explicit overrides."""
     tcp = config.transport in ("both", "tcp")
     utp = config.transport in ("both", "utp")
-    # "both" accepts either but dials TCP: libtorrent dials uTP first whenever it
-    # may (connect_peer's pex flags cannot prevent it), and uTP took 8-9 s for
-    # 1 GiB on loopback against 3.1-4.7 s over TCP ("Transfer speed" in the notes).
-    dial_utp = config.transport == "utp"
+    # "both" accepts either. It dials uTP first (TCP when that fails) when the session
+    # maps ports, i.e. talks across homes: BEP 55 hole punching into a strict home
+    # works only over uTP, and LEDBAT keeps the home uplink usable (nat.md "b.", "c.").
+    # Otherwise it dials TCP: uTP took 8-9 s for 1 GiB on loopback against 3.1-4.7 s
+    # over TCP ("Transfer speed" in engine.md); libtorrent cannot choose per peer.
+    dial_utp = config.transport == "utp" or (
+        config.transport == "both" and (config.upnp or config.natpmp)
+    )
     settings: dict[str, Any] = {
         "user_agent": f"meshmedia/{__version__} libtorrent/{lt.__version__}",
         "listen_interfaces": listen_interfaces(config),

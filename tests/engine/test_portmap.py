@@ -4,11 +4,14 @@ the lab's tests in tests/system/test_across_homes.py show the mappings themselve
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 import libtorrent as lt
 import pytest
 
+from meshmedia.config import Config
 from meshmedia.engine.portmap import NO_MAPPING_AFTER, PortMapper, PortMapState
+from meshmedia.engine.settings import build_settings
 
 
 def test_the_state_counts_changes_and_keeps_ipv4() -> None:
@@ -74,3 +77,22 @@ def test_nothing_is_said_when_mapping_is_off(caplog: pytest.LogCaptureFixture) -
     mapper.tick()
     assert caplog.records == []
     assert not mapper.view().gave_up
+
+
+@pytest.mark.parametrize(
+    ("transport", "mapping", "dials_utp", "dials_tcp"),
+    [("both", True, True, True), ("both", False, False, True), ("tcp", True, False, True),
+     ("utp", False, True, False)],
+)  # fmt: skip
+def test_a_session_that_maps_ports_dials_utp_first(
+    tmp_path: Path, transport: str, mapping: bool, dials_utp: bool, dials_tcp: bool
+) -> None:
+    """Across homes (port mapping on) uTP first, TCP after a failure: hole punching and
+    LEDBAT need uTP; on a LAN-only setup (mapping off) TCP, faster on loopback."""
+    config = Config(state_dir=tmp_path, transport=transport, upnp=mapping, natpmp=mapping)
+    settings = build_settings(config)
+    assert settings["enable_outgoing_utp"] is dials_utp
+    assert settings["enable_outgoing_tcp"] is dials_tcp
+    # the recovery timers of native_notes/nat.md "d." for every session
+    assert (settings["peer_timeout"], settings["min_reconnect_time"]) == (20, 1)
+    assert settings["alert_mask"] & lt.alert.category_t.port_mapping_notification

@@ -36,9 +36,9 @@ from tests.test_readme import blocks, section
 pytestmark = pytest.mark.system
 
 MIB = 1 << 20
-# Every address, as a user would run it; LSD and the DHT off: the curator's addresses
-# and PEX are what these tests show.
-EVERYWHERE = ("--listen-host", "0.0.0.0", "--no-lsd", "--no-dht")
+# Every address, as a user would run it; LSD off (it cannot cross a router). Clients use
+# the curator as their DHT bootstrap node, at its router's address (its UDP port mapped).
+EVERYWHERE = ("--listen-host", "0.0.0.0", "--no-lsd")
 UPLINK_MBIT = 16.78  # 2 MiB/s
 NO_MAPPING = "no port mapping"
 
@@ -108,7 +108,10 @@ def client_in(
 ) -> ClientNode:
     """A started client in `home` following the curator at its external address."""
     host = lab.homes[home].hosts[0]
-    client = ClientNode(host, tmp_path / f"client-{home}", external_url(lab), *extra, *EVERYWHERE)
+    bootstrap = ("--dht-bootstrap", f"{lab.homes['a'].router.address}:{PEER_PORT}")
+    client = ClientNode(
+        host, tmp_path / f"client-{home}", external_url(lab), *extra, *bootstrap, *EVERYWHERE
+    )
     nodes.append(client)
     client.start()
     return client
@@ -126,12 +129,14 @@ def drop(curator: CuratorNode, size: int, name: str) -> tuple[str, str, float]:
 
 
 def wait_placed(clients: list[ClientNode], path: str, timeout: float, others: list[Node]) -> None:
-    """Wait until every client has `path` verified and in place."""
+    """Wait until every client has `path` verified and in place (asked once a second: the
+    daemons share two cores with the test, and their speed is what is measured)."""
     wait_until(
         lambda: all(c.placed(path) for c in clients),
         timeout,
         f"{path} placed in {[c.host.name for c in clients]}",
         [*others, *clients],
+        interval=1.0,
     )
 
 
@@ -163,7 +168,6 @@ def test_a_dropped_file_reaches_a_upnp_home_and_a_strict_home(
     print(f"8 MiB dropped in home a: placed in homes b (UPnP) and c (strict) {took:.1f} s later")
 
 
-@pytest.mark.xfail(reason="1.34-1.56 copies from the curator measured (nat.md), issue 19: 1.3")
 def test_a_capped_curator_sends_one_copy_and_the_homes_share(
     lab: Internet, tmp_path: Path, nodes: list[Node]
 ) -> None:
@@ -185,8 +189,14 @@ def test_a_capped_curator_sends_one_copy_and_the_homes_share(
         f"({wire / size:.2f} on its uplink's wire); down/up MiB per client "
         f"{[(d // MIB, u // MIB) for d, u in counters]}"
     )
-    assert sent <= 1.3 * size, (sent, counters)
     assert all(up > 0 for _down, up in counters), counters  # the strict home's too
+    # Three copies arrived: the clients carried more than one of them to each other. 2.25
+    # copies from the curator when the strict home's client met no other client (before
+    # uTP first and the DHT announces); 1.09-1.66 now (nat.md "Implementation"), where
+    # issue 19 asks at most 1.3: reported as an expected failure above that.
+    assert sent < 2 * size, (sent, counters)
+    if sent > 1.3 * size:
+        pytest.xfail(f"the curator sent {sent / size:.2f} copies; issue 19 asks at most 1.3")
 
 
 def test_a_home_offline_for_20_s_moves_again_and_completes(
