@@ -149,6 +149,11 @@ class Engine:
         atp = params_for(source, allow_trackers=self._config.allow_trackers)
         atp.save_path = str(save_path)
         magnet_peers = [(str(host), int(port)) for host, port in atp.peers]
+        if atp.ti is None and not self._table.knows(hex_of(atp.info_hashes)):
+            # A magnet's peers in the params are dialled as the torrent starts; through
+            # connect_peer they waited for its next one-second tick (0-1 s, benchmarks.md).
+            atp.peers = [p for p in magnet_peers if _valid_peer(p)]
+            return self._add(atp, Role.DOWNLOAD, peers)
         atp.peers = []
         return self._add(atp, Role.DOWNLOAD, [*magnet_peers, *peers])
 
@@ -310,3 +315,12 @@ class Engine:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _valid_peer(peer: tuple[str, int]) -> bool:
+    try:
+        check_peer(*peer)
+    except PeerError:
+        log.warning("ignoring peer %r:%r of a magnet", *peer)
+        return False
+    return True
