@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from contextlib import ExitStack
 from pathlib import Path
 
@@ -36,8 +37,18 @@ log = logging.getLogger(__name__)
 class Curator:
     """Everything a curator runs, started by start() (or `with`) and stopped by close()."""
 
-    def __init__(self, config: Config, *, force_polling: bool | None = None) -> None:
+    def __init__(
+        self,
+        config: Config,
+        *,
+        force_polling: bool | None = None,
+        background_restore: bool = False,
+    ) -> None:
+        """A curator for `config`; `background_restore`: answer HTTP at once and bring the
+        torrents back (and start watching) on a thread (the daemon; tests wait for none)."""
         self.config = config
+        self._background = background_restore
+        self.restored = threading.Event()
         self._force_polling = force_polling
         self._stack = ExitStack()
         self.store: Store | None = None
@@ -55,7 +66,7 @@ class Curator:
         try:
             self.store = store = Store.in_state_dir(config.state_dir)
             self._stack.callback(store.close)
-            self.engine = engine = Engine(config, store)
+            self.engine = engine = Engine(config, store, restore=not self._background)
             self._stack.callback(engine.close)
             schedule = start_schedule(
                 engine, config.limit_schedule, config.upload_limit, config.download_limit
@@ -70,7 +81,9 @@ class Curator:
             )
             self._stack.callback(manifests.close)
             manifests.preload({share.group for share in config.shares})
-            self.publisher = publisher = Publisher(config, store, engine, manifests)
+            self.publisher = publisher = Publisher(
+                config, store, engine, manifests, restore=not self._background
+            )
             self._stack.callback(publisher.close)
             self._measure(engine, manifests, publisher)
             if signer is not None and config.dht:
@@ -90,12 +103,38 @@ class Curator:
             server.start()
             self._stack.callback(server.close)
             self.watcher = watcher = Watcher(config, publisher, force_polling=self._force_polling)
-            watcher.start()
             self._stack.callback(watcher.close)
+            if self._background:
+                restoring = threading.Thread(target=self._restore, name="restore", daemon=True)
+                restoring.start()
+                self._stack.callback(restoring.join)
+            else:
+                watcher.start()
+                self.restored.set()
         except BaseException:
             self.close()
             raise
-        self._log_where(server, engine, watcher)
+        self._log_where(server, engine)
+
+    def _restore(self) -> None:
+        """Bring the torrents and the catalog back, then watch the shares (a thread):
+        5,000 torrents took 1-2 s before the first HTTP answer."""
+        assert self.engine is not None
+        assert self.publisher is not None
+        assert self.watcher is not None
+        started = time.monotonic()
+        try:
+            self.engine.restore_saved()
+            self.publisher.restore()
+            self.watcher.start()
+        except Exception:
+            log.exception("restoring the curator's torrents failed")
+            return
+        finally:
+            self.restored.set()
+        log.info("restored in %.2f s; watching the shares", time.monotonic() - started)
+        if self.watcher.polling:
+            log.info("watching by polling (quiet interval %.1f s)", self.config.poll_quiet)
 
     def _measure(self, engine: Engine, manifests: ManifestStore, publisher: Publisher) -> None:
         """What GET /metrics reads: the engine, each group's manifest, publish latency."""
@@ -120,7 +159,7 @@ class Curator:
         )
         publisher.on_published = metrics.publish_seconds.observe
 
-    def _log_where(self, server: ManifestServer, engine: Engine, watcher: Watcher) -> None:
+    def _log_where(self, server: ManifestServer, engine: Engine) -> None:
         config = self.config
         log.info("manifests at %s/manifest/<group>.json", server.url.rstrip("/"))
         log.info("BitTorrent on %s port %d", config.listen_host, engine.listen_port)
@@ -130,7 +169,7 @@ class Curator:
             log.info("write token from --token / MESHMEDIA_TOKEN")
         else:
             log.info("write token in %s", token_path(config))
-        if watcher.polling:
+        if self.restored.is_set() and self.watcher is not None and self.watcher.polling:
             log.info("watching by polling (quiet interval %.1f s)", config.poll_quiet)
 
     def close(self) -> None:
@@ -149,7 +188,7 @@ def serve(config: Config, stop: threading.Event | None = None) -> None:
     """Run a curator until SIGTERM/SIGINT (or until `stop` is set), then shut down cleanly."""
     stop = stop or threading.Event()
     prepare_daemon()
-    with stop_on_signals(stop), Curator(config):
+    with stop_on_signals(stop), Curator(config, background_restore=True):
         log.info("curator running; stop with SIGTERM or Ctrl-C")
         stop.wait()
         log.info("curator stopping")

@@ -41,8 +41,16 @@ class Publisher:
     the manifests in step with them. Thread-safe."""
 
     def __init__(
-        self, config: Config, store: Store, engine: Engine, manifests: ManifestStore
+        self,
+        config: Config,
+        store: Store,
+        engine: Engine,
+        manifests: ManifestStore,
+        *,
+        restore: bool = True,
     ) -> None:
+        """Publish into `manifests`; `restore=False`: seed the catalog later, with
+        `restore()` (changes wait for it)."""
         self._config = config
         self._store = store
         self._engine = engine
@@ -51,7 +59,25 @@ class Publisher:
         self._hasher = SourceHasher(store)
         self._seeds = SeedKeeper(config.state_dir / "torrents", store, engine)
         self.on_published: Callable[[float], None] | None = None  # seconds a publish took
-        self._restore()
+        self._ready = threading.Event()
+        # published() for the watcher's every round: a query and 5,000 Paths a round made
+        # a burst of N files cost O(N^2); None = read the catalog again
+        self._sources: set[Path] | None = None
+        if restore:
+            self.restore()
+
+    def restore(self) -> None:
+        """Seed every catalog entry the engine did not bring back, list again what a crash
+        took out of the manifests; then changes may go ahead."""
+        try:
+            self._restore()
+        finally:
+            self._ready.set()
+
+    def _wait_ready(self) -> None:
+        if not self._ready.is_set():
+            log.info("waiting for the catalog to be restored")
+            self._ready.wait()
 
     @property
     def bytes_hashed(self) -> int:
@@ -80,21 +106,24 @@ class Publisher:
         The same content at the same path again is a no-op; new content at a
         published path replaces the item. Raises PublishError on bad input.
         """
+        self._wait_ready()
         return self._publish(Path(path), group, title, dest_path, added_at=None)
 
     def unpublish(self, path: Path) -> None:
         """A source file or folder is gone: drop its items and stop seeding them."""
+        self._wait_ready()
         source = _literal(Path(path))
         self._hasher.drop(source)
         with self._lock:
             for entry in self._entries_under(source):
                 self._manifests.remove(entry.group, [entry.path])
-                self._store.delete_catalog(entry.group, entry.path)
+                self._forget(entry)
                 self._seeds.release(entry.info_hash)
                 log.info("unpublished %s (%s) from %s", entry.path, entry.info_hash, entry.group)
 
     def moved(self, old: Path, new: Path) -> None:
         """A published file or folder moved inside the shares: new path, same hashes."""
+        self._wait_ready()
         old_source, new_source = _literal(Path(old)), _literal(Path(new))
         self._hasher.drop(old_source)
         with self._lock:
@@ -113,7 +142,10 @@ class Publisher:
 
     def published(self) -> list[Path]:
         """The source paths of every published item."""
-        return [Path(source) for source in self._store.catalog_sources()]
+        with self._lock:
+            if self._sources is None:
+                self._sources = {Path(source) for source in self._store.catalog_sources()}
+            return list(self._sources)
 
     def seeds(self) -> list[dict[str, Any]]:
         """Active seeds (with the engine's state) and files still being hashed."""
@@ -215,6 +247,11 @@ class Publisher:
             self._store.save_catalog(
                 CatalogEntry(group, item_path, built.info_hash, str(source), item.to_json())
             )
+            if self._sources is not None:
+                if existing is not None and existing.source != str(source):
+                    self._sources = None  # the replaced entry's source may be gone
+                else:
+                    self._sources.add(source)
             self._let_go(absorbed, item_path)
             if existing is not None and existing.info_hash != built.info_hash:
                 self._seeds.release(existing.info_hash)
@@ -235,7 +272,7 @@ class Publisher:
         custom_title = entry.item.get("title")
         if custom_title == _title_of(old_source):
             custom_title = None
-        self._store.delete_catalog(entry.group, entry.path)
+        self._forget(entry)
         self._publish(
             new_source,
             entry.group,
@@ -260,9 +297,14 @@ class Publisher:
     def _let_go(self, entries: list[CatalogEntry], folder_item: str) -> None:
         """Forget file items a folder item took over, and stop seeding their torrents."""
         for entry in entries:
-            self._store.delete_catalog(entry.group, entry.path)
+            self._forget(entry)
             self._seeds.release(entry.info_hash)
             log.info("%s in %s is now part of folder item %s", entry.path, entry.group, folder_item)
+
+    def _forget(self, entry: CatalogEntry) -> None:
+        """Drop a catalog entry (and the cached source list)."""
+        self._store.delete_catalog(entry.group, entry.path)
+        self._sources = None
 
     def _share_roots(self) -> list[Path]:
         """Every share folder as configured and resolved (links above a share are the user's)."""
@@ -288,8 +330,11 @@ class Publisher:
 
     def _relist_missing(self, entries: list[CatalogEntry]) -> None:
         missing: dict[str, list[Item]] = {}
+        listed: dict[str, set[str]] = {}  # item_for per entry: 5,000 x 5,000 comparisons
         for entry in entries:
-            if self._manifests.get(entry.group).item_for(entry.path) is None:
+            if entry.group not in listed:
+                listed[entry.group] = {i.path for i in self._manifests.get(entry.group).items}
+            if entry.path not in listed[entry.group]:
                 try:
                     missing.setdefault(entry.group, []).append(validate_item(entry.item))
                 except ManifestError as exc:

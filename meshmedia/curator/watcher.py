@@ -327,7 +327,7 @@ class Watcher:
 
     # -- start-up reconciliation ----------------------------------------------
     def _published_set(self) -> set[Path]:
-        return {Path(p) for p in self._publisher.published()}
+        return set(self._publisher.published())
 
     def _reconcile(self) -> None:
         published = self._published_set()

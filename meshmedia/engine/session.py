@@ -55,7 +55,8 @@ class Engine:
     """One libtorrent session with everything meshmedia seeds and downloads.
 
     Starts the session and the alert thread and restores the torrents saved in
-    the store. `settings` overrides individual libtorrent settings (benchmarks).
+    the store (`restore=False`: later, with `restore_saved()`). `settings` overrides
+    individual libtorrent settings (benchmarks).
     The process itself is left alone (the daemons tune it: process.py). Use as a
     context manager or call close().
     """
@@ -67,6 +68,7 @@ class Engine:
         *,
         settings: dict[str, Any] | None = None,
         resume_interval: float = 1.0,
+        restore: bool = True,
     ) -> None:
         self._config = config
         self._store = store
@@ -82,7 +84,8 @@ class Engine:
             Tick(resume_interval, self._resume.tick),
         ]
         self._alerts = AlertLoop(self._session, self._alert_table(), ticks)
-        self._resume.restore(self._session)
+        if restore:
+            self._resume.restore(self._session)
         self._limits: dict[str, Any] = {}
         self._capped: bool | None = None  # upload capped: seeds unchoke few (choking.py)
         self.set_limits(config.upload_limit, config.download_limit)
@@ -114,6 +117,12 @@ class Engine:
             "dht_put_alert": dht.on_put,
             "dht_mutable_item_alert": dht.on_mutable_item,
         }
+
+    def restore_saved(self) -> None:
+        """Add every torrent saved in the store (for an Engine made with `restore=False`)."""
+        self._resume.restore(self._session)
+        if self._capped:
+            apply_choking(self._session, self._table.seed_handles(), self._capped)
 
     @property
     def listen_port(self) -> int:
