@@ -13,6 +13,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +35,10 @@ from .seeds import SeedKeeper
 from .sources import NOT_UTF8, SYMLINK_RULE, SourceHasher, named, not_utf8, symlink_on
 
 log = logging.getLogger(__name__)
+
+BATCH_SECONDS = 0.25
+"""In a round of many new files, their items are listed together at most this far apart:
+one manifest version and one catalog transaction for each batch, not for each file."""
 
 
 class Publisher:
@@ -108,6 +113,99 @@ class Publisher:
         """
         self._wait_ready()
         return self._publish(Path(path), group, title, dest_path, added_at=None)
+
+    def publish_many(self, targets: Sequence[tuple[Path, str | None]]) -> None:
+        """Publish the files of one watcher round. The first is listed at once; new files
+        after it are hashed and seeded one by one and listed in batches (BATCH_SECONDS):
+        one manifest version per file made publishing 5,000 files O(N^2). Anything
+        else (a changed file, a folder) takes publish()'s path. Failures are logged."""
+        self._wait_ready()
+        batch: list[_Prepared] = []
+        listed = time.monotonic()
+        port = self._engine.listen_port  # a call into the session: 0.2 ms a file
+        for index, (path, group) in enumerate(targets):
+            try:
+                prepared = self._prepare_new(Path(path), group, port) if index else None
+                if prepared is None:
+                    self._publish(Path(path), group, None, None, added_at=None)
+                else:
+                    batch.append(prepared)
+            except (PublishError, ManifestError, OSError) as exc:
+                log.warning("cannot publish %s: %s", path, exc)
+            if batch and time.monotonic() - listed >= BATCH_SECONDS:
+                self._list_batch(batch)
+                batch, listed = [], time.monotonic()
+        if batch:
+            self._list_batch(batch)
+
+    def _prepare_new(self, path: Path, group: str | None, port: int) -> _Prepared | None:
+        """Hash and seed a plain file that has no item yet; None for anything else."""
+        started = time.monotonic()
+        if symlink_on(path.absolute(), self._share_roots()) is not None or not path.is_file():
+            return None
+        source = path.resolve()
+        share = self.share_for(source)
+        if share is None:
+            return None
+        group = group or share.group
+        relative = source.relative_to(share.path.resolve()).as_posix()
+        if not_utf8(relative):
+            return None
+        item_path = _checked_path(relative)
+        if self._store.catalog_entry(group, item_path) is not None:
+            return None
+        files = self._hasher.sources(source, share.path.resolve())
+        built = build_torrent(files)
+        with self._lock:
+            self._seeds.seed(built, source, files)
+        hashes = files[0].hashes
+        item = Item(
+            title=_title_of(source),
+            torrent=magnet_uri(built.info_hash, source.name, advertise_host(self._config), port),
+            path=item_path,
+            sha256=hashes.sha256,
+            size=hashes.size,
+            xxh3=hashes.xxh3,
+            added_at=utc_now(),
+        )
+        return _Prepared(group, item, built.info_hash, source, started)
+
+    def _list_batch(self, batch: list[_Prepared]) -> None:
+        """List prepared items: one manifest version per group, one catalog transaction."""
+        with self._lock:
+            done: list[_Prepared] = []
+            for group in dict.fromkeys(p.group for p in batch):
+                mine = [p for p in batch if p.group == group]
+                try:
+                    self._manifests.update(group, [p.item for p in mine])
+                    done += mine
+                except ManifestError:  # one overlaps: list them one by one
+                    done += self._list_one_by_one(group, mine)
+            with self._store.transaction():
+                for p in done:
+                    self._store.save_catalog(
+                        CatalogEntry(p.group, p.item.path, p.info_hash, str(p.source),
+                                     p.item.to_json())
+                    )  # fmt: skip
+            if self._sources is not None:
+                self._sources.update(p.source for p in done)
+        now = time.monotonic()
+        for p in done:
+            self._hasher.drop(p.source)
+            log.info("published %s as %s in %s (%s)", p.source, p.item.path, p.group, p.info_hash)
+            if self.on_published is not None:
+                self.on_published(now - p.started)
+
+    def _list_one_by_one(self, group: str, batch: list[_Prepared]) -> list[_Prepared]:
+        done = []
+        for p in batch:
+            try:
+                self._manifests.update(group, [p.item])
+                done.append(p)
+            except ManifestError as exc:
+                log.warning("cannot publish %s: %s", p.source, exc)
+                self._seeds.release(p.info_hash)
+        return done
 
     def unpublish(self, path: Path) -> None:
         """A source file or folder is gone: drop its items and stop seeding them."""
@@ -342,6 +440,17 @@ class Publisher:
         for group, items in missing.items():
             log.warning("manifest %s lacked %d published items; listed again", group, len(items))
             self._manifests.update(group, items)
+
+
+@dataclass(frozen=True)
+class _Prepared:
+    """A new file hashed and seeded, waiting to be listed with its batch."""
+
+    group: str
+    item: Item
+    info_hash: str
+    source: Path
+    started: float
 
 
 def _literal(path: Path) -> Path:

@@ -306,9 +306,16 @@ class Watcher:
                 targets[path] = pending.share.group
         published = self._published_set() if targets else set()
         # A file inside a published folder item republishes the folder, once per round.
-        for target, group in {
-            self._owner(p, published) or p: g for p, g in targets.items()
-        }.items():
+        round_ = {self._owner(p, published) or p: g for p, g in targets.items()}
+        many = getattr(self._publisher, "publish_many", None)
+        if many is not None and len(round_) > 1:  # listed in batches (publisher.py)
+            log.debug("watcher: publish %d files", len(round_))
+            try:
+                many(list(round_.items()))
+            except Exception as exc:
+                log.warning("cannot publish %d files: %s", len(round_), exc)
+            return
+        for target, group in round_.items():
             self._call("publish", self._publisher.publish, target, group)
 
     def _owner(self, path: Path, published: set[Path] | None = None) -> Path | None:
