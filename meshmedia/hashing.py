@@ -34,6 +34,9 @@ TARGET_PIECES = 2048
 CHUNK = 8 * 1024 * 1024  # one read; a ring of RING buffers is in flight
 RING = 4
 LOOKAHEAD = 0.5  # start hashing at the next piece size at this fraction of the step
+INLINE = 1024 * 1024
+"""A first read this small is hashed on the calling thread: handing 100 KB to two worker
+threads (started for it) cost more than hashing it (2.6 ms vs 0.2 ms a file)."""
 
 
 def piece_size_for(size: int) -> int:
@@ -273,7 +276,11 @@ class IncrementalHasher:
         if got != end - start:
             raise PublishError(f"{self.path} shrank while it was hashed")
         self.bytes_read += got
-        self._inflight[slot] = [c.pool.submit(c.feed, view) for c in group]
+        if start == 0 and got <= INLINE:  # nothing fed before, so the order holds
+            for c in group:
+                c.feed(view)
+        else:
+            self._inflight[slot] = [c.pool.submit(c.feed, view) for c in group]
         for c in group:
             c.scheduled = end
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from contextlib import ExitStack
 from pathlib import Path
 
@@ -25,7 +26,7 @@ from meshmedia.http import (
     token_path,
 )
 from meshmedia.http.metrics import Metrics, engine_source, gauge_source
-from meshmedia.manifest import ManifestStore, generate_key, load_key, save_key
+from meshmedia.manifest import ManifestStore, SigningKey, generate_key, load_key, save_key
 from meshmedia.process import prepare_daemon, stop_on_signals
 from meshmedia.store import Store
 
@@ -41,8 +42,18 @@ log = logging.getLogger(__name__)
 class Curator:
     """Everything a curator runs, started by start() (or `with`) and stopped by close()."""
 
-    def __init__(self, config: Config, *, force_polling: bool | None = None) -> None:
+    def __init__(
+        self,
+        config: Config,
+        *,
+        force_polling: bool | None = None,
+        background_restore: bool = False,
+    ) -> None:
+        """A curator for `config`; `background_restore`: answer HTTP at once and bring the
+        torrents back (and start watching) on a thread (the daemon; tests wait for none)."""
         self.config = config
+        self._background = background_restore
+        self.restored = threading.Event()
         self._force_polling = force_polling
         self._stack = ExitStack()
         self.store: Store | None = None
@@ -63,21 +74,14 @@ class Curator:
         try:
             self.store = store = Store.in_state_dir(config.state_dir)
             self._stack.callback(store.close)
-            self.engine = engine = Engine(config, store)
+            self.engine = engine = Engine(config, store, restore=not self._background)
             self._stack.callback(engine.close)
             schedule = start_schedule(
                 engine, config.limit_schedule, config.upload_limit, config.download_limit
             )
             if schedule is not None:
                 self._stack.callback(schedule.close)
-            signer = load_key(Path(config.state_dir))
-            if signer is None and not config.all_public:
-                # private groups' manifests are always signed: members trust only this key
-                signer = generate_key()
-                save_key(Path(config.state_dir), signer)
-                log.info("made the manifest signing key (private groups' manifests are signed)")
-            if signer is not None:
-                log.info("signing manifests with key %s", signer.public_hex)
+            signer = self._signer()
             self.manifests = manifests = ManifestStore(
                 Path(config.state_dir) / "manifests", signer=signer
             )
@@ -86,7 +90,9 @@ class Curator:
             self.swarms = swarms = PrivateSwarms(
                 Path(config.state_dir), engine, lambda group: not config.is_public(group)
             )
-            self.publisher = publisher = Publisher(config, store, engine, manifests, swarms)
+            self.publisher = publisher = Publisher(
+                config, store, engine, manifests, swarms, restore=not self._background
+            )
             self._stack.callback(publisher.close)
             self._measure(engine, manifests, publisher)
             if signer is not None and config.dht:
@@ -113,18 +119,62 @@ class Curator:
             )
             server.start()
             self._stack.callback(server.close)
-            if reachable_http(config):  # never offer a loopback-only HTTP module to the router
-                engine.portmap.map_http(server.port, advertise_host(config))
-            self.advertiser = advertiser = PeerAdvertiser(config, engine, manifests)
-            advertiser.start()
-            self._stack.callback(advertiser.close)
+            self._advertise(engine, server, manifests)
             self.watcher = watcher = Watcher(config, publisher, force_polling=self._force_polling)
-            watcher.start()
             self._stack.callback(watcher.close)
+            if self._background:
+                restoring = threading.Thread(target=self._restore, name="restore", daemon=True)
+                restoring.start()
+                self._stack.callback(restoring.join)
+            else:
+                watcher.start()
+                self.restored.set()
         except BaseException:
             self.close()
             raise
-        self._log_where(server, engine, watcher)
+        self._log_where(server, engine)
+
+    def _signer(self) -> SigningKey | None:
+        """The manifest signing key; made when a group is private (their manifests are
+        always signed: members trust only this key)."""
+        config = self.config
+        signer = load_key(Path(config.state_dir))
+        if signer is None and not config.all_public:
+            signer = generate_key()
+            save_key(Path(config.state_dir), signer)
+            log.info("made the manifest signing key (private groups' manifests are signed)")
+        if signer is not None:
+            log.info("signing manifests with key %s", signer.public_hex)
+        return signer
+
+    def _advertise(self, engine: Engine, server: ManifestServer, manifests: ManifestStore) -> None:
+        """Map the HTTP port on the router and keep each manifest's `peers` current."""
+        config = self.config
+        if reachable_http(config):  # never offer a loopback-only HTTP module to the router
+            engine.portmap.map_http(server.port, advertise_host(config))
+        self.advertiser = advertiser = PeerAdvertiser(config, engine, manifests)
+        advertiser.start()
+        self._stack.callback(advertiser.close)
+
+    def _restore(self) -> None:
+        """Bring the torrents and the catalog back, then watch the shares (a thread):
+        5,000 torrents took 1-2 s before the first HTTP answer."""
+        assert self.engine is not None
+        assert self.publisher is not None
+        assert self.watcher is not None
+        started = time.monotonic()
+        try:
+            self.engine.restore_saved()
+            self.publisher.restore()
+            self.watcher.start()
+        except Exception:
+            log.exception("restoring the curator's torrents failed")
+            return
+        finally:
+            self.restored.set()
+        log.info("restored in %.2f s; watching the shares", time.monotonic() - started)
+        if self.watcher.polling:
+            log.info("watching by polling (quiet interval %.1f s)", self.config.poll_quiet)
 
     def _swarm_peers(self, asked: str | None) -> list[str]:
         """The curator's SSL peer address for a joining member: the advertised host, a
@@ -162,7 +212,7 @@ class Curator:
         )
         publisher.on_published = metrics.publish_seconds.observe
 
-    def _log_where(self, server: ManifestServer, engine: Engine, watcher: Watcher) -> None:
+    def _log_where(self, server: ManifestServer, engine: Engine) -> None:
         config = self.config
         log.info("manifests at %s/manifest/<group>.json", server.url.rstrip("/"))
         log.info("BitTorrent on %s port %d", config.listen_host, engine.listen_port)
@@ -172,7 +222,7 @@ class Curator:
             log.info("write token from --token / MESHMEDIA_TOKEN")
         else:
             log.info("write token in %s", token_path(config))
-        if watcher.polling:
+        if self.restored.is_set() and self.watcher is not None and self.watcher.polling:
             log.info("watching by polling (quiet interval %.1f s)", config.poll_quiet)
 
     def close(self) -> None:
@@ -191,7 +241,7 @@ def serve(config: Config, stop: threading.Event | None = None) -> None:
     """Run a curator until SIGTERM/SIGINT (or until `stop` is set), then shut down cleanly."""
     stop = stop or threading.Event()
     prepare_daemon()
-    with stop_on_signals(stop), Curator(config):
+    with stop_on_signals(stop), Curator(config, background_restore=True):
         log.info("curator running; stop with SIGTERM or Ctrl-C")
         stop.wait()
         log.info("curator stopping")

@@ -57,7 +57,8 @@ class Engine:
     """One libtorrent session with everything meshmedia seeds and downloads.
 
     Starts the session and the alert thread and restores the torrents saved in
-    the store. `settings` overrides individual libtorrent settings (benchmarks).
+    the store (`restore=False`: later, with `restore_saved()`). `settings` overrides
+    individual libtorrent settings (benchmarks).
     The process itself is left alone (the daemons tune it: process.py). Use as a
     context manager or call close().
     """
@@ -69,6 +70,7 @@ class Engine:
         *,
         settings: dict[str, Any] | None = None,
         resume_interval: float = 1.0,
+        restore: bool = True,
     ) -> None:
         self._config = config
         self._store = store
@@ -87,7 +89,8 @@ class Engine:
             Tick(1.0, self.portmap.tick),
         ]
         self._alerts = AlertLoop(self._session, self._alert_table(), ticks)
-        self._resume.restore(self._session)
+        if restore:
+            self._resume.restore(self._session)
         self._limits: dict[str, Any] = {}
         self._capped: bool | None = None  # upload capped: seeds unchoke few (choking.py)
         self.set_limits(config.upload_limit, config.download_limit)
@@ -129,6 +132,12 @@ class Engine:
             "portmap_error_alert": portmap.on_error,
             "external_ip_alert": portmap.on_external_ip,
         }
+
+    def restore_saved(self) -> None:
+        """Add every torrent saved in the store (for an Engine made with `restore=False`)."""
+        self._resume.restore(self._session)
+        if self._capped:
+            apply_choking(self._session, self._table.seed_handles(), self._capped)
 
     @property
     def listen_port(self) -> int:
@@ -199,6 +208,11 @@ class Engine:
                 self._certificates.expect(hex_of(atp.info_hashes), private_ca)
         atp.save_path = str(save_path)
         magnet_peers = [(str(host), int(port)) for host, port in atp.peers]
+        if atp.ti is None and not self._table.knows(hex_of(atp.info_hashes)):
+            # A magnet's peers in the params are dialled as the torrent starts; through
+            # connect_peer they waited for its next one-second tick (0-1 s, benchmarks.md).
+            atp.peers = [p for p in magnet_peers if _valid_peer(p)]
+            return self._add(atp, Role.DOWNLOAD, peers)
         atp.peers = []
         return self._add(atp, Role.DOWNLOAD, [*magnet_peers, *peers])
 
@@ -369,3 +383,12 @@ class Engine:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _valid_peer(peer: tuple[str, int]) -> bool:
+    try:
+        check_peer(*peer)
+    except PeerError:
+        log.warning("ignoring peer %r:%r of a magnet", *peer)
+        return False
+    return True

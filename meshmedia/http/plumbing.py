@@ -33,6 +33,7 @@ from __future__ import annotations
 import array
 import asyncio
 import concurrent.futures
+import contextlib
 import errno
 import fcntl
 import ipaddress
@@ -429,6 +430,11 @@ class HttpServer:
                 sock.close()
                 continue
             sock.setblocking(False)
+            # asyncio sets TCP_NODELAY only on sockets whose proto says TCP, and an accepted
+            # socket says 0: headers and body went as two segments and the body waited for
+            # the client's delayed ACK (40 ms; 90 answers/s of a 100-item manifest)
+            with contextlib.suppress(OSError):  # a Unix socket in tests
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             self.adopting += 1
             if self.tls is None:
                 self._loop.create_task(self._adopt(sock))

@@ -434,3 +434,16 @@ def test_an_idle_tick_asks_no_torrent_about_its_resume_data(tmp_path: Path) -> N
         idle = table.sizes[start:]
         # before: every tick was handed all 20; now a tick sees only new statuses
         assert idle.count(0) >= 10, idle
+
+
+def test_a_magnet_downloads_from_the_peer_it_names(tmp_path: Path) -> None:
+    """The magnet's x.pe peers go into the add params (dialled as the torrent starts,
+    not on its next one-second tick); a bad one is dropped, the good one still used."""
+    src = random_file(tmp_path / "src" / "clip.mkv", 2 * MIB)
+    torrent = make_torrent(src)
+    with engine(tmp_path, "seed") as seeder, engine(tmp_path, "down") as downloader:
+        ih = seeder.add_seed(torrent, src.parent, verified=True)
+        magnet = f"magnet:?xt=urn:btih:{ih}&dn=clip.mkv&x.pe=127.0.0.1:{seeder.listen_port}"
+        assert downloader.add_download(magnet, tmp_path / "dl") == ih
+        downloader.wait_until(ih, TorrentState.SEEDING, timeout=60)
+        assert (tmp_path / "dl" / "clip.mkv").read_bytes() == src.read_bytes()
