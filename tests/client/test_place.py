@@ -575,9 +575,7 @@ def test_a_finished_download_with_unsafe_names_is_deleted_not_placed(rig: Rig) -
     assert not staging.exists()
 
 
-def test_a_file_where_a_folder_of_the_path_must_be_is_a_problem(
-    rig: Rig, tmp_path: Path
-) -> None:
+def test_a_file_where_a_folder_of_the_path_must_be_is_a_problem(rig: Rig, tmp_path: Path) -> None:
     data = data_of(17, 20_000)
     ih, _ = finished(rig, tmp_path, "dl.bin", {"": data})
     ready(rig, ih)
@@ -589,9 +587,7 @@ def test_a_file_where_a_folder_of_the_path_must_be_is_a_problem(
     assert (rig.media / "TV").read_bytes() == b"a file named like the folder"
 
 
-def test_a_later_download_of_an_adopted_torrent_is_verified_again(
-    rig: Rig, tmp_path: Path
-) -> None:
+def test_a_later_download_of_an_adopted_torrent_is_verified_again(rig: Rig, tmp_path: Path) -> None:
     """Adoption skips hashing files checked in place; once placed, the torrent is no
     longer "adopted": downloaded again later (the file lost), every byte is hashed."""
     data = data_of(18, 40_000)
