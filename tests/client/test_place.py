@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import os
 import stat
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -516,6 +517,7 @@ def test_unsafe_torrent_names_are_a_problem_that_retrying_cannot_help() -> None:
     assert problem.retry is False
     broken = Placer.names_problem(b"d4:infoi1ee")
     assert broken is not None
+    assert broken.reason.startswith("not a valid .torrent file ("), broken.reason
     assert broken.retry is False
     fine = hand_built(b"Show", [([b"a.mkv"], b"a" * 100), ([b"b.mkv"], b"b" * 100)])
     assert Placer.names_problem(fine.data) is None
@@ -549,3 +551,65 @@ def test_placing_creates_only_the_items_folders_0755_whatever_the_umask(
     assert sorted(p.name for p in rig.media.iterdir()) == [".meshmedia", "TV", "top.bin"]
     for folder in (rig.media / "TV", final, final / "sub"):
         assert stat.S_IMODE(folder.stat().st_mode) == 0o755, folder
+
+
+def test_a_finished_download_with_unsafe_names_is_deleted_not_placed(rig: Rig) -> None:
+    """The names are checked again at placing (the torrent may have come with its
+    metadata): `Show/../x.mkv` is refused even though libtorrent wrote `Show/_/x.mkv`."""
+    hostile = hand_built(b"Show", [([b"..", b"x.mkv"], b"a" * 100), ([b"ok"], b"b" * 100)])
+    staging = incomplete_dir(rig.media, hostile.info_hash)
+    with warnings.catch_warnings():  # files(), not layout(): the names libtorrent writes
+        warnings.simplefilter("ignore", DeprecationWarning)
+        storage = lt.torrent_info(hostile.data).files()
+    for index, payload in enumerate(hostile.payloads):
+        write(staging, {storage.file_path(index): payload})
+    ih = rig.engine.add_seed(hostile.data, staging, verified=True)
+    ready(rig, ih)
+    item = Item("t", f"magnet:?xt=urn:btih:{ih}", "Show", size=200)
+    problem = rig.placer.place(URL, item, ih, rig.media / "Show")
+    assert problem is not None
+    assert "Show/../x.mkv" in problem.reason
+    assert problem.retry is False
+    assert not (rig.media / "Show").exists()
+    assert rig.engine.status(ih) is None
+    assert not staging.exists()
+
+
+def test_a_file_where_a_folder_of_the_path_must_be_is_a_problem(rig: Rig, tmp_path: Path) -> None:
+    data = data_of(17, 20_000)
+    ih, _ = finished(rig, tmp_path, "dl.bin", {"": data})
+    ready(rig, ih)
+    (rig.media / "TV").write_bytes(b"a file named like the folder")
+    final = rig.media / "TV" / "a.bin"
+    problem = rig.placer.place(URL, single_item("TV/a.bin", data, ih), ih, final)
+    assert problem is not None
+    assert problem.reason == f"{rig.media / 'TV'} is in the way: it is not a folder"
+    assert (rig.media / "TV").read_bytes() == b"a file named like the folder"
+
+
+def test_a_later_download_of_an_adopted_torrent_is_verified_again(rig: Rig, tmp_path: Path) -> None:
+    """Adoption skips hashing files checked in place; once placed, the torrent is no
+    longer "adopted": downloaded again later (the file lost), every byte is hashed."""
+    data = data_of(18, 40_000)
+    source = tmp_path / "source"
+    write(source, {"dl.bin": data})
+    torrent_data, ih = torrent(source, "dl.bin")
+    final = rig.media / "a.bin"
+    final.write_bytes(data)
+    item = single_item("a.bin", data, ih)
+    found = rig.placer.check_in_place(item, final)
+    assert found is not None
+    assert rig.placer.adopt(found, final, ih, "dl.bin")
+    rig.engine.add_seed(torrent_data, incomplete_dir(rig.media, ih), verified=True)
+    ready(rig, ih)
+    assert rig.placer.place(URL, item, ih, final) is None
+    rig.placer.discard(ih, rig.media)
+    final.unlink()
+    corrupt = bytes(40_000)
+    write(incomplete_dir(rig.media, ih), {"dl.bin": corrupt})
+    rig.engine.add_seed(torrent_data, incomplete_dir(rig.media, ih), verified=True)
+    ready(rig, ih)
+    problem = rig.placer.place(URL, item, ih, final)
+    assert problem is not None
+    assert problem.reason.startswith("SHA-256 mismatch"), problem.reason
+    assert not final.exists()

@@ -152,8 +152,9 @@ def test_real_names_never_lead_out_of_the_save_path(tmp_path: Path) -> None:
     file at `x.mkv` beside the folder: it is never renamed onto it."""
     hostile = hand_built(b"Show", [([b"..", BIDI.encode()], b"a" * 100), ([b"ok"], b"b" * 100)])
     ti = lt.torrent_info(hostile.data)
-    (tmp_path / "save").mkdir()
+    (tmp_path / "save" / "Show").mkdir(parents=True)  # so that `Show/..` resolves
     (tmp_path / "save" / BIDI).write_bytes(b"a" * 100)  # what `Show/../` reaches
+    (tmp_path / "save" / "Show" / BIDI).write_bytes(b"a" * 100)  # `Show//`, `Show/./`
     assert real_names(hostile.data, ti, tmp_path / "save") == {}
     for parts in ([b"", BIDI.encode()], [b".", BIDI.encode()]):
         odd = hand_built(b"Show", [(parts, b"a" * 100), ([b"ok"], b"b" * 100)])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import socket
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -11,12 +12,15 @@ import requests
 
 from meshmedia import __version__
 from meshmedia.bounded import MAX_DEPTH
-from meshmedia.http import ManifestServer
+from meshmedia.curator import Publisher
+from meshmedia.engine import Engine
+from meshmedia.http import Limits, ManifestServer
 from meshmedia.http.metrics import Metrics
 from meshmedia.http.plumbing import HttpError
 from meshmedia.http.routes import MAX_BODY, MAX_WAIT, parse_json_body, route_label
 from meshmedia.manifest import ManifestStore
-from tests.helpers import make_config
+from meshmedia.store import Store
+from tests.helpers import make_config, random_file
 
 
 def nested(depth: int, inner: str = "") -> str:
@@ -302,6 +306,8 @@ def test_if_none_match_forms(server: ManifestServer, headers: dict[str, str], st
         assert answer.headers["ETag"] == etag
         assert answer.headers["Cache-Control"] == "no-cache"
         assert (answer.content == b"") is (status == 304)
+        if status == 200:
+            assert answer.headers["Content-Type"] == "application/json"
 
 
 def test_a_held_poll_answers_the_change_or_304_at_its_end(server: ManifestServer) -> None:
@@ -314,3 +320,128 @@ def test_a_held_poll_answers_the_change_or_304_at_its_end(server: ManifestServer
     ended = requests.get(url + "?wait=0.2", headers={"If-None-Match": etag}, timeout=30)
     assert ended.status_code == 304
     assert ended.headers["ETag"] == etag
+
+
+def test_a_body_over_the_bound_is_refused_by_the_parser_itself() -> None:
+    """The plumbing answers 413 first; the parser holds the same bound on its own."""
+    assert parse_json_body(b" " * (MAX_BODY - 1) + b"1") == 1
+    assert refused(b" " * MAX_BODY + b"1").startswith("the body is refused: ")
+
+
+def raw_get(server: ManifestServer, head: str) -> bytes:
+    """One request with exactly the headers given (no client adds any), read to the close."""
+    with socket.create_connection(("127.0.0.1", server.port), timeout=30) as sock:
+        sock.sendall(f"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n{head}\r\n".encode())
+        data = b""
+        while chunk := sock.recv(65536):
+            data += chunk
+    return data
+
+
+def test_a_request_without_accept_gets_json_from_a_server_with_a_home_page(
+    full: ManifestServer,
+) -> None:
+    answer = raw_get(full, "")
+    assert answer.startswith(b"HTTP/1.1 200 ")
+    assert b"Content-Type: application/json" in answer
+    assert b'"status":"ok"' in answer.replace(b" ", b"")
+
+
+def test_a_304_has_no_body_on_the_wire(server: ManifestServer) -> None:
+    etag = requests.get(f"{server.url}/manifest/default.json", timeout=30).headers["ETag"]
+    with socket.create_connection(("127.0.0.1", server.port), timeout=30) as sock:
+        request = (
+            "GET /manifest/default.json HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+            f"If-None-Match: {etag}\r\n\r\n"
+        )
+        sock.sendall(request.encode())
+        data = b""
+        while chunk := sock.recv(65536):
+            data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 304 ")
+    assert body == b""
+
+
+def test_a_poll_without_wait_is_never_held(tmp_path: Path) -> None:
+    """With no room to hold a single poll, one without ?wait is still answered: 304."""
+    config = make_config(tmp_path, port=0)
+    limits = Limits(max_body=MAX_BODY, max_held=0)
+    with ManifestServer(config, ManifestStore(tmp_path / "m"), None, None, "t", limits=limits) as s:
+        url = f"{s.url}/manifest/default.json"
+        etag = requests.get(url, timeout=30).headers["ETag"]
+
+        def status(query: str, tags: str) -> int:
+            return requests.get(
+                url + query, headers={"If-None-Match": tags}, timeout=30
+            ).status_code
+
+        assert status("", etag) == 304
+        assert status("?wait=0", etag) == 304
+        assert status("?wait=5", f"*, {etag}") == 304  # "*" is never held
+        assert status("?wait=5", etag) == 503  # the same poll with a wait is a hold: no room
+        assert status("?wait=0.5", etag) == 503
+
+
+@pytest.fixture
+def seeding(tmp_path: Path) -> Iterator[ManifestServer]:
+    """A server over a real Store, Engine and Publisher (the one that can seed)."""
+    config = make_config(tmp_path, port=0, listen_port=0)
+    store = Store.in_state_dir(config.state_dir)
+    try:
+        with Engine(config, store) as engine:
+            manifests = ManifestStore(config.state_dir / "manifests")
+            publisher = Publisher(config, store, engine, manifests)
+            try:
+                with ManifestServer(config, manifests, publisher, engine.snapshot, "t") as srv:
+                    yield srv
+            finally:
+                publisher.close()
+    finally:
+        store.close()
+
+
+def seed(server: ManifestServer, body: object) -> requests.Response:
+    return requests.post(f"{server.url}/seed", json=body, headers=AUTH, timeout=60)
+
+
+def test_seed_refusals_have_their_exact_reasons(seeding: ManifestServer, tmp_path: Path) -> None:
+    share = seeding.config.shares[0].path
+    random_file(share / "ok.mkv", 1000, seed=3)
+    ok = str(share / "ok.mkv")
+    cases: list[tuple[object, int, str]] = [
+        ([ok], 400, "the body must be a JSON object with 'path'"),
+        ({}, 400, "path is missing"),
+        ({"path": ""}, 400, "path must be a non-empty string"),
+        ({"path": 5}, 400, "path must be a non-empty string"),
+        ({"path": ok, "group": ""}, 400, "group must be a non-empty string"),
+        ({"path": ok, "title": 5}, 400, "title must be a non-empty string"),
+        ({"path": ok, "dest_path": 5}, 400, "dest_path must be a non-empty string"),
+        ({"path": "relative/ok.mkv"}, 400, "path must be an absolute path on the curator"),
+        ({"path": ok + "\x00"}, 400, "path must be an absolute path on the curator"),
+        ({"path": str(share / "missing.mkv")}, 400, "path does not exist"),
+        ({"path": str(tmp_path)}, 403, "path is not inside a share folder"),
+    ]
+    for body, status, reason in cases:
+        assert error_of(seed(seeding, body), status) == reason, body
+    bad_dest = error_of(seed(seeding, {"path": ok, "dest_path": "../up.mkv"}), 400)
+    assert bad_dest.startswith("dest_path: path has a '..'"), bad_dest
+    (share / "Show").mkdir()
+    (share / "Show" / "in.mkv").symlink_to(share / "ok.mkv")  # a link is never published
+    refusal = error_of(seed(seeding, {"path": str(share / "Show")}), 400)  # the publisher's
+    assert refusal == f"{share / 'Show'} holds no non-empty files; there is nothing to publish"
+    assert requests.get(f"{seeding.url}/seeds", timeout=30).json() == {"seeds": []}
+
+
+def test_seed_publishes_into_the_group_asked_for(seeding: ManifestServer) -> None:
+    share = seeding.config.shares[0].path
+    source = random_file(share / "clip.mkv", 20_000, seed=4)
+    answer = seed(seeding, {"path": str(source), "group": "other", "title": "A clip"})
+    assert answer.status_code == 200, answer.text
+    item = answer.json()["item"]
+    assert (item["path"], item["title"]) == ("clip.mkv", "A clip")
+    served = requests.get(f"{seeding.url}/manifest/other.json", timeout=30).json()
+    assert [i["path"] for i in served["items"]] == ["clip.mkv"]
+    info_hash = answer.json()["magnet"].split("urn:btih:")[1][:40].lower()
+    torrent = requests.get(f"{seeding.url}/torrents/{info_hash}.torrent", timeout=30)
+    assert torrent.headers["Cache-Control"] == "max-age=86400"
