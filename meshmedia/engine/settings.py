@@ -69,13 +69,14 @@ LOCAL_NETWORKS = (
 
 
 def listen_interfaces(config: Config) -> str:
-    """`listen_interfaces` for the config: IPv6 too when listening on every IPv4 address."""
-    host, port = config.listen_host, config.listen_port
+    """`listen_interfaces` for the config: IPv6 too when listening on every IPv4 address;
+    each address also with an SSL socket (`<port>s`, private groups' torrents: only these
+    accept their connections, privacy.md 2.9)."""
+    host, port, ssl_port = config.listen_host, config.listen_port, config.ssl_port
     if ":" in host and not host.startswith("["):
         host = f"[{host}]"
-    if host in ("0.0.0.0", ""):  # noqa: S104 - listening everywhere is the point
-        return f"0.0.0.0:{port},[::]:{port}"
-    return f"{host}:{port}"
+    hosts = ["0.0.0.0", "[::]"] if host in ("0.0.0.0", "") else [host]  # noqa: S104
+    return ",".join([f"{h}:{port}" for h in hosts] + [f"{h}:{ssl_port}s" for h in hosts])
 
 
 def build_settings(config: Config, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -117,6 +118,9 @@ def build_settings(config: Config, overrides: dict[str, Any] | None = None) -> d
         # A Raspberry Pi: a few dozen peers per torrent, a bounded total.
         "connections_limit": 200,
         "unchoke_slots_limit": 16,
+        # A choked peer gets nothing, not even its "allowed fast" pieces: a capped seed
+        # would otherwise send the same pieces to every client (engine.md, swarm).
+        "allowed_fast_set_size": 0,
         "upload_rate_limit": config.upload_limit,
         "download_rate_limit": config.download_limit,
         **_THROUGHPUT,
