@@ -192,7 +192,7 @@ def test_a_capped_curator_sends_one_copy_and_the_homes_share(
     assert all(up > 0 for _down, up in counters), counters  # the strict home's too
     # Three copies arrived: the clients carried more than one of them to each other. 2.25
     # copies from the curator when the strict home's client met no other client (before
-    # uTP first and the DHT announces); 1.09-1.66 now (nat.md "Implementation"), where
+    # uTP first and the DHT announces); 1.09-1.77 now (nat.md "Implementation"), where
     # issue 19 asks at most 1.3: reported as an expected failure above that.
     assert sent < 2 * size, (sent, counters)
     if sent > 1.3 * size:
