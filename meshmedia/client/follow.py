@@ -95,6 +95,9 @@ class DhtFollower:
         """Follow `follow` = (public key, group); keep its manifest torrents in `folder`;
         `sealed`: a private group's item (encrypted, its own salt, SSL manifest torrent)."""
         self._sealed = sealed
+        # a joined group's sealed pointer backs up its HTTP manifest URL (followed too):
+        # not finding it is no failure of `--once` by itself
+        self.fallback = sealed is not None
         self.engine = parts.engine
         self.store = parts.store
         self._apply = parts.apply
@@ -273,5 +276,8 @@ def follow_once(
                 break
             if found is None and stop.wait(ONCE_RETRY):
                 break
-        if follower.version < 0:
+        if follower.version < 0 and follower.fallback:
+            log.info("no sealed pointer of %s in the DHT (its curator's URL is followed)",
+                     follower.group)  # fmt: skip
+        elif follower.version < 0:
             problems.append(f"no usable manifest found in the DHT for {follower.source}")

@@ -104,9 +104,17 @@ class PeerAdvertiser:
     def update(self) -> None:
         """Write the current addresses into each manifest that has items and differs."""
         peers = advertised_addresses(self._config, self._engine)
+        view = self._engine.portmap.view()
+        # Right after a restart the router has not answered yet (<= 0.2 s in the lab, 10 s
+        # at most): the external address listed before is kept until then, so a restart
+        # does not make two new versions (without it, then with it again).
+        settling = self._engine.portmap.enabled and not (view.mapped or view.gave_up)
         for group in self._manifests.groups():
             manifest = self._manifests.get(group)
-            if manifest.version > 0 and manifest.extra.get("peers") != peers:
+            listed = manifest.extra.get("peers")
+            if settling and isinstance(listed, list) and set(peers) < set(listed):
+                continue
+            if manifest.version > 0 and listed != peers:
                 self._manifests.set_peers(group, peers)
                 log.info("manifest %s: advertising %s", group, " ".join(peers) or "no peer")
 

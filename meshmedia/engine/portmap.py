@@ -145,6 +145,11 @@ class PortMapper:
         protocol = alert.map_protocol.name
         http = (transport, int(alert.mapping)) in self._http_handles and protocol == "tcp"
         port = int(alert.external_port)
+        # The session maps every listen socket (the SSL one too, issue 14) and the alert
+        # names no local port: the BitTorrent port is the one mapped to its own number.
+        if not http and (self._session is None or port != int(self._session.listen_port())):
+            log.debug("port mapping: %s port %d (another listen socket)", protocol, port)
+            return
         if self.state.mapped(transport, protocol, port, http):
             what = "HTTP" if http else f"BitTorrent {protocol.upper()}"
             log.info("port mapping: %s port mapped to external port %d (%s)", what, port, transport)

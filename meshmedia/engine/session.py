@@ -253,8 +253,12 @@ class Engine:
         """Announce the torrent in the DHT now and dial the peers it returns (no-op
         without the DHT): how a client behind a strict router learns of peers that
         joined after it (the curator's PEX tells it only once a minute)."""
-        if self._config.dht:
+        if not self._config.dht:
+            return
+        try:
             self._table.handle(info_hash).force_dht_announce()
+        except EngineError:
+            log.debug("not announcing %s: removed meanwhile", info_hash)
 
     # -- looking -------------------------------------------------------------
     def status(self, info_hash: str) -> TorrentStatus | None:

@@ -10,8 +10,11 @@ import libtorrent as lt
 import pytest
 
 from meshmedia.config import Config
+from meshmedia.engine import Engine
 from meshmedia.engine.portmap import NO_MAPPING_AFTER, PortMapper, PortMapState
 from meshmedia.engine.settings import build_settings
+from meshmedia.store import Store
+from tests.helpers import make_config
 
 
 def test_the_state_counts_changes_and_keeps_ipv4() -> None:
@@ -96,3 +99,11 @@ def test_a_session_that_maps_ports_dials_utp_first(
     # the recovery timers of native_notes/nat.md "d." for every session
     assert (settings["peer_timeout"], settings["min_reconnect_time"]) == (20, 1)
     assert settings["alert_mask"] & lt.alert.category_t.port_mapping_notification
+
+
+def test_find_peers_is_harmless_for_a_torrent_gone_or_without_the_dht(tmp_path: Path) -> None:
+    """A download removed between its status and its DHT announce fails nothing."""
+    for dht in (False, True):
+        config = make_config(tmp_path, f"node-{dht}", dht=dht)
+        with Store.in_state_dir(config.state_dir) as store, Engine(config, store) as engine:
+            engine.find_peers("ab" * 20)  # unknown: no error

@@ -660,7 +660,7 @@ def test_accepted_connections_send_without_waiting_for_acks(start: Any) -> None:
     90 answers/s of a small manifest on four keep-alive connections."""
     server = start()
     with connect(server.port) as sock:
-        sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        sock.sendall(b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n")
         assert sock.recv(65536).startswith(b"HTTP/1.1 200")
         (conn,) = list(server.http.connections)
         assert conn.transport is not None
