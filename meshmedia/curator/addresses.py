@@ -109,6 +109,8 @@ class PeerAdvertiser:
         # at most): the external address listed before is kept until then, so a restart
         # does not make two new versions (without it, then with it again).
         settling = self._engine.portmap.enabled and not (view.mapped or view.gave_up)
+        if not settling:
+            self._manifests.use_peers(peers)
         for group in self._manifests.groups():
             manifest = self._manifests.get(group)
             listed = manifest.extra.get("peers")
