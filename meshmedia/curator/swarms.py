@@ -87,8 +87,19 @@ class PrivateSwarms:
         return (have == "") if want is None else (have == ca_key(want))
 
     def peers(self, host: str | None) -> list[str]:
-        """The curator's SSL address for members (`host:port`), none without a host."""
+        """The curator's SSL addresses for members (`host:port`): on `host`, then the
+        router's external address with the mapped SSL port (members in other homes)."""
         port = self._engine.ssl_listen_port
         if host is None or not port:
             return []
-        return [f"[{host}]:{port}" if ":" in host else f"{host}:{port}"]
+        found = [_endpoint(host, port)]
+        view = self._engine.portmap.view()
+        if view.external_address and view.ssl_port:
+            external = _endpoint(view.external_address, view.ssl_port)
+            if external not in found:
+                found.append(external)
+        return found
+
+
+def _endpoint(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"

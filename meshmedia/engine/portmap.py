@@ -39,6 +39,7 @@ class PortMapView:
     peer_port: int | None = None
     udp_port: int | None = None
     http_port: int | None = None
+    ssl_port: int | None = None  # private groups' SSL socket (TCP), never the peer port
     transports: frozenset[str] = frozenset()
     gave_up: bool = False
     version: int = 0
@@ -70,11 +71,18 @@ class PortMapState:
             self._view = PortMapView(**{**new.__dict__, "version": old.version + 1})
             return True
 
-    def mapped(self, transport: str, protocol: str, external_port: int, http: bool) -> bool:
-        """A mapping succeeded; True when that changed the state."""
+    def mapped(
+        self, transport: str, protocol: str, external_port: int, http: bool, ssl: bool = False
+    ) -> bool:
+        """A mapping succeeded; True when that changed the state. `ssl`: the mapping of the
+        SSL listen socket (libtorrent maps it too; it must not become the peer port)."""
         transports = self.view().transports | {transport}
         if http:
             return self._change(http_port=external_port, transports=transports)
+        if ssl:
+            if protocol != "tcp":
+                return self._change(transports=transports)
+            return self._change(ssl_port=external_port, transports=transports)
         key = "peer_port" if protocol == "tcp" else "udp_port"
         return self._change(**{key: external_port}, transports=transports, gave_up=False)
 
@@ -145,15 +153,19 @@ class PortMapper:
         protocol = alert.map_protocol.name
         http = (transport, int(alert.mapping)) in self._http_handles and protocol == "tcp"
         port = int(alert.external_port)
-        # The session maps every listen socket (the SSL one too, issue 14) and the alert
-        # names no local port: the BitTorrent port is the one mapped to its own number.
-        if not http and (self._session is None or port != int(self._session.listen_port())):
-            log.debug("port mapping: %s port %d (another listen socket)", protocol, port)
-            return
-        if self.state.mapped(transport, protocol, port, http):
-            what = "HTTP" if http else f"BitTorrent {protocol.upper()}"
+        # The alert names no local port: libtorrent asks the router for the local port, so
+        # a mapping to the SSL port (and not the plain one) is the SSL socket's.
+        ssl = not http and port == self._ssl_port() and port != self._plain_port()
+        if self.state.mapped(transport, protocol, port, http, ssl):
+            what = "HTTP" if http else f"BitTorrent {'SSL ' if ssl else ''}{protocol.upper()}"
             log.info("port mapping: %s port mapped to external port %d (%s)", what, port, transport)
             self._changed()
+
+    def _ssl_port(self) -> int:
+        return int(self._session.ssl_listen_port()) if self._session is not None else 0
+
+    def _plain_port(self) -> int:
+        return int(self._session.listen_port()) if self._session is not None else 0
 
     def on_error(self, alert: Any) -> None:
         """portmap_error_alert: logged only; a re-map's removals produce these before the

@@ -39,6 +39,18 @@ def test_the_state_counts_changes_and_keeps_ipv4() -> None:
     assert not state.give_up()  # mapped: never "no mapping possible"
 
 
+def test_the_ssl_sockets_mapping_never_becomes_the_peer_port() -> None:
+    """libtorrent maps the SSL listen socket (private groups) too; its mapping arrived
+    after the plain one in the lab and made other homes dial the SSL port (issue 14)."""
+    state = PortMapState()
+    assert state.mapped("natpmp", "tcp", 6881, http=False)
+    assert state.mapped("natpmp", "tcp", 6882, http=False, ssl=True)
+    assert state.mapped("natpmp", "udp", 6881, http=False)
+    state.mapped("natpmp", "udp", 6882, http=False, ssl=True)
+    view = state.view()
+    assert (view.peer_port, view.udp_port, view.ssl_port) == (6881, 6881, 6882)
+
+
 def test_give_up_once_and_a_late_mapping_clears_it() -> None:
     state = PortMapState()
     assert state.give_up()

@@ -223,3 +223,18 @@ def test_a_public_group_made_private_is_rebuilt_as_ssl_torrents_without_hashing(
         ca = GroupAuthority.open(config.state_dir, "family").ca_pem
         assert lt.torrent_info(data).ssl_cert().encode() == ca
         assert private.publisher.bytes_hashed == 0  # from the hash cache
+
+
+def test_members_get_the_curators_ssl_address_at_home_and_behind_its_router(
+    curator: Curator,
+) -> None:
+    assert curator.swarms is not None
+    assert curator.engine is not None
+    ssl = curator.engine.ssl_listen_port
+    assert curator.swarms.peers("192.168.1.10") == [f"192.168.1.10:{ssl}"]
+    state = curator.engine.portmap.state  # what the router's answers leave (portmap.py)
+    state.external("203.0.113.7")
+    state.mapped("natpmp", "tcp", curator.engine.listen_port, http=False)
+    state.mapped("natpmp", "tcp", 16882, http=False, ssl=True)
+    assert curator.swarms.peers("192.168.1.10") == [f"192.168.1.10:{ssl}", "203.0.113.7:16882"]
+    assert curator.swarms.peers(None) == []
