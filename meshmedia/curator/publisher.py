@@ -19,7 +19,7 @@ from typing import Any
 
 from meshmedia.config import Config, Share
 from meshmedia.engine import Engine
-from meshmedia.engine.building import advertise_host, build_torrent, magnet_uri
+from meshmedia.engine.building import bare_magnet, build_torrent
 from meshmedia.errors import ManifestError, PublishError
 from meshmedia.manifest import (
     Item,
@@ -31,8 +31,10 @@ from meshmedia.manifest import (
 )
 from meshmedia.store import CatalogEntry, Store
 
+from .addresses import advertised_addresses, magnet_for
 from .seeds import SeedKeeper
 from .sources import NOT_UTF8, SYMLINK_RULE, SourceHasher, named, not_utf8, symlink_on
+from .swarms import PrivateSwarms
 
 log = logging.getLogger(__name__)
 
@@ -51,12 +53,15 @@ class Publisher:
         store: Store,
         engine: Engine,
         manifests: ManifestStore,
+        swarms: PrivateSwarms | None = None,
         *,
         restore: bool = True,
     ) -> None:
-        """Publish into `manifests`; `restore=False`: seed the catalog later, with
+        """Publish into `manifests`; `swarms`: which groups are private (SSL torrents),
+        None: every group public; `restore=False`: seed the catalog later, with
         `restore()` (changes wait for it)."""
         self._config = config
+        self.swarms = swarms
         self._store = store
         self._engine = engine
         self._manifests = manifests
@@ -122,10 +127,10 @@ class Publisher:
         self._wait_ready()
         batch: list[_Prepared] = []
         listed = time.monotonic()
-        port = self._engine.listen_port  # a call into the session: 0.2 ms a file
+        peers = advertised_addresses(self._config, self._engine)  # session calls: once a round
         for index, (path, group) in enumerate(targets):
             try:
-                prepared = self._prepare_new(Path(path), group, port) if index else None
+                prepared = self._prepare_new(Path(path), group, peers) if index else None
                 if prepared is None:
                     self._publish(Path(path), group, None, None, added_at=None)
                 else:
@@ -138,7 +143,7 @@ class Publisher:
         if batch:
             self._list_batch(batch)
 
-    def _prepare_new(self, path: Path, group: str | None, port: int) -> _Prepared | None:
+    def _prepare_new(self, path: Path, group: str | None, peers: list[str]) -> _Prepared | None:
         """Hash and seed a plain file that has no item yet; None for anything else."""
         started = time.monotonic()
         if symlink_on(path.absolute(), self._share_roots()) is not None or not path.is_file():
@@ -155,13 +160,14 @@ class Publisher:
         if self._store.catalog_entry(group, item_path) is not None:
             return None
         files = self._hasher.sources(source, share.path.resolve())
-        built = build_torrent(files)
+        ca = self.swarms.ca_for(group) if self.swarms is not None else None
+        built = build_torrent(files, ca)
         with self._lock:
-            self._seeds.seed(built, source, files)
+            self._seeds.seed(built, source, files, ca)
         hashes = files[0].hashes
         item = Item(
             title=_title_of(source),
-            torrent=magnet_uri(built.info_hash, source.name, advertise_host(self._config), port),
+            torrent=self._magnet(built.info_hash, source.name, ca, peers),
             path=item_path,
             sha256=hashes.sha256,
             size=hashes.size,
@@ -304,7 +310,8 @@ class Publisher:
         item_path = _checked_path(dest_path or relative)
         files = self._hasher.sources(source, share.path.resolve())
         extra = _folder_extra(files) if source.is_dir() else {}
-        built = build_torrent(files)
+        ca = self.swarms.ca_for(group) if self.swarms is not None else None
+        built = build_torrent(files, ca)
         with self._lock:
             existing = self._store.catalog_entry(group, item_path)
             absorbed = self._files_of_folder(group, item_path, source)
@@ -314,20 +321,15 @@ class Publisher:
                 and existing.source == str(source)
                 and not absorbed
             ):
-                self._seeds.seed(built, source, files)
+                self._seeds.seed(built, source, files, ca)
                 log.debug("%s is already published as %s", source, existing.info_hash)
                 item = validate_item(existing.item)
                 self._manifests.upsert(group, [item])  # no change, no new version
                 return item
-            self._seeds.seed(built, source, files)
+            self._seeds.seed(built, source, files, ca)
             item = Item(
                 title=title or _title_of(source),
-                torrent=magnet_uri(
-                    built.info_hash,
-                    source.name,
-                    advertise_host(self._config),
-                    self._engine.listen_port,
-                ),
+                torrent=self._magnet(built.info_hash, source.name, ca),
                 path=item_path,
                 sha256=files[0].hashes.sha256 if len(files) == 1 and source.is_file() else None,
                 size=sum(f.hashes.size for f in files),
@@ -358,6 +360,17 @@ class Publisher:
         if self.on_published is not None:
             self.on_published(time.monotonic() - started)
         return item
+
+    def _magnet(
+        self, info_hash: str, name: str, ca: bytes | None, peers: list[str] | None = None
+    ) -> str:
+        """A public item's magnet names the file and the curator; a private one's neither
+        (only members read the manifest, but a magnet travels: privacy.md 3.10)."""
+        if ca is not None:
+            return bare_magnet(info_hash)
+        if peers is None:
+            peers = advertised_addresses(self._config, self._engine)
+        return magnet_for(info_hash, name, peers)
 
     def _move_entry(self, entry: CatalogEntry, old_root: Path, new_root: Path) -> None:
         old_source = Path(entry.source)
@@ -420,11 +433,35 @@ class Publisher:
         self._relist_missing(entries)
         for entry in entries:
             source = Path(entry.source)
-            if self._engine.status(entry.info_hash) is None and source.exists():
+            if not self._fits_its_group(entry):
+                self._rebuild(entry)
+            elif self._engine.status(entry.info_hash) is None and source.exists():
                 try:
-                    self._seeds.ensure_seeding(entry.info_hash, source)
+                    ca = self.swarms.ca_for(entry.group) if self.swarms is not None else None
+                    self._seeds.ensure_seeding(entry.info_hash, source, private_ca=ca)
                 except PublishError as exc:
                     log.warning("cannot seed %s again: %s", entry.source, exc)
+
+    def _fits_its_group(self, entry: CatalogEntry) -> bool:
+        """Whether the entry's torrent is SSL exactly when its group is private (a group
+        made private, or public, since it was published is not)."""
+        data = self._seeds.torrent_bytes(entry.info_hash)
+        if self.swarms is None or data is None:
+            return True
+        return self.swarms.fits(entry.group, data)
+
+    def _rebuild(self, entry: CatalogEntry) -> None:
+        """Publish an entry again as its group now needs it (from the hash cache: nothing
+        is read again): a new info hash replaces the old torrent, which stops seeding."""
+        log.warning("%s in %s changes swarm (private or public): rebuilt", entry.path, entry.group)
+        source = Path(entry.source)
+        if not source.exists():
+            return
+        title = entry.item.get("title")
+        try:
+            self._publish(source, entry.group, title, entry.path, entry.item.get("added_at"))
+        except PublishError as exc:
+            log.warning("cannot publish %s again: %s", entry.source, exc)
 
     def _relist_missing(self, entries: list[CatalogEntry]) -> None:
         missing: dict[str, list[Item]] = {}

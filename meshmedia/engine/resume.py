@@ -21,6 +21,7 @@ from meshmedia.errors import EngineError
 from meshmedia.store import ResumeRecord, Store
 from meshmedia.torrentinfo import torrent_files
 
+from .certificates import PRIVATE_FLAGS, torrent_ca
 from .convert import hex_of, status_from_lt
 from .table import Role, TorrentTable
 
@@ -229,6 +230,8 @@ class ResumeData:
             atp.have_pieces = []
             atp.verified_pieces = []
         atp.flags &= ~(lt.torrent_flags.auto_managed | lt.torrent_flags.paused)
+        if torrent_ca(atp.ti):  # a private group's: whatever the saved flags say
+            atp.flags |= PRIVATE_FLAGS
         try:
             handle = session.add_torrent(atp)
         except RuntimeError as exc:

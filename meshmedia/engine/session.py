@@ -23,11 +23,13 @@ from meshmedia.errors import EngineError
 from meshmedia.store import Store
 
 from .alerts import AlertLoop, Handler, Tick
+from .certificates import Certificates, make_private
 from .choking import apply_choking, seed_slots
 from .convert import hex_of, status_from_lt
 from .dht import DhtItems
 from .events import TorrentEvents
 from .peers import PeerError, check_peer
+from .portmap import PortMapper
 from .resume import ResumeData, file_paths, real_names
 from .schedule import PAUSED
 from .settings import is_local_address, peer_class_filter, session_params
@@ -79,9 +81,12 @@ class Engine:
         self._resume = ResumeData(self._table, store)
         self._storage = Storage(self._table)
         self.dht = DhtItems(self._session, self._events.session_stats)
+        self._certificates = Certificates()
+        self.portmap = PortMapper(self._session, upnp=config.upnp, natpmp=config.natpmp)
         ticks = [
             Tick(UPDATE_INTERVAL, self._events.refresh, first=0.0),
             Tick(resume_interval, self._resume.tick),
+            Tick(1.0, self.portmap.tick),
         ]
         self._alerts = AlertLoop(self._session, self._alert_table(), ticks)
         if restore:
@@ -90,11 +95,17 @@ class Engine:
         self._capped: bool | None = None  # upload capped: seeds unchoke few (choking.py)
         self.set_limits(config.upload_limit, config.download_limit)
         self._alerts.start()
-        log.info("engine listening on port %d (%s)", self.listen_port, config.transport)
+        log.info(
+            "engine listening on port %d, SSL port %d (%s)",
+            self.listen_port,
+            self.ssl_listen_port,
+            config.transport,
+        )
 
     def _alert_table(self) -> dict[str, Handler]:
         """The one dispatch table: libtorrent alert type name -> the component's handler."""
         events, resume, storage, dht = self._events, self._resume, self._storage, self.dht
+        portmap = self.portmap
         return {
             "state_update_alert": events.on_state_update,
             "state_changed_alert": events.on_state_changed,
@@ -116,6 +127,10 @@ class Engine:
             "storage_moved_failed_alert": storage.on_storage_moved_failed,
             "dht_put_alert": dht.on_put,
             "dht_mutable_item_alert": dht.on_mutable_item,
+            "torrent_need_cert_alert": self._certificates.on_need_cert,
+            "portmap_alert": portmap.on_mapped,
+            "portmap_error_alert": portmap.on_error,
+            "external_ip_alert": portmap.on_external_ip,
         }
 
     def restore_saved(self) -> None:
@@ -129,15 +144,38 @@ class Engine:
         """The port the session is bound to (the real one when the config said 0)."""
         return int(self._session.listen_port())
 
+    @property
+    def ssl_listen_port(self) -> int:
+        """The SSL port private groups' torrents are reached at (0 when not listening)."""
+        return int(self._session.ssl_listen_port())
+
+    def set_group_certificate(self, ca: bytes, cert: bytes, key: bytes) -> None:
+        """The member certificate and key (PEM) for the torrents of the private group whose
+        CA is `ca`: set on those held now (a renewal, or torrents restored at start) and on
+        every one added later (libtorrent asks again after each add and restart)."""
+        count = self._certificates.set(ca, cert, key, self._table.handles())
+        log.info("member certificate set for a private group (%d torrents now)", count)
+
     # -- adding and removing -------------------------------------------------
-    def add_seed(self, torrent: bytes, save_path: Path, *, verified: bool = False) -> str:
+    def add_seed(
+        self,
+        torrent: bytes,
+        save_path: Path,
+        *,
+        verified: bool = False,
+        private_ca: bytes | None = None,
+    ) -> str:
         """Seed a complete file we have (no initial check); returns the info hash.
 
         By default each piece is hashed on its first request (seed_mode). Pass
         `verified=True` only when the caller has just hashed these very files
         into this torrent: then every piece is served without hashing it again.
+        `private_ca`: the torrent is a private group's, with this CA in its info dict
+        (EngineError otherwise); it is kept off the DHT and LSD.
         """
         atp = load_torrent(torrent)
+        if private_ca is not None:
+            make_private(atp, private_ca)
         atp.save_path = str(save_path)
         if renames := real_names(torrent, atp.ti, save_path):
             atp.renamed_files = renames
@@ -149,13 +187,25 @@ class Engine:
         return self._add(atp, Role.SEED, ())
 
     def add_download(
-        self, source: str | bytes, save_path: Path, peers: Sequence[tuple[str, int]] = ()
+        self,
+        source: str | bytes,
+        save_path: Path,
+        peers: Sequence[tuple[str, int]] = (),
+        *,
+        private_ca: bytes | None = None,
     ) -> str:
         """Download from a magnet URI, an http(s) URL of a .torrent, or .torrent bytes.
 
         The source's trackers and web seeds are used only with `allow_trackers`.
+        `private_ca`: an item of a private group, whose torrent must carry this CA (a
+        magnet gets it as its root certificate); off the DHT and LSD, and `peers` are
+        members' SSL addresses.
         """
         atp = params_for(source, allow_trackers=self._config.allow_trackers)
+        if private_ca is not None:
+            make_private(atp, private_ca)
+            if atp.ti is None:
+                self._certificates.expect(hex_of(atp.info_hashes), private_ca)
         atp.save_path = str(save_path)
         magnet_peers = [(str(host), int(port)) for host, port in atp.peers]
         if atp.ti is None and not self._table.knows(hex_of(atp.info_hashes)):
@@ -184,6 +234,7 @@ class Engine:
     def remove(self, info_hash: str, delete_files: bool = False) -> None:
         """Stop seeding or downloading a torrent and forget its resume data."""
         handle = self._table.forget(info_hash)
+        self._certificates.forget(info_hash)
         self._session.remove_torrent(handle, lt.session.delete_files if delete_files else 0)
         self._store.delete_resume(info_hash)
         log.info("removed %s%s", info_hash, " and its files" if delete_files else "")
@@ -197,6 +248,13 @@ class Engine:
         except (PeerError, RuntimeError, TypeError, OverflowError, ValueError) as exc:
             # TypeError: Boost.Python.ArgumentError derives from it (a host name, finding 6)
             log.warning("cannot connect %s to %r:%r: %s", info_hash, host, port, exc)
+
+    def find_peers(self, info_hash: str) -> None:
+        """Announce the torrent in the DHT now and dial the peers it returns (no-op
+        without the DHT): how a client behind a strict router learns of peers that
+        joined after it (the curator's PEX tells it only once a minute)."""
+        if self._config.dht:
+            self._table.handle(info_hash).force_dht_announce()
 
     # -- looking -------------------------------------------------------------
     def status(self, info_hash: str) -> TorrentStatus | None:
@@ -316,6 +374,7 @@ class Engine:
         self._alerts.stop()
         self._events.close()
         self.dht.close()
+        self.portmap.close()
         self._session = None
         log.info("engine closed")
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import replace
 from operator import methodcaller
 from pathlib import Path
@@ -172,15 +172,20 @@ class ManifestStore:
             self._flusher.reserve(group, mark + BLOCK)
 
     def _commit(
-        self, old: Manifest, items: list[Item], index: dict[str, Item] | None = None
+        self,
+        old: Manifest,
+        items: list[Item],
+        index: dict[str, Item] | None = None,
+        base: Manifest | None = None,
     ) -> Manifest:
-        """Write `items` as the next version of `old` unless nothing changed (`index`:
-        the same items by path, when the caller has it). Lock held."""
-        if tuple(items) == old.items:
+        """Write `items` as the next version of `old` (or of `base`, `old` with other
+        top-level fields) unless nothing changed (`index`: the same items by path, when
+        the caller has it). Lock held."""
+        if tuple(items) == old.items and (base is None or base.extra == old.extra):
             return old
         version = self._base[old.group] + 1  # never below old.version (see _load)
         self._reserve(old.group, version)
-        new = self._stamped(old, version, tuple(items))
+        new = self._stamped(base or old, version, tuple(items))
         if self._flusher is not None:
             self._flusher.write(self._file(old.group), new.dumps)
         else:
@@ -240,6 +245,14 @@ class ManifestStore:
                 merged[item.path] = _with_added_at(item, previous)
             check_placeable(items, merged)
             return self._commit(old, list(merged.values()), merged)
+
+    def set_peers(self, group: str, peers: Sequence[str]) -> Manifest:
+        """Set the top-level `peers` list (where the curator is reached, `IP:PORT` each) in
+        a new version, unless it already says that. Readers that do not know it ignore it."""
+        with self._changed:
+            old = self._load(check_group(group))
+            base = replace(old, extra={**old.extra, "peers": list(peers)})
+            return self._commit(old, list(old.items), base=base)
 
     def replace(self, group: str, items: Iterable[Item]) -> Manifest:
         """Make `items` the whole item list (added_at kept for paths already listed)."""

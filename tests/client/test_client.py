@@ -656,12 +656,28 @@ def test_a_symlink_at_the_final_path_is_never_written_through(node: Node, tmp_pa
 
 def test_items_placed_before_files_were_recorded_get_their_records(node: Node) -> None:
     """Upgrading from a version without placed_files: what the engine seeds from its
-    final place is recorded the next time the manifest is planned."""
+    final place is recorded the next time the manifest is planned, with the hashes the
+    manifest gives (a folder's per-file ones, a single file's own), else none ("")."""
     _publish_folder(node, "Show", {"e1.mkv": 300_000, "e2.mkv": 100_000})
+    bare = _publish_folder(node, "Bare", {"b1.mkv": 200_000, "b2.mkv": 50_000})
+    node.publish("single.mkv", 200_000)
+    assert node.curator.manifests is not None
+    unlisted = {k: v for k, v in bare.extra.items() if k != "files"}
+    node.curator.manifests.upsert(
+        "default", [bare.__class__(**{**bare.__dict__, "extra": unlisted})]
+    )
     node.sync()
-    recorded = [r.rel for r in node.store.placed_files(node.url, "Show")]
-    node.store.delete_placed_files(node.url, "Show")
+    paths = ("Show", "Bare", "single.mkv")
+
+    def recorded() -> dict[str, list[tuple[str, str]]]:
+        return {p: [(r.rel, r.sha256) for r in node.store.placed_files(node.url, p)] for p in paths}
+
+    placed = recorded()
+    assert all(rows and all(len(sha) == 64 for _, sha in rows) for rows in placed.values())
+    for path in paths:
+        node.store.delete_placed_files(node.url, path)
     body = ManifestFetcher(node.url).fetch().body
     assert body is not None
     assert node.client.apply(node.url, body)  # the same manifest, planned again
-    assert [r.rel for r in node.store.placed_files(node.url, "Show")] == recorded
+    placed["Bare"] = [(rel, "") for rel, _ in placed["Bare"]]  # no hash in the manifest
+    assert recorded() == placed

@@ -7,6 +7,7 @@ published), so the tests see exactly what the watcher decided.
 from __future__ import annotations
 
 import os
+import shutil
 import threading
 import time
 from collections.abc import Iterator
@@ -422,3 +423,130 @@ def test_with_the_real_publisher(tmp_path: Path) -> None:
             assert watcher.wait_idle()
             assert paths() == {"Later/a.mkv"}  # no file item split off the folder
         publisher.close()
+
+
+# -- links, whole folders deleted, start-up, the clock (issue 18's mutation round) ----
+def test_a_symbolic_link_is_never_published_and_replaces_a_published_file_as_gone(
+    share: Path, pub: RecordingPublisher, watcher: Watcher, tmp_path: Path
+) -> None:
+    outside = tmp_path / "outside.mkv"
+    outside.write_bytes(b"o" * 100)
+    (share / "real.mkv").write_bytes(b"r" * 100)
+    wait_for(lambda: share / "real.mkv" in pub.catalog, timeout=20)
+    assert watcher.wait_idle()
+    (share / "link.mkv").symlink_to(outside)
+    (share / "swap.tmp").symlink_to(outside)
+    (share / "swap.tmp").rename(share / "real.mkv")  # a link renamed over the published file
+    (share / "marker.mkv").write_bytes(b"m")
+    wait_for(lambda: share / "marker.mkv" in pub.catalog, timeout=20)
+    wait_for(lambda: share / "real.mkv" not in pub.catalog, timeout=20)
+    assert watcher.wait_idle()
+    assert "link.mkv" not in pub.names("publish")
+    assert pub.names("publish").count("real.mkv") == 1  # only the file, before the link
+
+
+def test_a_deleted_folder_unpublishes_each_of_its_files(
+    share: Path, pub: RecordingPublisher, watcher: Watcher
+) -> None:
+    (share / "Show" / "S1").mkdir(parents=True)
+    (share / "Show" / "S1" / "e1.mkv").write_bytes(b"1" * 100)
+    (share / "Show" / "e2.mkv").write_bytes(b"2" * 100)
+    (share / "Other.mkv").write_bytes(b"3" * 100)
+    wait_for(lambda: len(pub.catalog) == 3, timeout=20)
+    assert watcher.wait_idle()
+    shutil.rmtree(share / "Show")
+    wait_for(lambda: pub.catalog == {share / "Other.mkv"}, timeout=20)
+    assert watcher.wait_idle()
+    assert sorted(pub.names("unpublish")) == ["e1.mkv", "e2.mkv"]
+
+
+def test_an_empty_file_waits_for_its_writes_with_inotify(
+    tmp_path: Path, share: Path, pub: RecordingPublisher, clock: FakeClock
+) -> None:
+    watcher = start_watcher(tmp_path, share, pub, "inotify", clock)
+
+    def published() -> set[str]:  # the clock moved on and the watcher woken each time
+        clock.now += 10
+        watcher.wake()
+        return set(pub.names("publish"))
+
+    try:
+        (share / "empty.mkv").touch()
+        (share / "marker.mkv").write_bytes(b"m")  # its events come after the empty file's
+        wait_for(lambda: "marker.mkv" in published(), timeout=20)
+        assert published() == {"marker.mkv"}  # both were due: the empty one waits
+        (share / "empty.mkv").write_bytes(b"now written")
+        wait_for(lambda: "empty.mkv" in published(), timeout=20)
+    finally:
+        watcher.close()
+
+
+def test_at_start_an_old_file_is_published_at_once_a_fresh_one_once_quiet(
+    tmp_path: Path, share: Path, pub: RecordingPublisher, clock: FakeClock, mode: str
+) -> None:
+    (share / "old.mkv").write_bytes(b"o" * 10)
+    os.utime(share / "old.mkv", (time.time() - 3600, time.time() - 3600))
+    (share / "fresh.mkv").write_bytes(b"f" * 10)
+    config = make_config(tmp_path, shares=(Share("family", share),), poll_quiet=60)
+    watcher = Watcher(config, pub, force_polling=mode == "polling", clock=clock)
+    watcher.start()
+    try:
+        wait_for(lambda: pub.names("publish") == ["old.mkv"], timeout=20)
+        assert not watcher.wait_idle(timeout=0.2)  # fresh.mkv is pending on the clock
+        assert pub.names("publish") == ["old.mkv"]
+        clock.now += 60
+        watcher.wake()
+        wait_for(lambda: "fresh.mkv" in pub.names("publish"), timeout=20)
+        assert watcher.wait_idle()
+    finally:
+        watcher.close()
+
+
+def test_a_published_file_replaced_by_a_link_while_stopped_is_unpublished(
+    tmp_path: Path, share: Path, mode: str
+) -> None:
+    pub = RecordingPublisher()
+    (tmp_path / "elsewhere.mkv").write_bytes(b"e" * 10)
+    (share / "was.mkv").symlink_to(tmp_path / "elsewhere.mkv")
+    (tmp_path / "other").mkdir()
+    pub.catalog = {share / "was.mkv", tmp_path / "other" / "gone.mkv"}  # one outside the share
+    w = start_watcher(tmp_path, share, pub, mode)
+    try:
+        wait_for(lambda: pub.names("unpublish") == ["was.mkv"], timeout=20)
+        assert w.wait_idle()
+    finally:
+        w.close()
+    assert pub.names("publish") == []
+    assert pub.names("unpublish") == ["was.mkv"]  # a path outside every share is not ours
+
+
+@pytest.mark.parametrize(("value", "polling"), [("1", True), ("yes", True), ("0", False)])
+def test_the_environment_forces_polling(
+    tmp_path: Path, share: Path, monkeypatch: pytest.MonkeyPatch, value: str, polling: bool
+) -> None:
+    monkeypatch.setenv("MESHMEDIA_FORCE_POLLING", value)
+    config = make_config(tmp_path, shares=(Share("family", share),))
+    with Watcher(config, RecordingPublisher()) as watcher:
+        assert watcher.polling is polling
+    monkeypatch.delenv("MESHMEDIA_FORCE_POLLING")
+    with Watcher(config, RecordingPublisher()) as watcher:
+        assert watcher.polling is False
+
+
+def test_a_file_moved_out_of_a_folder_item_republishes_the_folder_and_itself(
+    share: Path, pub: RecordingPublisher, watcher: Watcher
+) -> None:
+    series = share / "Series"
+    series.mkdir()
+    (series / "e1.mkv").write_bytes(b"1" * 100)
+    (series / "e2.mkv").write_bytes(b"2" * 100)
+    pub.catalog.add(series)
+    wait_for(lambda: "Series" in pub.names("publish"), timeout=20)
+    assert watcher.wait_idle()
+    pub.calls.clear()
+    (series / "e2.mkv").rename(share / "e2.mkv")
+    wait_for(lambda: set(pub.names("publish")) == {"Series", "e2.mkv"}, timeout=20)
+    assert watcher.wait_idle()
+    assert set(pub.names("publish")) == {"Series", "e2.mkv"}
+    assert pub.names("moved") == []
+    assert pub.names("unpublish") == []

@@ -161,6 +161,24 @@ def test_an_idle_seed_is_not_saved_again_and_again(tmp_path: Path) -> None:
         assert len(store.load_resume()) == 1  # close() still saves everything
 
 
+def test_a_periodic_save_carries_the_torrent_itself(tmp_path: Path) -> None:
+    """What the tick saves (not only what close() saves) must restore on its own after
+    a crash: libtorrent's resume data with the torrent's info dict in it."""
+    src = random_file(tmp_path / "src" / "kept.mkv", 300_000)
+    config = make_config(tmp_path, "seed")
+    with (
+        Store.in_state_dir(config.state_dir) as store,
+        Engine(config, store, resume_interval=0.2) as seeder,
+    ):
+        ih = seeder.add_seed(make_torrent(src), src.parent, verified=True)
+        checked_and_seeding(seeder, ih)
+        wait_for(lambda: len(store.load_resume()) == 1)  # saved by a tick, before close
+        (record,) = store.load_resume()
+        params = lt.read_resume_data(record.data)
+        assert params.ti is not None
+        assert str(params.ti.info_hashes().v1) == ih
+
+
 def test_relocate_keeps_seeding_and_survives_restart(tmp_path: Path, payload: Any) -> None:
     src, torrent = payload
     final = tmp_path / "media"
@@ -238,7 +256,8 @@ def test_a_finished_download_restarts_without_rehash(tmp_path: Path) -> None:
             client.relocate(ih, final, {0: "Film.mkv"})
     with engine(tmp_path, "client") as client:
         checked_and_seeding(client, ih)
-        assert client.status(ih).progress == 1.0
+        # the engine's copy of the status follows libtorrent's within UPDATE_INTERVAL
+        wait_for(lambda: client.status(ih).progress == 1.0, timeout=10)
         stats = client.stats()
         assert (stats["disk.num_read_back"], stats["disk.num_read_ops"]) == (0, 0)
     # the control: a touched file is rechecked, and the counters do see that hashing

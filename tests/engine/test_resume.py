@@ -13,8 +13,18 @@ from pathlib import Path
 import libtorrent as lt
 import pytest
 
-from meshmedia.engine.resume import MISSING, file_paths, file_stats, is_complete, needs_recheck
-from tests.helpers import random_file
+from meshmedia.engine import Engine
+from meshmedia.engine.resume import (
+    MISSING,
+    file_paths,
+    file_stats,
+    is_complete,
+    needs_recheck,
+    real_names,
+)
+from meshmedia.store import ResumeRecord, Store
+from tests.helpers import make_config, random_file
+from tests.hostile import hand_built
 
 PIECE = 16 * 1024
 
@@ -102,3 +112,93 @@ def test_is_complete_follows_the_pieces_and_seed_mode(tmp_path: Path) -> None:
     bare = lt.add_torrent_params()
     bare.have_pieces = [True]
     assert is_complete(bare) is False  # pieces but no metadata
+
+
+# -- the names libtorrent changes on loading (review12 finding 4) ---------------------
+LONG = "L" * 246 + ".mkv"  # libtorrent 2.1.1 cuts a name over 240 bytes
+BIDI = "a\u200eb.mkv"  # and drops bidirectional-text controls
+
+
+def built(root: Path, files: dict[str, int]) -> tuple[bytes, lt.torrent_info]:
+    """The `.torrent` bytes of `files` (written under `root`) and libtorrent's view of it."""
+    entries = []
+    for name, size in files.items():
+        random_file(root / name, size, seed=size)
+        entries.append(lt.create_file_entry(name, size))
+    ct = lt.create_torrent(entries, PIECE, lt.create_torrent.v1_only)
+    lt.set_piece_hashes(ct, str(root))
+    data = lt.bencode(ct.generate())
+    return data, lt.torrent_info(data)
+
+
+def test_real_names_are_the_torrents_own_where_only_they_are_on_disk(tmp_path: Path) -> None:
+    data, ti = built(tmp_path, {LONG: 20_000})
+    assert ti.layout().file_path(0) != LONG  # libtorrent's own name is another
+    assert real_names(data, ti, tmp_path) == {0: LONG}
+    assert real_names(data, ti, tmp_path / "elsewhere") == {}  # not on disk: nothing to fix
+    (tmp_path / ti.layout().file_path(0)).write_bytes(b"x")
+    assert real_names(data, ti, tmp_path) == {}  # libtorrent's name is there too: its own
+
+
+def test_real_names_in_a_folder_rename_only_the_changed_files(tmp_path: Path) -> None:
+    data, ti = built(tmp_path, {f"Show/{BIDI}": 20_000, "Show/plain.mkv": 10_000})
+    assert real_names(data, ti, tmp_path) == {0: f"Show/{BIDI}"}
+    plain, plain_ti = built(tmp_path / "p", {"Show/plain.mkv": 10_000})
+    assert real_names(plain, plain_ti, tmp_path / "p") == {}
+
+
+def test_real_names_never_lead_out_of_the_save_path(tmp_path: Path) -> None:
+    """A hand-made torrent naming `Show/../x.mkv` (libtorrent: `Show/_/x.mkv`) finds a
+    file at `x.mkv` beside the folder: it is never renamed onto it."""
+    hostile = hand_built(b"Show", [([b"..", BIDI.encode()], b"a" * 100), ([b"ok"], b"b" * 100)])
+    ti = lt.torrent_info(hostile.data)
+    (tmp_path / "save" / "Show").mkdir(parents=True)  # so that `Show/..` resolves
+    (tmp_path / "save" / BIDI).write_bytes(b"a" * 100)  # what `Show/../` reaches
+    (tmp_path / "save" / "Show" / BIDI).write_bytes(b"a" * 100)  # `Show//`, `Show/./`
+    assert real_names(hostile.data, ti, tmp_path / "save") == {}
+    for parts in ([b"", BIDI.encode()], [b".", BIDI.encode()]):
+        odd = hand_built(b"Show", [(parts, b"a" * 100), ([b"ok"], b"b" * 100)])
+        assert real_names(odd.data, lt.torrent_info(odd.data), tmp_path / "save") == {}
+
+
+def test_real_names_of_names_that_are_not_utf8_are_libtorrents(tmp_path: Path) -> None:
+    odd = hand_built(b"Show", [([b"\xff\xfe.mkv"], b"a" * 100), ([b"ok"], b"b" * 100)])
+    ti = lt.torrent_info(odd.data)
+    assert real_names(odd.data, ti, tmp_path) == {}
+
+
+# -- restoring: what cannot be restored is dropped, never fatal -----------------------
+def test_unreadable_or_unknown_resume_data_is_dropped_at_start(tmp_path: Path) -> None:
+    config = make_config(tmp_path)
+    store = Store.in_state_dir(config.state_dir)
+    try:
+        with Engine(config, store) as engine:
+            ih = engine.add_seed(built(tmp_path / "src", {"a.bin": 20_000})[0], tmp_path / "src")
+        (record,) = store.load_resume()
+        assert record.info_hash == ih
+        store.save_resume(ResumeRecord("ab" * 20, b"not bencoded", "seed", ()))
+        store.save_resume(ResumeRecord("cd" * 20, record.data, "mystery", record.files))
+        store.delete_resume(ih)
+        with Engine(config, store) as engine:
+            assert engine.snapshot().torrents == ()
+        assert store.load_resume() == []
+    finally:
+        store.close()
+
+
+def test_a_saved_seed_is_restored_with_its_role(tmp_path: Path) -> None:
+    config = make_config(tmp_path)
+    store = Store.in_state_dir(config.state_dir)
+    try:
+        data, _ = built(tmp_path / "src", {"a.bin": 20_000})
+        with Engine(config, store) as engine:
+            ih = engine.add_seed(data, tmp_path / "src", verified=True)
+        (record,) = store.load_resume()
+        assert (record.info_hash, record.role) == (ih, "seed")
+        assert record.files == file_stats(str(tmp_path / "src"), [(0, "a.bin", 20_000)])
+        with Engine(config, store) as engine:
+            status = engine.status(ih)
+            assert status is not None
+            assert status.save_path.rstrip("/") == str(tmp_path / "src")
+    finally:
+        store.close()

@@ -3,18 +3,24 @@
 from __future__ import annotations
 
 import json
+import socket
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import requests
 
+from meshmedia import __version__
 from meshmedia.bounded import MAX_DEPTH
-from meshmedia.http import ManifestServer
+from meshmedia.curator import Publisher
+from meshmedia.engine import Engine
+from meshmedia.http import Limits, ManifestServer
+from meshmedia.http.metrics import Metrics
 from meshmedia.http.plumbing import HttpError
-from meshmedia.http.routes import MAX_WAIT, parse_json_body
+from meshmedia.http.routes import MAX_BODY, MAX_WAIT, parse_json_body, route_label
 from meshmedia.manifest import ManifestStore
-from tests.helpers import make_config
+from meshmedia.store import Store
+from tests.helpers import make_config, random_file
 
 
 def nested(depth: int, inner: str = "") -> str:
@@ -105,3 +111,337 @@ def test_post_bodies_are_checked_before_the_items(server: ManifestServer) -> Non
     assert answer.status_code == 200
     assert set(answer.json()) == {"group", "version", "updated_at", "count", "etag"}
     assert answer.headers["ETag"] == answer.json()["etag"]
+
+
+# -- each route's answers, exactly (issue 18: a reason is what a user reads) ----------
+IH = "0123456789abcdef0123456789abcdef01234567"
+AUTH = {"Authorization": "Bearer t"}
+
+
+def entry(path: str) -> dict[str, str]:
+    return {"title": path, "torrent": f"magnet:?xt=urn:btih:{IH}", "path": path}
+
+
+def error_of(answer: requests.Response, status: int) -> str:
+    assert answer.status_code == status, answer.text
+    assert answer.headers["Content-Type"] == "application/json"
+    return str(answer.json()["error"])
+
+
+@pytest.fixture
+def full(tmp_path: Path) -> Iterator[ManifestServer]:
+    """A manifest-only server with the optional hooks: a home page and metrics."""
+    config = make_config(tmp_path, port=0)
+    args = (config, ManifestStore(tmp_path / "m"), None, None, "t")
+    with ManifestServer(*args, home_page=lambda: b"<p>home</p>", metrics=Metrics("curator")) as s:
+        yield s
+
+
+def test_the_home_page_goes_to_browsers_and_json_to_programs(
+    full: ManifestServer, server: ManifestServer
+) -> None:
+    html = requests.get(full.url, headers={"Accept": "text/html,*/*;q=0.8"}, timeout=30)
+    assert html.status_code == 200
+    assert html.headers["Content-Type"] == "text/html; charset=utf-8"
+    assert html.content == b"<p>home</p>"
+    plain = requests.get(full.url, headers={"Accept": "application/json"}, timeout=30)
+    assert plain.json() == {"status": "ok", "version": __version__, "groups": ["default"]}
+    assert requests.get(full.url, timeout=30).json()["status"] == "ok"  # no Accept at all
+    no_page = requests.get(server.url, headers={"Accept": "text/html"}, timeout=30)
+    assert no_page.json()["status"] == "ok"  # a server without the hook answers JSON
+
+
+def test_metrics_are_served_in_the_text_format_and_count_by_route(full: ManifestServer) -> None:
+    requests.get(f"{full.url}/manifest/default.json", timeout=30)
+    requests.get(f"{full.url}/torrents/{IH}.torrent", timeout=30)
+    requests.get(f"{full.url}/nope", timeout=30)
+    answer = requests.get(f"{full.url}/metrics", timeout=30)
+    assert answer.status_code == 200
+    assert answer.headers["Content-Type"].startswith("text/plain; version=")
+    text = answer.text
+    assert 'meshmedia_http_requests_total{code="200",route="/manifest/{group}.json"} 1.0' in text
+    assert 'meshmedia_http_requests_total{code="404",route="/torrents/{info_hash}.torrent"}' in text
+    assert 'meshmedia_http_requests_total{code="404",route="other"} 1.0' in text
+
+
+def test_route_labels_are_the_route_templates() -> None:
+    assert route_label("/") == "/"
+    assert route_label("/manifest/x.json") == "/manifest/{group}.json"
+    assert route_label(f"/torrents/{IH}.torrent") == "/torrents/{info_hash}.torrent"
+    assert route_label("/seed") == "/seed"
+    assert route_label("/seeds") == "/seeds"
+    assert route_label("/status") == "/status"
+    assert route_label("/metrics") == "/metrics"
+    assert route_label("/secret/token") == "other"
+    assert route_label("/manifest/a/b.json") == "other"
+
+
+def test_routes_without_their_part_say_so(server: ManifestServer) -> None:
+    url = server.url
+    assert requests.get(f"{url}/seeds", timeout=30).json() == {"seeds": []}
+    assert error_of(requests.get(f"{url}/status", timeout=30), 503) == (
+        "no engine status on this server"
+    )
+    assert error_of(requests.get(f"{url}/metrics", timeout=30), 404) == "no metrics on this server"
+    seed = requests.post(f"{url}/seed", json={"path": "/x"}, headers=AUTH, timeout=30)
+    assert error_of(seed, 503) == "this server does not seed"
+    torrent = requests.get(f"{url}/torrents/{IH.upper()}.torrent", timeout=30)
+    assert error_of(torrent, 404) == f"no torrent {IH}"
+    bad = requests.get(f"{url}/torrents/{IH[:-1]}g.torrent", timeout=30)
+    assert error_of(bad, 400) == "the info hash must be 40 hex digits"
+    assert error_of(requests.get(f"{url}/torrents/{IH}0.torrent", timeout=30), 400)
+
+
+def test_a_wrong_method_is_405_with_the_methods_allowed(server: ManifestServer) -> None:
+    put = requests.put(f"{server.url}/manifest/default.json", timeout=30)
+    assert error_of(put, 405) == "PUT is not allowed here"
+    assert put.headers["Allow"] == "GET, POST"
+    seed = requests.get(f"{server.url}/seed", timeout=30)
+    assert error_of(seed, 405) == "GET is not allowed here"
+    assert seed.headers["Allow"] == "POST"
+    assert error_of(requests.delete(f"{server.url}/status", timeout=30), 405)
+    assert error_of(requests.get(f"{server.url}/seed/x", timeout=30), 404) == "no such route"
+    assert error_of(requests.get(f"{server.url}/manifest/a/b.json", timeout=30), 404)
+
+
+def test_an_unknown_group_is_named_within_80_characters(server: ManifestServer) -> None:
+    answer = requests.get(f"{server.url}/manifest/{'g' * 200}.json", timeout=30)
+    assert error_of(answer, 404) == "no manifest for group '" + "g" * 79
+
+
+def test_a_token_refusal_says_how_to_authenticate(server: ManifestServer) -> None:
+    answer = requests.post(f"{server.url}/manifest/default.json", json={"items": []}, timeout=30)
+    assert error_of(answer, 401) == "a valid 'Authorization: Bearer <token>' is required"
+    assert answer.headers["WWW-Authenticate"] == 'Bearer realm="meshmedia"'
+
+
+def test_body_refusals_have_their_exact_reasons(server: ManifestServer) -> None:
+    url = f"{server.url}/manifest/default.json"
+
+    def post(data: bytes, content_type: str = "application/json") -> requests.Response:
+        headers = {**AUTH, "Content-Type": content_type}
+        return requests.post(url, data=data, headers=headers, timeout=30)
+
+    assert error_of(post(b"{"), 400).startswith("the body is refused: ")
+    assert error_of(post(b'["\\ud800"]'), 400) == (
+        "the body is not valid UTF-8: a string has a lone surrogate (\\ud800-\\udfff)"
+    )
+    assert error_of(post(b"[]"), 400) == "the body must be a JSON object with 'items'"
+    assert error_of(post(b'{"group": "x", "items": []}'), 400) == (
+        "the body's group 'x' is not 'default'"
+    )
+    assert error_of(post(b'{"group": "default"}'), 400) == "'items' is missing"
+    assert error_of(post(b"{}", "text/json"), 400) == "Content-Type must be application/json"
+    # the media type's case and parameters do not matter
+    assert post(b'{"items": []}', "Application/JSON; charset=utf-8").status_code == 200
+    over = requests.post(url, data=b"x" * (MAX_BODY + 1), headers=AUTH, timeout=30)
+    assert error_of(over, 413) == f"the body is over {MAX_BODY} bytes"
+
+
+def test_rejected_items_are_counted_and_named(server: ManifestServer) -> None:
+    items = [entry("ok.mkv"), *(entry(f"../up{n}.mkv") for n in range(22))]
+    answer = requests.post(
+        f"{server.url}/manifest/default.json", json={"items": items}, headers=AUTH, timeout=30
+    )
+    reason = error_of(answer, 400)
+    assert reason.startswith("22 of 23 items are not valid: item 1 (../up0.mkv): ")
+    assert reason.count("; ") == 19  # the first 20 in the reason
+    assert len(answer.json()["rejected"]) == 22  # all of them in the list
+
+
+def test_a_group_is_merged_or_replaced(server: ManifestServer) -> None:
+    url = f"{server.url}/manifest/default.json"
+
+    def post(query: str, *paths: str) -> dict[str, object]:
+        items = [entry(p) for p in paths]
+        answer = requests.post(url + query, json={"items": items}, headers=AUTH, timeout=30)
+        assert answer.status_code == 200, answer.text
+        return dict(answer.json())
+
+    assert post("", "a.mkv")["count"] == 1
+    assert post("?replace=0", "b.mkv")["count"] == 2
+    assert post("?replace=false", "c.mkv")["count"] == 3
+    assert post("?replace=1", "d.mkv")["count"] == 1
+    summary = post("?replace=true", "e.mkv", "f.mkv")
+    served = requests.get(url, timeout=30).json()
+    assert [i["path"] for i in served["items"]] == ["e.mkv", "f.mkv"]
+    assert summary == {
+        "group": "default",
+        "version": 5,
+        "updated_at": served["updated_at"],
+        "count": 2,
+        "etag": requests.get(url, timeout=30).headers["ETag"],
+    }
+
+
+def test_a_listed_but_unplaceable_manifest_is_400(server: ManifestServer) -> None:
+    """Two items nesting their paths pass the item check but not the manifest's."""
+    items = [entry("Show"), entry("Show/e1.mkv")]
+    answer = requests.post(
+        f"{server.url}/manifest/default.json", json={"items": items}, headers=AUTH, timeout=30
+    )
+    assert "Show" in error_of(answer, 400)
+
+
+@pytest.mark.parametrize(
+    ("headers", "status"),
+    [
+        ({}, 200),
+        ({"If-None-Match": "*"}, 304),
+        ({"If-None-Match": "ETAG"}, 304),
+        ({"If-None-Match": "W/ETAG"}, 304),
+        ({"If-None-Match": '"x", ETAG'}, 304),
+        ({"If-None-Match": '"x",W/ETAG ,"y"'}, 304),
+        ({"If-None-Match": '"x", "y"'}, 200),
+        ({"If-None-Match": ", ,"}, 200),
+    ],
+)
+def test_if_none_match_forms(server: ManifestServer, headers: dict[str, str], status: int) -> None:
+    url = f"{server.url}/manifest/default.json"
+    etag = requests.get(url, timeout=30).headers["ETag"]
+    sent = {k: v.replace("ETAG", etag) for k, v in headers.items()}
+    for query in ("", "?wait=0"):
+        answer = requests.get(url + query, headers=sent, timeout=30)
+        assert answer.status_code == status
+        assert answer.headers["ETag"] == etag
+        assert answer.headers["Cache-Control"] == "no-cache"
+        assert (answer.content == b"") is (status == 304)
+        if status == 200:
+            assert answer.headers["Content-Type"] == "application/json"
+
+
+def test_a_held_poll_answers_the_change_or_304_at_its_end(server: ManifestServer) -> None:
+    url = f"{server.url}/manifest/default.json"
+    etag = requests.get(url, timeout=30).headers["ETag"]
+    star = requests.get(url + "?wait=30", headers={"If-None-Match": "*"}, timeout=5)
+    assert star.status_code == 304  # "*" is never held: it matches every version
+    other = requests.get(url + "?wait=30", headers={"If-None-Match": '"old"'}, timeout=5)
+    assert other.status_code == 200  # an older tag is answered at once
+    ended = requests.get(url + "?wait=0.2", headers={"If-None-Match": etag}, timeout=30)
+    assert ended.status_code == 304
+    assert ended.headers["ETag"] == etag
+
+
+def test_a_body_over_the_bound_is_refused_by_the_parser_itself() -> None:
+    """The plumbing answers 413 first; the parser holds the same bound on its own."""
+    assert parse_json_body(b" " * (MAX_BODY - 1) + b"1") == 1
+    assert refused(b" " * MAX_BODY + b"1").startswith("the body is refused: ")
+
+
+def raw_get(server: ManifestServer, head: str) -> bytes:
+    """One request with exactly the headers given (no client adds any), read to the close."""
+    with socket.create_connection(("127.0.0.1", server.port), timeout=30) as sock:
+        sock.sendall(f"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n{head}\r\n".encode())
+        data = b""
+        while chunk := sock.recv(65536):
+            data += chunk
+    return data
+
+
+def test_a_request_without_accept_gets_json_from_a_server_with_a_home_page(
+    full: ManifestServer,
+) -> None:
+    answer = raw_get(full, "")
+    assert answer.startswith(b"HTTP/1.1 200 ")
+    assert b"Content-Type: application/json" in answer
+    assert b'"status":"ok"' in answer.replace(b" ", b"")
+
+
+def test_a_304_has_no_body_on_the_wire(server: ManifestServer) -> None:
+    etag = requests.get(f"{server.url}/manifest/default.json", timeout=30).headers["ETag"]
+    with socket.create_connection(("127.0.0.1", server.port), timeout=30) as sock:
+        request = (
+            "GET /manifest/default.json HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+            f"If-None-Match: {etag}\r\n\r\n"
+        )
+        sock.sendall(request.encode())
+        data = b""
+        while chunk := sock.recv(65536):
+            data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 304 ")
+    assert body == b""
+
+
+def test_a_poll_without_wait_is_never_held(tmp_path: Path) -> None:
+    """With no room to hold a single poll, one without ?wait is still answered: 304."""
+    config = make_config(tmp_path, port=0)
+    limits = Limits(max_body=MAX_BODY, max_held=0)
+    with ManifestServer(config, ManifestStore(tmp_path / "m"), None, None, "t", limits=limits) as s:
+        url = f"{s.url}/manifest/default.json"
+        etag = requests.get(url, timeout=30).headers["ETag"]
+
+        def status(query: str, tags: str) -> int:
+            return requests.get(
+                url + query, headers={"If-None-Match": tags}, timeout=30
+            ).status_code
+
+        assert status("", etag) == 304
+        assert status("?wait=0", etag) == 304
+        assert status("?wait=5", f"*, {etag}") == 304  # "*" is never held
+        assert status("?wait=5", etag) == 503  # the same poll with a wait is a hold: no room
+        assert status("?wait=0.5", etag) == 503
+
+
+@pytest.fixture
+def seeding(tmp_path: Path) -> Iterator[ManifestServer]:
+    """A server over a real Store, Engine and Publisher (the one that can seed)."""
+    config = make_config(tmp_path, port=0, listen_port=0)
+    store = Store.in_state_dir(config.state_dir)
+    try:
+        with Engine(config, store) as engine:
+            manifests = ManifestStore(config.state_dir / "manifests")
+            publisher = Publisher(config, store, engine, manifests)
+            try:
+                with ManifestServer(config, manifests, publisher, engine.snapshot, "t") as srv:
+                    yield srv
+            finally:
+                publisher.close()
+    finally:
+        store.close()
+
+
+def seed(server: ManifestServer, body: object) -> requests.Response:
+    return requests.post(f"{server.url}/seed", json=body, headers=AUTH, timeout=60)
+
+
+def test_seed_refusals_have_their_exact_reasons(seeding: ManifestServer, tmp_path: Path) -> None:
+    share = seeding.config.shares[0].path
+    random_file(share / "ok.mkv", 1000, seed=3)
+    ok = str(share / "ok.mkv")
+    cases: list[tuple[object, int, str]] = [
+        ([ok], 400, "the body must be a JSON object with 'path'"),
+        ({}, 400, "path is missing"),
+        ({"path": ""}, 400, "path must be a non-empty string"),
+        ({"path": 5}, 400, "path must be a non-empty string"),
+        ({"path": ok, "group": ""}, 400, "group must be a non-empty string"),
+        ({"path": ok, "title": 5}, 400, "title must be a non-empty string"),
+        ({"path": ok, "dest_path": 5}, 400, "dest_path must be a non-empty string"),
+        ({"path": "relative/ok.mkv"}, 400, "path must be an absolute path on the curator"),
+        ({"path": ok + "\x00"}, 400, "path must be an absolute path on the curator"),
+        ({"path": str(share / "missing.mkv")}, 400, "path does not exist"),
+        ({"path": str(tmp_path)}, 403, "path is not inside a share folder"),
+    ]
+    for body, status, reason in cases:
+        assert error_of(seed(seeding, body), status) == reason, body
+    bad_dest = error_of(seed(seeding, {"path": ok, "dest_path": "../up.mkv"}), 400)
+    assert bad_dest.startswith("dest_path: path has a '..'"), bad_dest
+    (share / "Show").mkdir()
+    (share / "Show" / "in.mkv").symlink_to(share / "ok.mkv")  # a link is never published
+    refusal = error_of(seed(seeding, {"path": str(share / "Show")}), 400)  # the publisher's
+    assert refusal == f"{share / 'Show'} holds no non-empty files; there is nothing to publish"
+    assert requests.get(f"{seeding.url}/seeds", timeout=30).json() == {"seeds": []}
+
+
+def test_seed_publishes_into_the_group_asked_for(seeding: ManifestServer) -> None:
+    share = seeding.config.shares[0].path
+    source = random_file(share / "clip.mkv", 20_000, seed=4)
+    answer = seed(seeding, {"path": str(source), "group": "other", "title": "A clip"})
+    assert answer.status_code == 200, answer.text
+    item = answer.json()["item"]
+    assert (item["path"], item["title"]) == ("clip.mkv", "A clip")
+    served = requests.get(f"{seeding.url}/manifest/other.json", timeout=30).json()
+    assert [i["path"] for i in served["items"]] == ["clip.mkv"]
+    info_hash = answer.json()["magnet"].split("urn:btih:")[1][:40].lower()
+    torrent = requests.get(f"{seeding.url}/torrents/{info_hash}.torrent", timeout=30)
+    assert torrent.headers["Cache-Control"] == "max-age=86400"
