@@ -3,6 +3,7 @@
     .venv/bin/python tools/mutation.py                  # every module, 20 min budget each
     .venv/bin/python tools/mutation.py placement format --budget 600
     .venv/bin/python tools/mutation.py --list           # the modules and their tests
+    .venv/bin/python tools/mutation.py --hand tools/mutants/place.json  # hand-checked mutants
 
 Each module is mutated by mutmut (3.x) in a scratch copy of the checkout (the
 worktree is never touched) against its own small, fast, in-process test subset
@@ -172,6 +173,39 @@ def run_module(target: Target, budget: float, children: int, survivors: bool) ->
         return counts
 
 
+def run_hand(cases_file: Path) -> None:
+    """Apply each textual mutant of `cases_file` to a scratch copy, run its tests, report.
+
+    A case is {"name", "file", "old", "new", "tests"}: `old` (the first occurrence)
+    becomes `new` in `file`. For survivors read by hand and tests written after the
+    mutmut run (mutmut never saw them), and for code mutmut cannot reach (run at import).
+    """
+    cases = json.loads(cases_file.read_text(encoding="utf-8"))
+    with tempfile.TemporaryDirectory(prefix="meshmedia-hand-") as tmp:
+        where = Path(tmp)
+        for name in ("meshmedia", "tests"):
+            shutil.copytree(ROOT / name, where / name, ignore=shutil.ignore_patterns("__pycache__"))
+        shutil.copy2(ROOT / "pyproject.toml", where / "pyproject.toml")
+        env = {**os.environ, "PYTHONPATH": str(where), "CI": ""}
+        for case in cases:
+            path = where / case["file"]
+            original = path.read_text(encoding="utf-8")
+            if case["old"] not in original:
+                print(f"{case['name']:28} not found (the code changed)", flush=True)
+                continue
+            path.write_text(original.replace(case["old"], case["new"], 1), encoding="utf-8")
+            try:
+                result = subprocess.run(
+                    [sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider",
+                     "-p", "no:warnings", *case["tests"]],
+                    cwd=where, env=env, capture_output=True, text=True, check=False,
+                )  # fmt: skip
+            finally:
+                path.write_text(original, encoding="utf-8")
+            outcome = "killed" if result.returncode != 0 else "SURVIVED"
+            print(f"{case['name']:28} {outcome}", flush=True)
+
+
 def score(counts: dict[str, int]) -> str:
     """killed (timeouts count as killed, as mutmut does) over the mutants that ran."""
     killed = counts.get("killed", 0) + counts.get("timeout", 0)
@@ -187,7 +221,11 @@ def main() -> None:
     parser.add_argument("--children", type=int, default=1, help="mutants run in parallel")
     parser.add_argument("--survivors", action="store_true", help="print each survivor's diff")
     parser.add_argument("--list", action="store_true", help="list the modules and tests")
+    parser.add_argument("--hand", type=Path, help="a JSON file of textual mutants to check")
     args = parser.parse_args()
+    if args.hand:
+        run_hand(args.hand)
+        return
     chosen = [t for t in TARGETS if not args.modules or t.name in args.modules]
     if args.list:
         for target in TARGETS:

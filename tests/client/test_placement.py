@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import hashlib
 import os
+import re
 import shutil
 from pathlib import Path
 
@@ -291,3 +292,53 @@ def test_foreign_content_never_walks_into_a_linked_folder(tmp_path: Path) -> Non
     (tmp_path / "elsewhere").mkdir()
     os.symlink(tmp_path / "elsewhere", folder / "linked")
     assert foreign_content(folder, tmp_path, lambda rel: True) == "linked"
+
+
+def test_delete_placed_goes_on_past_a_kept_or_refused_file(tmp_path: Path) -> None:
+    """One file kept (changed, or behind a link) never stops the others' deletion."""
+    media = tmp_path / "media"
+    changed = random_file(media / "Show" / "a.mkv", 100)
+    linked = random_file(media / "Show" / "Sub" / "b.mkv", 100)
+    placed = random_file(media / "Show" / "c.mkv", 100)
+    records = [
+        record_of(URL, "Show", media, "Show/a.mkv", sha(changed)),
+        record_of(URL, "Show", media, "Show/Sub/b.mkv", sha(linked)),
+        record_of(URL, "Show", media, "Show/c.mkv", sha(placed)),
+    ]
+    changed.write_bytes(b"x" * 100)
+    outside = tmp_path / "outside"
+    (media / "Show" / "Sub").rename(outside)
+    (media / "Show" / "Sub").symlink_to(outside)
+    assert delete_placed(media, "Show", records) == ["Show/a.mkv", "Show/Sub/b.mkv"]
+    assert not placed.exists()
+    assert (outside / "b.mkv").exists()
+
+
+def test_delete_placed_removes_empty_folders_only_inside_the_item(tmp_path: Path) -> None:
+    media = tmp_path / "media"
+    placed = random_file(media / "TV" / "Show" / "S1" / "e1.mkv", 10)
+    record = record_of(URL, "TV/Show", media, "TV/Show/S1/e1.mkv", sha(placed))
+    assert delete_placed(media, "TV/Show", [record]) == []
+    assert not (media / "TV" / "Show").exists()
+    assert (media / "TV").is_dir()  # the user's folder, empty now, stays
+    assert media.is_dir()
+
+
+def test_matches_a_missing_file_is_no_match(tmp_path: Path) -> None:
+    assert matches(tmp_path / "nothing", None, "ab" * 32, None) is False
+    assert matches(tmp_path / "nothing", 5, None, None) is False
+
+
+def test_foreign_content_looks_past_the_item_folders(tmp_path: Path) -> None:
+    """Thirty folders of the item's and one stranger beside them: the stranger is found
+    whatever order the folder is listed in."""
+    for n in range(30):
+        random_file(tmp_path / "Show" / f"S{n:02}" / "e.mkv", 1)
+    random_file(tmp_path / "Show" / "stranger.txt", 1)
+    found = foreign_content(tmp_path / "Show", tmp_path, lambda rel: rel.endswith("e.mkv"))
+    assert found == "stranger.txt"
+
+
+def test_move_aside_names_its_folder_by_the_time(tmp_path: Path) -> None:
+    moved = move_aside(random_file(tmp_path / "a.mkv", 5), tmp_path)
+    assert re.fullmatch(r"\d{8}-\d{6}", moved.parent.name), moved

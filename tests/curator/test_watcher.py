@@ -550,3 +550,28 @@ def test_a_file_moved_out_of_a_folder_item_republishes_the_folder_and_itself(
     assert set(pub.names("publish")) == {"Series", "e2.mkv"}
     assert pub.names("moved") == []
     assert pub.names("unpublish") == []
+
+
+def test_a_folder_moved_out_while_a_file_in_it_waits_drops_both(
+    share: Path, pub: RecordingPublisher, frozen: Watcher, clock: FakeClock
+) -> None:
+    """Moved out of the share, a folder is one event, none for its files: the waiting
+    file is forgotten (never published once its time comes) and the published one is
+    unpublished."""
+    (share / "a").mkdir()
+    (share / "a" / "one.mkv").write_bytes(b"1" * 100)
+
+    def published(name: str) -> bool:  # the clock moved on and the watcher woken each time
+        clock.now += 10
+        frozen.wake()
+        return name in pub.names("publish")
+
+    wait_for(lambda: published("one.mkv"), timeout=20)
+    (share / "a" / "two.mkv").write_bytes(b"2" * 100)
+    wait_for(lambda: share / "a" / "two.mkv" in frozen._pending, timeout=20)
+    os.rename(share / "a", share.parent / "away")
+    wait_for(lambda: "one.mkv" in pub.names("unpublish"), timeout=20)
+    clock.now += 10
+    frozen.wake()
+    assert frozen.wait_idle()
+    assert "two.mkv" not in pub.names("publish")

@@ -61,6 +61,7 @@ SAVED = ((100, 5_000), (200, 7_000))
         (((99, 5_001), (200, 7_000)), False, True),  # shrank
         (((100, 4_999), (200, 7_000)), False, True),  # older
         (((150, 4_999), (200, 7_000)), False, True),  # grew but older
+        (((150, 5_001), (199, 7_000)), False, True),  # one grew, a later one shrank
     ],
 )
 def test_needs_recheck(

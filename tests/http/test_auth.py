@@ -58,8 +58,10 @@ def test_an_unreadable_token_file_is_a_config_error(tmp_path: Path) -> None:
     config.state_dir.mkdir(parents=True)
     token_path(config).write_bytes(b"\xff\xfe not ascii")
     os.chmod(token_path(config), 0o600)
-    with pytest.raises(ConfigError, match=r"cannot read .*token"):
+    with pytest.raises(ConfigError, match=r"cannot read .*token") as caught:
         load_or_create_token(config)
+    assert caught.value.setting == "token"
+    assert str(caught.value).startswith(f"token: cannot read {token_path(config)}: ")
 
 
 def test_a_configured_token_wins_and_writes_nothing(tmp_path: Path) -> None:
