@@ -7,6 +7,7 @@ import hashlib
 import os
 import re
 import shutil
+import stat
 from pathlib import Path
 
 import pytest
@@ -353,3 +354,15 @@ def test_a_placed_file_replaced_by_a_folder_of_its_size_is_not_placed(tmp_path: 
     if os.lstat(placed).st_size != 4096:
         pytest.skip("this file system gives folders another size")
     assert still_placed(tmp_path, record) is False
+
+
+def test_space_problem_makes_a_missing_download_dir_0755_whatever_the_umask(
+    tmp_path: Path,
+) -> None:
+    media = tmp_path / "new" / "deeper" / "media"
+    before = os.umask(0)
+    try:
+        assert space_problem(media, 0, 0) is None
+    finally:
+        os.umask(before)
+    assert stat.S_IMODE(media.stat().st_mode) == 0o755
