@@ -23,13 +23,13 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-from benchmarks import anchors
+from benchmarks import anchors, scale
 from benchmarks.common import LoopbackNetns, Row, machine, median, table, versions
 from benchmarks.e2e import DropSystem, Meshmedia, measure
 
 HERE = Path(__file__).resolve().parent
 MB, GiB = 10**6, 1 << 30
-SUITES = ("publish", "transfer", "e2e", "load", "connections")
+SUITES = ("publish", "transfer", "e2e", "load", "connections", "scale")
 ANCHORS = (
     ("aria2c + opentracker", anchors.Aria2),
     ("webtorrent-cli", anchors.WebTorrent),
@@ -137,6 +137,24 @@ def connections_rows(quick: bool) -> list[Row]:
     return [Row(bench, float(lat.group(2)), unit="ms", note=note)]
 
 
+def scale_rows(quick: bool, idle: float | None) -> list[Row]:
+    """The library-at-scale figures (benchmarks/scale.py); its full table goes to stderr."""
+    counts = [100, 1000] if quick else [100, 1000, 5000]
+    window = idle if idle is not None else (10.0 if quick else 30.0)
+    results = {count: scale.measure(count, window, log) for count in counts}
+    log("\n" + scale.report(results))
+    rows = []
+    for count, r in results.items():
+        note = (
+            f"hashing alone {r['hash_s']:.2f} s; idle curator {r['curator_cpu']:.2f}% "
+            f"{r['curator_rss']:.0f} MiB, client {r['client_cpu']:.2f}% {r['client_rss']:.0f} MiB; "
+            f"restart curator {r['curator_restart_answer']:.2f} s / all seeding "
+            f"{r['curator_restart_seeding']:.2f} s, rehashed {r['curator_restart_rehashed']:.0f} B"
+        )
+        rows.append(Row(f"publish {count:,} items of 100 KB", r["publish_s"], note=note))
+    return rows
+
+
 def e2e_rows(sizes: list[int], runs: int, work: Path) -> list[Row]:
     """Drop -> in the other side's folder, meshmedia against each anchor, median of `runs`."""
     results: dict[str, dict[int, list[float]] | str] = {}
@@ -191,9 +209,10 @@ def main() -> int:
     parser.add_argument("--only", action="append", choices=SUITES, help="run only these")
     parser.add_argument("--markdown", type=Path, metavar="FILE", help="also write the table here")
     parser.add_argument("--dir", type=Path, help="work folder (default: the temp dir)")
+    parser.add_argument("--idle", type=float, help="scale: idle window in seconds (30; --quick 10)")
     args = parser.parse_args()
     big = "100M" if args.quick else "1G"
-    chosen = args.only or list(SUITES)
+    chosen = args.only or [s for s in SUITES if s != "scale"]  # scale: ~15 min, asked for
     started, load_before = datetime.now(timezone.utc), os.getloadavg()
     rows: list[Row] = []
     steps = {
@@ -202,6 +221,7 @@ def main() -> int:
         "e2e": lambda: e2e_rows([10 * MB, 100 * MB if args.quick else GiB], args.runs, work),
         "load": lambda: load_rows("quick" if args.quick else "full"),
         "connections": lambda: connections_rows(args.quick),
+        "scale": lambda: scale_rows(args.quick, args.idle),
     }
     with tempfile.TemporaryDirectory(dir=args.dir, prefix="mm-benchmarks-") as tmp:
         work = Path(tmp)

@@ -148,12 +148,37 @@ class _WatchedAdapter(HTTPAdapter):
         return manager
 
 
-def bounded_session() -> requests.Session:
-    """A requests Session whose requests `http_get` can hold to an overall deadline."""
+class _PinnedAdapter(_WatchedAdapter):
+    """https to one server whose certificate is pinned (its SHA-256, hex): no CA and no
+    name check, only that certificate (a private group's curator, groups/curator_tls.py)."""
+
+    def __init__(self, fingerprint: str) -> None:
+        self.fingerprint = fingerprint
+        super().__init__()
+
+    def build_connection_pool_key_attributes(
+        self, request: Any, verify: Any, cert: Any = None
+    ) -> tuple[dict[str, Any], dict[str, Any]]:
+        host, pool = super().build_connection_pool_key_attributes(request, False, cert)
+        pool["assert_fingerprint"] = self.fingerprint
+        return host, pool
+
+    def cert_verify(self, conn: Any, url: str, verify: Any, cert: Any) -> None:
+        super().cert_verify(conn, url, False, cert)
+
+
+def bounded_session(pins: Mapping[str, str] | None = None) -> requests.Session:
+    """A requests Session whose requests `http_get` can hold to an overall deadline.
+
+    `pins`: `https://host:port` -> the SHA-256 (hex) of the one certificate that
+    origin may present (a joined group's curator); other https URLs are verified as
+    usual."""
     session = requests.Session()
     adapter = _WatchedAdapter()
     session.mount("http://", adapter)
     session.mount("https://", adapter)
+    for origin, fingerprint in (pins or {}).items():
+        session.mount(origin.rstrip("/") + "/", _PinnedAdapter(fingerprint))
     return session
 
 

@@ -1,7 +1,8 @@
 """One validated, frozen settings object built from flags, the environment and `.env`.
 
 Precedence, highest first: command-line flags, the process environment, the
-`.env` file, the defaults below. The five unprefixed names of the earlier
+`.env` file, `<state_dir>/joined.env` (written by `meshmedia join`), the
+defaults below. The five unprefixed names of the earlier
 webtorrent-cli design (MANIFEST_URL, GROUP, DOWNLOAD_DIR, JELLYFIN_URL,
 JELLYFIN_API_KEY) and SYNC_INTERVAL are read as they were.
 """
@@ -49,6 +50,7 @@ class Config:
     port: int = 5000
     listen_host: str = "0.0.0.0"  # noqa: S104 - BitTorrent peers must reach us
     listen_port: int = 6881
+    ssl_listen_port: int | None = None  # private groups' SSL torrents; None: listen_port + 1
     advertise_host: str | None = None
     state_dir: Path = field(default_factory=default_state_dir)
     manifest_urls: tuple[str, ...] = ()
@@ -81,13 +83,16 @@ class Config:
     on_placed: str | None = None  # client: a command run per placed item (no shell)
     webhook: str | None = field(default=None, repr=False)  # client: JSON events (a secret)
     limit_schedule: str | None = None  # limits by weekday and time (engine/schedule.py)
+    public: tuple[str, ...] = ()  # curator: groups readable without a credential ('*' = all)
 
     def __post_init__(self) -> None:
         _check(GROUP_RE.match(self.group) is not None, "group", self.group, _GROUP_RULE)
         for share in self.shares:
             _check(GROUP_RE.match(share.group) is not None, "share", share.group, _GROUP_RULE)
-        for name in ("port", "listen_port", "status_port"):
+        for name in ("port", "listen_port", "status_port", "ssl_listen_port"):
             value = getattr(self, name)
+            if value is None:
+                continue
             _check(0 <= value <= 65535, name, value, "a port number from 0 to 65535")
         for name in ("upload_limit", "download_limit", "min_free", "max_size"):
             _check(getattr(self, name) >= 0, name, getattr(self, name), "a size of 0 or more")
@@ -116,11 +121,33 @@ class Config:
             _check(ok, "webhook", "(hidden)", "an http(s) URL")
         if self.on_placed is not None:
             _check(bool(_split(self.on_placed)), "on_placed", self.on_placed, "a command")
+        for group in self.public:
+            ok = group == "*" or GROUP_RE.match(group) is not None
+            _check(ok, "public", group, f"'*' or a group name ({_GROUP_RULE})")
+
+    @property
+    def ssl_port(self) -> int:
+        """The SSL BitTorrent port (private groups): `ssl_listen_port`, else the port after
+        `listen_port` (the one before for 65535), 0 (any free port) when listen_port is 0."""
+        if self.ssl_listen_port is not None:
+            return self.ssl_listen_port
+        if self.listen_port == 0:
+            return 0
+        return self.listen_port + 1 if self.listen_port < 65535 else 65534
 
     @property
     def share_groups(self) -> dict[str, Path]:
         """Map each share folder's group to its folder."""
         return {share.group: share.path for share in self.shares}
+
+    def is_public(self, group: str) -> bool:
+        """True when `group` is readable by anyone (`--public GROUP` or `--public '*'`)."""
+        return "*" in self.public or group in self.public
+
+    @property
+    def all_public(self) -> bool:
+        """True when every group is public (`--public '*'`): the earlier design's server."""
+        return "*" in self.public
 
     def with_changes(self, **changes: Any) -> Config:
         """A copy of this config with some settings replaced (validated again)."""
@@ -255,6 +282,7 @@ ENVIRONMENT: dict[str, tuple[tuple[str, ...], Parser]] = {
     "port": (("MESHMEDIA_PORT",), _int("port")),
     "listen_host": (("MESHMEDIA_LISTEN_HOST",), str),
     "listen_port": (("MESHMEDIA_LISTEN_PORT",), _int("listen_port")),
+    "ssl_listen_port": (("MESHMEDIA_SSL_LISTEN_PORT",), _int("ssl_listen_port")),
     "advertise_host": (("MESHMEDIA_ADVERTISE_HOST",), str),
     "state_dir": (("MESHMEDIA_STATE_DIR",), _path),
     "manifest_urls": (("MANIFEST_URL", "MESHMEDIA_MANIFEST_URL"), lambda t: tuple(t.split())),
@@ -296,6 +324,10 @@ ENVIRONMENT: dict[str, tuple[tuple[str, ...], Parser]] = {
     "on_placed": (("MESHMEDIA_ON_PLACED",), lambda t: t or None),
     "webhook": (("MESHMEDIA_WEBHOOK",), lambda t: t or None),
     "limit_schedule": (("MESHMEDIA_LIMIT_SCHEDULE",), lambda t: t or None),
+    "public": (
+        ("MESHMEDIA_PUBLIC",),
+        lambda t: tuple(g.strip() for g in t.split(",") if g.strip()),
+    ),
 }
 
 
@@ -332,12 +364,9 @@ def load_config(
     if env_file is None and Path(".env").is_file():
         env_file = Path(".env")
     sources = {**(read_env_file(env_file) if env_file else {}), **environ}
-    values: dict[str, Any] = {}
-    for setting, (names, parser) in ENVIRONMENT.items():
-        for name in names:
-            if sources.get(name, "") != "":
-                values[setting] = parser(sources[name])
-                break
+    values = _from_sources(sources)
+    for setting, value in _joined_settings(flags.get("state_dir") or values.get("state_dir")):
+        values.setdefault(setting, value)
     for setting, name in SECRET_FILES.items():
         if setting not in values and sources.get(name, "") != "":
             values[setting] = read_secret(Path(sources[name]).expanduser(), setting)
@@ -357,6 +386,28 @@ def load_config(
     if unknown:
         raise ConfigError(sorted(unknown)[0], "is not a meshmedia setting")
     return Config(**values)
+
+
+def _from_sources(sources: Mapping[str, str]) -> dict[str, Any]:
+    values: dict[str, Any] = {}
+    for setting, (names, parser) in ENVIRONMENT.items():
+        for name in names:
+            if sources.get(name, "") != "":
+                values[setting] = parser(sources[name])
+                break
+    return values
+
+
+JOINED_FILE = "joined.env"  # what `meshmedia join` wrote: below every other source
+
+
+def _joined_settings(state_dir: Any) -> list[tuple[str, Any]]:
+    """The settings `meshmedia join` kept in `<state_dir>/joined.env` (the state dir
+    comes from the other sources), so a plain `meshmedia sync` uses them."""
+    path = Path(state_dir or default_state_dir()).expanduser() / JOINED_FILE
+    if not path.is_file():
+        return []
+    return list(_from_sources(read_env_file(path)).items())
 
 
 WILDCARDS = ("", "0.0.0.0", "::")  # noqa: S104 - the hosts that mean "every address"

@@ -34,6 +34,9 @@ TARGET_PIECES = 2048
 CHUNK = 8 * 1024 * 1024  # one read; a ring of RING buffers is in flight
 RING = 4
 LOOKAHEAD = 0.5  # start hashing at the next piece size at this fraction of the step
+INLINE = 1024 * 1024
+"""A first read this small is hashed on the calling thread: handing 100 KB to two worker
+threads (started for it) cost more than hashing it (2.6 ms vs 0.2 ms a file)."""
 
 
 def piece_size_for(size: int) -> int:
@@ -208,7 +211,7 @@ class IncrementalHasher:
                 raise PublishError(f"cannot read {self.path}: {exc.strerror}") from exc
             self._whole = _WholeFile()
             self._streams = {}
-            self._ring = [bytearray(CHUNK) for _ in range(RING)]
+            self._ring = [bytearray() for _ in range(RING)]  # grown to the reads made
         return int(os.fstat(self._fd).st_size)
 
     def _plan(self, size: int, final: bool) -> _Pieces:
@@ -264,12 +267,20 @@ class IncrementalHasher:
         self._slot = (slot + 1) % RING
         for fut in self._inflight[slot]:
             fut.result()
+        if len(self._ring[slot]) < end - start:
+            # A zeroed 4 x 8 MiB ring cost a 100 KB file 14 ms, ten times its hashing
+            # (1,000 small files: 14.6 s); each buffer now grows to the largest read.
+            self._ring[slot] = bytearray(min(CHUNK, max(end - start, 2 * len(self._ring[slot]))))
         view = memoryview(self._ring[slot])[: end - start]
         got = os.preadv(self._fd, [view], start)
         if got != end - start:
             raise PublishError(f"{self.path} shrank while it was hashed")
         self.bytes_read += got
-        self._inflight[slot] = [c.pool.submit(c.feed, view) for c in group]
+        if start == 0 and got <= INLINE:  # nothing fed before, so the order holds
+            for c in group:
+                c.feed(view)
+        else:
+            self._inflight[slot] = [c.pool.submit(c.feed, view) for c in group]
         for c in group:
             c.scheduled = end
 

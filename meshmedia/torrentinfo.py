@@ -10,6 +10,7 @@ rule (client/placement.py `unsafe_names`).
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -186,12 +187,18 @@ def read_torrent(data: bytes) -> TorrentInfo:
         raise EngineError(f"not a valid .torrent file ({exc!r:.200})") from None
 
 
-def fetch_torrent(http: requests.Session, url: str, deadline: float | None = None) -> bytes:
+def fetch_torrent(
+    http: requests.Session,
+    url: str,
+    deadline: float | None = None,
+    headers: Mapping[str, str] | None = None,
+) -> bytes:
     """Download a `.torrent`: at most 16 MiB decoded, within `deadline` seconds in all
-    (TORRENT_DEADLINE by default); EngineError when that fails."""
+    (TORRENT_DEADLINE by default), with `headers` (a member's credential); EngineError
+    when that fails."""
     seconds = TORRENT_DEADLINE if deadline is None else deadline
     try:
-        answer = http_get(http, url, max_bytes=MAX_TORRENT_BYTES, deadline=seconds)
+        answer = http_get(http, url, max_bytes=MAX_TORRENT_BYTES, deadline=seconds, headers=headers)
     except ReadError as exc:
         raise EngineError(f"cannot fetch the torrent {url}: {exc}") from None
     if answer.status != 200:

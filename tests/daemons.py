@@ -91,6 +91,7 @@ class Curator(Daemon):
             "serve", "--share", f"default={self.share}", "--state-dir", str(self.base / "state"),
             "--host", "127.0.0.1", "--port", str(self.port), "--listen-port", str(self.peer_port),
             "--upload-limit", self.upload_limit, "--settle-time", "0.2", *NETWORK,
+            "--public", "*", "--ssl-listen-port", "0",
         )  # fmt: skip
         wait_for(lambda: answers(f"http://127.0.0.1:{self.port}/"), timeout=60, interval=0.2)
 

@@ -32,12 +32,16 @@ def make_config(tmp_path: Path, name: str = "node", **overrides: Any) -> Config:
         "port": free_port(),
         "listen_host": "127.0.0.1",
         "listen_port": free_port(),
+        "ssl_listen_port": 0,  # any free port: listen_port + 1 may be another test's
         "status_port": free_port(),
         "dht": False,
         "lsd": False,
         "upnp": False,
         "natpmp": False,
         "min_free": 0,
+        # every group public, as before issue 14 (the earlier design's tests); a test of
+        # private groups says which groups are public (public=() for none)
+        "public": ("*",),
     }
     values.update(overrides)
     for share in values["shares"]:

@@ -8,7 +8,7 @@ import pytest
 
 from meshmedia.config import Config, format_size, load_config, local_url, parse_size
 from meshmedia.engine.building import advertise_host, magnet_uri
-from meshmedia.engine.settings import build_settings
+from meshmedia.engine.settings import build_settings, listen_interfaces
 from meshmedia.errors import ConfigError
 
 
@@ -130,3 +130,23 @@ def test_sizes_print_in_the_units_they_are_read_in() -> None:
         "1.0 KiB",
         "2.4 MiB",
     ]
+
+
+def test_the_ssl_port_follows_the_listen_port_unless_given(tmp_path: Path) -> None:
+    assert Config(listen_port=6881).ssl_port == 6882
+    assert Config(listen_port=65535).ssl_port == 65534
+    assert Config(listen_port=0).ssl_port == 0
+    assert Config(listen_port=6881, ssl_listen_port=7000).ssl_port == 7000
+    env = {"MESHMEDIA_SSL_LISTEN_PORT": "7001", "MESHMEDIA_LISTEN_PORT": "6000"}
+    (tmp_path / "empty.env").write_text("")
+    config = load_config(environ=env, env_file=tmp_path / "empty.env")
+    assert (config.listen_port, config.ssl_port) == (6000, 7001)
+    with pytest.raises(ConfigError, match="ssl_listen_port"):
+        Config(ssl_listen_port=70000)
+
+
+def test_the_session_listens_plain_and_ssl_on_each_address() -> None:
+    assert listen_interfaces(Config(listen_host="0.0.0.0", listen_port=6881)) == (
+        "0.0.0.0:6881,[::]:6881,0.0.0.0:6882s,[::]:6882s"
+    )
+    assert listen_interfaces(Config(listen_host="::1", listen_port=0)) == "[::1]:0,[::1]:0s"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import random
 import threading
+import tracemalloc
 from pathlib import Path
 
 import pytest
@@ -168,3 +169,18 @@ def test_lookahead_keeps_the_tail_small_across_a_step(tmp_path: Path) -> None:
         out.write(data[240_000:])
     assert hasher.finish() == expected(data, 64 * 1024)
     assert hasher.bytes_read - before == 60_000
+
+
+def test_a_small_file_is_hashed_without_the_whole_read_ring(tmp_path: Path) -> None:
+    """A 100 KB file allocated (and zeroed) four 8 MiB read buffers: 14 ms a file, ten
+    times its hashing, 73 s for a library of 5,000 such files."""
+    path = tmp_path / "photo.jpg"
+    path.write_bytes(random.Random(3).randbytes(100_000))
+    tracemalloc.start()
+    try:
+        hashes = hash_file(path)
+        _current, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert hashes.sha256 == hashlib.sha256(path.read_bytes()).hexdigest()
+    assert peak < 2 * 1024 * 1024, peak  # 33.6 MB before

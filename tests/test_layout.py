@@ -30,10 +30,12 @@ MAY_IMPORT: dict[str, set[str]] = {
     "engine": SHARED,
     "manifest": SHARED,
     "jellyfin": SHARED,
-    "http": SHARED | {"manifest"},
-    "curator": SHARED | {"process", "engine", "manifest", "http"},
-    "client": SHARED | {"process", "engine", "manifest", "http", "jellyfin"},
-    "cli": SHARED | {"process", "engine", "manifest", "http", "jellyfin", "curator", "client"},
+    "groups": SHARED,
+    "http": SHARED | {"manifest", "groups"},
+    "curator": SHARED | {"process", "engine", "manifest", "http", "groups"},
+    "client": SHARED | {"process", "engine", "manifest", "http", "jellyfin", "groups"},
+    "cli": SHARED
+    | {"process", "engine", "manifest", "http", "jellyfin", "curator", "client", "groups"},
     "__main__": {"cli"},
 }
 # Third-party packages that belong to one role each.

@@ -69,7 +69,8 @@ def _free_port() -> int:
 
 
 # The README's ports, and the settings a command without port flags takes them from.
-README_PORTS = {5000: "MESHMEDIA_PORT", 6881: "MESHMEDIA_LISTEN_PORT", 5002: None, 6882: None}
+# 6882 is the curator's SSL port (6881 + 1): the friend's BitTorrent port is 6883
+README_PORTS = {5000: "MESHMEDIA_PORT", 6881: "MESHMEDIA_LISTEN_PORT", 5002: None, 6883: None}
 
 
 def port_plan() -> dict[int, int]:
@@ -83,7 +84,7 @@ def with_ports(command: str, plan: dict[int, int]) -> str:
 
 
 def test_busy_ports_are_replaced_in_the_commands_not_skipped() -> None:
-    plan = {5000: 41000, 6881: 6881, 5002: 41002, 6882: 6882}
+    plan = {5000: 41000, 6881: 6881, 5002: 41002, 6883: 6883}
     sync = "meshmedia sync --manifest-url http://127.0.0.1:5000/m.json --status-port 5002"
     assert with_ports(sync, plan) == (
         "meshmedia sync --manifest-url http://127.0.0.1:41000/m.json --status-port 41002"
@@ -130,7 +131,7 @@ def test_walkthrough_in_a_fresh_checkout(tmp_path: Path) -> None:
     (home / "share").mkdir(parents=True)
 
     serve_command = blocks(section("Set up"), "sh")[0]
-    copy, status, sync = (
+    copy, status, join, sync = (
         with_ports(b, plan) for b in blocks(section("Try it on one machine"), "sh")
     )
     log = (tmp_path / "serve.log").open("w")
@@ -142,6 +143,9 @@ def test_walkthrough_in_a_fresh_checkout(tmp_path: Path) -> None:
         wait_for(lambda: _started(curator, tmp_path / "serve.log"), 400, 0.5)
         assert _shell(copy, checkout, env).returncode == 0
         wait_for(lambda: "seeding" in _shell(status, checkout, env).stdout, 30, 0.5)
+        joined = _shell(join, checkout, env)
+        assert joined.returncode == 0, joined.stderr[-3000:]
+        assert "joined group default" in joined.stdout
         synced = _shell(sync, checkout, env)
         assert synced.returncode == 0, synced.stderr[-3000:]
         assert "1 in place, 0 not" in synced.stdout

@@ -51,6 +51,11 @@ def _options(*decorators: Callable[[F], F]) -> Callable[[F], F]:
 common_options = _options(
     click.option("--state-dir", type=click.Path(path_type=Path), help="State folder."),
     click.option("--listen-port", type=click.IntRange(0, 65535), help="BitTorrent port."),
+    click.option(
+        "--ssl-listen-port",
+        type=click.IntRange(0, 65535),
+        help="BitTorrent SSL port of private groups' torrents (default the BitTorrent port + 1).",
+    ),
     click.option("--listen-host", help="BitTorrent listen address (default all)."),
     click.option("--upload-limit", type=SIZE, help="Upload limit in bytes/s (20M, 0 = none)."),
     click.option("--download-limit", type=SIZE, help="Download limit in bytes/s."),

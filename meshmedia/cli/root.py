@@ -6,7 +6,8 @@ command only maps. Library errors become one clear line and exit code 2
 
 The commands live in role-named modules and are attached to the group here:
 serve.py (serve, publish), sync.py (sync, status), tools.py (keygen,
-manifest validate, doctor); the options they share are in options.py.
+manifest validate, doctor), groups.py (invite, join, members, revoke); the
+options they share are in options.py.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import click
 
 from meshmedia import __version__
 
+from .groups import invite, join, members, revoke
 from .select import select
 from .serve import publish, serve
 from .sync import status, sync
@@ -34,6 +36,8 @@ def cli() -> None:
 
 # Registration order is the order the commands were defined in before the split.
 for _command in (serve, sync, keygen, manifest, status, doctor, publish, select):
+    cli.add_command(_command)
+for _command in (invite, join, members, revoke):  # private groups (issue 14)
     cli.add_command(_command)
 
 

@@ -33,6 +33,13 @@ from .options import build_config, common_options, http_options, library_errors,
     type=click.FloatRange(min=0, min_open=True),
     help="Polling fallback: seconds size and mtime must stay unchanged (2).",
 )
+@click.option(
+    "--public",
+    multiple=True,
+    metavar="GROUP",
+    help="Group anyone who reaches the port may read, as before private groups "
+    "(repeatable; '*' = every group; or MESHMEDIA_PUBLIC=a,b). Others need a member.",
+)
 @common_options
 @http_options
 @library_errors

@@ -112,12 +112,15 @@ def sync(once: bool, **params: Any) -> None:
       meshmedia sync --once --timeout 600   # from cron: never hangs
     """
     from meshmedia.client import sync_forever, sync_once  # noqa: PLC0415 - keeps --help fast
+    from meshmedia.groups.joined import with_memberships  # noqa: PLC0415
 
     config = build_config(params)
     setup_logging(config.log_level)
+    config, _ = with_memberships(config)  # the groups `meshmedia join` joined
     if not config.manifest_urls and not config.follow:
         raise click.UsageError(
-            "no manifest to follow: give --manifest-url (MANIFEST_URL) or --follow"
+            "no manifest to follow: give --manifest-url (MANIFEST_URL) or --follow,"
+            " or join a group (meshmedia join CODE)"
         )
     if not once:
         sync_forever(config)

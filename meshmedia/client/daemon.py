@@ -15,12 +15,14 @@ from contextlib import ExitStack
 from dataclasses import dataclass, field
 from typing import TextIO
 
+from meshmedia.bounded import bounded_session
 from meshmedia.config import Config
 from meshmedia.engine import Engine, TorrentState
 from meshmedia.engine.schedule import start_schedule
+from meshmedia.groups.joined import Joined, with_memberships
 from meshmedia.http import StatusServer
 from meshmedia.jellyfin import JellyfinNotifier
-from meshmedia.manifest import printable
+from meshmedia.manifest import TrustPolicy, printable
 from meshmedia.process import prepare_daemon, stop_on_signals
 from meshmedia.store import ItemState, Store
 
@@ -29,6 +31,7 @@ from .follow import Following, follow_once, start_following
 from .observers import add_hooks, client_metrics
 from .progress import ProgressView, Row
 from .reasons import why_not_finished
+from .reports import Reporter
 from .sync import SyncClient
 
 log = logging.getLogger(__name__)
@@ -81,10 +84,14 @@ class _Parts:
     following: Following
 
 
-def _start_parts(config: Config, stack: ExitStack, stop: threading.Event) -> _Parts:
+def _start_parts(
+    config: Config, stack: ExitStack, stop: threading.Event, joined: Joined | None = None
+) -> _Parts:
     prepare_daemon()
     store = stack.enter_context(Store.in_state_dir(config.state_dir))
-    engine = Engine(config, store)
+    # The torrents come back after the status port is up: 5,000 took 2-4 s before
+    # the first answer (benchmarks.md, "A library at scale").
+    engine = Engine(config, store, restore=False)
     stack.callback(engine.close)
     schedule = start_schedule(
         engine, config.limit_schedule, config.upload_limit, config.download_limit
@@ -99,6 +106,8 @@ def _start_parts(config: Config, stack: ExitStack, stop: threading.Event) -> _Pa
         stack.callback(notifier.close)
     client = SyncClient(config, store, engine, notifier, stop=stop)
     stack.callback(client.close)  # placements under way end before the engine closes
+    if joined is not None and joined.memberships:
+        _wire_memberships(client, joined, stop)
     metrics = client_metrics(client, notifier)
     add_hooks(config, client, stack, stop)
     try:
@@ -107,13 +116,31 @@ def _start_parts(config: Config, stack: ExitStack, stop: threading.Event) -> _Pa
         log.info("status at http://127.0.0.1:%d/status", status.port)
     except OSError as exc:
         log.warning("no status server on 127.0.0.1:%d: %s", config.status_port, exc)
+    engine.restore_saved()
     return _Parts(engine, client, Following(engine, store, client.apply))
+
+
+def _wire_memberships(client: SyncClient, joined: Joined, stop: threading.Event) -> None:
+    """Joined groups: their curator's key is the only one trusted for their manifests,
+    requests to that curator carry the credential, and reports go to it."""
+    for url, key in joined.trusted_keys().items():
+        client.trusts[url] = TrustPolicy(client.store, key)
+    client.torrents.headers_for = joined.headers_for
+    client.torrents.pins = client.pins = joined.pins()
+    client.headers_for = joined.headers_for
+    Reporter(client, joined, stop).start()
+    for m in joined.memberships:
+        log.info("member %s of private group %s at %s", m.member_id, m.group, m.manifest_url)
 
 
 def _fetcher(client: SyncClient, url: str, timeout: float = 30.0) -> ManifestFetcher:
     saved = client.saved_manifest(url)
     body, etag = saved if saved else (None, None)
-    return ManifestFetcher(url, etag=etag, body=body, timeout=timeout)
+    headers = client.headers_for(url)
+    session = bounded_session(client.pins)
+    return ManifestFetcher(
+        url, etag=etag, body=body, timeout=timeout, headers=headers, session=session
+    )
 
 
 class Deadline:
@@ -139,8 +166,9 @@ class Deadline:
 def sync_forever(config: Config, stop: threading.Event | None = None) -> None:
     """Follow every manifest URL until SIGTERM/SIGINT (or `stop`); never gives up."""
     stop = stop or threading.Event()
+    config, joined = with_memberships(config)
     with stop_on_signals(stop), ExitStack() as stack:
-        parts = _start_parts(config, stack, stop)
+        parts = _start_parts(config, stack, stop, joined)
         client = parts.client
         for url in config.manifest_urls:
             saved = client.saved_manifest(url)
@@ -181,8 +209,9 @@ def sync_once(config: Config, stream: TextIO | None = None, tty: bool = False) -
     summary = SyncSummary()
     stop = threading.Event()
     deadline = Deadline(config.once_timeout)
+    config, joined = with_memberships(config)
     with stop_on_signals(stop), ExitStack() as stack:
-        parts = _start_parts(config, stack, stop)
+        parts = _start_parts(config, stack, stop, joined)
         client = parts.client
         client.retries = False
         for url in config.manifest_urls:

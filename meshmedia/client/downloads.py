@@ -5,7 +5,7 @@ A finished download is verified and moved into place as a job on a worker
 up the other items. A download found at start-up whose files are already in
 place (the daemon died between the move and its bookkeeping) is checked the
 same way, and adopted instead of downloaded again. A full disk pauses it; one
-with no peer dials its x.pe peers again.
+with no peer dials the curator's addresses again (client/peers.py).
 """
 
 from __future__ import annotations
@@ -16,11 +16,11 @@ import time
 from pathlib import Path
 
 from meshmedia.engine import Engine, TorrentState, TorrentStatus
-from meshmedia.engine.peers import magnet_peers
 from meshmedia.manifest import validate_item
 from meshmedia.store import ClientItem, ItemState
 
 from .items import ActiveItems, Ledger, Notes, Problem, key_of
+from .peers import CuratorPeers
 from .place import InPlace, Placer
 from .placement import final_path, is_disk_full, space_problem
 from .work import Finished, Jobs
@@ -28,6 +28,11 @@ from .work import Finished, Jobs
 log = logging.getLogger(__name__)
 
 PEER_REDIAL = 5.0  # seconds between dialling the x.pe peers of a download with none
+# Seconds between DHT announces of a download under way. The curator's PEX names a peer
+# that joined later only after 60 s (libtorrent's ut_pex), and a client behind a strict
+# router can only dial: 40 MiB to three homes, curator at 2 MiB/s: the curator sent
+# 1.28-1.61 copies without these announces (native_notes/nat.md, "Implementation").
+DHT_ASK = 10.0
 
 
 class Downloads:
@@ -42,14 +47,17 @@ class Downloads:
         ledger: Ledger,
         jobs: tuple[Jobs, Jobs],
         min_free: int,
+        peers: CuratorPeers,
     ) -> None:
-        """`jobs`: the pools for checks of files in place and for placements."""
+        """`jobs`: the pools for checks of files in place and for placements; `peers`:
+        the curator's addresses a download without peers dials again."""
         self._engine = engine
         self._placer = placer
         self._active = active
         self._ledger = ledger
         self._checks, self._placing = jobs
         self._min_free = min_free
+        self._peers = peers
         self.download_dir = placer.download_dir
 
     def check_all(self) -> None:
@@ -110,6 +118,8 @@ class Downloads:
             if short := space_problem(self.download_dir, needed, self._min_free):
                 self._engine.remove(ih)
                 self._ledger.pause(ci, short)
+        elif status.state == TorrentState.DOWNLOADING and self._due(notes):
+            self._engine.find_peers(ih)
 
     def _recovered(self, ci: ClientItem, status: TorrentStatus, notes: Notes) -> bool:
         """A download found at start-up whose files are already in place and verified:
@@ -170,15 +180,32 @@ class Downloads:
         self._ledger.events.placed(ci, final, seconds)
 
     def _reach_peers(self, ci: ClientItem, ih: str, notes: Notes) -> None:
-        """A download with no peer (restored after a restart, a link back up): dial x.pe."""
+        """A download with no peer (restored after a restart, a link back up): dial every
+        address of the curator again."""
         now = time.monotonic()
         if now - notes.dialed < PEER_REDIAL:
             return
         notes.dialed = now
-        torrent = str(ci.item.get("torrent", ""))
-        if not torrent.startswith("magnet:?"):
-            return
-        for host, port in magnet_peers(torrent)[0]:  # the others were named at the start
+        self._dial(ci, ih)
+
+    @staticmethod
+    def _due(notes: Notes) -> bool:
+        """True (and noted) when the download's next DHT announce is due."""
+        now = time.monotonic()
+        if now - notes.asked_dht < DHT_ASK:
+            return False
+        notes.asked_dht = now
+        return True
+
+    def redial(self, url: str) -> None:
+        """The curator of `url` moved (new addresses): every download of it dials now."""
+        for ci in self._active.downloading():
+            if ci.url == url and ci.info_hash:
+                self._active.notes(ci.info_hash).dialed = time.monotonic()
+                self._dial(ci, ci.info_hash)
+
+    def _dial(self, ci: ClientItem, ih: str) -> None:
+        for host, port in self._peers.for_item(ci.url, str(ci.item.get("torrent", ""))):
             self._engine.connect_peer(ih, host, port)
 
 

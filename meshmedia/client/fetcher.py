@@ -16,7 +16,7 @@ import hashlib
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
@@ -71,8 +71,11 @@ class ManifestFetcher:
         max_bytes: int = MAX_MANIFEST_BYTES,
         etag: str | None = None,
         body: bytes | None = None,
+        headers: Mapping[str, str] | None = None,
     ) -> None:
+        """`headers` go with every request (a joined group's credential)."""
         self.url = url
+        self.headers = dict(headers or {})
         self.timeout = timeout
         self.max_bytes = max_bytes
         self.etag = etag
@@ -83,7 +86,7 @@ class ManifestFetcher:
 
     def fetch(self, wait: float = 0.0) -> Fetched:
         """One request; `wait` > 0 asks the server to hold it until the manifest changes."""
-        headers = {"Accept": "application/json"}
+        headers = {"Accept": "application/json", **self.headers}
         if self.etag and self._digest is not None:
             headers["If-None-Match"] = self.etag
         wait = min(wait, MAX_WAIT)

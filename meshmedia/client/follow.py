@@ -17,7 +17,7 @@ import logging
 import threading
 import time
 from contextlib import ExitStack
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
@@ -25,7 +25,16 @@ from meshmedia.config import Config
 from meshmedia.engine import Engine, TorrentState
 from meshmedia.engine.peers import PeerError, parse_peer
 from meshmedia.errors import EngineError, ManifestError, MeshmediaError
-from meshmedia.manifest import Pointer, TrustPolicy, canonical_json, parse_follow, source_name
+from meshmedia.groups import load_memberships
+from meshmedia.groups.sealing import dht_salt, unseal
+from meshmedia.manifest import (
+    Pointer,
+    TrustPolicy,
+    canonical_json,
+    parse_follow,
+    parse_public_key,
+    source_name,
+)
 from meshmedia.private_files import private_dir
 from meshmedia.store import Store
 
@@ -52,6 +61,18 @@ class Applies(Protocol):
 
 
 @dataclass(frozen=True)
+class Sealed:
+    """A private group's BEP 46 item: its salt and secret (groups/sealing.py), the CA of
+    its manifest torrent, and the curator's signing key its manifests must carry (the
+    item's own key is the group's, not the curator's)."""
+
+    salt: bytes
+    secret: bytes = field(repr=False)
+    ca: bytes
+    signer: bytes
+
+
+@dataclass(frozen=True)
 class Following:
     """What the followers of a client share: its engine, its store, how it applies."""
 
@@ -69,8 +90,14 @@ class DhtFollower:
         folder: Path,
         follow: tuple[bytes, str],
         stop: threading.Event | None = None,
+        sealed: Sealed | None = None,
     ) -> None:
-        """Follow `follow` = (public key, group); keep its manifest torrents in `folder`."""
+        """Follow `follow` = (public key, group); keep its manifest torrents in `folder`;
+        `sealed`: a private group's item (encrypted, its own salt, SSL manifest torrent)."""
+        self._sealed = sealed
+        # a joined group's sealed pointer backs up its HTTP manifest URL (followed too):
+        # not finding it is no failure of `--once` by itself
+        self.fallback = sealed is not None
         self.engine = parts.engine
         self.store = parts.store
         self._apply = parts.apply
@@ -79,7 +106,8 @@ class DhtFollower:
         self.version = -1  # the newest version applied
         self._refused = -1  # the newest version refused: not fetched again
         self._stop = stop or threading.Event()
-        self._trust = TrustPolicy(self.store, trusted=self.public)
+        signer = sealed.signer if sealed is not None else self.public
+        self._trust = TrustPolicy(self.store, trusted=signer)
         self._folder = folder / f"{self.public.hex()[:16]}-{self.group}"
 
     def restore(self) -> None:
@@ -92,11 +120,16 @@ class DhtFollower:
     def check(self, timeout: float = LOOKUP_TIMEOUT) -> bool | None:
         """One lookup: True when a new version was applied, False when none was found
         to apply, None when the DHT holds nothing under the key yet."""
-        item = self.engine.dht.get(self.public, self.group.encode(), timeout)
+        sealed = self._sealed
+        salt = sealed.salt if sealed is not None else self.group.encode()
+        item = self.engine.dht.get(self.public, salt, timeout)
         if item is None:
             log.debug("nothing in the DHT for %s yet", self.source)
             return None
-        pointer = Pointer.decode(item.value)
+        value = item.value
+        if sealed is not None:
+            value = unseal(sealed.secret, self.public, salt, value)
+        pointer = Pointer.decode(value)
         if pointer.group != self.group:
             raise ManifestError(f"the DHT item for {self.source} names group {pointer.group}")
         if pointer.version <= max(self.version, self._refused):
@@ -119,7 +152,8 @@ class DhtFollower:
         magnet = f"magnet:?xt=urn:btih:{info_hash}"
         private_dir(self._folder.parent)
         private_dir(self._folder)
-        ih = self.engine.add_download(magnet, self._folder, peers)
+        ca = self._sealed.ca if self._sealed is not None else None
+        ih = self.engine.add_download(magnet, self._folder, peers, private_ca=ca)
         deadline = time.monotonic() + FETCH_TIMEOUT
         while True:
             try:
@@ -177,6 +211,20 @@ def followers(config: Config, parts: Following, stop: threading.Event) -> list[D
         follower = DhtFollower(parts, folder, follow, stop)
         follower.restore()
         result.append(follower)
+    for m in load_memberships(config.state_dir) if config.dht else []:
+        if m.dht_public_key is None or m.dht_secret is None:
+            continue
+        secret = bytes.fromhex(m.dht_secret)
+        try:
+            signer = parse_public_key(m.signing_key)
+        except MeshmediaError as exc:
+            log.error("group %s is not followed in the DHT: %s", m.group, exc)
+            continue
+        sealed = Sealed(dht_salt(secret), secret, m.ca, signer)
+        follow = (bytes.fromhex(m.dht_public_key), m.group)
+        follower = DhtFollower(parts, folder, follow, stop, sealed)
+        follower.restore()
+        result.append(follower)
     return result
 
 
@@ -228,5 +276,8 @@ def follow_once(
                 break
             if found is None and stop.wait(ONCE_RETRY):
                 break
-        if follower.version < 0:
+        if follower.version < 0 and follower.fallback:
+            log.info("no sealed pointer of %s in the DHT (its curator's URL is followed)",
+                     follower.group)  # fmt: skip
+        elif follower.version < 0:
             problems.append(f"no usable manifest found in the DHT for {follower.source}")

@@ -47,6 +47,7 @@ class Notes:
     names_checked: bool = False  # the torrent's own file names were checked
     space_checked: bool = False  # the disk had room for what it still needs
     dialed: float = 0.0  # time.monotonic() of the last dial of its x.pe peers
+    asked_dht: float = 0.0  # time.monotonic() of its last DHT announce (peers in other homes)
     finished_at: float = 0.0  # time.monotonic() when the engine said finished
     placing_at: float = 0.0  # time.monotonic() when its placement started
 

@@ -19,13 +19,16 @@ from pathlib import Path
 from meshmedia.engine import Engine
 from meshmedia.engine.peers import magnet_peers
 from meshmedia.errors import MeshmediaError
+from meshmedia.groups import Membership
 from meshmedia.manifest import Item, validate_item
 from meshmedia.store import ClientItem, ItemState, Store
 from meshmedia.torrentinfo import read_torrent
 
 from .items import ActiveItems, Key, Ledger, Problem, key_of
+from .peers import CuratorPeers
 from .place import InPlace, Placer
 from .placement import final_path, incomplete_dir, make_dirs, space_problem
+from .private import PrivateGroups, member_peers
 from .torrents import TorrentFetch
 from .work import Jobs
 
@@ -45,6 +48,7 @@ class Source:
     data: str | bytes
     info_hash: str
     name: str | None
+    group: Membership | None = None  # a private group's item: its SSL torrent, its peers
 
 
 class Starter:
@@ -61,9 +65,14 @@ class Starter:
         fetch: TorrentFetch,
         jobs: tuple[Jobs, Jobs],
         min_free: int,
+        peers: CuratorPeers,
+        private: PrivateGroups | None = None,
     ) -> None:
         """`jobs`: the pools for `.torrent` fetches and for checks of files in place;
-        a download is paused when it would leave less than `min_free` bytes free."""
+        a download is paused when it would leave less than `min_free` bytes free;
+        `peers`: the curator's addresses each download dials; `private`: the joined
+        private groups (their items are SSL torrents)."""
+        self._private = private
         self._store = store
         self._engine = engine
         self._placer = placer
@@ -73,6 +82,7 @@ class Starter:
         self._fetches, self._checks = jobs
         self.download_dir = placer.download_dir
         self._min_free = min_free
+        self._peers = peers
         self.retries = True  # --once turns retries off
         self._sources: dict[Key, Source] = {}  # starts waiting for their check of files
 
@@ -127,9 +137,19 @@ class Starter:
         known = self._sources.get(key_of(ci))
         if known is not None:
             return known
+        private = self._private
+        group = private.for_url(ci.url) if private is not None else None
+        if private is not None and group is not None and item.info_hash is not None:
+            return self._private_source(ci, item, (private, group, item.info_hash))
         ih = item.info_hash
         if ih is not None:  # a magnet's dn= is the manifest's word: never a path (finding 1)
             return Source(item.torrent, ih, None)
+        return self._fetched_source(ci, item, group)
+
+    def _fetched_source(
+        self, ci: ClientItem, item: Item, group: Membership | None
+    ) -> Source | None:
+        """An item whose torrent is an http(s) URL: its `.torrent`, fetched as a job."""
         answer = self._fetches.take(("torrent", item.torrent), lambda: self._fetch(item.torrent))
         if answer is None:
             return None
@@ -140,7 +160,32 @@ class Starter:
         if refused := self._placer.names_problem(answer.value):
             self._ledger.fail(ci, refused)
             return None
-        source = self._sources[key_of(ci)] = Source(answer.value, info.info_hash, info.name)
+        source = Source(answer.value, info.info_hash, info.name, group)
+        self._sources[key_of(ci)] = source
+        return source
+
+    def _private_source(
+        self, ci: ClientItem, item: Item, of: tuple[PrivateGroups, Membership, str]
+    ) -> Source | None:
+        """A private item's `.torrent` from the curator (its bare magnet names no file);
+        when the curator cannot give it, the magnet (the engine adds the group CA)."""
+        private, group, ih = of
+        answer = self._fetches.take(("private", ih), lambda: private.fetch_torrent(group, ih))
+        if answer is None:
+            return None
+        if not isinstance(answer.value, bytes):
+            log.warning("%s: %s; taking its magnet", item.path, answer.value or answer.error)
+            source = Source(item.torrent, ih, None, group)
+        else:
+            info = read_torrent(answer.value)
+            if info.info_hash != ih:
+                self._ledger.fail(ci, Problem(f"the curator sent another torrent than {ih}"))
+                return None
+            if refused := self._placer.names_problem(answer.value):
+                self._ledger.fail(ci, refused)
+                return None
+            source = Source(answer.value, ih, info.name, group)
+        self._sources[key_of(ci)] = source
         return source
 
     def _checked_owner(self, ci: ClientItem, ih: str) -> ClientItem | None:
@@ -181,11 +226,19 @@ class Starter:
             if problem := space_problem(self.download_dir, item.size, self._min_free):
                 self._ledger.pause(ci, problem)
                 return
+        group = source.group
         try:
-            self._engine.add_download(source.data, incomplete_dir(self.download_dir, ih))
+            self._engine.add_download(
+                source.data,
+                incomplete_dir(self.download_dir, ih),
+                peers=member_peers(group) if group is not None else (),
+                private_ca=group.ca if group is not None else None,
+            )
         except MeshmediaError as exc:
             self._ledger.fail(ci, f"cannot add the torrent: {exc}")
             return
+        for host, port in self._peers.for_item(ci.url, item.torrent):
+            self._engine.connect_peer(ih, host, port)
         if not adopted:
             log.info("downloading %s (%s)", item.path, ih)
         if item.info_hash is not None:

@@ -30,6 +30,7 @@ import logging
 import os
 import queue
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -44,9 +45,11 @@ from meshmedia.store import ClientItem, ItemState, Store
 from .downloads import Downloads
 from .events import ItemEvents
 from .items import ActiveItems, Ledger
+from .peers import CuratorPeers
 from .place import Placer
 from .placement import is_disk_full
 from .plan import ItemPlanner, keep_manifest, read_manifest, saved_manifest
+from .private import PrivateGroups
 from .selection import Selection
 from .start import Starter
 from .torrents import TorrentFetch
@@ -58,6 +61,10 @@ PLACEMENT_POLL = 0.02  # seconds between looks at a finished download awaiting p
 UNSETTLED = (ItemState.QUEUED, ItemState.DOWNLOADING)
 WORKERS = 2  # threads for each kind of slow work (fetches, checks, placements)
 CLOSE_TIMEOUT = 60.0  # seconds close() waits for placements under way (a move confirmed)
+
+
+def _no_headers(url: str) -> dict[str, str]:
+    return {}
 
 
 class SyncClient:
@@ -84,6 +91,9 @@ class SyncClient:
         self._events: queue.Queue[EngineEvent] = queue.Queue()
         self.rejected: dict[str, list[str]] = {}
         self.trust = TrustPolicy(store, parse_public_key(config.trust) if config.trust else None)
+        self.trusts: dict[str, TrustPolicy] = {}  # a joined group's URL: its curator's key only
+        self.headers_for: Callable[[str], dict[str, str]] = _no_headers  # joined groups'
+        self.pins: dict[str, str] = {}  # joined curators' https origins -> certificate
         self._wakeup = threading.Event()
         self._active = ActiveItems(store)
         self.events = ItemEvents()  # placed and failed items, for metrics and hooks
@@ -96,11 +106,14 @@ class SyncClient:
             events=self.events,
         )
         self.torrents = TorrentFetch(http)
+        self.curator_peers = CuratorPeers()
         self._jobs = {
             kind: Jobs(f"{kind} jobs", WORKERS, self._job_done)
             for kind in ("torrent fetch", "file check", "placement")
         }
         self._placer = Placer(engine, store, self.download_dir, notifier)
+        self.private = PrivateGroups.load(config.state_dir)
+        self.private.set_certificates(engine)
         self.selection = Selection(config.state_dir, config.select, config.max_size)
         self._planner = ItemPlanner(
             store,
@@ -119,6 +132,8 @@ class SyncClient:
             fetch=self.torrents,
             jobs=(self._jobs["torrent fetch"], self._jobs["file check"]),
             min_free=config.min_free,
+            peers=self.curator_peers,
+            private=self.private,
         )
         self._downloads = Downloads(
             engine=engine,
@@ -127,6 +142,7 @@ class SyncClient:
             ledger=self._ledger,
             jobs=(self._jobs["file check"], self._jobs["placement"]),
             min_free=config.min_free,
+            peers=self.curator_peers,
         )
         engine.subscribe(self._notify)
 
@@ -169,7 +185,7 @@ class SyncClient:
         planned.
         """
         try:
-            return self._apply(url, body, etag, trust or self.trust)
+            return self._apply(url, body, etag, trust or self.trusts.get(url) or self.trust)
         except Exception:  # no document may stop the client: log it, keep the last good one
             log.exception("manifest %s could not be applied; keeping the last good one", url)
             return False
@@ -179,6 +195,7 @@ class SyncClient:
         if read is None:
             return False
         manifest, rejected = read
+        moved = self.curator_peers.update(url, manifest.extra)
         log.info("planning %d items of %s", len(manifest.items), url)
         self.events.set_group(url, manifest.group)
         with self._lock:
@@ -194,6 +211,9 @@ class SyncClient:
                 return False
         self._planner.delete_gone(planned)  # files only: slow, and no other item's
         keep_manifest(self.store, url, body, etag)
+        if moved:  # the curator's addresses changed (a router mapped, a new address)
+            with self._lock:
+                self._downloads.redial(url)
         self.versions[url] = manifest.version
         self._wakeup.set()
         return True

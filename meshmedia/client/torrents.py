@@ -8,6 +8,7 @@ main loop or under its lock; the item stays queued until the answer is in.
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 
 import requests
 
@@ -24,12 +25,15 @@ class TorrentFetch:
         `deadline` None: torrentinfo.TORRENT_DEADLINE."""
         self._http = http
         self.deadline = deadline
+        self.headers_for: Callable[[str], dict[str, str]] | None = None  # joined groups
+        self.pins: dict[str, str] = {}  # their curators' certificates (bounded_session)
         self._local = threading.local()
 
     def __call__(self, url: str) -> bytes | str:
         """The `.torrent` at `url`, or why it could not be fetched."""
         try:
-            return fetch_torrent(self._session(), url, self.deadline)
+            headers = self.headers_for(url) if self.headers_for else None
+            return fetch_torrent(self._session(), url, self.deadline, headers=headers)
         except EngineError as exc:
             return str(exc)
 
@@ -38,5 +42,5 @@ class TorrentFetch:
             return self._http
         session: requests.Session | None = getattr(self._local, "session", None)
         if session is None:
-            session = self._local.session = bounded_session()
+            session = self._local.session = bounded_session(self.pins)
         return session

@@ -9,21 +9,27 @@ against the key, and applies it like one fetched over HTTP.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from meshmedia.config import Config
 from meshmedia.engine import MAX_DHT_VALUE, Engine
-from meshmedia.engine.building import SourceFile, advertise_host, build_torrent
+from meshmedia.engine.building import SourceFile, build_torrent
 from meshmedia.errors import MeshmediaError
+from meshmedia.groups.sealing import OVERHEAD, seal
 from meshmedia.hashing import hash_file
 from meshmedia.manifest import Manifest, ManifestStore, Pointer, SigningKey
 from meshmedia.manifest.durability import write_atomic
 from meshmedia.private_files import private_dir
 from meshmedia.store import Store
+
+from .addresses import advertised_addresses
+from .swarms import SealedGroup
 
 log = logging.getLogger(__name__)
 
@@ -59,8 +65,12 @@ class DhtAnnouncer:
         *,
         reput_interval: float = REPUT_INTERVAL,
         poll: float = 1.0,
+        sealed: Callable[[str], SealedGroup | None] = lambda group: None,
     ) -> None:
+        """`sealed(group)`: how a private group's pointer is sealed (None: a public group,
+        its pointer in clear under `key` and the group's name as salt, as before)."""
         self._config = config
+        self._sealed = sealed
         self._store = store
         self._engine = engine
         self._manifests = manifests
@@ -103,7 +113,7 @@ class DhtAnnouncer:
             return
         retry = last.retry if last and last.etag == manifest.etag else FIRST_RETRY
         try:
-            nodes = self.announce(manifest)
+            nodes = self.announce(manifest, self._sealed(group))
         except MeshmediaError as exc:
             log.warning("cannot announce %s v%d: %s", group, manifest.version, exc)
             nodes = 0
@@ -115,41 +125,49 @@ class DhtAnnouncer:
                 manifest.etag, now + retry, min(retry * 2, self._reput)
             )
 
-    def announce(self, manifest: Manifest) -> int:
-        """Put the pointer to `manifest` into the DHT now; returns how many nodes took it."""
+    def announce(self, manifest: Manifest, sealed: SealedGroup | None = None) -> int:
+        """Put the pointer to `manifest` into the DHT now; returns how many nodes took it.
+        A private group's (`sealed`) is encrypted, under the group's own key and a salt
+        that does not name it; its manifest torrent is an SSL torrent of the group."""
+        room = MAX_DHT_VALUE - (OVERHEAD if sealed is not None else 0)
         pointer = Pointer(manifest.group, manifest.version, manifest.to_json())
-        if len(pointer.encode()) > MAX_DHT_VALUE:
-            pointer = Pointer(
-                manifest.group, manifest.version, torrent=self._seed(manifest), peers=self._peers()
-            )
-        nodes = self._engine.dht.put(
-            self._key.expanded_secret,
-            self._key.public,
-            pointer.encode(),
-            manifest.group.encode(),
-            timeout=30,
-        )
+        if len(pointer.encode()) > room:
+            torrent = self._seed(manifest, sealed.ca if sealed is not None else None)
+            peers = self._peers(ssl=sealed is not None)
+            pointer = Pointer(manifest.group, manifest.version, torrent=torrent, peers=peers)
+        if sealed is None:
+            key, salt, value = self._key, manifest.group.encode(), pointer.encode()
+        else:
+            key, salt = sealed.key, sealed.salt
+            value = seal(sealed.secret, key.public, salt, pointer.encode())
+        nodes = self._engine.dht.put(key.expanded_secret, key.public, value, salt, timeout=30)
         how = "inline" if pointer.manifest is not None else f"torrent {pointer.torrent}"
         log.info(
             "DHT: %s v%d (%s) stored on %d nodes", manifest.group, manifest.version, how, nodes
         )
         return nodes
 
-    def _seed(self, manifest: Manifest) -> str:
-        """Seed a torrent of the manifest file; stop seeding the group's previous one."""
-        path = self._folder / f"{manifest.group}.v{manifest.version}.json"
+    def _seed(self, manifest: Manifest, ca: bytes | None) -> str:
+        """Seed a torrent of the manifest file (a private group's: SSL with its CA, named
+        by its hash, not its group); stop seeding the group's previous one."""
+        name = f"{manifest.group}.v{manifest.version}.json"
+        if ca is not None:
+            name = f"{hashlib.sha256(manifest.dumps()).hexdigest()[:16]}.json"
+        path = self._folder / name
         write_atomic(path, manifest.dumps())
-        built = build_torrent([SourceFile(path.name, path, hash_file(path))])
-        info_hash = self._engine.add_seed(built.data, self._folder)
+        built = build_torrent([SourceFile(path.name, path, hash_file(path))], ca)
+        info_hash = self._engine.add_seed(built.data, self._folder, private_ca=ca)
         previous = self._store.get(SEED_KEY + manifest.group)
         if previous and previous != info_hash and self._engine.status(previous) is not None:
             self._engine.remove(previous, delete_files=True)
         self._store.put(SEED_KEY + manifest.group, info_hash)
         return info_hash
 
-    def _peers(self) -> tuple[str, ...]:
-        host = advertise_host(self._config)
-        if host is None:
-            return ()
-        port = self._engine.listen_port
-        return (f"[{host}]:{port}" if ":" in host else f"{host}:{port}",)
+    def _peers(self, ssl: bool = False) -> tuple[str, ...]:
+        """The advertised addresses; for a private group's pointer the same hosts on the
+        SSL port."""
+        peers = advertised_addresses(self._config, self._engine)
+        if not ssl:
+            return tuple(peers)
+        port = self._engine.ssl_listen_port
+        return tuple(f"{peer.rsplit(':', 1)[0]}:{port}" for peer in peers)

@@ -13,12 +13,13 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from meshmedia.config import Config, Share
 from meshmedia.engine import Engine
-from meshmedia.engine.building import advertise_host, build_torrent, magnet_uri
+from meshmedia.engine.building import bare_magnet, build_torrent
 from meshmedia.errors import ManifestError, PublishError
 from meshmedia.manifest import (
     Item,
@@ -30,10 +31,16 @@ from meshmedia.manifest import (
 )
 from meshmedia.store import CatalogEntry, Store
 
+from .addresses import advertised_addresses, magnet_for
 from .seeds import SeedKeeper
 from .sources import NOT_UTF8, SYMLINK_RULE, SourceHasher, named, not_utf8, symlink_on
+from .swarms import PrivateSwarms
 
 log = logging.getLogger(__name__)
+
+BATCH_SECONDS = 0.25
+"""In a round of many new files, their items are listed together at most this far apart:
+one manifest version and one catalog transaction for each batch, not for each file."""
 
 
 class Publisher:
@@ -41,9 +48,20 @@ class Publisher:
     the manifests in step with them. Thread-safe."""
 
     def __init__(
-        self, config: Config, store: Store, engine: Engine, manifests: ManifestStore
+        self,
+        config: Config,
+        store: Store,
+        engine: Engine,
+        manifests: ManifestStore,
+        swarms: PrivateSwarms | None = None,
+        *,
+        restore: bool = True,
     ) -> None:
+        """Publish into `manifests`; `swarms`: which groups are private (SSL torrents),
+        None: every group public; `restore=False`: seed the catalog later, with
+        `restore()` (changes wait for it)."""
         self._config = config
+        self.swarms = swarms
         self._store = store
         self._engine = engine
         self._manifests = manifests
@@ -51,7 +69,25 @@ class Publisher:
         self._hasher = SourceHasher(store)
         self._seeds = SeedKeeper(config.state_dir / "torrents", store, engine)
         self.on_published: Callable[[float], None] | None = None  # seconds a publish took
-        self._restore()
+        self._ready = threading.Event()
+        # published() for the watcher's every round: a query and 5,000 Paths a round made
+        # a burst of N files cost O(N^2); None = read the catalog again
+        self._sources: set[Path] | None = None
+        if restore:
+            self.restore()
+
+    def restore(self) -> None:
+        """Seed every catalog entry the engine did not bring back, list again what a crash
+        took out of the manifests; then changes may go ahead."""
+        try:
+            self._restore()
+        finally:
+            self._ready.set()
+
+    def _wait_ready(self) -> None:
+        if not self._ready.is_set():
+            log.info("waiting for the catalog to be restored")
+            self._ready.wait()
 
     @property
     def bytes_hashed(self) -> int:
@@ -80,21 +116,118 @@ class Publisher:
         The same content at the same path again is a no-op; new content at a
         published path replaces the item. Raises PublishError on bad input.
         """
+        self._wait_ready()
         return self._publish(Path(path), group, title, dest_path, added_at=None)
+
+    def publish_many(self, targets: Sequence[tuple[Path, str | None]]) -> None:
+        """Publish the files of one watcher round. The first is listed at once; new files
+        after it are hashed and seeded one by one and listed in batches (BATCH_SECONDS):
+        one manifest version per file made publishing 5,000 files O(N^2). Anything
+        else (a changed file, a folder) takes publish()'s path. Failures are logged."""
+        self._wait_ready()
+        batch: list[_Prepared] = []
+        listed = time.monotonic()
+        peers = advertised_addresses(self._config, self._engine)  # session calls: once a round
+        for index, (path, group) in enumerate(targets):
+            try:
+                prepared = self._prepare_new(Path(path), group, peers) if index else None
+                if prepared is None:
+                    self._publish(Path(path), group, None, None, added_at=None)
+                else:
+                    batch.append(prepared)
+            except (PublishError, ManifestError, OSError) as exc:
+                log.warning("cannot publish %s: %s", path, exc)
+            if batch and time.monotonic() - listed >= BATCH_SECONDS:
+                self._list_batch(batch)
+                batch, listed = [], time.monotonic()
+        if batch:
+            self._list_batch(batch)
+
+    def _prepare_new(self, path: Path, group: str | None, peers: list[str]) -> _Prepared | None:
+        """Hash and seed a plain file that has no item yet; None for anything else."""
+        started = time.monotonic()
+        if symlink_on(path.absolute(), self._share_roots()) is not None or not path.is_file():
+            return None
+        source = path.resolve()
+        share = self.share_for(source)
+        if share is None:
+            return None
+        group = group or share.group
+        relative = source.relative_to(share.path.resolve()).as_posix()
+        if not_utf8(relative):
+            return None
+        item_path = _checked_path(relative)
+        if self._store.catalog_entry(group, item_path) is not None:
+            return None
+        files = self._hasher.sources(source, share.path.resolve())
+        ca = self.swarms.ca_for(group) if self.swarms is not None else None
+        built = build_torrent(files, ca)
+        with self._lock:
+            self._seeds.seed(built, source, files, ca)
+        hashes = files[0].hashes
+        item = Item(
+            title=_title_of(source),
+            torrent=self._magnet(built.info_hash, source.name, ca, peers),
+            path=item_path,
+            sha256=hashes.sha256,
+            size=hashes.size,
+            xxh3=hashes.xxh3,
+            added_at=utc_now(),
+        )
+        return _Prepared(group, item, built.info_hash, source, started)
+
+    def _list_batch(self, batch: list[_Prepared]) -> None:
+        """List prepared items: one manifest version per group, one catalog transaction."""
+        with self._lock:
+            done: list[_Prepared] = []
+            for group in dict.fromkeys(p.group for p in batch):
+                mine = [p for p in batch if p.group == group]
+                try:
+                    self._manifests.update(group, [p.item for p in mine])
+                    done += mine
+                except ManifestError:  # one overlaps: list them one by one
+                    done += self._list_one_by_one(group, mine)
+            with self._store.transaction():
+                for p in done:
+                    self._store.save_catalog(
+                        CatalogEntry(p.group, p.item.path, p.info_hash, str(p.source),
+                                     p.item.to_json())
+                    )  # fmt: skip
+            if self._sources is not None:
+                self._sources.update(p.source for p in done)
+        now = time.monotonic()
+        for p in done:
+            self._hasher.drop(p.source)
+            log.info("published %s as %s in %s (%s)", p.source, p.item.path, p.group, p.info_hash)
+            if self.on_published is not None:
+                self.on_published(now - p.started)
+
+    def _list_one_by_one(self, group: str, batch: list[_Prepared]) -> list[_Prepared]:
+        done = []
+        for p in batch:
+            try:
+                self._manifests.update(group, [p.item])
+                done.append(p)
+            except ManifestError as exc:
+                log.warning("cannot publish %s: %s", p.source, exc)
+                self._seeds.release(p.info_hash)
+        return done
 
     def unpublish(self, path: Path) -> None:
         """A source file or folder is gone: drop its items and stop seeding them."""
+        self._wait_ready()
         source = _literal(Path(path))
         self._hasher.drop(source)
         with self._lock:
             for entry in self._entries_under(source):
                 self._manifests.remove(entry.group, [entry.path])
-                self._store.delete_catalog(entry.group, entry.path)
+                self._forget(entry)
                 self._seeds.release(entry.info_hash)
                 log.info("unpublished %s (%s) from %s", entry.path, entry.info_hash, entry.group)
 
     def moved(self, old: Path, new: Path) -> None:
         """A published file or folder moved inside the shares: new path, same hashes."""
+        self._wait_ready()
         old_source, new_source = _literal(Path(old)), _literal(Path(new))
         self._hasher.drop(old_source)
         with self._lock:
@@ -113,7 +246,10 @@ class Publisher:
 
     def published(self) -> list[Path]:
         """The source paths of every published item."""
-        return [Path(source) for source in self._store.catalog_sources()]
+        with self._lock:
+            if self._sources is None:
+                self._sources = {Path(source) for source in self._store.catalog_sources()}
+            return list(self._sources)
 
     def seeds(self) -> list[dict[str, Any]]:
         """Active seeds (with the engine's state) and files still being hashed."""
@@ -174,7 +310,8 @@ class Publisher:
         item_path = _checked_path(dest_path or relative)
         files = self._hasher.sources(source, share.path.resolve())
         extra = _folder_extra(files) if source.is_dir() else {}
-        built = build_torrent(files)
+        ca = self.swarms.ca_for(group) if self.swarms is not None else None
+        built = build_torrent(files, ca)
         with self._lock:
             existing = self._store.catalog_entry(group, item_path)
             absorbed = self._files_of_folder(group, item_path, source)
@@ -184,20 +321,15 @@ class Publisher:
                 and existing.source == str(source)
                 and not absorbed
             ):
-                self._seeds.seed(built, source, files)
+                self._seeds.seed(built, source, files, ca)
                 log.debug("%s is already published as %s", source, existing.info_hash)
                 item = validate_item(existing.item)
                 self._manifests.upsert(group, [item])  # no change, no new version
                 return item
-            self._seeds.seed(built, source, files)
+            self._seeds.seed(built, source, files, ca)
             item = Item(
                 title=title or _title_of(source),
-                torrent=magnet_uri(
-                    built.info_hash,
-                    source.name,
-                    advertise_host(self._config),
-                    self._engine.listen_port,
-                ),
+                torrent=self._magnet(built.info_hash, source.name, ca),
                 path=item_path,
                 sha256=files[0].hashes.sha256 if len(files) == 1 and source.is_file() else None,
                 size=sum(f.hashes.size for f in files),
@@ -215,6 +347,11 @@ class Publisher:
             self._store.save_catalog(
                 CatalogEntry(group, item_path, built.info_hash, str(source), item.to_json())
             )
+            if self._sources is not None:
+                if existing is not None and existing.source != str(source):
+                    self._sources = None  # the replaced entry's source may be gone
+                else:
+                    self._sources.add(source)
             self._let_go(absorbed, item_path)
             if existing is not None and existing.info_hash != built.info_hash:
                 self._seeds.release(existing.info_hash)
@@ -223,6 +360,17 @@ class Publisher:
         if self.on_published is not None:
             self.on_published(time.monotonic() - started)
         return item
+
+    def _magnet(
+        self, info_hash: str, name: str, ca: bytes | None, peers: list[str] | None = None
+    ) -> str:
+        """A public item's magnet names the file and the curator; a private one's neither
+        (only members read the manifest, but a magnet travels: privacy.md 3.10)."""
+        if ca is not None:
+            return bare_magnet(info_hash)
+        if peers is None:
+            peers = advertised_addresses(self._config, self._engine)
+        return magnet_for(info_hash, name, peers)
 
     def _move_entry(self, entry: CatalogEntry, old_root: Path, new_root: Path) -> None:
         old_source = Path(entry.source)
@@ -235,7 +383,7 @@ class Publisher:
         custom_title = entry.item.get("title")
         if custom_title == _title_of(old_source):
             custom_title = None
-        self._store.delete_catalog(entry.group, entry.path)
+        self._forget(entry)
         self._publish(
             new_source,
             entry.group,
@@ -260,9 +408,14 @@ class Publisher:
     def _let_go(self, entries: list[CatalogEntry], folder_item: str) -> None:
         """Forget file items a folder item took over, and stop seeding their torrents."""
         for entry in entries:
-            self._store.delete_catalog(entry.group, entry.path)
+            self._forget(entry)
             self._seeds.release(entry.info_hash)
             log.info("%s in %s is now part of folder item %s", entry.path, entry.group, folder_item)
+
+    def _forget(self, entry: CatalogEntry) -> None:
+        """Drop a catalog entry (and the cached source list)."""
+        self._store.delete_catalog(entry.group, entry.path)
+        self._sources = None
 
     def _share_roots(self) -> list[Path]:
         """Every share folder as configured and resolved (links above a share are the user's)."""
@@ -280,16 +433,43 @@ class Publisher:
         self._relist_missing(entries)
         for entry in entries:
             source = Path(entry.source)
-            if self._engine.status(entry.info_hash) is None and source.exists():
+            if not self._fits_its_group(entry):
+                self._rebuild(entry)
+            elif self._engine.status(entry.info_hash) is None and source.exists():
                 try:
-                    self._seeds.ensure_seeding(entry.info_hash, source)
+                    ca = self.swarms.ca_for(entry.group) if self.swarms is not None else None
+                    self._seeds.ensure_seeding(entry.info_hash, source, private_ca=ca)
                 except PublishError as exc:
                     log.warning("cannot seed %s again: %s", entry.source, exc)
 
+    def _fits_its_group(self, entry: CatalogEntry) -> bool:
+        """Whether the entry's torrent is SSL exactly when its group is private (a group
+        made private, or public, since it was published is not)."""
+        data = self._seeds.torrent_bytes(entry.info_hash)
+        if self.swarms is None or data is None:
+            return True
+        return self.swarms.fits(entry.group, data)
+
+    def _rebuild(self, entry: CatalogEntry) -> None:
+        """Publish an entry again as its group now needs it (from the hash cache: nothing
+        is read again): a new info hash replaces the old torrent, which stops seeding."""
+        log.warning("%s in %s changes swarm (private or public): rebuilt", entry.path, entry.group)
+        source = Path(entry.source)
+        if not source.exists():
+            return
+        title = entry.item.get("title")
+        try:
+            self._publish(source, entry.group, title, entry.path, entry.item.get("added_at"))
+        except PublishError as exc:
+            log.warning("cannot publish %s again: %s", entry.source, exc)
+
     def _relist_missing(self, entries: list[CatalogEntry]) -> None:
         missing: dict[str, list[Item]] = {}
+        listed: dict[str, set[str]] = {}  # item_for per entry: 5,000 x 5,000 comparisons
         for entry in entries:
-            if self._manifests.get(entry.group).item_for(entry.path) is None:
+            if entry.group not in listed:
+                listed[entry.group] = {i.path for i in self._manifests.get(entry.group).items}
+            if entry.path not in listed[entry.group]:
                 try:
                     missing.setdefault(entry.group, []).append(validate_item(entry.item))
                 except ManifestError as exc:
@@ -297,6 +477,17 @@ class Publisher:
         for group, items in missing.items():
             log.warning("manifest %s lacked %d published items; listed again", group, len(items))
             self._manifests.update(group, items)
+
+
+@dataclass(frozen=True)
+class _Prepared:
+    """A new file hashed and seeded, waiting to be listed with its batch."""
+
+    group: str
+    item: Item
+    info_hash: str
+    source: Path
+    started: float
 
 
 def _literal(path: Path) -> Path:

@@ -43,8 +43,15 @@ class SeedKeeper:
         except FileNotFoundError:
             return None
 
-    def seed(self, built: BuiltTorrent, source: Path, files: Sequence[SourceFile]) -> None:
-        """Keep `built`'s `.torrent` and seed it from `source`'s folder.
+    def seed(
+        self,
+        built: BuiltTorrent,
+        source: Path,
+        files: Sequence[SourceFile],
+        private_ca: bytes | None = None,
+    ) -> None:
+        """Keep `built`'s `.torrent` and seed it from `source`'s folder (a private group's
+        SSL torrent with `private_ca`).
 
         Files hashed just now into this torrent are seeded as verified: libtorrent
         then does not hash each piece again on its first upload (seed_mode does).
@@ -52,12 +59,21 @@ class SeedKeeper:
         if self.torrent_bytes(built.info_hash) != built.data:  # missing or damaged
             _write_without_fsync(self.torrent_dir / f"{built.info_hash}.torrent", built.data)
         verified = all(f.fresh for f in files)
-        self.ensure_seeding(built.info_hash, source, built.data, verified=verified)
+        self.ensure_seeding(
+            built.info_hash, source, built.data, verified=verified, private_ca=private_ca
+        )
 
     def ensure_seeding(
-        self, info_hash: str, source: Path, data: bytes | None = None, *, verified: bool = False
+        self,
+        info_hash: str,
+        source: Path,
+        data: bytes | None = None,
+        *,
+        verified: bool = False,
+        private_ca: bytes | None = None,
     ) -> None:
-        """Seed `info_hash` from `source`'s folder (re-pointed if it seeds from elsewhere)."""
+        """Seed `info_hash` from `source`'s folder (re-pointed if it seeds from elsewhere);
+        with `private_ca` only as that private group's SSL torrent."""
         status = self._engine.status(info_hash)
         if status is not None and Path(status.save_path) == source.parent:
             return
@@ -67,7 +83,7 @@ class SeedKeeper:
         if data is None:
             raise PublishError(f"the torrent {info_hash} is missing from {self.torrent_dir}")
         try:
-            self._engine.add_seed(data, source.parent, verified=verified)
+            self._engine.add_seed(data, source.parent, verified=verified, private_ca=private_ca)
         except EngineError as exc:
             raise PublishError(f"cannot seed {source}: {exc}") from exc
 

@@ -179,17 +179,34 @@ class Watcher:
             with self._idle:
                 self._busy += 1
             try:
-                if item is Command.RECONCILE:
-                    self._reconcile()
-                elif item is not None and item is not Command.WAKE:
-                    self._on_event(*item)
+                # Every event queued meanwhile first, then one look at what is due: a look
+                # per event walked every pending file, O(N^2) for a burst of N files.
+                while True:
+                    self._handle(item)
+                    try:
+                        item = self._events.get_nowait()
+                    except queue.Empty:
+                        break
+                    if item is Command.STOP:
+                        self._events.put(item)
+                        break
                 self._run_due()
             except Exception:
-                log.exception("watcher: unexpected error handling %r", item)
+                log.exception("watcher: unexpected error looking at due files")
             finally:
                 with self._idle:
                     self._busy -= 1
                     self._idle.notify_all()
+
+    def _handle(self, item: Work | None) -> None:
+        """One queued piece of work; an error is one log line, never the end of the loop."""
+        try:
+            if item is Command.RECONCILE:
+                self._reconcile()
+            elif isinstance(item, tuple):
+                self._on_event(*item)
+        except Exception:
+            log.exception("watcher: unexpected error handling %r", item)
 
     def _next_timeout(self) -> float | None:
         dues = [p.due for p in self._pending.values() if p.due is not None]
@@ -306,9 +323,16 @@ class Watcher:
                 targets[path] = pending.share.group
         published = self._published_set() if targets else set()
         # A file inside a published folder item republishes the folder, once per round.
-        for target, group in {
-            self._owner(p, published) or p: g for p, g in targets.items()
-        }.items():
+        round_ = {self._owner(p, published) or p: g for p, g in targets.items()}
+        many = getattr(self._publisher, "publish_many", None)
+        if many is not None and len(round_) > 1:  # listed in batches (publisher.py)
+            log.debug("watcher: publish %d files", len(round_))
+            try:
+                many(list(round_.items()))
+            except Exception as exc:
+                log.warning("cannot publish %d files: %s", len(round_), exc)
+            return
+        for target, group in round_.items():
             self._call("publish", self._publisher.publish, target, group)
 
     def _owner(self, path: Path, published: set[Path] | None = None) -> Path | None:
@@ -327,7 +351,7 @@ class Watcher:
 
     # -- start-up reconciliation ----------------------------------------------
     def _published_set(self) -> set[Path]:
-        return {Path(p) for p in self._publisher.published()}
+        return set(self._publisher.published())
 
     def _reconcile(self) -> None:
         published = self._published_set()

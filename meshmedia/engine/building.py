@@ -46,8 +46,10 @@ class BuiltTorrent:
     info_hash: str
 
 
-def build_torrent(files: Sequence[SourceFile]) -> BuiltTorrent:
-    """A v1 torrent of `files` (one file, or the files of one folder, all at one piece size)."""
+def build_torrent(files: Sequence[SourceFile], root_cert: bytes | None = None) -> BuiltTorrent:
+    """A v1 torrent of `files` (one file, or the files of one folder, all at one piece size);
+    with `root_cert` (a private group's CA, PEM) an SSL torrent: only peers holding a
+    certificate that CA signed get its metadata or pieces (privacy.md 3.2)."""
     if not files:
         raise PublishError("nothing to publish: no files")
     piece_size = files[0].hashes.piece_size
@@ -75,6 +77,8 @@ def build_torrent(files: Sequence[SourceFile]) -> BuiltTorrent:
             pieces[-1] = _padded_last_piece(source, piece_size)
         for number, digest in enumerate(pieces):
             ct.set_hash(first + number, digest)
+    if root_cert is not None:
+        ct.set_root_cert(root_cert.decode("ascii"))
     ct.set_creator(CREATOR)
     data = lt.bencode(ct.generate())
     if len(files) > 1:
@@ -114,6 +118,11 @@ def _padded_last_piece(source: SourceFile, piece_size: int) -> bytes:
     digest = hashlib.sha1(data)  # noqa: S324 - BitTorrent v1 pieces are SHA-1
     digest.update(bytes(piece_size - tail))
     return digest.digest()
+
+
+def bare_magnet(info_hash: str) -> str:
+    """`magnet:?xt=urn:btih:<ih>`: a private item's magnet names no file and no peer."""
+    return f"magnet:?xt=urn:btih:{info_hash}"
 
 
 def magnet_uri(info_hash: str, name: str, host: str | None, port: int) -> str:

@@ -78,7 +78,7 @@ class DhtItems:
         waiter = self._expect(("put", public, salt))
         self._session.dht_put_mutable_item(secret, public, value, salt)
         self._await(waiter, ("put", public, salt), timeout)
-        log.debug("DHT put %s/%s: %d nodes", public.hex()[:16], salt.decode(), waiter.stored)
+        log.debug("DHT put %s/%s: %d nodes", public.hex()[:16], salt.hex(), waiter.stored)
         return waiter.stored
 
     def get(self, public: bytes, salt: bytes = b"", timeout: float = 30) -> MutableItem | None:

@@ -21,6 +21,7 @@ from meshmedia.errors import EngineError
 from meshmedia.store import ResumeRecord, Store
 from meshmedia.torrentinfo import torrent_files
 
+from .certificates import PRIVATE_FLAGS, torrent_ca
 from .convert import hex_of, status_from_lt
 from .table import Role, TorrentTable
 
@@ -100,13 +101,12 @@ def is_complete(params: Any) -> bool:
     """True when resume params say every piece is there (or the torrent is in seed mode)."""
     if params.flags & lt.torrent_flags.seed_mode:
         return True
+    if params.ti is None:
+        return False
+    # the bitfield comes back rounded up to whole bytes: 11 pieces read as 16 flags
+    count = params.ti.num_pieces()
     pieces = list(params.have_pieces)
-    return (
-        bool(pieces)
-        and params.ti is not None
-        and all(pieces)
-        and (len(pieces) == params.ti.num_pieces())
-    )
+    return count > 0 and len(pieces) >= count and all(pieces[:count])
 
 
 def needs_recheck(
@@ -149,14 +149,18 @@ class ResumeData:
         self._next_counters = time.monotonic() + COUNTERS_INTERVAL
 
     def tick(self) -> None:
-        """Save the torrents whose progress, state, config or metadata changed, and every
-        COUNTERS_INTERVAL also those whose transfer counters alone changed."""
+        """Save the torrents whose progress, state, config or metadata changed (of those
+        with a new status since the last tick), and every COUNTERS_INTERVAL also those
+        whose transfer counters alone changed (of all)."""
         now = time.monotonic()
         counters = now >= self._next_counters
         if counters:
             self._next_counters = now + COUNTERS_INTERVAL
         which = IF_MODIFIED_BUT_COUNTERS | (IF_COUNTERS_CHANGED if counters else 0)
-        for handle in self._table.handles().values():
+        # Between counter saves only torrents with a new status can have changed:
+        # asking every one of 5,000 idle seeds took 0.1-1.2 s of each tick.
+        handles = self._table.handles() if counters else self._table.take_touched()
+        for handle in handles.values():
             if handle.need_save_resume_data(which):
                 handle.save_resume_data(lt.torrent_handle.save_info_dict | which)
 
@@ -226,6 +230,8 @@ class ResumeData:
             atp.have_pieces = []
             atp.verified_pieces = []
         atp.flags &= ~(lt.torrent_flags.auto_managed | lt.torrent_flags.paused)
+        if torrent_ca(atp.ti):  # a private group's: whatever the saved flags say
+            atp.flags |= PRIVATE_FLAGS
         try:
             handle = session.add_torrent(atp)
         except RuntimeError as exc:

@@ -23,10 +23,13 @@ from meshmedia.errors import EngineError
 from meshmedia.store import Store
 
 from .alerts import AlertLoop, Handler, Tick
+from .certificates import Certificates, make_private
+from .choking import apply_choking, seed_slots
 from .convert import hex_of, status_from_lt
 from .dht import DhtItems
 from .events import TorrentEvents
 from .peers import PeerError, check_peer
+from .portmap import PortMapper
 from .resume import ResumeData, file_paths, real_names
 from .schedule import PAUSED
 from .settings import is_local_address, peer_class_filter, session_params
@@ -54,7 +57,8 @@ class Engine:
     """One libtorrent session with everything meshmedia seeds and downloads.
 
     Starts the session and the alert thread and restores the torrents saved in
-    the store. `settings` overrides individual libtorrent settings (benchmarks).
+    the store (`restore=False`: later, with `restore_saved()`). `settings` overrides
+    individual libtorrent settings (benchmarks).
     The process itself is left alone (the daemons tune it: process.py). Use as a
     context manager or call close().
     """
@@ -66,6 +70,7 @@ class Engine:
         *,
         settings: dict[str, Any] | None = None,
         resume_interval: float = 1.0,
+        restore: bool = True,
     ) -> None:
         self._config = config
         self._store = store
@@ -76,20 +81,31 @@ class Engine:
         self._resume = ResumeData(self._table, store)
         self._storage = Storage(self._table)
         self.dht = DhtItems(self._session, self._events.session_stats)
+        self._certificates = Certificates()
+        self.portmap = PortMapper(self._session, upnp=config.upnp, natpmp=config.natpmp)
         ticks = [
             Tick(UPDATE_INTERVAL, self._events.refresh, first=0.0),
             Tick(resume_interval, self._resume.tick),
+            Tick(1.0, self.portmap.tick),
         ]
         self._alerts = AlertLoop(self._session, self._alert_table(), ticks)
-        self._resume.restore(self._session)
+        if restore:
+            self._resume.restore(self._session)
         self._limits: dict[str, Any] = {}
+        self._capped: bool | None = None  # upload capped: seeds unchoke few (choking.py)
         self.set_limits(config.upload_limit, config.download_limit)
         self._alerts.start()
-        log.info("engine listening on port %d (%s)", self.listen_port, config.transport)
+        log.info(
+            "engine listening on port %d, SSL port %d (%s)",
+            self.listen_port,
+            self.ssl_listen_port,
+            config.transport,
+        )
 
     def _alert_table(self) -> dict[str, Handler]:
         """The one dispatch table: libtorrent alert type name -> the component's handler."""
         events, resume, storage, dht = self._events, self._resume, self._storage, self.dht
+        portmap = self.portmap
         return {
             "state_update_alert": events.on_state_update,
             "state_changed_alert": events.on_state_changed,
@@ -111,25 +127,59 @@ class Engine:
             "storage_moved_failed_alert": storage.on_storage_moved_failed,
             "dht_put_alert": dht.on_put,
             "dht_mutable_item_alert": dht.on_mutable_item,
+            "torrent_need_cert_alert": self._certificates.on_need_cert,
+            "portmap_alert": portmap.on_mapped,
+            "portmap_error_alert": portmap.on_error,
+            "external_ip_alert": portmap.on_external_ip,
         }
+
+    def restore_saved(self) -> None:
+        """Add every torrent saved in the store (for an Engine made with `restore=False`)."""
+        self._resume.restore(self._session)
+        if self._capped:
+            apply_choking(self._session, self._table.seed_handles(), self._capped)
 
     @property
     def listen_port(self) -> int:
         """The port the session is bound to (the real one when the config said 0)."""
         return int(self._session.listen_port())
 
+    @property
+    def ssl_listen_port(self) -> int:
+        """The SSL port private groups' torrents are reached at (0 when not listening)."""
+        return int(self._session.ssl_listen_port())
+
+    def set_group_certificate(self, ca: bytes, cert: bytes, key: bytes) -> None:
+        """The member certificate and key (PEM) for the torrents of the private group whose
+        CA is `ca`: set on those held now (a renewal, or torrents restored at start) and on
+        every one added later (libtorrent asks again after each add and restart)."""
+        count = self._certificates.set(ca, cert, key, self._table.handles())
+        log.info("member certificate set for a private group (%d torrents now)", count)
+
     # -- adding and removing -------------------------------------------------
-    def add_seed(self, torrent: bytes, save_path: Path, *, verified: bool = False) -> str:
+    def add_seed(
+        self,
+        torrent: bytes,
+        save_path: Path,
+        *,
+        verified: bool = False,
+        private_ca: bytes | None = None,
+    ) -> str:
         """Seed a complete file we have (no initial check); returns the info hash.
 
         By default each piece is hashed on its first request (seed_mode). Pass
         `verified=True` only when the caller has just hashed these very files
         into this torrent: then every piece is served without hashing it again.
+        `private_ca`: the torrent is a private group's, with this CA in its info dict
+        (EngineError otherwise); it is kept off the DHT and LSD.
         """
         atp = load_torrent(torrent)
+        if private_ca is not None:
+            make_private(atp, private_ca)
         atp.save_path = str(save_path)
         if renames := real_names(torrent, atp.ti, save_path):
             atp.renamed_files = renames
+        atp.max_uploads = seed_slots(bool(self._capped))
         if verified:
             atp.have_pieces = [True] * atp.ti.num_pieces()
         else:
@@ -137,15 +187,32 @@ class Engine:
         return self._add(atp, Role.SEED, ())
 
     def add_download(
-        self, source: str | bytes, save_path: Path, peers: Sequence[tuple[str, int]] = ()
+        self,
+        source: str | bytes,
+        save_path: Path,
+        peers: Sequence[tuple[str, int]] = (),
+        *,
+        private_ca: bytes | None = None,
     ) -> str:
         """Download from a magnet URI, an http(s) URL of a .torrent, or .torrent bytes.
 
         The source's trackers and web seeds are used only with `allow_trackers`.
+        `private_ca`: an item of a private group, whose torrent must carry this CA (a
+        magnet gets it as its root certificate); off the DHT and LSD, and `peers` are
+        members' SSL addresses.
         """
         atp = params_for(source, allow_trackers=self._config.allow_trackers)
+        if private_ca is not None:
+            make_private(atp, private_ca)
+            if atp.ti is None:
+                self._certificates.expect(hex_of(atp.info_hashes), private_ca)
         atp.save_path = str(save_path)
         magnet_peers = [(str(host), int(port)) for host, port in atp.peers]
+        if atp.ti is None and not self._table.knows(hex_of(atp.info_hashes)):
+            # A magnet's peers in the params are dialled as the torrent starts; through
+            # connect_peer they waited for its next one-second tick (0-1 s, benchmarks.md).
+            atp.peers = [p for p in magnet_peers if _valid_peer(p)]
+            return self._add(atp, Role.DOWNLOAD, peers)
         atp.peers = []
         return self._add(atp, Role.DOWNLOAD, [*magnet_peers, *peers])
 
@@ -167,6 +234,7 @@ class Engine:
     def remove(self, info_hash: str, delete_files: bool = False) -> None:
         """Stop seeding or downloading a torrent and forget its resume data."""
         handle = self._table.forget(info_hash)
+        self._certificates.forget(info_hash)
         self._session.remove_torrent(handle, lt.session.delete_files if delete_files else 0)
         self._store.delete_resume(info_hash)
         log.info("removed %s%s", info_hash, " and its files" if delete_files else "")
@@ -180,6 +248,17 @@ class Engine:
         except (PeerError, RuntimeError, TypeError, OverflowError, ValueError) as exc:
             # TypeError: Boost.Python.ArgumentError derives from it (a host name, finding 6)
             log.warning("cannot connect %s to %r:%r: %s", info_hash, host, port, exc)
+
+    def find_peers(self, info_hash: str) -> None:
+        """Announce the torrent in the DHT now and dial the peers it returns (no-op
+        without the DHT): how a client behind a strict router learns of peers that
+        joined after it (the curator's PEX tells it only once a minute)."""
+        if not self._config.dht:
+            return
+        try:
+            self._table.handle(info_hash).force_dht_announce()
+        except EngineError:
+            log.debug("not announcing %s: removed meanwhile", info_hash)
 
     # -- looking -------------------------------------------------------------
     def status(self, info_hash: str) -> TorrentStatus | None:
@@ -212,6 +291,9 @@ class Engine:
         )
         if paused != self._session.is_paused():
             (self._session.pause if paused else self._session.resume)()
+        if (upload != 0) != self._capped:
+            self._capped = upload != 0
+            apply_choking(self._session, self._table.seed_handles(), self._capped)
         held = self._session.get_settings()  # what libtorrent holds, read back
         self._limits = {
             "window": window,
@@ -296,6 +378,7 @@ class Engine:
         self._alerts.stop()
         self._events.close()
         self.dht.close()
+        self.portmap.close()
         self._session = None
         log.info("engine closed")
 
@@ -304,3 +387,12 @@ class Engine:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _valid_peer(peer: tuple[str, int]) -> bool:
+    try:
+        check_peer(*peer)
+    except PeerError:
+        log.warning("ignoring peer %r:%r of a magnet", *peer)
+        return False
+    return True

@@ -38,6 +38,9 @@ class TorrentTable:
         # SEEDING (nor "finished") until libtorrent confirms the flush
         self._unflushed: set[str] = set()
         self._renamed: dict[str, dict[int, str]] = {}
+        # torrents added or with a new status since the last take_touched(): only these
+        # can need their resume data saved (asking 5,000 idle seeds took 0.1-1.2 s a tick)
+        self._touched: set[str] = set()
 
     # -- adding and removing ---------------------------------------------------
     def track(
@@ -59,6 +62,7 @@ class TorrentTable:
             if renamed is not None:
                 self._renamed[ih] = renamed
             self._statuses[ih] = self._adjusted(status)
+            self._touched.add(ih)
             self._cond.notify_all()
 
     def forget(self, ih: str) -> Any:
@@ -71,6 +75,7 @@ class TorrentTable:
             self._statuses.pop(ih, None)
             self._unflushed.discard(ih)
             self._renamed.pop(ih, None)
+            self._touched.discard(ih)
             self._cond.notify_all()
         return handle
 
@@ -92,6 +97,17 @@ class TorrentTable:
         """Every handle by info hash (a copy)."""
         with self._cond:
             return dict(self._handles)
+
+    def seed_handles(self) -> list[Any]:
+        """The handles of the torrents held as seeds."""
+        with self._cond:
+            return [h for ih, h in self._handles.items() if self._roles.get(ih) == Role.SEED]
+
+    def take_touched(self) -> dict[str, Any]:
+        """The handles of torrents added or given a new status since the last call."""
+        with self._cond:
+            touched, self._touched = self._touched, set()
+            return {ih: self._handles[ih] for ih in touched if ih in self._handles}
 
     def role(self, ih: str) -> Role | None:
         """The torrent's role, None when it is not held (removed meanwhile)."""
@@ -124,6 +140,7 @@ class TorrentTable:
             for status in statuses:
                 if status.info_hash in self._handles:
                     self._statuses[status.info_hash] = self._adjusted(status)
+                    self._touched.add(status.info_hash)
             self._cond.notify_all()
 
     def unflushed(self, ih: str) -> bool:
@@ -143,6 +160,7 @@ class TorrentTable:
         """A file of the torrent now has this name (relative to its save path)."""
         with self._cond:
             self._renamed.setdefault(ih, {})[index] = name
+            self._touched.add(ih)
 
     def _adjusted(self, status: TorrentStatus) -> TorrentStatus:
         if status.state == TorrentState.SEEDING and status.info_hash in self._unflushed:

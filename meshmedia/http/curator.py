@@ -10,6 +10,7 @@ request (never the headers).
 from __future__ import annotations
 
 import logging
+import ssl
 from collections.abc import Callable
 from importlib import resources
 from pathlib import Path
@@ -18,12 +19,13 @@ from typing import Any
 from meshmedia import __version__
 from meshmedia.config import GROUP_RE, Config, local_url
 from meshmedia.errors import ConfigError
+from meshmedia.groups.registry import Registry
 from meshmedia.manifest import ManifestStore
 
 from .auth import load_or_create_token
 from .metrics import Metrics
 from .plumbing import Hold, HttpServer, HttpStats, Limits, Request, Response
-from .routes import MAX_BODY, RequestHandler, find_route, route_label
+from .routes import MAX_BODY, JoinFailures, RequestHandler, find_route, route_label
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +48,10 @@ class ManifestServer:
         limits: Limits | None = None,
         home_page: Callable[[], bytes] | None = None,
         metrics: Metrics | None = None,
+        registry: Registry | None = None,
+        signing_key: str | None = None,
+        tls: ssl.SSLContext | None = None,
+        swarm_peers: Callable[[str | None], list[str]] | None = None,
     ) -> None:
         """Keep the collaborators; nothing is bound until `start()`.
 
@@ -54,6 +60,11 @@ class ManifestServer:
         clients that accept text/html. `limits`: the plumbing's caps and
         deadlines (plumbing.Limits; the defaults suit a curator). `metrics`:
         GET /metrics answers from it, and every answered request is counted.
+        `registry`: the members and invites (POST /join, credentials of private
+        groups); `signing_key`: the manifests' public key (hex). `tls`: speak TLS
+        on the same port too (members and joins; groups/curator_tls.py).
+        `swarm_peers(host)`: the curator's SSL peer addresses for a joining member
+        that reached it at `host` (curator/swarms.py).
         """
         self.config = config
         self.manifests = manifests
@@ -62,6 +73,11 @@ class ManifestServer:
         self.token = token or load_or_create_token(config)
         self.home_page = home_page
         self.metrics = metrics
+        self.registry = registry
+        self.signing_key = signing_key
+        self.swarm_peers = swarm_peers
+        self.join_failures = JoinFailures()
+        self._hashes: dict[str, tuple[str, frozenset[str]]] = {}  # group -> (etag, hashes)
         self.http = HttpServer(
             "curator",
             config.host,
@@ -70,6 +86,7 @@ class ManifestServer:
             limits or Limits(max_body=MAX_BODY),
             server_header=f"meshmedia/{__version__}",
             access_log=self._access,
+            tls=tls,
         )
         self._share_roots = tuple(share.path.resolve() for share in config.shares)
 
@@ -121,6 +138,19 @@ class ManifestServer:
     def inside_share(self, resolved: Path) -> bool:
         """True when an already resolved path lies in (or is) a share folder."""
         return any(resolved.is_relative_to(root) for root in self._share_roots)
+
+    def groups_of(self, info_hash: str) -> set[str]:
+        """The groups whose manifests list the item of `info_hash` (cached per ETag)."""
+        found = set()
+        for group in self.manifests.groups():
+            manifest = self.manifests.get(group)
+            cached = self._hashes.get(group)
+            if cached is None or cached[0] != manifest.etag:
+                hashes = frozenset(i.info_hash for i in manifest.items if i.info_hash)
+                cached = self._hashes[group] = (manifest.etag, hashes)
+            if info_hash in cached[1]:
+                found.add(group)
+        return found
 
     def close(self) -> None:
         """Stop accepting, answer held long-polls, finish the answers under way."""

@@ -117,11 +117,17 @@ class _Sources:
                 log.exception("a metrics source failed")
 
 
+BLOCK = 16 * 1024  # libtorrent hashes and counts 16 KiB blocks
+
+
 def engine_source(
-    snapshot: Callable[[], Any], stats: Callable[[float], Mapping[str, int]]
+    snapshot: Callable[[], Any],
+    stats: Callable[[float], Mapping[str, int]],
+    hashed: Callable[[], int] | None = None,
 ) -> Source:
-    """Torrents by state, peers, rates and payload bytes of an Engine (its snapshot and
-    libtorrent's session counters, which only grow while the session lives)."""
+    """Torrents by state, peers, rates, payload bytes and bytes hashed of an Engine (its
+    snapshot and libtorrent's session counters, which only grow while the session
+    lives); `hashed`: the bytes the publisher read to hash, on a curator."""
 
     def collect() -> Iterator[Metric]:
         snap = snapshot()
@@ -153,6 +159,13 @@ def engine_source(
         payload.add_metric(["down"], counters.get("net.recv_payload_bytes", 0))
         payload.add_metric(["up"], counters.get("net.sent_payload_bytes", 0))
         yield payload
+        rehash = CounterMetricFamily(
+            "meshmedia_hashed_bytes", "Bytes read to hash since start.", labels=["by"]
+        )
+        rehash.add_metric(["libtorrent"], counters.get("disk.num_blocks_hashed", 0) * BLOCK)
+        if hashed is not None:
+            rehash.add_metric(["publisher"], hashed())
+        yield rehash
 
     return collect
 

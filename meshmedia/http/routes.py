@@ -11,15 +11,21 @@ without a thread).
 
 from __future__ import annotations
 
+import ipaddress
 import math
 import re
+import threading
+import time
+from collections import deque
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Protocol
 
 from meshmedia import __version__
 from meshmedia.bounded import ReadError, bad_text, load_json
-from meshmedia.errors import ManifestError, PublishError
+from meshmedia.config import Config
+from meshmedia.errors import ManifestError, MeshmediaError, PublishError
+from meshmedia.groups.registry import CREDENTIAL_HEADER, InviteError, Member, Registry
 from meshmedia.manifest import (
     Manifest,
     ManifestStore,
@@ -37,6 +43,7 @@ MAX_WAIT = 60.0
 DURABLE_TIMEOUT = 30.0  # a write answered 503 after this: not acknowledged
 _INFO_HASH = re.compile(r"^[0-9a-fA-F]{40}$")
 MAX_BODY = 1 << 20
+NOT_FOUND = "not found"  # the one answer to strangers: it names nothing
 
 
 class CuratorApp(Protocol):
@@ -48,6 +55,11 @@ class CuratorApp(Protocol):
     home_page: Callable[[], bytes] | None
     token: str
     metrics: Metrics | None
+    config: Config
+    registry: Registry | None
+    signing_key: str | None
+    join_failures: JoinFailures
+    swarm_peers: Callable[[str | None], list[str]] | None
 
     def groups(self) -> list[str]:
         """Groups with a manifest or a share folder."""
@@ -57,6 +69,35 @@ class CuratorApp(Protocol):
 
     def inside_share(self, resolved: Path) -> bool:
         """True when an already resolved path lies in (or is) a share folder."""
+
+    def groups_of(self, info_hash: str) -> set[str]:
+        """The groups whose manifests list the item of `info_hash`."""
+
+
+class JoinFailures:
+    """Failed `POST /join` secrets per source address: at most `per_minute` a minute."""
+
+    def __init__(self, per_minute: int = 10) -> None:
+        """No failures yet."""
+        self.per_minute = per_minute
+        self._seen: dict[str, deque[float]] = {}
+        self._lock = threading.Lock()
+
+    def blocked(self, peer: str) -> bool:
+        """True when `peer` failed `per_minute` times in the last minute."""
+        with self._lock:
+            times = self._seen.get(peer)
+            now = time.monotonic()
+            while times and now - times[0] > 60:
+                times.popleft()
+            return times is not None and len(times) >= self.per_minute
+
+    def failed(self, peer: str) -> None:
+        """Count one failure of `peer` (the table is bounded to 4,096 sources)."""
+        with self._lock:
+            if len(self._seen) > 4096:
+                self._seen.clear()
+            self._seen.setdefault(peer, deque()).append(time.monotonic())
 
 
 class RequestHandler:
@@ -70,6 +111,43 @@ class RequestHandler:
         self.path = request.target
         self.headers = request.headers
         self.query = request.query
+        self._member: Member | bool | None = False  # False: not looked up yet
+
+    @property
+    def loopback(self) -> bool:
+        """True when the request comes from this machine's loopback."""
+        try:
+            address = ipaddress.ip_address(self.request.peer)
+        except ValueError:
+            return False
+        mapped = getattr(address, "ipv4_mapped", None)
+        return bool((mapped or address).is_loopback)
+
+    @property
+    def member(self) -> Member | None:
+        """The non-revoked member whose credential the request carries, or None."""
+        if self._member is False:
+            credential = self.headers.get(CREDENTIAL_HEADER, "").strip()
+            registry = self.app.registry
+            found = registry.member_of(credential) if credential and registry else None
+            self._member = found
+        return self._member if isinstance(self._member, Member) else None
+
+    def may_read(self, group: str) -> bool:
+        """Public groups to anyone; a private one from loopback or to its members."""
+        if self.app.config.is_public(group) or self.loopback:
+            return True
+        member = self.member
+        return member is not None and member.group == group
+
+    def local_reason(self, reason: str) -> str:
+        """`reason` on loopback, NOT_FOUND to anyone else (it may echo a name)."""
+        return reason if self.loopback else NOT_FOUND
+
+    def require_local(self) -> None:
+        """HttpError 404 off loopback unless every group is public (the earlier design)."""
+        if not self.loopback and not self.app.config.all_public:
+            raise HttpError(404, NOT_FOUND)
 
     def require_token(self) -> None:
         """Raise HttpError 401 unless the request carries the server's token."""
@@ -114,7 +192,8 @@ def health(req: RequestHandler, match: re.Match[str]) -> Response:
     app = req.app
     if app.home_page is not None and "text/html" in req.headers.get("Accept", ""):
         return Response(200, app.home_page(), "text/html; charset=utf-8")
-    return json_response({"status": "ok", "version": __version__, "groups": app.groups()})
+    groups = [group for group in app.groups() if req.may_read(group)]
+    return json_response({"status": "ok", "version": __version__, "groups": groups})
 
 
 def _wait_seconds(req: RequestHandler) -> float:
@@ -144,8 +223,10 @@ def get_manifest(req: RequestHandler, match: re.Match[str]) -> Response | Hold:
     app = req.app
     group = match["group"]
     wait = _wait_seconds(req)
+    if not req.may_read(group):
+        raise HttpError(404, NOT_FOUND)
     if not app.known_group(group):
-        raise HttpError(404, f"no manifest for group {group!r:.80}")
+        raise HttpError(404, req.local_reason(f"no manifest for group {group!r:.80}"))
     manifest = app.manifests.get(group)
     held = _if_none_match(req)
     if wait <= 0 or "*" in held or manifest.etag not in held:
@@ -266,14 +347,16 @@ def post_seed(req: RequestHandler, match: re.Match[str]) -> Response:
 
 
 def get_seeds(req: RequestHandler, match: re.Match[str]) -> Response:
-    """GET /seeds: the publisher's active and pending seeds."""
+    """GET /seeds: the publisher's active and pending seeds (loopback, or all public)."""
+    req.require_local()
     if req.app.publisher is None:
         return json_response({"seeds": []})
     return json_response({"seeds": req.app.publisher.seeds()})
 
 
 def get_status(req: RequestHandler, match: re.Match[str]) -> Response:
-    """GET /status: the engine's snapshot."""
+    """GET /status: the engine's snapshot (loopback, or all public)."""
+    req.require_local()
     if req.app.snapshot is None:
         raise HttpError(503, "no engine status on this server")
     return json_response(req.app.snapshot().to_json())
@@ -281,6 +364,7 @@ def get_status(req: RequestHandler, match: re.Match[str]) -> Response:
 
 def get_metrics(req: RequestHandler, match: re.Match[str]) -> Response:
     """GET /metrics: Prometheus' text format (http/metrics.py); the same access as /status."""
+    req.require_local()
     if req.app.metrics is None:
         raise HttpError(404, "no metrics on this server")
     body, content_type = req.app.metrics.exposition()
@@ -292,10 +376,95 @@ def get_torrent(req: RequestHandler, match: re.Match[str]) -> Response:
     info_hash = match["info_hash"]
     if not _INFO_HASH.match(info_hash):
         raise HttpError(400, "the info hash must be 40 hex digits")
-    data = req.app.publisher.torrent_bytes(info_hash.lower()) if req.app.publisher else None
+    info_hash = info_hash.lower()
+    if not req.loopback and not any(map(req.may_read, req.app.groups_of(info_hash))):
+        raise HttpError(404, NOT_FOUND)  # a private item's hash is never confirmed
+    data = req.app.publisher.torrent_bytes(info_hash) if req.app.publisher else None
     if data is None:
-        raise HttpError(404, f"no torrent {info_hash.lower()}")
+        raise HttpError(404, req.local_reason(f"no torrent {info_hash}"))
     return Response(200, data, "application/x-bittorrent", {"Cache-Control": "max-age=86400"})
+
+
+def get_identity(req: RequestHandler, match: re.Match[str]) -> Response:
+    """GET /identity: the curator's manifest signing key (an invite code pins it)."""
+    return json_response({"signing_key": req.app.signing_key})
+
+
+def post_join(req: RequestHandler, match: re.Match[str]) -> Response:
+    """POST /join `{"secret", "csr"}`: redeem an invite (groups/enrol.py); 404 unknown,
+    409 used, 410 expired, 429 after 10 failed secrets a minute from one address."""
+    from meshmedia.groups.enrol import join  # noqa: PLC0415 - cryptography, on first use
+
+    app = req.app
+    if app.join_failures.blocked(req.request.peer):
+        raise HttpError(
+            429, "too many unknown invite codes; retry in a minute", {"Retry-After": "60"}
+        )
+    if app.registry is None or app.signing_key is None:
+        raise HttpError(503, "this curator takes no members: it has no signing key; restart it")
+    if not req.request.tls and not req.loopback:
+        reason = "POST /join needs https: the secret must not cross the network in clear"
+        raise HttpError(400, reason)
+    doc = req.read_json()
+    secret, csr = (doc.get(k) if isinstance(doc, dict) else None for k in ("secret", "csr"))
+    if not isinstance(secret, str) or re.fullmatch(r"[0-9a-fA-F]{32}", secret) is None:
+        raise HttpError(400, "secret must be 32 hex digits")
+    if not isinstance(csr, str) or not csr.isascii():
+        raise HttpError(400, "csr must be a PEM certificate signing request")
+    try:
+        answer = join(app.registry, app.config.state_dir, app.signing_key, secret, csr.encode())
+    except InviteError as exc:
+        if exc.status == 404:
+            app.join_failures.failed(req.request.peer)
+        raise HttpError(exc.status, exc.reason) from None
+    except MeshmediaError as exc:
+        raise HttpError(400, str(exc)) from None
+    peers = app.swarm_peers(_asked_host(req)) if app.swarm_peers else []
+    return json_response({**answer, "peers": peers})
+
+
+def _asked_host(req: RequestHandler) -> str | None:
+    """The address the client reached this server at (its Host header), for the swarm's
+    peer list; `localhost` is 127.0.0.1 (libtorrent dials addresses)."""
+    host = req.headers.get("Host", "").strip()
+    if host.startswith("["):
+        host = host[1:].partition("]")[0]
+    elif host.count(":") == 1:
+        host = host.partition(":")[0]
+    return {"localhost": "127.0.0.1", "": None}.get(host.lower(), host)
+
+
+def post_report(req: RequestHandler, match: re.Match[str]) -> Response:
+    """POST /members/report: what a member has (privacy.md 3.5), kept with last_seen."""
+    member = req.member
+    if member is None or req.app.registry is None:
+        raise HttpError(401, "a member's credential is required", {"WWW-Authenticate": "Member"})
+    doc = req.read_json()
+    if not isinstance(doc, dict):
+        raise HttpError(400, "the report must be a JSON object")
+    report = {key: doc[key] for key in REPORT_FIELDS if key in doc}
+    seen = req.app.registry.report(member.member_id, report)
+    return json_response({"member_id": member.member_id, "last_seen": seen})
+
+
+REPORT_FIELDS = ("version", "free_disk", "placed", "downloading", "failed", "items")
+
+
+def get_members(req: RequestHandler, match: re.Match[str]) -> Response:
+    """GET /members: every member with its last report and its groups' items (loopback)."""
+    if not req.loopback or req.app.registry is None:
+        raise HttpError(404, NOT_FOUND)
+    members = req.app.registry.members()
+    groups = sorted({m.group for m in members} | set(req.app.groups()))
+    items = {g: _item_rows(req.app, g) for g in groups if req.app.known_group(g)}
+    return json_response({"members": [m.to_json() for m in members], "items": items})
+
+
+def _item_rows(app: CuratorApp, group: str) -> list[dict[str, Any]]:
+    return [
+        {"info_hash": item.info_hash, "title": item.title, "path": item.path}
+        for item in app.manifests.get(group).items
+    ]
 
 
 Route = Callable[[RequestHandler, "re.Match[str]"], "Response | Hold"]
@@ -308,6 +477,10 @@ ROUTES: tuple[tuple[str, re.Pattern[str], Route], ...] = (
     ("GET", re.compile(r"^/status$"), get_status),
     ("GET", re.compile(r"^/metrics$"), get_metrics),
     ("GET", re.compile(r"^/torrents/(?P<info_hash>[^/]+)\.torrent$"), get_torrent),
+    ("GET", re.compile(r"^/identity$"), get_identity),
+    ("POST", re.compile(r"^/join$"), post_join),
+    ("POST", re.compile(r"^/members/report$"), post_report),
+    ("GET", re.compile(r"^/members$"), get_members),
 )
 
 

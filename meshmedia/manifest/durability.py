@@ -17,6 +17,7 @@ import logging
 import os
 import tempfile
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 from meshmedia.private_files import FILE_MODE
@@ -99,7 +100,7 @@ class Flusher:
         """Start the thread; `book` receives the reservations asked for with `reserve`."""
         self._book = book
         self._cond = threading.Condition()
-        self._files: dict[Path, bytes] = {}
+        self._files: dict[Path, bytes | Callable[[], bytes]] = {}
         self._marks: dict[str, int] = {}
         self._issued = 0  # tickets handed out
         self._done = 0  # every ticket up to this one is on disk
@@ -108,9 +109,10 @@ class Flusher:
         self._thread = threading.Thread(target=self._run, name="manifest-fsync", daemon=True)
         self._thread.start()
 
-    def write(self, path: Path, data: bytes) -> int:
+    def write(self, path: Path, data: bytes | Callable[[], bytes]) -> int:
         """Have `data` written to `path` soon (a newer write of the same path replaces it);
-        returns its ticket."""
+        returns its ticket. A callable is called on the writer's thread, once, for the
+        newest write only: a burst of versions is serialised once, not once each."""
         with self._cond:
             self._files[path] = data
             return self._ticket()
@@ -150,7 +152,7 @@ class Flusher:
                 upto = self._issued
             try:
                 for path, data in files.items():
-                    write_atomic(path, data)
+                    write_atomic(path, data() if callable(data) else data)
                 if marks:
                     self._book.record(marks)
             except OSError as exc:
@@ -161,7 +163,9 @@ class Flusher:
                     self._done, self.error = upto, None
                     self._cond.notify_all()
 
-    def _failed(self, files: dict[Path, bytes], marks: dict[str, int], exc: OSError) -> bool:
+    def _failed(
+        self, files: dict[Path, bytes | Callable[[], bytes]], marks: dict[str, int], exc: OSError
+    ) -> bool:
         """Keep a failed batch for the next try (newer data wins); True when closing."""
         log.error("cannot make the manifests durable (trying again): %s", exc)
         with self._cond:

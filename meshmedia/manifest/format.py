@@ -72,6 +72,12 @@ class Item:
         return out
 
     @cached_property
+    def canonical(self) -> bytes:
+        """The item's canonical JSON, made once: a manifest of 5,000 items joins them
+        instead of serialising every item again for every version."""
+        return canonical_json(self.to_json())
+
+    @cached_property
     def info_hash(self) -> str | None:
         """The v1 info hash (40 lowercase hex) of a magnet `torrent`, else None."""
         return magnet_info_hash(self.torrent)
@@ -120,7 +126,24 @@ class Manifest:
 
     @cached_property
     def _canonical(self) -> bytes:
-        return canonical_json(self.to_json())
+        # canonical_json(self.to_json()), with each item's cached bytes spliced in:
+        # publishing 3,000 items spent 54 of 85 s serialising every item again.
+        top = self.to_json_without_items()
+        top["items"] = None
+        parts = [
+            canonical_json(key)
+            + b":"
+            + (b"[" + b",".join(item.canonical for item in self.items) + b"]"
+               if key == "items" else canonical_json(value))
+            for key, value in sorted(top.items())
+        ]  # fmt: skip
+        return b"{" + b",".join(parts) + b"}"
+
+    def to_json_without_items(self) -> dict[str, Any]:
+        """The top-level fields of `to_json()`, without `items`."""
+        out = {k: v for k, v in self.extra.items() if k not in KNOWN_FIELDS}
+        out.update(group=self.group, version=self.version, updated_at=self.updated_at)
+        return out
 
     @cached_property
     def etag(self) -> str:

@@ -44,6 +44,8 @@ def test_help_runs_as_a_real_process() -> None:
     [
         (["status", "--bogus"], {}, "No such option"),
         (["doctor", "--listen-port", "99999"], {}, "99999"),
+        (["doctor", "--ssl-listen-port", "65536"], {}, "65536"),
+        (["doctor"], {"MESHMEDIA_SSL_LISTEN_PORT": "ssl"}, "ssl_listen_port"),
         (["doctor", "--upload-limit", "fast"], {}, "not a size"),
         (["doctor"], {"MESHMEDIA_PORT": "http"}, "port"),
         (["doctor"], {"MESHMEDIA_DHT": "sometimes"}, "dht"),

@@ -20,6 +20,7 @@ from tests.helpers import run_meshmedia
 SHARED = ["--dht", "--dht-bootstrap", "--download-limit", "--env-file", "--listen-host"]
 SHARED += ["--listen-port", "--log-level", "--lsd", "--natpmp", "--no-dht", "--no-lsd"]
 SHARED += ["--no-natpmp", "--no-upnp", "--state-dir", "--transport", "--upload-limit", "--upnp"]
+SHARED += ["--ssl-listen-port"]  # issue 14
 PINNED: dict[str, tuple[list[str], list[str]]] = {
     "": (["--version"], []),
     "doctor": ([*SHARED, "--download-dir", "--host", "--port", "--role", "--token"], []),

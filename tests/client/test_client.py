@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import http.server
 import logging
@@ -394,7 +395,7 @@ def test_a_wrong_sha256_never_places_and_logs_both_hashes(
     item = node.publish("a.bin", MIB)
     assert node.curator.manifests is not None
     wrong = "ab" * 32
-    bad = item.__class__(**{**item.__dict__, "sha256": wrong})
+    bad = dataclasses.replace(item, **{"sha256": wrong})
     node.curator.manifests.replace("default", [bad])
     with caplog.at_level(logging.ERROR, logger="meshmedia.client"):
         node.sync()
@@ -436,7 +437,7 @@ def test_a_corrupt_download_is_never_visible_at_its_final_path(node: Node) -> No
     inotify reports every create and rename in the media folder, in order."""
     item = node.publish("a.bin", MIB)
     assert node.curator.manifests is not None
-    bad = item.__class__(**{**item.__dict__, "sha256": "ab" * 32})
+    bad = dataclasses.replace(item, **{"sha256": "ab" * 32})
     node.curator.manifests.replace("default", [bad])
     node.media.mkdir(parents=True, exist_ok=True)
     events = PathEvents(node.media)
@@ -604,7 +605,7 @@ def test_a_folder_item_with_a_wrong_file_hash_is_not_placed(node: Node) -> None:
     files = item.extra["files"]
     assert [f["path"] for f in files] == ["e1.mkv", "e2.mkv"]
     wrong = [files[0], {**files[1], "sha256": "ab" * 32}]
-    bad = item.__class__(**{**item.__dict__, "extra": {**item.extra, "files": wrong}})
+    bad = dataclasses.replace(item, **{"extra": {**item.extra, "files": wrong}})
     assert node.curator.manifests is not None
     node.curator.manifests.replace("default", [bad])
     node.sync()
@@ -629,7 +630,7 @@ def test_a_folder_item_with_the_right_file_hashes_is_placed_and_recorded(node: N
 def test_a_folder_item_without_files_has_its_size_checked(node: Node) -> None:
     item = _publish_folder(node, "Show", {"e1.mkv": 300_000, "e2.mkv": 100_000})
     extra = {k: v for k, v in item.extra.items() if k != "files"}
-    bad = item.__class__(**{**item.__dict__, "extra": extra, "size": 400_001})
+    bad = dataclasses.replace(item, **{"extra": extra, "size": 400_001})
     assert node.curator.manifests is not None
     node.curator.manifests.replace("default", [bad])
     node.sync()
@@ -663,9 +664,7 @@ def test_items_placed_before_files_were_recorded_get_their_records(node: Node) -
     node.publish("single.mkv", 200_000)
     assert node.curator.manifests is not None
     unlisted = {k: v for k, v in bare.extra.items() if k != "files"}
-    node.curator.manifests.upsert(
-        "default", [bare.__class__(**{**bare.__dict__, "extra": unlisted})]
-    )
+    node.curator.manifests.upsert("default", [dataclasses.replace(bare, **{"extra": unlisted})])
     node.sync()
     paths = ("Show", "Bare", "single.mkv")
 

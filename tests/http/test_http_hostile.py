@@ -34,7 +34,7 @@ from tests.helpers import make_config, wait_for
 TOKEN = "test-token-5d2c"
 AUTH = f"Authorization: Bearer {TOKEN}\r\n"
 IH = "0123456789abcdef0123456789abcdef01234567"
-SMUGGLED = b"GET /smuggled HTTP/1.1\r\nHost: x\r\n\r\n"
+SMUGGLED = b"GET /smuggled HTTP/1.1\r\nHost: localhost\r\n\r\n"
 
 
 @pytest.fixture
@@ -116,7 +116,8 @@ def hold_poll(server: ManifestServer, etag: str) -> socket.socket:
     """Open a long-poll (`?wait=60` with the current ETag) on a raw socket."""
     sock = connect(server.port)
     sock.sendall(
-        f"GET /manifest/default.json?wait=60 HTTP/1.1\r\nHost: x\r\nIf-None-Match: {etag}\r\n\r\n"
+        f"GET /manifest/default.json?wait=60 HTTP/1.1\r\nHost: localhost\r\n"
+            f"If-None-Match: {etag}\r\n\r\n"
         .encode()
     )  # fmt: skip
     return sock
@@ -142,7 +143,7 @@ def test_a_slowloris_header_trickle_is_closed_at_the_request_deadline(
     server = start(request_timeout=1.0)
     stop = threading.Event()
     with connect(server.port) as sock:
-        sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n")
+        sock.sendall(b"GET / HTTP/1.1\r\nHost: localhost\r\n")
         sender = threading.Thread(target=trickle, args=(sock, stop, lambda n: b"X-%d: a\r\n" % n))
         sender.start()
         try:
@@ -159,7 +160,7 @@ def test_a_trickled_body_is_cut_at_the_same_deadline(start: Callable[..., Manife
     server = start(request_timeout=1.0)
     stop = threading.Event()
     head = (
-        f"POST /manifest/default.json HTTP/1.1\r\nHost: x\r\n{AUTH}"
+        f"POST /manifest/default.json HTTP/1.1\r\nHost: localhost\r\n{AUTH}"
         "Content-Type: application/json\r\nContent-Length: 100000\r\n\r\n"
     )
     with connect(server.port) as sock:
@@ -180,7 +181,7 @@ def test_new_and_idle_connections_are_closed_after_their_timeouts(
 ) -> None:
     server = start(request_timeout=0.5, idle_timeout=0.5)
     with connect(server.port) as silent, connect(server.port) as idle:
-        idle.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        idle.sendall(b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n")
         assert statuses(read_response(idle)) == [200]
         assert closed_by_server(silent)
         assert read_until_closed(idle) == b""  # closed without a word after the idle time
@@ -197,7 +198,7 @@ def test_an_answer_the_client_never_reads_is_dropped_after_send_timeout() -> Non
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
         sock.connect(("127.0.0.1", server.port))
         with sock:
-            sock.sendall(b"GET /status HTTP/1.1\r\nHost: x\r\n\r\n")  # and never read
+            sock.sendall(b"GET /status HTTP/1.1\r\nHost: localhost\r\n\r\n")  # and never read
             wait_for(lambda: server.stats().timed_out == 1)
             wait_for(lambda: server.stats().connections == 0)
     finally:
@@ -224,7 +225,7 @@ def test_over_the_cap_the_stalest_waiting_connection_makes_room(
         assert stats.connections <= 4
         assert stats.cap == 4
         for alive in socks[2:]:  # the others were left alone
-            alive.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            alive.sendall(b"GET / HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
             assert statuses(read_until_closed(alive)) == [200]
     finally:
         for sock in socks:
@@ -241,7 +242,7 @@ def test_when_no_connection_can_make_room_a_new_one_is_closed_at_once(
     try:
         wait_for(lambda: server.stats().held == 2)
         with connect(server.port) as third:
-            third.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+            third.sendall(b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n")
             assert read_until_closed(third) == b""
         assert server.stats().refused == 1
         assert server.stats().held == 2
@@ -325,35 +326,44 @@ def test_a_change_answers_every_held_poll_at_once(start: Callable[..., ManifestS
 # -- framing: request smuggling ------------------------------------------------------
 
 BAD_FRAMING = [
-    ("chunked GET", b"GET / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+    ("chunked GET", b"GET / HTTP/1.1\r\nHost: localhost\r\nTransfer-Encoding: chunked\r\n\r\n"
      b"0\r\n\r\n" + SMUGGLED, 411),
     ("chunked unauthenticated POST",
-     b"POST /manifest/default.json HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+     b"POST /manifest/default.json HTTP/1.1\r\nHost: localhost\r\n"
+         b"Transfer-Encoding: chunked\r\n\r\n"
      b"0\r\n\r\n" + SMUGGLED, 411),
-    ("TE and CL", b"POST /seed HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n"
+    ("TE and CL", b"POST /seed HTTP/1.1\r\nHost: localhost\r\nContent-Length: 5\r\n"
      b"Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n" + SMUGGLED, 400),
-    ("two equal CL", b"GET / HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nContent-Length: 0\r\n\r\n"
+    ("two equal CL", b"GET / HTTP/1.1\r\nHost: localhost\r\n"
+        b"Content-Length: 0\r\nContent-Length: 0\r\n\r\n"
      + SMUGGLED, 400),
-    ("two CL", b"POST /seed HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nContent-Length: 38\r\n\r\n"
+    ("two CL", b"POST /seed HTTP/1.1\r\nHost: localhost\r\n"
+        b"Content-Length: 0\r\nContent-Length: 38\r\n\r\n"
      + SMUGGLED, 400),
-    ("CL list", b"GET / HTTP/1.1\r\nHost: x\r\nContent-Length: 0, 0\r\n\r\n" + SMUGGLED, 400),
-    ("CL negative", b"GET / HTTP/1.1\r\nHost: x\r\nContent-Length: -1\r\n\r\n" + SMUGGLED, 400),
-    ("CL plus", b"GET / HTTP/1.1\r\nHost: x\r\nContent-Length: +0\r\n\r\n" + SMUGGLED, 400),
-    ("CL hex", b"GET / HTTP/1.1\r\nHost: x\r\nContent-Length: 0x0\r\n\r\n" + SMUGGLED, 400),
-    ("TE gzip", b"GET / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip, chunked\r\n\r\n"
+    ("CL list", b"GET / HTTP/1.1\r\nHost: localhost\r\n"
+        b"Content-Length: 0, 0\r\n\r\n" + SMUGGLED, 400),
+    ("CL negative", b"GET / HTTP/1.1\r\nHost: localhost\r\n"
+        b"Content-Length: -1\r\n\r\n" + SMUGGLED, 400),
+    ("CL plus", b"GET / HTTP/1.1\r\nHost: localhost\r\nContent-Length: +0\r\n\r\n" + SMUGGLED, 400),
+    ("CL hex", b"GET / HTTP/1.1\r\nHost: localhost\r\nContent-Length: 0x0\r\n\r\n" + SMUGGLED, 400),
+    ("TE gzip", b"GET / HTTP/1.1\r\nHost: localhost\r\nTransfer-Encoding: gzip, chunked\r\n\r\n"
      + SMUGGLED, 501),
-    ("TE chunked not last", b"GET / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked, gzip\r\n\r\n"
+    ("TE chunked not last", b"GET / HTTP/1.1\r\nHost: localhost\r\n"
+        b"Transfer-Encoding: chunked, gzip\r\n\r\n"
      + SMUGGLED, 400),
-    ("space before colon", b"GET / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding : chunked\r\n\r\n"
+    ("space before colon", b"GET / HTTP/1.1\r\nHost: localhost\r\n"
+        b"Transfer-Encoding : chunked\r\n\r\n"
      b"0\r\n\r\n" + SMUGGLED, 400),
-    ("obs-fold", b"GET / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: identity\r\n chunked\r\n\r\n"
+    ("obs-fold", b"GET / HTTP/1.1\r\nHost: localhost\r\n"
+        b"Transfer-Encoding: identity\r\n chunked\r\n\r\n"
      b"0\r\n\r\n" + SMUGGLED, 400),
-    ("bare CR", b"GET / HTTP/1.1\r\nHost: x\r\nX: a\rTransfer-Encoding: chunked\r\n\r\n"
+    ("bare CR", b"GET / HTTP/1.1\r\nHost: localhost\r\nX: a\rTransfer-Encoding: chunked\r\n\r\n"
      b"0\r\n\r\n" + SMUGGLED, 400),
     ("no Host", b"GET / HTTP/1.1\r\n\r\n" + SMUGGLED, 400),
-    ("two Hosts", b"GET / HTTP/1.1\r\nHost: x\r\nHost: y\r\n\r\n" + SMUGGLED, 400),
-    ("HTTP/2.0", b"GET / HTTP/2.0\r\nHost: x\r\n\r\n" + SMUGGLED, 505),
-    ("unknown Expect", b"GET / HTTP/1.1\r\nHost: x\r\nExpect: 200-ok\r\n\r\n" + SMUGGLED, 417),
+    ("two Hosts", b"GET / HTTP/1.1\r\nHost: localhost\r\nHost: y\r\n\r\n" + SMUGGLED, 400),
+    ("HTTP/2.0", b"GET / HTTP/2.0\r\nHost: localhost\r\n\r\n" + SMUGGLED, 505),
+    ("unknown Expect", b"GET / HTTP/1.1\r\nHost: localhost\r\n"
+        b"Expect: 200-ok\r\n\r\n" + SMUGGLED, 417),
 ]  # fmt: skip
 
 
@@ -374,7 +384,7 @@ def test_ambiguous_framing_is_refused_and_the_connection_closed(
 def test_a_get_with_a_body_is_answered_then_closed(start: Callable[..., ManifestServer]) -> None:
     server = start()
     with connect(server.port) as sock:
-        sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nContent-Length: 38\r\n\r\n" + SMUGGLED)
+        sock.sendall(b"GET / HTTP/1.1\r\nHost: localhost\r\nContent-Length: 38\r\n\r\n" + SMUGGLED)
         data = read_until_closed(sock)
     assert statuses(data) == [200]
     assert b"Connection: close" in data
@@ -384,8 +394,9 @@ def test_pipelined_requests_are_answered_in_order(start: Callable[..., ManifestS
     server = start()
     with connect(server.port) as sock:
         sock.sendall(
-            b"GET / HTTP/1.1\r\nHost: x\r\n\r\nGET /nope HTTP/1.1\r\nHost: x\r\n\r\n"
-            b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+            b"GET / HTTP/1.1\r\nHost: localhost\r\n"
+            b"\r\nGET /nope HTTP/1.1\r\nHost: localhost\r\n\r\n"
+            b"GET / HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
         )
         assert statuses(read_until_closed(sock)) == [200, 404, 200]
 
@@ -396,7 +407,8 @@ def test_expect_100_continue_is_sent_only_once_the_token_is_checked(
     server = start()
     body = json.dumps({"items": []}).encode()
     head = (
-        "POST /manifest/default.json HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        "POST /manifest/default.json HTTP/1.1\r\nHost: localhost\r\n"
+        "Content-Type: application/json\r\n"
         f"Expect: 100-continue\r\nContent-Length: {len(body)}\r\n"
     )
     with connect(server.port) as sock:
@@ -507,7 +519,9 @@ def test_the_status_server_caps_connections_and_times_out_slow_requests() -> Non
             wait_for(lambda: server.stats().connections == 2)
             with connect(server.port) as third:  # over the cap: the stalest (slow) goes
                 assert closed_by_server(slow)
-                third.sendall(b"GET /status HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+                third.sendall(
+                    b"GET /status HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+                )
                 assert statuses(read_until_closed(third)) == [200]
             assert closed_by_server(second)  # silent: closed at the request deadline
         assert server.stats().evicted == 1
@@ -638,3 +652,17 @@ def test_the_daemons_raise_their_open_files_limit_to_the_hard_limit(tmp_path: Pa
     finally:
         client.stop()
         curator.stop()
+
+
+def test_accepted_connections_send_without_waiting_for_acks(start: Any) -> None:
+    """asyncio sets TCP_NODELAY only on sockets whose proto field says TCP; an accepted
+    socket says 0, so an answer's body waited for the client's delayed ACK (40 ms):
+    90 answers/s of a small manifest on four keep-alive connections."""
+    server = start()
+    with connect(server.port) as sock:
+        sock.sendall(b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        assert sock.recv(65536).startswith(b"HTTP/1.1 200")
+        (conn,) = list(server.http.connections)
+        assert conn.transport is not None
+        accepted = conn.transport.get_extra_info("socket")
+        assert accepted.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) != 0

@@ -26,7 +26,7 @@ def test_a_head_over_max_head_is_refused_even_when_it_arrives_in_one_read(
 
     def head_with(count: int) -> bytes:
         fields = b"".join(b"X-%d: %s\r\n" % (n, b"a" * 1000) for n in range(count))
-        return b"GET / HTTP/1.1\r\nHost: x\r\n" + fields + b"Connection: close\r\n\r\n"
+        return b"GET / HTTP/1.1\r\nHost: localhost\r\n" + fields + b"Connection: close\r\n\r\n"
 
     head = head_with(20)
     assert len(head) > 16384
@@ -47,7 +47,7 @@ def _slow_reader(port: int, stop: threading.Event) -> socket.socket:
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
     sock.settimeout(5)
     sock.connect(("127.0.0.1", port))
-    sock.sendall(b"GET /status HTTP/1.1\r\nHost: x\r\n\r\n")
+    sock.sendall(b"GET /status HTTP/1.1\r\nHost: localhost\r\n\r\n")
 
     def read() -> None:
         while not stop.wait(0.1):  # the pace of a slow client, not a synchronisation
@@ -79,7 +79,9 @@ def test_new_clients_are_answered_when_the_cap_is_full_of_slow_readers() -> None
         def a_new_client_is_answered() -> bool:
             try:
                 with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
-                    sock.sendall(b"HEAD /status HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+                    sock.sendall(
+                        b"HEAD /status HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+                    )
                     return statuses(read_until_closed(sock)) == [200]
             except OSError:
                 return False

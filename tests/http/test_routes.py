@@ -331,7 +331,8 @@ def test_a_body_over_the_bound_is_refused_by_the_parser_itself() -> None:
 def raw_get(server: ManifestServer, head: str) -> bytes:
     """One request with exactly the headers given (no client adds any), read to the close."""
     with socket.create_connection(("127.0.0.1", server.port), timeout=30) as sock:
-        sock.sendall(f"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n{head}\r\n".encode())
+        request = f"GET / HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n{head}\r\n"
+        sock.sendall(request.encode())
         data = b""
         while chunk := sock.recv(65536):
             data += chunk
@@ -351,7 +352,7 @@ def test_a_304_has_no_body_on_the_wire(server: ManifestServer) -> None:
     etag = requests.get(f"{server.url}/manifest/default.json", timeout=30).headers["ETag"]
     with socket.create_connection(("127.0.0.1", server.port), timeout=30) as sock:
         request = (
-            "GET /manifest/default.json HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+            "GET /manifest/default.json HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n"
             f"If-None-Match: {etag}\r\n\r\n"
         )
         sock.sendall(request.encode())

@@ -127,7 +127,7 @@ def test_writes_need_the_token(server: ManifestServer) -> None:
 def test_only_the_whole_token_writes(server: ManifestServer, authorization: str) -> None:
     body = json.dumps({"items": [entry("a.mkv")]}).encode()
     head = (
-        f"POST /manifest/default.json HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+        f"POST /manifest/default.json HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n"
         f"Authorization: {authorization}\r\n"
         f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
     )
@@ -163,7 +163,7 @@ def test_if_none_match_takes_weak_tags_and_lists(server: ManifestServer) -> None
     # a long-poll that holds the current tag (weak, in a list) is held until a change
     with socket.create_connection(("127.0.0.1", server.port), timeout=30) as sock:
         sock.sendall(
-            b"GET /manifest/default.json?wait=60 HTTP/1.1\r\nHost: x\r\n"
+            b"GET /manifest/default.json?wait=60 HTTP/1.1\r\nHost: localhost\r\n"
             + f'If-None-Match: "old", W/{etag}\r\n\r\n'.encode()
         )
         wait_for(lambda: server.stats().held == 1)
@@ -223,7 +223,7 @@ def test_rejected_items_are_listed(server: ManifestServer) -> None:
 
 def test_a_body_over_1_mib_is_413(server: ManifestServer) -> None:
     head = (
-        "POST /manifest/default.json HTTP/1.1\r\nHost: x\r\n"
+        "POST /manifest/default.json HTTP/1.1\r\nHost: localhost\r\n"
         f"Authorization: Bearer {TOKEN}\r\nContent-Type: application/json\r\n"
         f"Content-Length: {(1 << 20) + 1}\r\n\r\n"
     )
@@ -250,7 +250,8 @@ def test_protocol_errors_are_json(server: ManifestServer) -> None:
     assert put.headers["Allow"] == "GET, POST"
     assert get(server, "/nope").status_code == 404
     assert get(server, "/nope").json() == {"error": "no such route"}
-    head = "POST /manifest/default.json HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " + TOKEN
+    head = "POST /manifest/default.json HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer "
+    head += TOKEN
     status, _, body = raw_request(
         server, (head + "\r\nContent-Type: application/json\r\n\r\n").encode()
     )
@@ -330,7 +331,7 @@ def test_a_request_unfinished_at_its_deadline_gets_408_and_is_closed(tmp_path: P
         ManifestServer(config, store, None, None, TOKEN, limits=limits) as srv,
         socket.create_connection(("127.0.0.1", srv.port), timeout=30) as sock,
     ):
-        sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n")  # headers never finished
+        sock.sendall(b"GET / HTTP/1.1\r\nHost: localhost\r\n")  # headers never finished
         data = b""
         while chunk := sock.recv(1024):  # until the server closes
             data += chunk

@@ -224,3 +224,17 @@ def test_parse_manifest_defaults() -> None:
     assert isinstance(manifest, Manifest)
     manifest, _ = parse_manifest({"group": "g", "items": [], "version": 0})
     assert manifest.version == 0
+
+
+def test_a_manifest_serialises_as_canonical_json_of_its_document() -> None:
+    """The served bytes join each item's cached JSON; they must equal canonical JSON of
+    the whole document, whatever the top-level fields sort around `items`."""
+    items = (
+        Item(title="Été", torrent="magnet:?xt=urn:btih:" + "a" * 40, path="b/é.mkv", size=3),
+        Item(title="x", torrent="magnet:?xt=urn:btih:" + "b" * 40, path="a.mkv",
+             extra={"zzz": [1, {"b": 2, "a": None}], "files": []}),
+    )  # fmt: skip
+    for extra in ({}, {"aaa": {"items": []}, "signature": {"sig": "00"}, "zz": "ü"}):
+        for listed in (items, ()):
+            manifest = Manifest("default", 7, "2026-12-02T00:00:00Z", listed, extra)
+            assert manifest.dumps() == canonical_json(manifest.to_json())

@@ -163,7 +163,7 @@ class CuratorNode(Node):
             "serve", "--share", f"default={self.share}", "--state-dir", str(self.state_dir),
             "--host", "0.0.0.0", "--port", str(HTTP_PORT),
             "--listen-host", self.host.address, "--listen-port", str(PEER_PORT),
-            "--settle-time", "0.2", *self.extra,
+            "--settle-time", "0.2", "--public", "*", *self.extra,
         ]  # fmt: skip
 
     def get(self, path: str) -> Any:

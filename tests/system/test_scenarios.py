@@ -103,8 +103,10 @@ def test_100_mb_reaches_four_clients_who_serve_each_other(network: Network, tmp_
         f"copies, the clients {from_clients / size:.2f} (down/up MiB per client: "
         f"{[(d // MIB, u // MIB) for d, u in counters]})"
     )
-    # Four copies arrived; the clients must have served at least two of them to each
-    # other, so the curator's limited uplink carried at most two (ratio under 2).
+    # Four copies arrived; a capped curator unchokes two clients at a time and never
+    # sends to a choked one (engine/choking.py), so its uplink carries each piece
+    # about once and the clients serve each other the rest (1.64 copies before).
+    assert from_curator <= 1.2 * size, tails([curator, *clients])
     assert from_clients >= 2 * size, tails([curator, *clients])
     assert all(up > 0 for _down, up in counters), counters
 
