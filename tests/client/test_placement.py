@@ -7,6 +7,7 @@ import hashlib
 import os
 import re
 import shutil
+import stat
 from pathlib import Path
 
 import pytest
@@ -342,3 +343,26 @@ def test_foreign_content_looks_past_the_item_folders(tmp_path: Path) -> None:
 def test_move_aside_names_its_folder_by_the_time(tmp_path: Path) -> None:
     moved = move_aside(random_file(tmp_path / "a.mkv", 5), tmp_path)
     assert re.fullmatch(r"\d{8}-\d{6}", moved.parent.name), moved
+
+
+def test_a_placed_file_replaced_by_a_folder_of_its_size_is_not_placed(tmp_path: Path) -> None:
+    """A folder's st_size (4096 on ext4) can equal the file's: it is still not the file."""
+    placed = random_file(tmp_path / "a.mkv", 4096)
+    record = record_of(URL, "a.mkv", tmp_path, "a.mkv", sha(placed))
+    placed.unlink()
+    placed.mkdir()
+    if os.lstat(placed).st_size != 4096:
+        pytest.skip("this file system gives folders another size")
+    assert still_placed(tmp_path, record) is False
+
+
+def test_space_problem_makes_a_missing_download_dir_0755_whatever_the_umask(
+    tmp_path: Path,
+) -> None:
+    media = tmp_path / "new" / "deeper" / "media"
+    before = os.umask(0)
+    try:
+        assert space_problem(media, 0, 0) is None
+    finally:
+        os.umask(before)
+    assert stat.S_IMODE(media.stat().st_mode) == 0o755
