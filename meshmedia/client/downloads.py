@@ -143,6 +143,8 @@ class Downloads:
         if not isinstance(checked.value, InPlace):
             return False
         log.info("%s is in place already (placed before a restart): adopting it", final)
+        if (data := self._engine.torrent_bytes(ih)) is not None:
+            self._placer.learn_name(ih, data)  # adopted again under the torrent's own name
         current = self._engine.status(ih)
         self._placer.discard(ih, Path(current.save_path) if current else final)
         self._ledger.save(ci, ItemState.QUEUED)
@@ -200,7 +202,9 @@ class Downloads:
     def redial(self, url: str) -> None:
         """The curator of `url` moved (new addresses): every download of it dials now."""
         for ci in self._active.downloading():
-            if ci.url == url and ci.info_hash:
+            # one whose torrent is not back in the engine (its resume data was never
+            # saved: a SIGKILL) raised here and the whole manifest was not applied
+            if ci.url == url and ci.info_hash and self._engine.status(ci.info_hash) is not None:
                 self._active.notes(ci.info_hash).dialed = time.monotonic()
                 self._dial(ci, ci.info_hash)
 

@@ -27,7 +27,7 @@ from meshmedia.hashing import file_digests
 from meshmedia.jellyfin import JellyfinNotifier
 from meshmedia.manifest import Item
 from meshmedia.store import PlacedFile, Store
-from meshmedia.torrentinfo import torrent_files
+from meshmedia.torrentinfo import read_torrent, torrent_files
 
 from .items import Problem
 from .placement import (
@@ -89,6 +89,7 @@ class Placer:
         self.download_dir = download_dir
         self.notifier = notifier
         self._adopted: set[str] = set()  # info hashes seeded from files already in place
+        self._names: dict[str, str] = {}  # info hash -> its torrent's name, from the engine
         self._lock = threading.Lock()  # `place` runs on workers, `adopt` on the main loop
 
     # -- already in place ------------------------------------------------------------
@@ -132,13 +133,24 @@ class Placer:
             return None
         return InPlace(tuple(found), stats, began)
 
+    def learn_name(self, ih: str, data: bytes) -> None:
+        """Remember the name of torrent `data` (the engine's, with names that pass the path
+        rule) for the next adoption of `ih`: a magnet's item names no file, and linking
+        its folder under the item's own name (Series, of a torrent named Show) left the
+        engine to download it all again."""
+        if self.names_problem(data) is None:
+            with self._lock:
+                self._names[ih] = read_torrent(data).name
+
     def adopt(self, found: InPlace, final: Path, ih: str, name: str | None) -> bool:
         """Link the verified files found at `final` into the staging folder, unless one
         changed since it was checked; True if done."""
         if not found.unchanged():
             log.info("%s changed while it was checked: downloading it instead", final)
             return False
-        top = name or final.name
+        with self._lock:
+            learned = self._names.pop(ih, None)
+        top = name or learned or final.name
         for inner, path in found.files:
             link_for_adoption(self.download_dir, path, ih, f"{top}/{inner}" if inner else top)
         with self._lock:

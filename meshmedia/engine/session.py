@@ -125,6 +125,8 @@ class Engine:
             "file_rename_failed_alert": storage.on_file_rename_failed,
             "storage_moved_alert": storage.on_storage_moved,
             "storage_moved_failed_alert": storage.on_storage_moved_failed,
+            "torrent_deleted_alert": storage.on_torrent_deleted,
+            "torrent_delete_failed_alert": storage.on_torrent_delete_failed,
             "dht_put_alert": dht.on_put,
             "dht_mutable_item_alert": dht.on_mutable_item,
             "torrent_need_cert_alert": self._certificates.on_need_cert,
@@ -231,11 +233,15 @@ class Engine:
             self.connect_peer(ih, host, port)
         return ih
 
-    def remove(self, info_hash: str, delete_files: bool = False) -> None:
-        """Stop seeding or downloading a torrent and forget its resume data."""
+    def remove(self, info_hash: str, delete_files: bool = False, timeout: float = 30) -> None:
+        """Stop seeding or downloading a torrent and forget its resume data; with
+        `delete_files`, returns once its files are deleted (at most `timeout` s)."""
         handle = self._table.forget(info_hash)
         self._certificates.forget(info_hash)
-        self._session.remove_torrent(handle, lt.session.delete_files if delete_files else 0)
+        if delete_files:
+            self._storage.remove(self._session, handle, info_hash, timeout)
+        else:
+            self._session.remove_torrent(handle, 0)
         self._store.delete_resume(info_hash)
         log.info("removed %s%s", info_hash, " and its files" if delete_files else "")
 

@@ -1,7 +1,12 @@
-"""Moving a torrent's files: rename_file and move_storage, each confirmed by its alert.
+"""Moving and deleting a torrent's files: rename_file, move_storage and remove_torrent's
+delete_files, each confirmed by its alert.
 
 `relocate` asks libtorrent, then waits (on the caller's thread) for the alert
 that says it was done or why it failed; seeding goes on from the new place.
+libtorrent deletes a removed torrent's files later, on its disk thread: a file
+put at the same path meanwhile (an item adopted from its final place after a
+crash, linked into the staging folder 10 ms after) was deleted with them, so
+`remove` waits for the deletion too.
 """
 
 from __future__ import annotations
@@ -12,6 +17,8 @@ import time
 from collections.abc import Hashable, Mapping
 from pathlib import Path
 from typing import Any
+
+import libtorrent as lt
 
 from meshmedia.errors import EngineError
 
@@ -53,6 +60,18 @@ class Storage:
         handle.move_storage(str(save_path))
         self._await(waiter, deadline, f"moving {ih} to {save_path}")
 
+    def remove(self, session: Any, handle: Any, ih: str, timeout: float) -> None:
+        """Remove the torrent and delete its files; returns once libtorrent says they are
+        gone. A failure or a timeout is logged (the torrent is removed either way)."""
+        waiter = self._expect(("delete", ih))
+        session.remove_torrent(handle, lt.session.delete_files)
+        try:
+            self._await(waiter, time.monotonic() + timeout, f"deleting the files of {ih}")
+        except EngineError as exc:
+            with self._lock:
+                self._waiters.pop(("delete", ih), None)
+            log.warning("%s", exc)
+
     def _expect(self, key: Hashable) -> _Waiter:
         waiter = _Waiter()
         with self._lock:
@@ -88,6 +107,14 @@ class Storage:
     def on_storage_moved(self, alert: Any) -> None:
         """storage_moved_alert."""
         self._resolve(("move", hex_of(alert.handle.info_hashes())), None)
+
+    def on_torrent_deleted(self, alert: Any) -> None:
+        """torrent_deleted_alert (the handle may be gone: the alert carries the hashes)."""
+        self._resolve(("delete", hex_of(alert.info_hashes)), None)
+
+    def on_torrent_delete_failed(self, alert: Any) -> None:
+        """torrent_delete_failed_alert."""
+        self._resolve(("delete", hex_of(alert.info_hashes)), alert.error.message())
 
     def on_storage_moved_failed(self, alert: Any) -> None:
         """storage_moved_failed_alert."""

@@ -214,3 +214,27 @@ def test_the_staging_folder_is_refused_in_any_case(
         assert not (node.media / top / "incomplete" / "film.mkv").exists()
     finally:
         node.close()
+
+
+def test_new_curator_addresses_apply_with_a_download_the_engine_lost(
+    tmp_path: Path, site: Site
+) -> None:
+    """A SIGKILL before a download's resume data was saved left it downloading in the
+    store but not in the restarted engine; the next manifest with new curator addresses
+    raised "unknown torrent" out of the redial and was not applied at all."""
+    ih = "ab" * 20
+    item = {"path": "film.mkv", "torrent": f"magnet:?xt=urn:btih:{ih}&dn=film.mkv"}
+
+    def body(version: int, peer: str) -> bytes:
+        listing = {"group": "default", "version": version, "items": [item], "peers": [peer]}
+        return json.dumps(listing).encode()
+
+    node = Local(tmp_path, site.url + MANIFEST)
+    try:
+        assert node.client.apply(node.url, body(1, f"127.0.0.1:{free_port()}"))
+        wait_for(lambda: node.client.step() or node.engine.status(ih) is not None, 30, 0.1)
+        assert node.state("film.mkv").state == "downloading"
+        node.engine.remove(ih)  # as if the restart had not brought it back
+        assert node.client.apply(node.url, body(2, f"127.0.0.1:{free_port()}"))
+    finally:
+        node.close()

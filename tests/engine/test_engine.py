@@ -465,3 +465,19 @@ def test_a_magnet_downloads_from_the_peer_it_names(tmp_path: Path) -> None:
         assert downloader.add_download(magnet, tmp_path / "dl") == ih
         downloader.wait_until(ih, TorrentState.SEEDING, timeout=60)
         assert (tmp_path / "dl" / "clip.mkv").read_bytes() == src.read_bytes()
+
+
+def test_remove_with_files_returns_once_they_are_gone(tmp_path: Path) -> None:
+    """libtorrent deletes a removed torrent's files later, on its disk thread: a file
+    linked at the same path just after remove() (an item adopted from its final place
+    after a crash) was deleted and downloaded again. remove() now waits for it."""
+    staging = tmp_path / "staging"
+    src = random_file(staging / "movie.mkv", MIB)
+    torrent = make_torrent(src)
+    for _ in range(5):  # the old remove() lost this race nearly every time
+        with engine(tmp_path, "seed") as eng:
+            ih = eng.add_seed(torrent, staging)
+            eng.wait_until(ih, TorrentState.SEEDING, timeout=30)
+            eng.remove(ih, delete_files=True)
+            assert not src.exists()
+            random_file(src, MIB)
