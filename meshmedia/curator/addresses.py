@@ -91,6 +91,7 @@ class PeerAdvertiser:
         self._engine = engine
         self._manifests = manifests
         self._poll = poll
+        self._said: dict[str, list[str]] = {}  # what the log said each group advertises
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="meshmedia-peers", daemon=True)
@@ -118,6 +119,10 @@ class PeerAdvertiser:
                 continue
             if manifest.version > 0 and listed != peers:
                 self._manifests.set_peers(group, peers)
+                listed = peers
+            # said once per change, also when a new item's version already carried them
+            if listed == peers and self._said.get(group) != peers:
+                self._said[group] = list(peers)
                 log.info("manifest %s: advertising %s", group, " ".join(peers) or "no peer")
 
     def _run(self) -> None:
