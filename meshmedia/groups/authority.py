@@ -111,7 +111,9 @@ class GroupAuthority:
             private_dir(folder.parent)
             private_dir(folder)
             key = ed25519.Ed25519PrivateKey.generate()
-            cert_pem = _self_signed(key).public_bytes(serialization.Encoding.PEM)
+            cert_pem = self_signed(key, secrets.token_hex(4), ca=True).public_bytes(
+                serialization.Encoding.PEM
+            )
             write_atomic(cert_path, cert_pem)
             write_atomic(key_path, _key_pem(key))  # last: never a key without its certificate
         try:
@@ -184,10 +186,12 @@ def _random_file(path: Path, size: int) -> bytes:
     return data
 
 
-def _self_signed(key: ed25519.Ed25519PrivateKey) -> x509.Certificate:
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, secrets.token_hex(4))])
+def self_signed(key: ed25519.Ed25519PrivateKey, common_name: str, *, ca: bool) -> x509.Certificate:
+    """A self-signed certificate valid from an hour ago for CA_YEARS: a group CA (`ca`,
+    which signs member certificates only) or the curator's TLS identity."""
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
     start = _now() - CLOCK_SKEW
-    return (
+    builder = (
         x509.CertificateBuilder()
         .subject_name(name)
         .issuer_name(name)
@@ -195,10 +199,12 @@ def _self_signed(key: ed25519.Ed25519PrivateKey) -> x509.Certificate:
         .serial_number(x509.random_serial_number())
         .not_valid_before(start)
         .not_valid_after(start + dt.timedelta(days=365 * CA_YEARS + 5))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-        .add_extension(
+    )
+    if ca:
+        builder = builder.add_extension(
+            x509.BasicConstraints(ca=True, path_length=0), critical=True
+        ).add_extension(
             x509.KeyUsage(False, False, False, False, False, True, True, False, False),
             critical=True,
         )
-        .sign(key, None)
-    )
+    return builder.sign(key, None)

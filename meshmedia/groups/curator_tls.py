@@ -9,7 +9,6 @@ a member keeps the SHA-256 of the whole certificate (urllib3's
 
 from __future__ import annotations
 
-import datetime as dt
 import hashlib
 import ssl
 from pathlib import Path
@@ -17,14 +16,12 @@ from pathlib import Path
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
-from cryptography.x509.oid import NameOID
 
 from meshmedia.private_files import private_dir
 
-from .authority import write_atomic
+from .authority import self_signed, write_atomic
 
 KEY_FILE, CERT_FILE = "tls.key", "tls.crt"
-YEARS = 20
 
 
 def tls_files(state_dir: Path) -> tuple[Path, Path]:
@@ -34,18 +31,7 @@ def tls_files(state_dir: Path) -> tuple[Path, Path]:
     if not key_path.exists() or not cert_path.exists():
         private_dir(state_dir)
         key = ed25519.Ed25519PrivateKey.generate()
-        name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "meshmedia")])
-        start = dt.datetime.now(dt.timezone.utc) - dt.timedelta(hours=1)
-        cert = (
-            x509.CertificateBuilder()
-            .subject_name(name)
-            .issuer_name(name)
-            .public_key(key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(start)
-            .not_valid_after(start + dt.timedelta(days=365 * YEARS + 5))
-            .sign(key, None)
-        )
+        cert = self_signed(key, "meshmedia", ca=False)
         pem = key.private_bytes(
             serialization.Encoding.PEM,
             serialization.PrivateFormat.PKCS8,
