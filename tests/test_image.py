@@ -183,7 +183,12 @@ def test_a_file_dropped_in_the_curator_volume_arrives_in_the_client_volume(
     try:
         curator = Container(
             image, "curator", "serve",
-            {"MESHMEDIA_PORT": str(port), "MESHMEDIA_LISTEN_PORT": str(free_port())},
+            {  # a public group: the client has not joined (tests/groups does that)
+                "MESHMEDIA_PORT": str(port),
+                "MESHMEDIA_LISTEN_PORT": str(free_port()),
+                "MESHMEDIA_SSL_LISTEN_PORT": str(free_port()),
+                "MESHMEDIA_PUBLIC": "*",
+            },
             share=share, config=curator_state,
         )  # fmt: skip
         containers.append(curator)
@@ -192,6 +197,7 @@ def test_a_file_dropped_in_the_curator_volume_arrives_in_the_client_volume(
             {
                 "MANIFEST_URL": f"http://127.0.0.1:{port}/manifest/default.json",
                 "MESHMEDIA_LISTEN_PORT": str(free_port()),
+                "MESHMEDIA_SSL_LISTEN_PORT": str(free_port()),
                 "MESHMEDIA_STATUS_PORT": str(free_port()),
                 "MESHMEDIA_MIN_FREE": "0",
             },

@@ -189,7 +189,10 @@ def test_a_capped_curator_sends_one_copy_and_the_homes_share(
         f"({wire / size:.2f} on its uplink's wire); down/up MiB per client "
         f"{[(d // MIB, u // MIB) for d, u in counters]}"
     )
-    assert all(up > 0 for _down, up in counters), counters  # the strict home's too
+    # the clients served each other, the strict home's (c) too; one of the others may
+    # upload nothing when the strict one and the curator fed it (one CI run: 14, 61, 0 MiB)
+    assert counters[1][1] > 0, counters
+    assert sum(up for _down, up in counters) > size // 2, counters
     # Three copies arrived: the clients carried more than one of them to each other. 2.25
     # copies from the curator when the strict home's client met no other client (before
     # uTP first and the DHT announces); 1.09-1.77 now (nat.md "Implementation"), where
