@@ -20,6 +20,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 from cryptography.x509.oid import NameOID
 
+from meshmedia.config import GROUP_RE
 from meshmedia.errors import MeshmediaError
 from meshmedia.private_files import open_private, private_dir
 
@@ -81,9 +82,10 @@ def write_atomic(path: Path, data: bytes) -> None:
 
 
 def check_group_name(group: str) -> str:
-    """`group` when it can name a file in the groups folder; GroupError otherwise."""
-    if not group or group in (".", "..") or "/" in group or "\\" in group or "\0" in group:
-        raise GroupError(f"not a usable group name: {group!r}")
+    """`group` when it is a group name as the config allows (GROUP_RE: it names a file in
+    the groups folder, also when a curator's join answer says it); GroupError otherwise."""
+    if not isinstance(group, str) or GROUP_RE.match(group) is None:
+        raise GroupError(f"not a usable group name: {group!r:.80}")
     return group
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from meshmedia.groups import GroupAuthority, Membership, load_memberships, make_csr, save_membership
-from meshmedia.groups.authority import GroupError
+from meshmedia.groups.authority import GroupError, check_group_name
 from meshmedia.groups.membership import member_key
 
 
@@ -93,3 +93,13 @@ def test_without_the_member_key_no_group_loads(tmp_path: Path) -> None:
     save_membership(client, membership(tmp_path / "curator", client))
     (client / "member.key").unlink()
     assert load_memberships(client) == []
+
+
+@pytest.mark.parametrize("group", ["..", ".hidden", "a b", "tab\tname", "x" * 65, "é"])
+def test_a_group_name_the_config_would_refuse_is_refused_here_too(
+    tmp_path: Path, group: str
+) -> None:
+    """A curator's join answer names the group: it becomes a file name on the client, so
+    it follows the config's one rule (GROUP_RE), not a looser one of its own."""
+    with pytest.raises(GroupError):
+        check_group_name(group)
