@@ -30,24 +30,13 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 from cryptography.x509.oid import NameOID
 
 from meshmedia.config import Config
+from meshmedia.engine.certificates import FFDHE2048
 from meshmedia.engine.settings import build_settings
 from meshmedia.hashing import hash_file
 
 MiB = 1 << 20
 KEY_TYPES = ("ed25519", "p256")
 
-# RFC 7919 ffdhe2048 in PKCS#3 PEM (a published constant): set_ssl_certificate_buffer
-# wants DH parameters; an empty string posts a "[dh params]" torrent_error_alert
-# (the transfer works: TLS 1.3 uses ECDHE).
-FFDHE2048 = """-----BEGIN DH PARAMETERS-----
-MIIBCAKCAQEA//////////+t+FRYortKmq/cViAnPTzx2LnFg84tNpWp4TZBFGQz
-+8yTnc4kmz75fS/jY2MMddj2gbICrsRhetPfHtXV/WVhJDP1H18GbtCFY2VVPe0a
-87VXE15/V8k1mE8McODmi3fipona8+/och3xWKE2rec1MKzKT0g6eXq8CrGCsyT7
-YdEIqUuyyOP7uWrat2DX9GgdT0Kj3jlN9K5W7edjcrsZCwenyO4KbXCeAvzhzffi
-7MA0BM0oNC9hkXL+nOmFg/+OTxIy7vKBg8P+OxtMb61zO7X8vC7CIAXFjvGDfRaD
-ssbzSibBsu/6iGtCOGEoXJf//////////wIBAg==
------END DH PARAMETERS-----
-"""
 
 # -- certificates ---------------------------------------------------------------------
 
