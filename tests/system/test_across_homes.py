@@ -187,7 +187,7 @@ def test_a_capped_curator_sends_one_copy_and_the_homes_share(
         f"40 MiB, curator uplink 2 MiB/s, 50 ms per link, clients in b, c (strict), d: all "
         f"placed {took:.1f} s after the drop; curator sent {sent / size:.2f} copies "
         f"({wire / size:.2f} on its uplink's wire); down/up MiB per client "
-        f"{[(d // MIB, u // MIB) for d, u in counters]}"
+        f"{[(round(d / MIB, 1), round(u / MIB, 1)) for d, u in counters]}"
     )
     # Issue 19: at most 1.3 copies from the curator, and every client served the others,
     # the strict home's included. Before (whole_pieces_threshold 20 s, 2000 queued
