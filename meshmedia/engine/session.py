@@ -219,15 +219,20 @@ class Engine:
         return self._add(atp, Role.DOWNLOAD, [*magnet_peers, *peers])
 
     def _add(self, atp: Any, role: Role, peers: Sequence[tuple[str, int]]) -> str:
-        atp.flags &= ~(lt.torrent_flags.auto_managed | lt.torrent_flags.paused)
+        # Added paused and started once tracked: a 30 KB magnet from a local seed could
+        # finish (its finished alert handled on the alert thread) before the table knew
+        # it, and then waited for ever for a flush nobody asked (1 run in ~15).
+        atp.flags &= ~lt.torrent_flags.auto_managed
+        atp.flags |= lt.torrent_flags.paused
         ih = hex_of(atp.ti.info_hashes() if atp.ti is not None else atp.info_hashes)
         if not self._table.knows(ih):
             try:
                 handle = self._session.add_torrent(atp)
             except RuntimeError as exc:
                 raise EngineError(f"libtorrent refused torrent {ih}: {exc}") from exc
-            status = status_from_lt(handle.status())
+            status = status_from_lt(handle.status(), starting=True)
             self._table.track(ih, handle, role, status, complete=role == Role.SEED)
+            handle.resume()
             log.info("added %s %s in %s", role.value, ih, atp.save_path)
         for host, port in peers:
             self.connect_peer(ih, host, port)
