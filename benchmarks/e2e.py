@@ -74,7 +74,7 @@ class Meshmedia(DropSystem):
         self.procs.start(
             [*mm, "serve", "--share", f"default={self.share}", "--state-dir", str(base / "cs"),
              "--host", "127.0.0.1", "--port", str(http), "--listen-port", str(free_port()),
-             "--log-level", self.log_level, *NETWORK],
+             "--public", "default", "--log-level", self.log_level, *NETWORK],
             log=base / "serve.log",
         )  # fmt: skip
         wait_until(lambda: answers(f"http://127.0.0.1:{http}/"), 60, "meshmedia serve")

@@ -392,10 +392,11 @@ def test_sync_places_renamed_files_and_folders(node: Node) -> None:
 def test_a_wrong_sha256_never_places_and_logs_both_hashes(
     node: Node, caplog: pytest.LogCaptureFixture
 ) -> None:
+    """An item with a SHA-256 and no XXH3 (the earlier format) is checked by its SHA-256."""
     item = node.publish("a.bin", MIB)
     assert node.curator.manifests is not None
     wrong = "ab" * 32
-    bad = dataclasses.replace(item, **{"sha256": wrong})
+    bad = dataclasses.replace(item, **{"sha256": wrong, "xxh3": None})
     node.curator.manifests.replace("default", [bad])
     with caplog.at_level(logging.ERROR, logger="meshmedia.client"):
         node.sync()
@@ -437,7 +438,7 @@ def test_a_corrupt_download_is_never_visible_at_its_final_path(node: Node) -> No
     inotify reports every create and rename in the media folder, in order."""
     item = node.publish("a.bin", MIB)
     assert node.curator.manifests is not None
-    bad = dataclasses.replace(item, **{"sha256": "ab" * 32})
+    bad = dataclasses.replace(item, **{"xxh3": "cd" * 16})  # the check an XXH3 item gets
     node.curator.manifests.replace("default", [bad])
     node.media.mkdir(parents=True, exist_ok=True)
     events = PathEvents(node.media)
@@ -599,20 +600,29 @@ def test_delete_removed_deletes_a_placed_folder_whole_when_it_is_all_ours(
         node.close()
 
 
-def test_a_folder_item_with_a_wrong_file_hash_is_not_placed(node: Node) -> None:
-    """A folder item's per-file hashes were ignored: a wrong one was placed."""
+@pytest.mark.parametrize(
+    ("changed", "reason"),
+    [
+        ({"xxh3": "cd" * 16}, "e2.mkv: XXH3 mismatch: expected " + "cd" * 16),
+        ({"sha256": "ab" * 32, "xxh3": None}, "e2.mkv: SHA-256 mismatch: expected " + "ab" * 32),
+    ],
+)
+def test_a_folder_item_with_a_wrong_file_hash_is_not_placed(
+    node: Node, changed: dict[str, str | None], reason: str
+) -> None:
+    """A folder item's per-file hashes were ignored: a wrong one was placed. Each file is
+    checked by its XXH3, or by its SHA-256 when it has no XXH3 (the earlier format)."""
     item = _publish_folder(node, "Show", {"e1.mkv": 300_000, "e2.mkv": 100_000})
     files = item.extra["files"]
     assert [f["path"] for f in files] == ["e1.mkv", "e2.mkv"]
-    wrong = [files[0], {**files[1], "sha256": "ab" * 32}]
-    bad = dataclasses.replace(item, **{"extra": {**item.extra, "files": wrong}})
+    second = {k: v for k, v in {**files[1], **changed}.items() if v is not None}
+    bad = dataclasses.replace(item, **{"extra": {**item.extra, "files": [files[0], second]}})
     assert node.curator.manifests is not None
     node.curator.manifests.replace("default", [bad])
     node.sync()
     state = node.state("Show")
     assert state.state == "failed"
-    assert "e2.mkv: SHA-256 mismatch" in (state.error or "")
-    assert "ab" * 32 in (state.error or "")
+    assert reason in (state.error or "")
     assert not (node.media / "Show").exists()
 
 
