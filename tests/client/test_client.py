@@ -457,6 +457,36 @@ def test_a_corrupt_download_is_never_visible_at_its_final_path(node: Node) -> No
     assert node.state("a.bin").state == "failed"
 
 
+def test_an_item_whose_sha256_arrives_later_is_not_downloaded_again(node: Node) -> None:
+    """A large file is listed before its SHA-256 (curator/digests.py). The client places
+    it on its pieces and XXH3; the later version that adds the SHA-256 changes nothing
+    but the row and the placed file's record: no new download, no new check."""
+    assert node.curator.publisher is not None
+    assert node.curator.manifests is not None
+    node.curator.publisher.first_pass_min = 0
+    node.curator.publisher.close()  # the curator's own pass held back: the test adds it
+    item = node.publish("big.mkv", 2 * MIB)
+    assert item.sha256 is None
+    assert item.xxh3
+    node.sync()
+    assert node.state("big.mkv").state == "placed"
+    (record,) = node.store.placed_files(node.url, "big.mkv")
+    assert record.sha256 == ""
+    status = node.engine.status(item.info_hash or "")
+    assert status is not None
+    assert status.total_download >= 2 * MIB
+    sha = hashlib.sha256((node.share / "big.mkv").read_bytes()).hexdigest()
+    node.curator.manifests.update("default", [dataclasses.replace(item, sha256=sha)])
+    node.sync()
+    state = node.state("big.mkv")
+    assert (state.state, state.item.get("sha256")) == ("placed", sha)
+    again = node.engine.status(item.info_hash or "")
+    assert again is not None
+    assert again.total_download == status.total_download
+    (record,) = node.store.placed_files(node.url, "big.mkv")
+    assert record.sha256 == sha
+
+
 def test_a_correct_file_in_place_is_adopted_without_downloading(node: Node) -> None:
     item = node.publish("movie.mkv", 2 * MIB)
     random_file(node.media / "movie.mkv", 2 * MIB, seed=2 * MIB)
