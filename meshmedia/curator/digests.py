@@ -30,7 +30,7 @@ from meshmedia.store import HashRecord, Store
 
 log = logging.getLogger(__name__)
 
-NICE = 19  # the thread's own niceness (Linux: setpriority on a thread id is per thread)
+NICE = 19  # without SCHED_IDLE: the thread's niceness (Linux: per thread id)
 
 
 @dataclass(frozen=True)
@@ -89,10 +89,7 @@ class Digests:
             thread.join(timeout=30)
 
     def _run(self) -> None:
-        try:
-            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), NICE)
-        except OSError as exc:  # not Linux, or not allowed: it runs at normal priority
-            log.debug("cannot lower the digest thread's priority: %s", exc)
+        _lowest_priority()
         while (pending := self._queue.get()) is not None:
             try:
                 sha256 = self._digest(pending)
@@ -138,6 +135,20 @@ class Digests:
                            b"".join(hashes.pieces))
             )  # fmt: skip
         return sha.hexdigest()
+
+
+def _lowest_priority() -> None:
+    """Run the calling thread only when a core has nothing else to do: SCHED_IDLE (Linux,
+    per thread with pid 0), and niceness 19 where that is not available."""
+    try:
+        os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
+        return
+    except (AttributeError, OSError) as exc:
+        log.debug("no SCHED_IDLE for the digest thread: %s", exc)
+    try:
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), NICE)
+    except OSError as exc:  # not allowed: it runs at normal priority
+        log.debug("cannot lower the digest thread's priority: %s", exc)
 
 
 def _key(st: os.stat_result) -> tuple[int, int, int, int]:
