@@ -61,6 +61,7 @@ class Digests:
         self._idle = threading.Condition(self._lock)
         self._thread: threading.Thread | None = None
         self._closed = False
+        self.bytes_read = 0  # by the background passes, for meshmedia_hashed_bytes_total
 
     def add(self, pending: Pending) -> None:
         """Hash `pending` on the background thread (once, however often it is added)."""
@@ -122,6 +123,7 @@ class Digests:
                 sha.update(view[:got])
                 fast.update(view[:got])
                 offset += got
+                self.bytes_read += got
             after = os.fstat(fd)
         finally:
             os.close(fd)

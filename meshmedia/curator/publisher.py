@@ -100,8 +100,9 @@ class Publisher:
 
     @property
     def bytes_hashed(self) -> int:
-        """Bytes read from disk for hashing since this publisher started."""
-        return self._hasher.bytes_hashed
+        """Bytes read from disk for hashing since this publisher started (SHA-256 passes
+        included)."""
+        return self._hasher.bytes_hashed + self._digests.bytes_read
 
     # -- the seams -------------------------------------------------------------
     def share_for(self, path: Path) -> Share | None:

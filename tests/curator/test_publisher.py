@@ -195,6 +195,7 @@ def test_a_large_file_is_listed_before_its_sha256_which_a_later_version_adds(
     assert (got.info_hash, got.xxh3, got.added_at) == (item.info_hash, item.xxh3, item.added_at)
     assert curator.store.catalog_entry("default", "big.mkv").item["sha256"] == got.sha256
     read = curator.publisher.bytes_hashed
+    assert read == 2 * len(data)  # the first pass, then the SHA-256 pass
     assert curator.publisher.publish(path) == got  # from the hash cache: no read, no version
     assert curator.publisher.bytes_hashed == read
     assert curator.manifests.get("default").version == later.version
