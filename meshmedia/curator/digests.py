@@ -81,7 +81,7 @@ class Digests:
             return self._idle.wait_for(lambda: not self._waiting, timeout)
 
     def close(self) -> None:
-        """Stop after the file under way (the rest is hashed again after a restart)."""
+        """Stop, the file under way included (a restart hashes what is left again)."""
         with self._lock:
             self._closed = True
             thread = self._thread
@@ -120,6 +120,8 @@ class Digests:
             view = memoryview(buffer)
             offset = 0
             while got := os.preadv(fd, [view], offset):
+                if self._closed:  # a shutdown waits for no pass (a restart does it again)
+                    return None
                 sha.update(view[:got])
                 fast.update(view[:got])
                 offset += got
