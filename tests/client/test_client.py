@@ -487,6 +487,47 @@ def test_an_item_whose_sha256_arrives_later_is_not_downloaded_again(node: Node) 
     assert record.sha256 == sha
 
 
+def test_a_download_under_way_takes_the_sha256_of_a_later_version_without_a_restart(
+    tmp_path: Path,
+) -> None:
+    """The version that adds a large file's SHA-256 comes while clients download it (the
+    curator's pass ends 1-2 s after the listing): the download goes on, is never removed
+    and started again, and is placed with the new row."""
+    node = Node(tmp_path, download_limit=512 * 1024)
+    try:
+        assert node.curator.publisher is not None
+        assert node.curator.manifests is not None
+        node.curator.publisher.first_pass_min = 0
+        node.curator.publisher.close()  # the curator's own pass held back: the test adds it
+        item = node.publish("big.mkv", 2 * MIB)
+        ih = item.info_hash or ""
+        removed: list[str] = []
+        node.engine.subscribe(
+            lambda e: removed.append(e.info_hash) if e.kind.value == "removed" else None
+        )
+
+        def under_way() -> bool:
+            node.client.step()
+            status = node.engine.status(ih)
+            return status is not None and 0 < status.total_done < 2 * MIB
+
+        body = ManifestFetcher(node.url).fetch().body
+        assert body is not None
+        assert node.client.apply(node.url, body)
+        wait_for(under_way, timeout=60, interval=0.05)
+        sha = hashlib.sha256((node.share / "big.mkv").read_bytes()).hexdigest()
+        node.curator.manifests.update("default", [dataclasses.replace(item, sha256=sha)])
+        node.sync()
+        state = node.state("big.mkv")
+        assert (state.state, state.item.get("sha256")) == ("placed", sha)
+        assert ih not in removed
+        (record,) = node.store.placed_files(node.url, "big.mkv")
+        assert record.sha256 == sha
+        assert (node.media / "big.mkv").read_bytes() == (node.share / "big.mkv").read_bytes()
+    finally:
+        node.close()
+
+
 def test_a_correct_file_in_place_is_adopted_without_downloading(node: Node) -> None:
     item = node.publish("movie.mkv", 2 * MIB)
     random_file(node.media / "movie.mkv", 2 * MIB, seed=2 * MIB)
