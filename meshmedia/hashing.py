@@ -362,37 +362,50 @@ class FirstPass:
     def _pieces(
         self, fd: int, size: int, piece: int, span: int, fast: xxhash.xxh3_128
     ) -> list[tuple[bytes, ...]]:
-        """The piece digests of each chunk of `span` bytes; XXH3 fed in order meanwhile."""
+        """The piece digests of each chunk of `span` bytes; XXH3 fed in order meanwhile.
+
+        Each worker reads its own chunk (the copy from the page cache runs on both
+        cores) and hashes its pieces; this thread feeds each chunk to XXH3 in order
+        once it is read, and hands a buffer on once both are done with it.
+        """
         count = -(-size // span)
         digests: list[tuple[bytes, ...]] = [()] * count
         ring = [bytearray(min(span, size)) for _ in range(min(RING, count))]
-
-        def pieces_of(index: int, view: memoryview) -> None:
-            digests[index] = tuple(
-                hashlib.sha1(view[at : at + piece]).digest()  # noqa: S324 - v1 pieces
-                for at in range(0, len(view), piece)
-            )
+        reads: list[Future[memoryview]] = [Future() for _ in range(count)]
 
         def read(index: int) -> memoryview:
             start = index * span
             view = memoryview(ring[index % len(ring)])[: min(span, size - start)]
             if os.preadv(fd, [view], start) != len(view):
                 raise PublishError(f"{self.path} shrank while it was hashed")
-            self.bytes_read += len(view)
-            fast.update(view)
             return view
 
+        def work(index: int) -> None:
+            try:
+                view = read(index)
+            except BaseException as exc:
+                reads[index].set_exception(exc)
+                raise
+            reads[index].set_result(view)
+            digests[index] = tuple(
+                hashlib.sha1(view[at : at + piece]).digest()  # noqa: S324 - v1 pieces
+                for at in range(0, len(view), piece)
+            )
+
         if count == 1:  # two threads started for one chunk cost more than they save
-            pieces_of(0, read(0))
+            work(0)
+            fast.update(reads[0].result())
+            self.bytes_read += size
             return digests
-        inflight: list[Future[None]] = []
         with ThreadPoolExecutor(max_workers=2, thread_name_prefix="sha1") as pool:
+            tasks = [pool.submit(work, index) for index in range(len(ring))]
             for index in range(count):
-                if index >= len(ring):
-                    inflight[index - len(ring)].result()  # its buffer is free again
-                inflight.append(pool.submit(pieces_of, index, read(index)))
-            for future in inflight:
-                future.result()
+                view = reads[index].result()
+                fast.update(view)
+                self.bytes_read += len(view)
+                tasks[index].result()  # its pieces are hashed: the buffer is free again
+                if index + len(ring) < count:
+                    tasks.append(pool.submit(work, index + len(ring)))
         return digests
 
 
