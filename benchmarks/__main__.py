@@ -155,8 +155,9 @@ def scale_rows(quick: bool, idle: float | None) -> list[Row]:
     return rows
 
 
-def e2e_rows(sizes: list[int], runs: int, work: Path) -> list[Row]:
-    """Drop -> in the other side's folder, meshmedia against each anchor, median of `runs`."""
+def e2e_rows(sizes: list[int], runs: int, work: Path, sync: bool = False) -> list[Row]:
+    """Drop -> in the other side's folder, meshmedia against each anchor, median of `runs`;
+    `sync`: flush the disk before each drop is written (e2e.measure)."""
     results: dict[str, dict[int, list[float]] | str] = {}
     with LoopbackNetns() as netns:
         systems: list[tuple[str, DropSystem | None, str]] = [("meshmedia", Meshmedia(), "")]
@@ -169,7 +170,7 @@ def e2e_rows(sizes: list[int], runs: int, work: Path) -> list[Row]:
                 continue
             with tempfile.TemporaryDirectory(dir=work, prefix=f"e2e-{name[:6]}-") as tmp:
                 try:
-                    results[name] = measure(system, Path(tmp), sizes, runs, log)
+                    results[name] = measure(system, Path(tmp), sizes, runs, log, sync=sync)
                 except (OSError, RuntimeError, TimeoutError, subprocess.SubprocessError) as exc:
                     log(f"{name}: failed: {exc}")
                     results[name] = f"failed: {exc}"
@@ -209,6 +210,9 @@ def main() -> int:
     parser.add_argument("--only", action="append", choices=SUITES, help="run only these")
     parser.add_argument("--markdown", type=Path, metavar="FILE", help="also write the table here")
     parser.add_argument("--dir", type=Path, help="work folder (default: the temp dir)")
+    parser.add_argument("--sync", action="store_true",
+                        help="e2e: sync() before each drop is written, so no run waits for "
+                        "the writeback of the runs before it")  # fmt: skip
     parser.add_argument("--idle", type=float, help="scale: idle window in seconds (30; --quick 10)")
     args = parser.parse_args()
     big = "100M" if args.quick else "1G"
@@ -218,7 +222,9 @@ def main() -> int:
     steps = {
         "publish": lambda: publish_rows(big),
         "transfer": lambda: transfer_rows(big),
-        "e2e": lambda: e2e_rows([10 * MB, 100 * MB if args.quick else GiB], args.runs, work),
+        "e2e": lambda: e2e_rows(
+            [10 * MB, 100 * MB if args.quick else GiB], args.runs, work, args.sync
+        ),
         "load": lambda: load_rows("quick" if args.quick else "full"),
         "connections": lambda: connections_rows(args.quick),
         "scale": lambda: scale_rows(args.quick, args.idle),

@@ -5,6 +5,8 @@ by each contender, interleaved, `--runs` times; prints seconds and GB/s:
 
   meshmedia      meshmedia.hashing.hash_file: one read pass feeding SHA-1 pieces on one
                  thread and SHA-256 + XXH3-128 on another (what publish does today)
+  first_pass     meshmedia.hashing.FirstPass: SHA-1 pieces on two threads, XXH3-128 on the
+                 reading one, no SHA-256 (what publish does for a file of 64 MiB or more)
   sha1_1         SHA-1 pieces only, one thread (what a torrent needs)
   sha1_2         SHA-1 pieces only, two threads, each hashing every other chunk of
                  whole pieces (pieces are independent)
@@ -36,7 +38,7 @@ import libtorrent as lt
 import xxhash
 
 from meshmedia.config import parse_size
-from meshmedia.hashing import hash_file, piece_size_for
+from meshmedia.hashing import FirstPass, hash_file, piece_size_for
 
 CHUNK = 8 << 20
 
@@ -85,6 +87,7 @@ def lt_hashes(path: Path, settings: dict[str, int] | None) -> None:
 
 CONTENDERS: dict[str, Callable[[Path], None]] = {
     "meshmedia": lambda p: hash_file(p) and None,
+    "first_pass": lambda p: FirstPass(p).finish() and None,
     "sha1_1": lambda p: sha1_threads(p, 1),
     "sha1_2": lambda p: sha1_threads(p, 2),
     "sha256": lambda p: whole(p, hashlib.sha256),

@@ -11,6 +11,7 @@ download dir (1 ms stat loop; the client renames it there only once verified).
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 import urllib.request
@@ -74,7 +75,7 @@ class Meshmedia(DropSystem):
         self.procs.start(
             [*mm, "serve", "--share", f"default={self.share}", "--state-dir", str(base / "cs"),
              "--host", "127.0.0.1", "--port", str(http), "--listen-port", str(free_port()),
-             "--log-level", self.log_level, *NETWORK],
+             "--public", "default", "--log-level", self.log_level, *NETWORK],
             log=base / "serve.log",
         )  # fmt: skip
         wait_until(lambda: answers(f"http://127.0.0.1:{http}/"), 60, "meshmedia serve")
@@ -98,12 +99,20 @@ class Meshmedia(DropSystem):
 
 
 def measure(
-    system: DropSystem, base: Path, sizes: list[int], runs: int, log: Callable[[str], None]
+    system: DropSystem,
+    base: Path,
+    sizes: list[int],
+    runs: int,
+    log: Callable[[str], None],
+    *,
+    sync: bool = False,
 ) -> dict[int, list[float]]:
     """Start `system`, deliver one warm-up file, then `runs` fresh files of each size.
 
     Returns the seconds of each run by size. The warm-up (64 KiB) proves the two
-    sides are connected and is not counted. Always stops the system.
+    sides are connected and is not counted. `sync`: flush the disk before each new
+    file is written (each 1 GiB run leaves 2 GiB to write back, which slowed the runs
+    after it by 1-3 s on this VM). Always stops the system.
     """
     staging = base / "staging"
     results: dict[int, list[float]] = {size: [] for size in sizes}
@@ -113,6 +122,8 @@ def measure(
         log(f"{system.name}: warm-up {system.deliver(warm, 64 << 10):.2f} s")
         for size in sizes:
             for run in range(runs):
+                if sync:
+                    os.sync()
                 staged = random_file(staging / f"drop-{size}-{run}.bin", size)
                 time.sleep(0.5)  # let the writeback of the new file start before timing
                 seconds = system.deliver(staged, size)

@@ -106,6 +106,9 @@ def main() -> int:
     parser.add_argument("--keep", type=Path, help="copy serve.log and sync.log here")
     parser.add_argument("--patch", default="", help="e2e_patches.py changes, comma-separated")
     parser.add_argument("--settle-time", help="the curator's settle time (default: its own)")
+    parser.add_argument("--sync", action="store_true",
+                        help="sync() before writing each drop, so that earlier runs' writeback "
+                        "does not overlap later runs")  # fmt: skip
     args = parser.parse_args()
     base = Path(tempfile.mkdtemp(prefix="mm-e2e-breakdown-", dir=args.dir))
     system = Meshmedia("DEBUG", [sys.executable, "-c", BOOT])
@@ -124,6 +127,8 @@ def main() -> int:
         warm = random_file(base / "staging" / "warmup.bin", 64 << 10)
         system.deliver(warm, 64 << 10)
         for run in range(args.runs):
+            if args.sync:
+                os.sync()  # every run starts with the disk caught up
             staged = random_file(base / "staging" / f"drop-{run}.bin", args.size)
             time.sleep(0.5)
             target = system.share / staged.name

@@ -16,6 +16,8 @@ writes it into the package. Nothing here is imported by meshmedia itself.
   atppeers    client: a magnet's x.pe peers stay in add_torrent_params.peers (libtorrent
               dials them as the torrent starts) instead of connect_peer() after the add
               (dialled at the torrent's next one-second tick: 0 to 1 s later)
+  nodigest    curator: no background SHA-256 pass after a first-pass publish (what the
+              pass costs the download that runs beside it)
   torrentfile client: fetch `/torrents/<ih>.torrent` from the curator instead of adding
               the magnet (no metadata exchange); MM_TORRENT_BASE is the curator's URL
 """
@@ -141,6 +143,15 @@ PATCHES = {
     "torrentfile": _torrentfile,
     "atppeers": _atppeers,
 }
+
+
+def _nodigest() -> None:
+    from meshmedia.curator import digests  # noqa: PLC0415
+
+    digests.Digests.add = lambda self, pending: None  # type: ignore[method-assign]
+
+
+PATCHES["nodigest"] = _nodigest
 
 
 def apply(names: str) -> None:

@@ -58,6 +58,24 @@ def test_many_pieces_across_read_chunks(tmp_path: Path) -> None:
     assert len(hash_file(path, 64 * 1024).pieces) == -(-len(data) // (64 * 1024))
 
 
+@pytest.mark.parametrize("size", [1, 16 * 1024, 100_000, 48 * 1024 * 9 + 5, 3 * 1024 * 1024 + 1])
+def test_a_first_pass_gives_the_pieces_and_xxh3_of_one_pass_without_sha256(
+    tmp_path: Path, size: int, small_steps: None
+) -> None:
+    """Pieces over two threads and alternate reads (past the ring of 4 buffers), the
+    XXH3 in order on the reading thread: the same as the one-pass hasher's."""
+    data = random.Random(size).randbytes(size)
+    path = tmp_path / "f.bin"
+    path.write_bytes(data)
+    first = hashing.FirstPass(path)
+    got = first.finish()
+    want = expected(data, piece_size_for(size))
+    assert got == FileHashes(want.size, want.piece_size, want.pieces, "", want.xxh3)
+    assert first.bytes_read == size
+    assert first.final_stat is not None
+    assert first.final_stat.st_size == size
+
+
 def test_piece_size_rule() -> None:
     assert piece_size_for(1) == 256 * 1024
     assert piece_size_for(512 << 20) == 256 * 1024

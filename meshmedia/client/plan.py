@@ -148,6 +148,10 @@ class ItemPlanner:
             if skip := choice.skip_reason(item.path, item.size):
                 self._skip(url, item, known, reason=skip, rows=queued, unselected=unselected)
                 continue
+            if known is not None and known.state != ItemState.SKIPPED and hashes_added(known, item):
+                known = replace(known, item=item.to_json())  # under way or placed: goes on
+                queued.append(known)
+                self._hashes_arrived(known, item)
             if known is not None and known.item == item.to_json():
                 if known.state != ItemState.SKIPPED:
                     self._keep(known, item, queued)
@@ -206,6 +210,14 @@ class ItemPlanner:
         elif known.info_hash and known.path not in self._recorded:
             self.placer.backfill(known.url, item, known.info_hash, final)
 
+    def _hashes_arrived(self, ci: ClientItem, item: Item) -> None:
+        """A later version gave a single file its SHA-256: into the placed file's record
+        (kept "" when it was placed without one)."""
+        if ci.state != ItemState.PLACED or not item.sha256 or item.files is not None:
+            return
+        records = [r for r in self.store.placed_files(ci.url, ci.path) if not r.sha256]
+        self.store.save_placed_files([replace(r, sha256=item.sha256.lower()) for r in records])
+
     def _lost(self, ci: ClientItem, final: Path) -> bool:
         """A placed item whose torrent the engine no longer has, or has elsewhere than
         in place (its resume data was saved before the move, then the daemon died)."""
@@ -244,6 +256,23 @@ class ItemPlanner:
             log.info("deleted %s (delete_removed)", path)
         elif path.exists():
             log.warning("kept %s: meshmedia has no record of placing it", path)
+
+
+HASHES = ("sha256", "xxh3")
+
+
+def hashes_added(known: ClientItem, item: Item) -> bool:
+    """True when `item` is the row's item with only whole-file hashes added (the curator
+    lists a large file before its SHA-256, curator/digests.py): the same torrent and
+    files, nothing taken away or changed. Such an item is not restarted."""
+    new = item.to_json()
+    if known.item == new or known.info_hash != item.info_hash:
+        return False
+    old = known.item
+    rest = {k: v for k, v in old.items() if k not in HASHES}
+    if rest != {k: v for k, v in new.items() if k not in HASHES}:
+        return False
+    return all(old.get(k) is None or old.get(k) == new.get(k) for k in HASHES)
 
 
 def _spare_rejected(url: str, current: dict[str, ClientItem], rejected: Sequence[Rejected]) -> None:

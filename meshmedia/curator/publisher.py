@@ -13,14 +13,15 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from meshmedia.config import Config, Share
-from meshmedia.engine import Engine
-from meshmedia.engine.building import bare_magnet, build_torrent
+from meshmedia.engine import Engine, SourceFile
+from meshmedia.engine.building import BuiltTorrent, bare_magnet, build_torrent
 from meshmedia.errors import ManifestError, PublishError
+from meshmedia.hashing import FileHashes
 from meshmedia.manifest import (
     Item,
     ManifestStore,
@@ -32,11 +33,17 @@ from meshmedia.manifest import (
 from meshmedia.store import CatalogEntry, Store
 
 from .addresses import advertised_addresses, magnet_for
+from .digests import Digests, Pending
 from .seeds import SeedKeeper
 from .sources import NOT_UTF8, SYMLINK_RULE, SourceHasher, named, not_utf8, symlink_on
 from .swarms import PrivateSwarms
 
 log = logging.getLogger(__name__)
+
+FIRST_PASS_MIN = 64 * 1024 * 1024
+"""A file at least this large, hashed cold, is listed after its pieces and XXH3 (two threads,
+0.62-0.8 s per GiB instead of 1.0-1.3 s); its SHA-256 follows in a later manifest version
+(curator/digests.py). Below it the saving is under 40 ms and not worth a second version."""
 
 BATCH_SECONDS = 0.25
 """In a round of many new files, their items are listed together at most this far apart:
@@ -68,6 +75,8 @@ class Publisher:
         self._lock = threading.RLock()
         self._hasher = SourceHasher(store)
         self._seeds = SeedKeeper(config.state_dir / "torrents", store, engine)
+        self._digests = Digests(store, self._digested)
+        self.first_pass_min = FIRST_PASS_MIN
         self.on_published: Callable[[float], None] | None = None  # seconds a publish took
         self._ready = threading.Event()
         # published() for the watcher's every round: a query and 5,000 Paths a round made
@@ -91,8 +100,9 @@ class Publisher:
 
     @property
     def bytes_hashed(self) -> int:
-        """Bytes read from disk for hashing since this publisher started."""
-        return self._hasher.bytes_hashed
+        """Bytes read from disk for hashing since this publisher started (SHA-256 passes
+        included)."""
+        return self._hasher.bytes_hashed + self._digests.bytes_read
 
     # -- the seams -------------------------------------------------------------
     def share_for(self, path: Path) -> Share | None:
@@ -278,9 +288,14 @@ class Publisher:
         """The `.torrent` of a published item, or None."""
         return self._seeds.torrent_bytes(info_hash)
 
+    def wait_digests(self, timeout: float) -> bool:
+        """Block until every SHA-256 still to come is in its manifest (True) or `timeout`."""
+        return self._digests.wait_idle(timeout)
+
     def close(self) -> None:
-        """Stop following growing files."""
+        """Stop following growing files and the SHA-256 passes."""
         self._hasher.close()
+        self._digests.close()
 
     # -- publishing ------------------------------------------------------------
     def _publish(
@@ -308,7 +323,7 @@ class Publisher:
         if not_utf8(relative):  # say why, before the path rules refuse its lone surrogates
             raise PublishError(f"{named(source)}: {NOT_UTF8}")
         item_path = _checked_path(dest_path or relative)
-        files = self._hasher.sources(source, share.path.resolve())
+        files = self._sources_of(source, share)
         extra = _folder_extra(files) if source.is_dir() else {}
         ca = self.swarms.ca_for(group) if self.swarms is not None else None
         built = build_torrent(files, ca)
@@ -321,19 +336,15 @@ class Publisher:
                 and existing.source == str(source)
                 and not absorbed
             ):
-                self._seeds.seed(built, source, files, ca)
-                log.debug("%s is already published as %s", source, existing.info_hash)
-                item = validate_item(existing.item)
-                self._manifests.upsert(group, [item])  # no change, no new version
-                return item
+                return self._unchanged(existing, built, source, files, ca)
             self._seeds.seed(built, source, files, ca)
             item = Item(
                 title=title or _title_of(source),
                 torrent=self._magnet(built.info_hash, source.name, ca),
                 path=item_path,
-                sha256=files[0].hashes.sha256 if len(files) == 1 and source.is_file() else None,
+                sha256=(files[0].hashes.sha256 or None) if _single(files, source) else None,
                 size=sum(f.hashes.size for f in files),
-                xxh3=files[0].hashes.xxh3 if len(files) == 1 and source.is_file() else None,
+                xxh3=files[0].hashes.xxh3 if _single(files, source) else None,
                 added_at=added_at or utc_now(),
                 extra=extra,
             )
@@ -359,7 +370,59 @@ class Publisher:
         log.info("published %s as %s in %s (%s)", source, item_path, group, built.info_hash)
         if self.on_published is not None:
             self.on_published(time.monotonic() - started)
+        self._sha256_later(group, item, built.info_hash, source, files)
         return item
+
+    def _unchanged(
+        self,
+        existing: CatalogEntry,
+        built: BuiltTorrent,
+        source: Path,
+        files: Sequence[SourceFile],
+        ca: bytes | None,
+    ) -> Item:
+        """Published already as it is: seed it (again) and keep the item as listed."""
+        self._seeds.seed(built, source, files, ca)
+        log.debug("%s is already published as %s", source, existing.info_hash)
+        item = validate_item(existing.item)
+        self._manifests.upsert(existing.group, [item])  # no change, no new version
+        self._sha256_later(existing.group, item, built.info_hash, source, files)
+        return item
+
+    def _sources_of(self, source: Path, share: Share) -> list[SourceFile]:
+        """The hashed files of `source`; a large single file without its SHA-256 yet."""
+        try:
+            first = source.is_file() and source.stat().st_size >= self.first_pass_min
+        except OSError:  # gone meanwhile: sources() says so
+            first = False
+        return self._hasher.sources(source, share.path.resolve(), first_pass=first)
+
+    def _sha256_later(
+        self, group: str, item: Item, info_hash: str, source: Path, files: Sequence[SourceFile]
+    ) -> None:
+        """A single file listed without its SHA-256: hash it in the background."""
+        if item.sha256 is None and item.xxh3 is not None and _single(files, source):
+            self._digests.add(Pending(group, item.path, info_hash, source, files[0].hashes))
+
+    def _digested(self, pending: Pending, sha256: str) -> None:
+        """The SHA-256 of a file listed without it: into its item, in a new version."""
+        with self._lock:
+            entry = self._store.catalog_entry(pending.group, pending.item_path)
+            if entry is None or (entry.info_hash, entry.source) != (
+                pending.info_hash,
+                str(pending.source),
+            ):
+                return  # republished, moved or gone meanwhile
+            item = validate_item(entry.item)
+            if item.sha256 is not None:
+                return
+            item = replace(item, sha256=sha256)
+            self._manifests.update(pending.group, [item])
+            self._store.save_catalog(
+                CatalogEntry(pending.group, item.path, entry.info_hash, entry.source,
+                             item.to_json())
+            )  # fmt: skip
+        log.info("SHA-256 of %s listed in %s", item.path, pending.group)
 
     def _magnet(
         self, info_hash: str, name: str, ca: bytes | None, peers: list[str] | None = None
@@ -441,6 +504,16 @@ class Publisher:
                     self._seeds.ensure_seeding(entry.info_hash, source, private_ca=ca)
                 except PublishError as exc:
                     log.warning("cannot seed %s again: %s", entry.source, exc)
+            self._digest_again(entry)
+
+    def _digest_again(self, entry: CatalogEntry) -> None:
+        """A single file listed without its SHA-256 when the curator stopped: hash it now
+        (no pieces: the hash cache row is left to the next publish)."""
+        item, source = entry.item, Path(entry.source)
+        if item.get("sha256") is None and item.get("xxh3") and "files" not in item:
+            hashes = FileHashes(int(item.get("size") or 0), 0, (), "", str(item["xxh3"]))
+            if source.is_file():
+                self._digests.add(Pending(entry.group, entry.path, entry.info_hash, source, hashes))
 
     def _fits_its_group(self, entry: CatalogEntry) -> bool:
         """Whether the entry's torrent is SSL exactly when its group is private (a group
@@ -494,6 +567,11 @@ def _literal(path: Path) -> Path:
     """`path` with its folder resolved but not its last name: a file replaced by a
     symbolic link is that file gone, never the link's target."""
     return path.absolute().parent.resolve() / path.name
+
+
+def _single(files: Sequence[SourceFile], source: Path) -> bool:
+    """True for a single-file item (whole-file hashes in the item, not per file)."""
+    return len(files) == 1 and source.is_file()
 
 
 def _checked_path(path: str) -> str:

@@ -18,7 +18,7 @@ from stat import S_ISDIR, S_ISLNK, S_ISREG
 
 from meshmedia.engine import SourceFile
 from meshmedia.errors import PublishError
-from meshmedia.hashing import FileHashes, IncrementalHasher, piece_size_for
+from meshmedia.hashing import FileHashes, FirstPass, IncrementalHasher, piece_size_for
 from meshmedia.store import HashRecord, Store
 
 log = logging.getLogger(__name__)
@@ -104,8 +104,13 @@ class SourceHasher:
         for follower in followers:
             self._finish_quietly(follower)
 
-    def sources(self, source: Path, root: Path | None = None) -> list[SourceFile]:
+    def sources(
+        self, source: Path, root: Path | None = None, *, first_pass: bool = False
+    ) -> list[SourceFile]:
         """The hashed regular files of a file or a folder (dot-files skipped).
+
+        `first_pass`: a single file neither cached nor followed gets only its pieces
+        and XXH3 (`FirstPass`; its `sha256` is "", to come from curator/digests.py).
 
         `source` is reached from `root` (its share folder; default its parent)
         without following a symbolic link; links and names that are not UTF-8
@@ -117,7 +122,7 @@ class SourceHasher:
             ((name, st),) = found
             if st.st_size == 0:
                 raise PublishError(f"{source} is empty; there is nothing to publish")
-            return [SourceFile(name, source, *self._hashes(source, None, st))]
+            return [SourceFile(name, source, *self._hashes(source, None, st, first_pass))]
         found = [(name, st) for name, st in found if st.st_size > 0]
         if not found:
             raise PublishError(f"{source} holds no non-empty files; there is nothing to publish")
@@ -128,7 +133,7 @@ class SourceHasher:
         ]
 
     def _hashes(
-        self, path: Path, piece_size: int | None, before: os.stat_result
+        self, path: Path, piece_size: int | None, before: os.stat_result, first: bool = False
     ) -> tuple[FileHashes, bool]:
         """The hashes at `piece_size` (None: the rule for its own size) of the file the
         walk saw as `before`, and whether they were read just now from a file that did
@@ -140,7 +145,11 @@ class SourceHasher:
             return _from_record(cached), False
         with self._lock:
             follower = self._followers.pop(path, None)
-        hasher = follower.stop() if follower else IncrementalHasher(path, piece_size)
+        hasher: IncrementalHasher | FirstPass
+        if follower is not None:
+            hasher = follower.stop()
+        else:
+            hasher = FirstPass(path) if first else IncrementalHasher(path, piece_size)
         if piece_size is not None and follower is not None:
             self._finish_quietly(follower)  # followed at another piece size: start afresh
             hasher = IncrementalHasher(path, piece_size)
@@ -156,7 +165,7 @@ class SourceHasher:
             # A folder on the way was swapped for a link: what was read is another file.
             raise PublishError(f"{path} was replaced while it was published; not published")
         unchanged = _key(after) == _key(before) and hashes.size == after.st_size
-        if unchanged:
+        if unchanged and hashes.sha256:  # a first pass's row is saved with its SHA-256
             self._store.save_hashes(_to_record(after, hashes))
         return hashes, unchanged
 

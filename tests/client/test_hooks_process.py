@@ -61,7 +61,7 @@ def test_hook_and_webhook_per_placed_item_and_failure(
     random_file(curator.share / "Bad.mkv", MIB // 2, seed=3)
     curator.start()
     items = {i["path"]: i for i in curator.wait_items(3)}
-    items["Bad.mkv"]["sha256"] = "cd" * 32  # verification fails: a failure event
+    items["Bad.mkv"]["xxh3"] = "cd" * 16  # verification fails: a failure event
     site = tmp_path / "site"
     site.mkdir()
     doc = {"group": "family", "version": 1, "items": list(items.values())}
@@ -102,7 +102,7 @@ def test_hook_and_webhook_per_placed_item_and_failure(
     events = {(b["event"], b["path"]) for b in receiver.bodies}
     assert events == {("placed", "First.mkv"), ("placed", "Second.mkv"), ("failed", "Bad.mkv")}
     failed = next(b for b in receiver.bodies if b["event"] == "failed")
-    assert "SHA-256 mismatch" in failed["reason"]
+    assert "XXH3 mismatch" in failed["reason"]
     assert failed["group"] == "family"
     assert failed["manifest"] == url
     placed = next(b for b in receiver.bodies if b["path"] == "First.mkv")

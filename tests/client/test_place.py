@@ -212,7 +212,48 @@ def test_a_good_xxh3_alone_verifies(rig: Rig, tmp_path: Path) -> None:
     item = single_item("a.bin", data, ih, sha256=None, xxh3=xxhash.xxh3_128(data).hexdigest())
     assert rig.placer.place(URL, item, ih, rig.media / "a.bin") is None
     (record,) = rig.store.placed_files(URL, "a.bin")
-    assert record.sha256 == sha(data)  # what was found, recorded even without an expected one
+    assert record.sha256 == ""  # no SHA-256 pass on the way: none known yet
+
+
+def test_an_item_with_an_xxh3_is_verified_by_it_and_records_the_manifests_sha256(
+    rig: Rig, tmp_path: Path
+) -> None:
+    """The pieces checked every byte against the info hash; the XXH3 is the whole-file
+    check on top (a SHA-256 pass would cost 1 s per GiB more): the manifest's SHA-256
+    is recorded as the file's, not recomputed."""
+    data = data_of(6, 30_000)
+    ih, _ = finished(rig, tmp_path, "dl.bin", {"": data})
+    ready(rig, ih)
+    item = single_item("a.bin", data, ih, xxh3=xxhash.xxh3_128(data).hexdigest())
+    assert rig.placer.place(URL, item, ih, rig.media / "a.bin") is None
+    (record,) = rig.store.placed_files(URL, "a.bin")
+    assert record.sha256 == sha(data)
+    assert (rig.media / "a.bin").read_bytes() == data
+
+
+def test_a_download_changed_after_its_piece_checks_fails_its_xxh3_and_is_deleted(
+    rig: Rig, tmp_path: Path
+) -> None:
+    """Bytes that differ from the item's after libtorrent's piece checks (here: seeded
+    unchecked from a staging file with one byte flipped) are never placed: the XXH3
+    catches them, with the SHA-256 the manifest gives left unread."""
+    data = data_of(7, 30_000)
+    source = tmp_path / "source"
+    lay_out(source, "dl.bin", {"": data})
+    torrent_data, ih = torrent(source, "dl.bin")
+    corrupt = bytearray(data)
+    corrupt[12_345] ^= 0xFF
+    lay_out(incomplete_dir(rig.media, ih), "dl.bin", {"": bytes(corrupt)})
+    rig.engine.add_seed(torrent_data, incomplete_dir(rig.media, ih), verified=True)
+    ready(rig, ih)
+    final = rig.media / "a.bin"
+    item = single_item("a.bin", data, ih, xxh3=xxhash.xxh3_128(data).hexdigest())
+    problem = rig.placer.place(URL, item, ih, final)
+    assert problem is not None
+    assert problem.reason.startswith("XXH3 mismatch: expected " + item.xxh3), problem.reason
+    assert not final.exists()
+    assert not incomplete_dir(rig.media, ih).exists()
+    assert rig.store.placed_files(URL, "a.bin") == []
 
 
 @pytest.mark.parametrize(

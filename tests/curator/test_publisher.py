@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import os
 from collections.abc import Iterator
@@ -9,6 +10,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+import xxhash
 
 from meshmedia.config import Config
 from meshmedia.curator import Publisher
@@ -172,6 +174,70 @@ def test_followed_file_is_hashed_once(curator: Curator) -> None:
     assert item.sha256 == hashlib.sha256(data).hexdigest()
     assert curator.publisher.bytes_hashed == len(data)
     assert curator.engine.status(item.info_hash or "") is not None
+
+
+def test_a_large_file_is_listed_before_its_sha256_which_a_later_version_adds(
+    curator: Curator, tmp_path: Path
+) -> None:
+    """Listed after its pieces and XXH3 (two SHA-1 threads, no SHA-256 on the way); the
+    SHA-256 follows from a background pass in a new version, and the full hash cache
+    row with it: publishing it again reads nothing."""
+    curator.publisher.first_pass_min = 0  # the rule for files of 64 MiB and more
+    path = random_file(curator.share / "big.mkv", 3 * 2**20 + 5, seed=11)
+    data = path.read_bytes()
+    item = curator.publisher.publish(path)
+    assert (item.sha256, item.xxh3) == (None, xxhash.xxh3_128(data).hexdigest())
+    assert curator.publisher.wait_digests(TIMEOUT)
+    later = curator.manifests.get("default")
+    assert later.version == 2  # 1: the item, 2: its SHA-256
+    (got,) = later.items
+    assert got.sha256 == hashlib.sha256(data).hexdigest()
+    assert (got.info_hash, got.xxh3, got.added_at) == (item.info_hash, item.xxh3, item.added_at)
+    assert curator.store.catalog_entry("default", "big.mkv").item["sha256"] == got.sha256
+    read = curator.publisher.bytes_hashed
+    assert read == 2 * len(data)  # the first pass, then the SHA-256 pass
+    assert curator.publisher.publish(path) == got  # from the hash cache: no read, no version
+    assert curator.publisher.bytes_hashed == read
+    assert curator.manifests.get("default").version == later.version
+
+    with running(make_config(tmp_path, "client")) as client:  # the first version's torrent
+        torrent = curator.publisher.torrent_bytes(item.info_hash or "")
+        assert torrent is not None
+        dest = tmp_path / "downloads"
+        port = curator.engine.listen_port
+        ih = client.engine.add_download(torrent, dest, [("127.0.0.1", port)])
+        client.engine.wait_until(ih, TorrentState.SEEDING, TIMEOUT)
+    assert (dest / "big.mkv").read_bytes() == data
+
+
+def test_a_file_changed_before_its_sha256_pass_gets_none(curator: Curator) -> None:
+    """The background pass hashes the file that was published or nothing: another size
+    or XXH3 (here the file was rewritten, same size) leaves the item without a SHA-256."""
+    curator.publisher.first_pass_min = 0
+    path = random_file(curator.share / "a.mkv", 2**20, seed=12)
+    curator.publisher.close()  # the background thread stopped: the pass never starts
+    item = curator.publisher.publish(path)
+    assert item.sha256 is None
+    publisher = Publisher(curator.config, curator.store, curator.engine, curator.manifests)
+    try:
+        # what a restart finds: listed without a SHA-256, hashed again in the background
+        assert publisher.wait_digests(TIMEOUT)
+        (got,) = curator.manifests.get("default").items
+        assert got.sha256 == sha256_of(path)
+    finally:
+        publisher.close()
+    random_file(path, 2**20, seed=13)  # rewritten in place
+    curator.store.save_catalog(
+        dataclasses.replace(
+            curator.store.catalog_entry("default", "a.mkv"), item=item.to_json()
+        )  # listed without its SHA-256 again
+    )
+    publisher = Publisher(curator.config, curator.store, curator.engine, curator.manifests)
+    try:
+        assert publisher.wait_digests(TIMEOUT)
+        assert curator.store.catalog_entry("default", "a.mkv").item.get("sha256") is None
+    finally:
+        publisher.close()
 
 
 def test_refused_inputs(curator: Curator, tmp_path: Path) -> None:

@@ -19,6 +19,7 @@ import pytest
 from meshmedia.config import Share
 from meshmedia.curator import Publisher, Watcher
 from meshmedia.curator.watch_fs import is_temporary
+from meshmedia.curator.watcher import MOVED_IN_QUIET
 from meshmedia.engine import Engine
 from meshmedia.manifest import ManifestStore
 from meshmedia.store import Store
@@ -477,6 +478,31 @@ def test_an_empty_file_waits_for_its_writes_with_inotify(
         assert published() == {"marker.mkv"}  # both were due: the empty one waits
         (share / "empty.mkv").write_bytes(b"now written")
         wait_for(lambda: "empty.mkv" in published(), timeout=20)
+    finally:
+        watcher.close()
+
+
+def test_a_file_renamed_in_whole_waits_less_than_one_written_in_place(
+    tmp_path: Path, share: Path, pub: RecordingPublisher, clock: FakeClock
+) -> None:
+    """A rename from outside the share brings a complete file: published after
+    MOVED_IN_QUIET; one written in the share waits for its close and settle_time."""
+    watcher = start_watcher(tmp_path, share, pub, "inotify", clock)
+    staged = tmp_path / "staging" / "whole.mkv"
+    staged.parent.mkdir()
+    staged.write_bytes(b"complete")
+    try:
+        (share / "written.mkv").write_bytes(b"written here")
+        wait_for(lambda: seen(watcher, share / "written.mkv", 12), timeout=20)
+        staged.rename(share / "whole.mkv")
+        wait_for(lambda: (share / "whole.mkv") in watcher._pending, timeout=20)
+        clock.now += MOVED_IN_QUIET
+        watcher.wake()
+        wait_for(lambda: "whole.mkv" in pub.names("publish"), timeout=20)
+        assert pub.names("publish") == ["whole.mkv"]  # the same round: written.mkv not due
+        clock.now += watcher._config.settle_time
+        watcher.wake()
+        wait_for(lambda: "written.mkv" in pub.names("publish"), timeout=20)
     finally:
         watcher.close()
 

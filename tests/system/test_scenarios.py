@@ -38,7 +38,12 @@ def publish(curator: CuratorNode, size: int, name: str = "film.mkv") -> tuple[st
     """Drop a random file into the share, start the curator; (item path, SHA-256)."""
     digest = sha256(random_file(curator.share / name, size, seed=size))
     curator.start()
-    item = curator.wait_items(1)[0]
+    curator.wait_items(1)
+    # 64 MiB and more: listed first without its SHA-256, which a later version adds
+    wait_until(
+        lambda: curator.manifest()["items"][0].get("sha256"), 120, "the item's SHA-256", [curator]
+    )
+    item = curator.manifest()["items"][0]
     assert item["sha256"] == digest
     return item["path"], digest
 
