@@ -15,6 +15,7 @@ import socket
 import sys
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import click
 
@@ -42,10 +43,14 @@ def _address(text: str, port: int) -> tuple[str, int]:
 
 
 def curator_addresses(config: Config, given: tuple[str, ...]) -> list[tuple[str, int]]:
-    """Where clients reach this curator: `--address` values, else the bound address,
-    else (a wildcard bind) this machine's non-loopback IPv4 addresses, else loopback."""
+    """Where clients reach this curator: `--address` values, else what the running
+    curator advertises (its LAN address, and the router's external address with the
+    mapped port: homes elsewhere), else the bound address, else (a wildcard bind) this
+    machine's non-loopback IPv4 addresses, else loopback."""
     if given:
         return [_address(text, config.port) for text in given]
+    if advertised := running_curator_addresses(config):
+        return advertised
     if config.host not in WILDCARDS:
         return [(config.host, config.port)]
     found: list[str] = []
@@ -59,6 +64,26 @@ def curator_addresses(config: Config, given: tuple[str, ...]) -> list[tuple[str,
             pass
     outward = [a for a in dict.fromkeys(found) if not a.startswith("127.")]
     return [(a, config.port) for a in outward] or [("127.0.0.1", config.port)]
+
+
+def running_curator_addresses(config: Config) -> list[tuple[str, int]]:
+    """`advertised_http` of the curator running with this config (GET /status on
+    loopback), as (host, port); empty when none answers or it advertises nothing."""
+    import requests  # noqa: PLC0415 - only this command needs it
+
+    try:
+        answer = requests.get(local_url(config.host, config.port) + "/status", timeout=5)
+        answer.raise_for_status()
+        urls = answer.json().get("advertised_http") or []
+    except (requests.RequestException, ValueError, AttributeError):
+        return []
+    found = []
+    for url in urls if isinstance(urls, list) else []:
+        with contextlib.suppress(ValueError, TypeError, AttributeError):
+            split = urlsplit(url)
+            if split.hostname and split.port:
+                found.append((split.hostname, split.port))
+    return found
 
 
 def print_qr(code: str) -> None:

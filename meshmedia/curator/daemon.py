@@ -30,7 +30,7 @@ from meshmedia.manifest import ManifestStore, SigningKey, generate_key, load_key
 from meshmedia.process import prepare_daemon, stop_on_signals
 from meshmedia.store import Store
 
-from .addresses import PeerAdvertiser, reachable_http
+from .addresses import PeerAdvertiser, advertised_http, reachable_http
 from .announcer import DhtAnnouncer
 from .publisher import Publisher
 from .swarms import PrivateSwarms
@@ -116,6 +116,7 @@ class Curator:
                 signing_key=signer.public_hex if signer is not None else None,
                 tls=server_context(Path(config.state_dir)),
                 swarm_peers=self._swarm_peers,
+                advertised=lambda: advertised_http(config, engine),
             )
             server.start()
             self._stack.callback(server.close)

@@ -53,6 +53,7 @@ class ManifestServer:
         signing_key: str | None = None,
         tls: ssl.SSLContext | None = None,
         swarm_peers: Callable[[str | None], list[str]] | None = None,
+        advertised: Callable[[], list[str]] | None = None,
     ) -> None:
         """Keep the collaborators; nothing is bound until `start()`.
 
@@ -65,7 +66,9 @@ class ManifestServer:
         groups); `signing_key`: the manifests' public key (hex). `tls`: speak TLS
         on the same port too (members and joins; groups/curator_tls.py).
         `swarm_peers(host)`: the curator's SSL peer addresses for a joining member
-        that reached it at `host` (curator/swarms.py).
+        that reached it at `host` (curator/swarms.py). `advertised()`: the base URLs
+        other machines reach this server at (LAN, and the router's external address
+        with the mapped port), in GET /status for `meshmedia invite`.
         """
         self.config = config
         self.manifests = manifests
@@ -77,6 +80,7 @@ class ManifestServer:
         self.registry = registry
         self.signing_key = signing_key
         self.swarm_peers = swarm_peers
+        self.advertised = advertised
         self.join_failures = JoinFailures()
         self._hashes: dict[str, tuple[str, frozenset[str]]] = {}  # group -> (etag, hashes)
         self.http = HttpServer(

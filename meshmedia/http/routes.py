@@ -60,6 +60,7 @@ class CuratorApp(Protocol):
     signing_key: str | None
     join_failures: JoinFailures
     swarm_peers: Callable[[str | None], list[str]] | None
+    advertised: Callable[[], list[str]] | None
 
     def groups(self) -> list[str]:
         """Groups with a manifest or a share folder."""
@@ -355,11 +356,15 @@ def get_seeds(req: RequestHandler, match: re.Match[str]) -> Response:
 
 
 def get_status(req: RequestHandler, match: re.Match[str]) -> Response:
-    """GET /status: the engine's snapshot (loopback, or all public)."""
+    """GET /status: the engine's snapshot (loopback, or all public), and where other
+    machines reach this server (`advertised_http`, base URLs; `meshmedia invite`)."""
     req.require_local()
     if req.app.snapshot is None:
         raise HttpError(503, "no engine status on this server")
-    return json_response(req.app.snapshot().to_json())
+    doc = req.app.snapshot().to_json()
+    if req.app.advertised is not None:
+        doc["advertised_http"] = req.app.advertised()
+    return json_response(doc)
 
 
 def get_metrics(req: RequestHandler, match: re.Match[str]) -> Response:

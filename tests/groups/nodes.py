@@ -21,11 +21,11 @@ class PrivateCurator(Daemon):
         self.state = base / "state"
         self.port, self.peer_port = free_port(), free_port()
 
-    def start(self) -> None:
+    def start(self, *extra: str) -> None:
         self.spawn(
             "serve", "--share", f"family={self.share}", "--state-dir", str(self.state),
             "--host", "0.0.0.0", "--port", str(self.port), "--listen-port", str(self.peer_port),
-            "--settle-time", "0.2", *NETWORK,
+            "--settle-time", "0.2", *NETWORK, *extra,
         )  # fmt: skip
         wait_for(lambda: answers(f"http://127.0.0.1:{self.port}/"), 60, 0.2, self.text)
 

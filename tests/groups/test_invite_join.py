@@ -18,7 +18,7 @@ from meshmedia.bounded import bounded_session
 from meshmedia.groups import GroupAuthority, invite_code
 from meshmedia.groups.curator_tls import curator_pin
 from meshmedia.groups.registry import CREDENTIAL_HEADER, Registry
-from tests.daemons import NETWORK, sha256
+from tests.daemons import NETWORK, Daemon, sha256
 from tests.groups.nodes import CODE, PrivateCurator, join
 from tests.helpers import free_port, random_file, run_meshmedia, wait_for
 
@@ -188,3 +188,25 @@ def test_members_and_revoke_on_the_command_line(
     again = run_meshmedia("revoke", "grandma", "--state-dir", str(curator.state))
     assert again.returncode == 1
     assert "no member 'grandma'" in again.stderr
+
+
+def test_an_invite_carries_what_the_running_curator_advertises(
+    tmp_path: Path, stop_later: list[Daemon]
+) -> None:
+    """Without --address, `invite` asks the running curator (GET /status on loopback) for
+    where other machines reach it: its LAN address, and behind a router that mapped the
+    port, the router's external address (tests/system/test_across_homes.py). Here the
+    curator is told its address (a documentation address, never dialled) so that the
+    code can only have it from the curator."""
+    curator = PrivateCurator(tmp_path / "curator")
+    stop_later.append(curator)
+    curator.start("--advertise-host", "192.0.2.50")
+    status = requests.get(f"http://127.0.0.1:{curator.port}/status", timeout=10).json()
+    assert status["advertised_http"] == [f"http://192.0.2.50:{curator.port}"]
+    made = run_meshmedia(
+        "invite", "--group", "family", "--state-dir", str(curator.state),
+        "--port", str(curator.port), "--no-qr",
+    )  # fmt: skip
+    assert made.returncode == 0, made.stderr
+    code = invite_code.decode(CODE.findall(made.stdout)[0])
+    assert list(code.addresses) == [("192.0.2.50", curator.port)]
