@@ -156,6 +156,14 @@ def test_a_dropped_file_reaches_a_upnp_home_and_a_strict_home(
     magnet = manifest["items"][0]["torrent"]
     assert f"x.pe={lan}" in magnet, magnet
     assert f"x.pe={external}" in magnet, magnet
+    # What `meshmedia invite` puts in a code: the LAN and the router's mapped HTTP port.
+    http = [f"http://{curator.host.address}:{HTTP_PORT}", f"http://{router_a.address}:{HTTP_PORT}"]
+    wait_until(
+        lambda: (curator.get("/status") or {}).get("advertised_http") == http,
+        10,
+        f"advertised_http {http} in /status",
+        [curator],
+    )
     wait_placed([b, c], path, 120, [curator])
     took = time.monotonic() - dropped
     assert_identical([b, c], path, digest)
