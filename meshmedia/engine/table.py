@@ -148,6 +148,11 @@ class TorrentTable:
         with self._cond:
             return ih in self._unflushed
 
+    def unflushed_handles(self) -> dict[str, Any]:
+        """The handles of downloads not yet confirmed on disk (a copy)."""
+        with self._cond:
+            return {ih: self._handles[ih] for ih in self._unflushed if ih in self._handles}
+
     def flushed(self, ih: str) -> bool:
         """Record that a download's pieces are on disk; True when it was waiting for that."""
         with self._cond:
