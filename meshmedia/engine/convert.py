@@ -25,12 +25,13 @@ def hex_of(hashes: Any) -> str:
     return str(hashes.v1)
 
 
-def status_from_lt(st: Any) -> TorrentStatus:
-    """Copy a libtorrent `torrent_status` into a frozen TorrentStatus."""
+def status_from_lt(st: Any, *, starting: bool = False) -> TorrentStatus:
+    """Copy a libtorrent `torrent_status` into a frozen TorrentStatus. `starting`: the
+    torrent was added paused and is resumed next, so it is not reported paused."""
     error = st.errc.message() if st.errc.value() != 0 else None
     if error:
         state = TorrentState.ERROR
-    elif st.flags & lt.torrent_flags.paused:
+    elif st.flags & lt.torrent_flags.paused and not starting:
         state = TorrentState.PAUSED
     else:
         state = _STATES.get(st.state, TorrentState.DOWNLOADING)

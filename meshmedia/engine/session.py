@@ -33,7 +33,7 @@ from .peers import PeerError, check_peer
 from .portmap import PortMapper
 from .resume import ResumeData, file_paths, real_names
 from .schedule import PAUSED
-from .settings import is_local_address, peer_class_filter, session_params
+from .settings import across_homes, is_local_address, peer_class_filter, session_params
 from .snapshots import EngineEvent, EngineSnapshot, TorrentState, TorrentStatus
 from .sources import load_torrent, params_for
 from .storage import Storage
@@ -147,7 +147,7 @@ class Engine:
         """Add every torrent saved in the store (for an Engine made with `restore=False`)."""
         self._resume.restore(self._session)
         if self._capped:
-            apply_choking(self._session, self._table.seed_handles(), self._capped)
+            apply_choking(self._session, self._table.seed_handles(), *self._choking())
 
     @property
     def listen_port(self) -> int:
@@ -257,7 +257,11 @@ class Engine:
         return self._add(atp, Role.DOWNLOAD, [*magnet_peers, *peers])
 
     def _add(self, atp: Any, role: Role, peers: Sequence[tuple[str, int]]) -> str:
-        atp.flags &= ~(lt.torrent_flags.auto_managed | lt.torrent_flags.paused)
+        # Added paused and started once tracked: a 30 KB magnet from a local seed could
+        # finish (its finished alert handled on the alert thread) before the table knew
+        # it, and then waited for ever for a flush nobody asked (1 run in ~15).
+        atp.flags &= ~lt.torrent_flags.auto_managed
+        atp.flags |= lt.torrent_flags.paused
         ih = hex_of(atp.ti.info_hashes() if atp.ti is not None else atp.info_hashes)
         if not self._table.knows(ih):
             self._table.expect(ih, role)
@@ -266,8 +270,9 @@ class Engine:
             except RuntimeError as exc:
                 self._table.unexpect(ih)
                 raise EngineError(f"libtorrent refused torrent {ih}: {exc}") from exc
-            status = status_from_lt(handle.status())
+            status = status_from_lt(handle.status(), starting=True)
             self._table.track(ih, handle, role, status, complete=role == Role.SEED)
+            handle.resume()
             log.info("added %s %s in %s", role.value, ih, atp.save_path)
         for host, port in peers:
             self.connect_peer(ih, host, port)
@@ -339,7 +344,7 @@ class Engine:
             (self._session.pause if paused else self._session.resume)()
         if (upload != 0) != self._capped:
             self._capped = upload != 0
-            apply_choking(self._session, self._table.seed_handles(), self._capped)
+            apply_choking(self._session, self._table.seed_handles(), *self._choking())
         held = self._session.get_settings()  # what libtorrent holds, read back
         self._limits = {
             "window": window,
@@ -351,6 +356,10 @@ class Engine:
                 "session_paused": bool(self._session.is_paused()),
             },
         }
+
+    def _choking(self) -> tuple[bool, bool]:
+        """(upload capped, talks across homes): what apply_choking needs."""
+        return bool(self._capped), across_homes(self._config)
 
     def wait_until(self, info_hash: str, state: TorrentState, timeout: float) -> TorrentStatus:
         """Block until the torrent reaches `state`; TimeoutError after `timeout` seconds.
