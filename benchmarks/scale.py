@@ -142,7 +142,7 @@ class Pair:
             [sys.executable, "-m", "meshmedia", "serve", "--share", f"{GROUP}={self.share}",
              "--state-dir", str(self.base / "cs"), "--host", "127.0.0.1",
              "--port", str(self.http), "--listen-port", str(self.peer_ports[0]),
-             "--log-level", "WARNING", *NETWORK],
+             "--log-level", "WARNING", "--public", GROUP, *NETWORK],
             log=self.base / "serve.log",
         )  # fmt: skip
         return started

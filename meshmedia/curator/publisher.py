@@ -131,16 +131,23 @@ class Publisher:
 
     def publish_many(self, targets: Sequence[tuple[Path, str | None]]) -> None:
         """Publish the files of one watcher round. The first is listed at once; new files
-        after it are hashed and seeded one by one and listed in batches (BATCH_SECONDS):
+        after it are hashed one by one, then seeded and listed in batches (BATCH_SECONDS):
         one manifest version per file made publishing 5,000 files O(N^2). Anything
         else (a changed file, a folder) takes publish()'s path. Failures are logged."""
         self._wait_ready()
+        peers = advertised_addresses(self._config, self._engine)  # session calls: once a round
+        shares = _Shares(self._share_roots(), [(s, s.path.resolve()) for s in self._config.shares])
+        with self._hasher.saving_together():
+            self._publish_round(targets, peers, shares)
+
+    def _publish_round(
+        self, targets: Sequence[tuple[Path, str | None]], peers: list[str], shares: _Shares
+    ) -> None:
         batch: list[_Prepared] = []
         listed = time.monotonic()
-        peers = advertised_addresses(self._config, self._engine)  # session calls: once a round
         for index, (path, group) in enumerate(targets):
             try:
-                prepared = self._prepare_new(Path(path), group, peers) if index else None
+                prepared = self._prepare_new(Path(path), group, peers, shares) if index else None
                 if prepared is None:
                     self._publish(Path(path), group, None, None, added_at=None)
                 else:
@@ -153,27 +160,29 @@ class Publisher:
         if batch:
             self._list_batch(batch)
 
-    def _prepare_new(self, path: Path, group: str | None, peers: list[str]) -> _Prepared | None:
-        """Hash and seed a plain file that has no item yet; None for anything else."""
+    def _prepare_new(
+        self, path: Path, group: str | None, peers: list[str], shares: _Shares
+    ) -> _Prepared | None:
+        """Hash a plain file that has no item yet and build its torrent (seeded with its
+        batch); None for anything else."""
         started = time.monotonic()
-        if symlink_on(path.absolute(), self._share_roots()) is not None or not path.is_file():
+        if symlink_on(path.absolute(), shares.roots) is not None or not path.is_file():
             return None
         source = path.resolve()
-        share = self.share_for(source)
-        if share is None:
+        found = next(((s, r) for s, r in shares.resolved if source.is_relative_to(r)), None)
+        if found is None:
             return None
+        share, root = found
         group = group or share.group
-        relative = source.relative_to(share.path.resolve()).as_posix()
+        relative = source.relative_to(root).as_posix()
         if not_utf8(relative):
             return None
         item_path = _checked_path(relative)
         if self._store.catalog_entry(group, item_path) is not None:
             return None
-        files = self._hasher.sources(source, share.path.resolve())
+        files = self._hasher.sources(source, root)
         ca = self.swarms.ca_for(group) if self.swarms is not None else None
         built = build_torrent(files, ca)
-        with self._lock:
-            self._seeds.seed(built, source, files, ca)
         hashes = files[0].hashes
         item = Item(
             title=_title_of(source),
@@ -184,11 +193,19 @@ class Publisher:
             xxh3=hashes.xxh3,
             added_at=utc_now(),
         )
-        return _Prepared(group, item, built.info_hash, source, started)
+        return _Prepared(group, item, built.info_hash, source, started, (built, source, files, ca))
 
-    def _list_batch(self, batch: list[_Prepared]) -> None:
-        """List prepared items: one manifest version per group, one catalog transaction."""
+    def _list_batch(self, prepared: list[_Prepared]) -> None:
+        """Seed prepared items together, then list them: one manifest version per group,
+        one catalog transaction."""
+        self._hasher.save_waiting()
         with self._lock:
+            refused = self._seeds.seed_many([p.seed for p in prepared])
+            batch = [p for p in prepared if p.info_hash not in refused]
+            for p in prepared:
+                if p.info_hash in refused:
+                    log.warning("cannot publish %s: %s", p.source, refused[p.info_hash])
+                    self._seeds.release(p.info_hash)
             done: list[_Prepared] = []
             for group in dict.fromkeys(p.group for p in batch):
                 mine = [p for p in batch if p.group == group]
@@ -561,6 +578,16 @@ class _Prepared:
     info_hash: str
     source: Path
     started: float
+    seed: tuple[BuiltTorrent, Path, list[SourceFile], bytes | None]  # for SeedKeeper.seed_many
+
+
+@dataclass(frozen=True)
+class _Shares:
+    """The share folders of one watcher round: as configured and resolved (symlink_on),
+    and each with its resolved path (resolving them for each of 5,000 files cost 0.15 ms)."""
+
+    roots: list[Path]
+    resolved: list[tuple[Share, Path]]
 
 
 def _literal(path: Path) -> Path:

@@ -63,6 +63,36 @@ class SeedKeeper:
             built.info_hash, source, built.data, verified=verified, private_ca=private_ca
         )
 
+    def seed_many(
+        self, seeds: Sequence[tuple[BuiltTorrent, Path, Sequence[SourceFile], bytes | None]]
+    ) -> dict[str, str]:
+        """seed() for each (built, source, files, private_ca) of a batch, the new torrents
+        added to the engine together; returns the info hashes not seeding, with why."""
+        refused: dict[str, str] = {}
+        held: set[str] = set()
+        new: list[tuple[bytes, Path, bool, bytes | None]] = []
+        for built, source, files, ca in seeds:
+            if self._engine.status(built.info_hash) is not None:
+                held.add(built.info_hash)
+                try:
+                    self.seed(built, source, files, ca)
+                except PublishError as exc:
+                    refused[built.info_hash] = str(exc)
+                continue
+            if self.torrent_bytes(built.info_hash) != built.data:
+                _write_without_fsync(self.torrent_dir / f"{built.info_hash}.torrent", built.data)
+            new.append((built.data, source.parent, all(f.fresh for f in files), ca))
+        answers = self._engine.add_seeds(new)
+        for built, _source, _files, _ca in seeds:
+            ih = built.info_hash
+            if ih in held:
+                continue
+            if ih not in answers:
+                refused[ih] = "not a torrent libtorrent reads"
+            elif answers[ih] is not None:
+                refused[ih] = f"libtorrent refused it: {answers[ih]}"
+        return refused
+
     def ensure_seeding(
         self,
         info_hash: str,

@@ -13,6 +13,7 @@ import logging
 import os
 import threading
 from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path, PurePosixPath
 from stat import S_ISDIR, S_ISLNK, S_ISREG
 
@@ -68,6 +69,7 @@ class SourceHasher:
         self._lock = threading.Lock()
         self._followers: dict[Path, _Follower] = {}
         self._bytes = 0
+        self._local = threading.local()  # .later: hash cache rows this thread saves later
 
     @property
     def bytes_hashed(self) -> int:
@@ -90,6 +92,25 @@ class SourceHasher:
             followers = [self._followers.pop(p) for p in gone]
         for follower in followers:
             self._finish_quietly(follower)
+
+    @contextmanager
+    def saving_together(self) -> Iterator[None]:
+        """Within, this thread's hash cache rows wait for save_waiting() (or the end) and
+        are written in one transaction: one commit for each of 5,000 new files cost
+        0.15-0.3 ms each (the rows only spare hashing again; none is needed to publish)."""
+        self._local.later = []
+        try:
+            yield
+        finally:
+            self.save_waiting()
+            self._local.later = None
+
+    def save_waiting(self) -> None:
+        """Write the hash cache rows this thread holds back (saving_together)."""
+        records: list[HashRecord] | None = getattr(self._local, "later", None)
+        if records:
+            self._store.save_many_hashes(records)
+            self._local.later = []
 
     def pending(self) -> list[tuple[Path, int]]:
         """(path, bytes hashed so far) of every followed file."""
@@ -165,7 +186,12 @@ class SourceHasher:
             # A folder on the way was swapped for a link: what was read is another file.
             raise PublishError(f"{path} was replaced while it was published; not published")
         unchanged = _key(after) == _key(before) and hashes.size == after.st_size
-        if unchanged and hashes.sha256:  # a first pass's row is saved with its SHA-256
+        # A first pass's row is saved once its SHA-256 is known (curator/digests.py); in
+        # a batch (saving_together) the rows are written in one transaction at its end.
+        later: list[HashRecord] | None = getattr(self._local, "later", None)
+        if unchanged and hashes.sha256 and later is not None:
+            later.append(_to_record(after, hashes))
+        elif unchanged and hashes.sha256:
             self._store.save_hashes(_to_record(after, hashes))
         return hashes, unchanged
 

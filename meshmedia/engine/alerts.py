@@ -44,12 +44,19 @@ class AlertLoop:
     """Waits for alerts, dispatches each by its type name, and runs the periodic ticks."""
 
     def __init__(
-        self, session: Any, handlers: Mapping[str, Handler], ticks: Sequence[Tick] = ()
+        self,
+        session: Any,
+        handlers: Mapping[str, Handler],
+        ticks: Sequence[Tick] = (),
+        after_batch: Sequence[Callable[[], None]] = (),
     ) -> None:
-        """Dispatch the alerts of `session` through `handlers`; start() starts the thread."""
+        """Dispatch the alerts of `session` through `handlers`; start() starts the thread.
+        `after_batch`: called after each batch of alerts is handled (work the handlers
+        gathered, done once a batch: a burst of 5,000 new torrents brought 65,000 alerts)."""
         self._session: Any = session
         self._handlers = {**handlers, "alerts_dropped_alert": self._on_alerts_dropped}
         self._ticks = list(ticks)
+        self._after_batch = list(after_batch)
         self._capacity = int(session.get_settings()["alert_queue_size"])
         self._warned_at = -WARN_EVERY
         self._stop = threading.Event()
@@ -81,6 +88,9 @@ class AlertLoop:
             self._check_backlog(len(alerts))
             for alert in alerts:
                 self._handle(alert)
+            if alerts:
+                for work in self._after_batch:
+                    self._guarded(work, f"after alerts {work!r}")
             now = time.monotonic()
             for number, tick in enumerate(self._ticks):
                 if now >= due[number]:

@@ -146,6 +146,7 @@ class ResumeData:
         self._store = store
         self._cond = threading.Condition()
         self._unsaved: set[str] = set()
+        self._gathered: list[ResumeRecord] = []  # saved by libtorrent, stored after the batch
         self._next_counters = time.monotonic() + COUNTERS_INTERVAL
 
     def tick(self) -> None:
@@ -185,9 +186,18 @@ class ResumeData:
         role = self._table.role(ih)
         if role is None:
             return  # removed meanwhile: do not bring it back
-        self._store.save_resume(ResumeRecord(ih, bytes(data), role.value, files))
-        log.debug("saved resume data of %s (%d bytes)", ih, len(data))
-        self._done(ih)
+        self._gathered.append(ResumeRecord(ih, bytes(data), role.value, files))
+
+    def store_gathered(self) -> None:
+        """After a batch of alerts: store the resume data it brought in one transaction
+        (one commit each cost 0.5 ms of the alert thread while 5,000 seeds were added)."""
+        gathered, self._gathered = self._gathered, []
+        records = [r for r in gathered if self._table.role(r.info_hash) is not None]
+        if records:
+            self._store.save_resumes(records)
+            log.debug("saved the resume data of %d torrents", len(records))
+        for record in gathered:
+            self._done(record.info_hash)
 
     def on_save_failed(self, alert: Any) -> None:
         """save_resume_data_failed_alert: nothing to save (e.g. no metadata yet)."""
@@ -232,9 +242,11 @@ class ResumeData:
         atp.flags &= ~(lt.torrent_flags.auto_managed | lt.torrent_flags.paused)
         if torrent_ca(atp.ti):  # a private group's: whatever the saved flags say
             atp.flags |= PRIVATE_FLAGS
+        self._table.expect(record.info_hash, role)
         try:
             handle = session.add_torrent(atp)
         except RuntimeError as exc:
+            self._table.unexpect(record.info_hash)
             log.warning("cannot restore %s: %s", record.info_hash, exc)
             return
         if recheck:

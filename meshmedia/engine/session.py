@@ -22,6 +22,7 @@ from meshmedia.config import Config
 from meshmedia.errors import EngineError
 from meshmedia.store import Store
 
+from .adding import Additions
 from .alerts import AlertLoop, Handler, Tick
 from .certificates import Certificates, make_private
 from .choking import apply_choking, seed_slots
@@ -80,6 +81,7 @@ class Engine:
         self._events = TorrentEvents(self._session, self._table)
         self._resume = ResumeData(self._table, store)
         self._storage = Storage(self._table)
+        self._additions = Additions(self._session, self._table)
         self.dht = DhtItems(self._session, self._events.session_stats)
         self._certificates = Certificates()
         self.portmap = PortMapper(self._session, upnp=config.upnp, natpmp=config.natpmp)
@@ -88,7 +90,12 @@ class Engine:
             Tick(resume_interval, self._resume.tick),
             Tick(1.0, self.portmap.tick),
         ]
-        self._alerts = AlertLoop(self._session, self._alert_table(), ticks)
+        self._alerts = AlertLoop(
+            self._session,
+            self._alert_table(),
+            ticks,
+            after_batch=[self._resume.store_gathered, self._events.after_alerts],
+        )
         if restore:
             self._resume.restore(self._session)
         self._limits: dict[str, Any] = {}
@@ -107,6 +114,7 @@ class Engine:
         events, resume, storage, dht = self._events, self._resume, self._storage, self.dht
         portmap = self.portmap
         return {
+            "add_torrent_alert": self._additions.on_added,
             "state_update_alert": events.on_state_update,
             "state_changed_alert": events.on_state_changed,
             "torrent_checked_alert": events.on_state_changed,
@@ -175,6 +183,36 @@ class Engine:
         `private_ca`: the torrent is a private group's, with this CA in its info dict
         (EngineError otherwise); it is kept off the DHT and LSD.
         """
+        return self._add(self._seed_params(torrent, save_path, verified, private_ca), Role.SEED, ())
+
+    def add_seeds(
+        self,
+        seeds: Sequence[tuple[bytes, Path, bool, bytes | None]],
+        timeout: float = 60.0,
+    ) -> dict[str, str | None]:
+        """Seed many complete files at once, as add_seed does each (torrent, save path,
+        verified, private_ca) but without waiting for libtorrent after each; returns by
+        info hash None when seeding, else why not (a torrent it cannot read is left out).
+        Torrents already held are left alone."""
+        params = []
+        answers: dict[str, str | None] = {}
+        for torrent, save_path, verified, private_ca in seeds:
+            try:
+                atp = self._seed_params(torrent, save_path, verified, private_ca)
+            except EngineError as exc:
+                log.warning("cannot seed a torrent from %s: %s", save_path, exc)
+                continue
+            atp.flags &= ~(lt.torrent_flags.auto_managed | lt.torrent_flags.paused)
+            ih = hex_of(atp.ti.info_hashes())
+            if not self._table.knows(ih) and ih not in answers:
+                params.append((ih, atp, Role.SEED))
+            answers[ih] = None
+        answers.update(self._additions.add(params, timeout))
+        return answers
+
+    def _seed_params(
+        self, torrent: bytes, save_path: Path, verified: bool, private_ca: bytes | None
+    ) -> Any:
         atp = load_torrent(torrent)
         if private_ca is not None:
             make_private(atp, private_ca)
@@ -186,7 +224,7 @@ class Engine:
             atp.have_pieces = [True] * atp.ti.num_pieces()
         else:
             atp.flags |= lt.torrent_flags.seed_mode
-        return self._add(atp, Role.SEED, ())
+        return atp
 
     def add_download(
         self,
@@ -226,9 +264,11 @@ class Engine:
         atp.flags |= lt.torrent_flags.paused
         ih = hex_of(atp.ti.info_hashes() if atp.ti is not None else atp.info_hashes)
         if not self._table.knows(ih):
+            self._table.expect(ih, role)
             try:
                 handle = self._session.add_torrent(atp)
             except RuntimeError as exc:
+                self._table.unexpect(ih)
                 raise EngineError(f"libtorrent refused torrent {ih}: {exc}") from exc
             status = status_from_lt(handle.status(), starting=True)
             self._table.track(ih, handle, role, status, complete=role == Role.SEED)
@@ -392,6 +432,7 @@ class Engine:
         # reference to the session goes: every component lets go of it here.
         self._alerts.stop()
         self._events.close()
+        self._additions.close()
         self.dht.close()
         self.portmap.close()
         self._session = None

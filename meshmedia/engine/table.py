@@ -38,6 +38,7 @@ class TorrentTable:
         # SEEDING (nor "finished") until libtorrent confirms the flush
         self._unflushed: set[str] = set()
         self._renamed: dict[str, dict[int, str]] = {}
+        self._done: set[str] = set()  # of the unflushed, those libtorrent says are finished
         # torrents added or with a new status since the last take_touched(): only these
         # can need their resume data saved (asking 5,000 idle seeds took 0.1-1.2 s a tick)
         self._touched: set[str] = set()
@@ -65,6 +66,18 @@ class TorrentTable:
             self._touched.add(ih)
             self._cond.notify_all()
 
+    def expect(self, ih: str, role: Role) -> None:
+        """A torrent is being added with `role`: its first alerts (a seed's finished and
+        resume data) may come before track(); role() already answers for it."""
+        with self._cond:
+            self._roles.setdefault(ih, role)
+
+    def unexpect(self, ih: str) -> None:
+        """An expected torrent was not added after all."""
+        with self._cond:
+            if ih not in self._handles:
+                self._roles.pop(ih, None)
+
     def forget(self, ih: str) -> Any:
         """Drop a torrent and return its handle; EngineError when it is unknown."""
         with self._cond:
@@ -74,6 +87,7 @@ class TorrentTable:
             self._roles.pop(ih, None)
             self._statuses.pop(ih, None)
             self._unflushed.discard(ih)
+            self._done.discard(ih)
             self._renamed.pop(ih, None)
             self._touched.discard(ih)
             self._cond.notify_all()
@@ -148,12 +162,21 @@ class TorrentTable:
         with self._cond:
             return ih in self._unflushed
 
+    def finished_unflushed(self) -> dict[str, Any]:
+        """The handles of downloads libtorrent reports finished (in the latest statuses)
+        whose flush to disk is not confirmed yet (a copy)."""
+        with self._cond:
+            return {
+                ih: self._handles[ih] for ih in self._unflushed & self._done if ih in self._handles
+            }
+
     def flushed(self, ih: str) -> bool:
         """Record that a download's pieces are on disk; True when it was waiting for that."""
         with self._cond:
             if ih not in self._unflushed:
                 return False
             self._unflushed.discard(ih)
+            self._done.discard(ih)
             return True
 
     def record_rename(self, ih: str, index: int, name: str) -> None:
@@ -164,6 +187,7 @@ class TorrentTable:
 
     def _adjusted(self, status: TorrentStatus) -> TorrentStatus:
         if status.state == TorrentState.SEEDING and status.info_hash in self._unflushed:
+            self._done.add(status.info_hash)
             return replace(status, state=TorrentState.DOWNLOADING)
         return status
 

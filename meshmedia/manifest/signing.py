@@ -85,11 +85,15 @@ class SigningKey:
 
     def sign(self, document: Mapping[str, Any]) -> dict[str, Any]:
         """Return a copy of the manifest document carrying a signature over its content."""
-        private = Ed25519PrivateKey.from_private_bytes(self.seed)
-        signature = private.sign(canonical_bytes(document))
         signed = {k: v for k, v in document.items() if k != "signature"}
-        signed["signature"] = {"alg": ALG, "key": self.public_hex, "sig": signature.hex()}
+        signed["signature"] = self.signature_of(canonical_bytes(document))
         return signed
+
+    def signature_of(self, content: bytes) -> dict[str, str]:
+        """The `signature` field for a manifest whose canonical bytes without it are
+        `content` (canonical_bytes of its document)."""
+        private = Ed25519PrivateKey.from_private_bytes(self.seed)
+        return {"alg": ALG, "key": self.public_hex, "sig": private.sign(content).hex()}
 
 
 def generate_key() -> SigningKey:

@@ -146,6 +146,12 @@ class Store:
             ),
         )
 
+    def save_resumes(self, records: list[ResumeRecord]) -> None:
+        """Store (replace) the resume data of several torrents in one transaction."""
+        with self.transaction():
+            for record in records:
+                self.save_resume(record)
+
     def load_resume(self) -> list[ResumeRecord]:
         """Every stored torrent's resume data, oldest first."""
         rows = self.execute("SELECT info_hash, data, role, files FROM resume ORDER BY updated_at")
@@ -201,6 +207,12 @@ class Store:
                     time.time(),
                 ),
             )
+
+    def save_many_hashes(self, records: list[HashRecord]) -> None:
+        """save_hashes for several file versions, in one transaction."""
+        with self.transaction():
+            for record in records:
+                self.save_hashes(record)
 
     # -- catalog (curator) -------------------------------------------------
     def catalog(self, group: str | None = None) -> list[CatalogEntry]:

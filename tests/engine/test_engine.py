@@ -483,3 +483,55 @@ def test_remove_with_files_returns_once_they_are_gone(tmp_path: Path) -> None:
             eng.remove(ih, delete_files=True)
             assert not src.exists()
             random_file(src, MIB)
+
+
+def test_a_download_whose_finished_alert_was_dropped_still_finishes(tmp_path: Path) -> None:
+    """A full alert queue drops alerts: with 5,000 torrents one download's
+    torrent_finished_alert was lost and it stayed "downloading" at 100% for ever (the
+    client polled it every 20 ms). Here the queue holds one alert; the alert thread is
+    held (a subscriber of a removal), other torrents' alerts fill the queue, and the
+    download completes meanwhile, so libtorrent drops its alerts. The next status
+    refresh asks that finished download to flush again."""
+    src = random_file(tmp_path / "src" / "clip.mkv", 2 * MIB)
+    torrent = make_torrent(src)
+    config = make_config(tmp_path, "down")
+    held, release = threading.Event(), threading.Event()
+
+    def hold(event: EngineEvent) -> None:
+        if event.kind == EventKind.REMOVED and not held.is_set():
+            held.set()
+            release.wait(60)
+
+    def magnet(k: int) -> str:
+        return f"magnet:?xt=urn:btih:{k:040x}"
+
+    with (
+        engine(tmp_path, "seed") as seeder,
+        Store.in_state_dir(config.state_dir) as store,
+        Engine(config, store, settings={"alert_queue_size": 1}) as downloader,
+    ):
+        ih = seeder.add_seed(torrent, src.parent, verified=True)
+        downloader.subscribe(hold)
+        try:
+            for k in range(1, 21):  # a removal alert may be dropped too: try again
+                downloader.remove(downloader.add_download(magnet(k), tmp_path / "x"))
+                if held.wait(1):
+                    break
+            assert held.is_set()
+            for k in range(100, 110):  # their alerts fill the queue
+                downloader.add_download(magnet(k), tmp_path / "x")
+            downloader.add_download(torrent, tmp_path / "dl", [("127.0.0.1", seeder.listen_port)])
+            # done: everything sent, and the seed let go of its peer (which became a seed)
+            wait_for(
+                lambda: (
+                    (s := seeder.status(ih)) is not None
+                    and s.total_upload >= 2 * MIB
+                    and s.num_peers == 0
+                ),
+                timeout=60,
+            )
+        finally:
+            release.set()
+        downloader.wait_until(ih, TorrentState.SEEDING, timeout=20)
+        assert (tmp_path / "dl" / "clip.mkv").read_bytes() == src.read_bytes()
+        downloader.close(timeout=2)  # the queue of one drops resume alerts too
