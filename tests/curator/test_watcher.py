@@ -22,7 +22,7 @@ from meshmedia.curator.watch_fs import is_temporary
 from meshmedia.engine import Engine
 from meshmedia.manifest import ManifestStore
 from meshmedia.store import Store
-from tests.helpers import make_config, random_file, wait_for
+from tests.helpers import bound, make_config, random_file, wait_for
 
 
 class RecordingPublisher:
@@ -111,7 +111,7 @@ def pub() -> RecordingPublisher:
 def watcher(tmp_path: Path, share: Path, pub: RecordingPublisher, mode: str) -> Iterator[Watcher]:
     w = start_watcher(tmp_path, share, pub, mode)
     try:
-        assert w.wait_idle()
+        assert w.wait_idle(bound(30))
         yield w
     finally:
         w.close()
@@ -140,7 +140,7 @@ def test_copied_file_is_published_once_complete(
     data = os.urandom(300_000)
     (share / "film.mkv").write_bytes(data)
     wait_for(lambda: pub.names("publish"), timeout=20)
-    assert watcher.wait_idle()
+    assert watcher.wait_idle(bound(30))
     assert pub.sizes[share / "film.mkv"] == [len(data)]
     assert ("publish", "film.mkv", "family") in pub.calls
 
@@ -158,7 +158,7 @@ def frozen(
     settled or quiet by itself, however slow the machine."""
     w = start_watcher(tmp_path, share, pub, mode, clock)
     try:
-        assert w.wait_idle()
+        assert w.wait_idle(bound(30))
         yield w
     finally:
         w.close()
@@ -193,7 +193,7 @@ def test_slow_writer_is_followed_not_published_early(
     clock.now += 0.6
     frozen.wake()
     wait_for(lambda: pub.names("publish"), timeout=20)
-    assert frozen.wait_idle()
+    assert frozen.wait_idle(bound(30))
     assert pub.sizes[path] == [300_000]
 
 
@@ -234,12 +234,12 @@ def test_part_file_renamed_is_published_under_final_name(
     (share / ".rsync.mkv.Xy12Zz").write_bytes(os.urandom(10_000))
     (share / "marker.mkv").write_bytes(b"m")  # seen after them (in order, or one poll)
     wait_for(lambda: pub.names("publish") == ["marker.mkv"], timeout=20)
-    assert watcher.wait_idle()
+    assert watcher.wait_idle(bound(30))
     assert [c for c in pub.calls if c[1] != "marker.mkv"] == []  # temporary names: nothing
     pub.calls.clear()
     (share / "dl.mkv.part").rename(share / "dl.mkv")
     wait_for(lambda: pub.names("publish"), timeout=20)
-    assert watcher.wait_idle()
+    assert watcher.wait_idle(bound(30))
     assert pub.names("publish") == ["dl.mkv"]
 
 
@@ -250,11 +250,11 @@ def test_a_published_file_renamed_to_a_temporary_name_is_unpublished(
     temporary name must never be published, and the old one is gone."""
     (share / "a.mkv").write_bytes(b"1" * 100)
     wait_for(lambda: share / "a.mkv" in pub.catalog, timeout=20)
-    assert watcher.wait_idle()
+    assert watcher.wait_idle(bound(30))
     pub.calls.clear()
     (share / "a.mkv").rename(share / "a.mkv.part")
     wait_for(lambda: pub.names("unpublish") == ["a.mkv"], timeout=20)
-    assert watcher.wait_idle()
+    assert watcher.wait_idle(bound(30))
     assert pub.names("moved") == []
     assert pub.catalog == set()
 
@@ -267,7 +267,7 @@ def test_move_delete_and_folder_operations(
     (share / "a" / "two.mkv").write_bytes(b"2" * 100)
     (share / "solo.mkv").write_bytes(b"3" * 100)
     wait_for(lambda: len(pub.catalog) == 3, timeout=20)
-    assert watcher.wait_idle()
+    assert watcher.wait_idle(bound(30))
     pub.calls.clear()
 
     (share / "solo.mkv").rename(share / "renamed.mkv")
@@ -275,7 +275,7 @@ def test_move_delete_and_folder_operations(
     (share / "a").rename(share / "b")
     wait_for(lambda: share / "b" / "two.mkv" in pub.catalog, timeout=20)
     wait_for(lambda: share / "b" / "one.mkv" in pub.catalog, timeout=20)
-    assert watcher.wait_idle()
+    assert watcher.wait_idle(bound(30))
     assert pub.names("publish") == []  # moves never re-publish
 
     (share / "renamed.mkv").unlink()
@@ -293,7 +293,7 @@ def test_reconcile_at_start(tmp_path: Path, share: Path, mode: str) -> None:
     w = start_watcher(tmp_path, share, pub, mode)
     try:
         wait_for(lambda: len(pub.names("publish")) == 2, timeout=20)
-        assert w.wait_idle()
+        assert w.wait_idle(bound(30))
     finally:
         w.close()
     assert sorted(pub.names("publish")) == ["kept.mkv", "new.mkv"]
@@ -309,18 +309,18 @@ def test_folder_items_are_republished_as_a_whole(
     series.mkdir()
     (series / "e1.mkv").write_bytes(b"1" * 100)
     wait_for(lambda: pub.names("publish"), timeout=20)
-    assert watcher.wait_idle()
+    assert watcher.wait_idle(bound(30))
     (series / "e2.mkv").write_bytes(b"2" * 100)
     wait_for(lambda: len(pub.names("publish")) >= 2, timeout=20)
     (series / "e1.mkv").unlink()
     wait_for(lambda: len(pub.names("publish")) >= 3, timeout=20)
-    assert watcher.wait_idle()
+    assert watcher.wait_idle(bound(30))
     assert set(pub.names("publish")) == {"Series"}
     assert pub.names("unpublish") == []
     series.rename(share / "Show")
     moved = ("moved", "Series", "Show")
     wait_for(lambda: moved in pub.calls, timeout=20, describe=lambda: repr(pub.calls))
-    assert watcher.wait_idle()
+    assert watcher.wait_idle(bound(30))
     assert pub.catalog == {share / "Show"}
 
 
@@ -334,7 +334,7 @@ def test_folder_renamed_in_the_middle_of_a_poll_is_a_move(
     (series / "e1.mkv").write_bytes(b"1" * 100)
     pub.catalog.add(series)
     wait_for(lambda: pub.names("publish"), timeout=20)
-    assert watcher.wait_idle()
+    assert watcher.wait_idle(bound(30))
     real_stat, renamed = os.stat, threading.Event()
 
     def stat(path: object, *args: object, **kwargs: object) -> os.stat_result:
@@ -346,7 +346,7 @@ def test_folder_renamed_in_the_middle_of_a_poll_is_a_move(
     monkeypatch.setattr(os, "stat", stat)  # the next poll's walk renames the folder
     moved = ("moved", "Series", "Show")
     wait_for(lambda: moved in pub.calls, timeout=20, describe=lambda: f"{renamed} {pub.calls}")
-    assert watcher.wait_idle()
+    assert watcher.wait_idle(bound(30))
     assert pub.names("unpublish") == []
     assert pub.catalog == {share / "Show"}
 
@@ -409,18 +409,18 @@ def test_with_the_real_publisher(tmp_path: Path) -> None:
                     time.sleep(0.1)  # a slow writer to a .part: never published, cannot race
             (share / "a.mkv.part").rename(share / "a.mkv")
             wait_for(lambda: paths() == {"a.mkv"}, timeout=30)
-            assert watcher.wait_idle()
+            assert watcher.wait_idle(bound(30))
             hashed = publisher.bytes_hashed
             assert hashed >= 256_000
 
             (share / "a.mkv").rename(share / "Later" / "a.mkv")
             wait_for(lambda: paths() == {"Later/a.mkv"}, timeout=30)
-            assert watcher.wait_idle()
+            assert watcher.wait_idle(bound(30))
             assert publisher.bytes_hashed == hashed  # the move read nothing again
 
             random_file(share / "Series" / "e2.mkv", 20_000)
             wait_for(lambda: series_files() == ["e1.mkv", "e2.mkv"], timeout=30)
-            assert watcher.wait_idle()
+            assert watcher.wait_idle(bound(30))
             assert paths() == {"Later/a.mkv"}  # no file item split off the folder
         publisher.close()
 
@@ -433,14 +433,14 @@ def test_a_symbolic_link_is_never_published_and_replaces_a_published_file_as_gon
     outside.write_bytes(b"o" * 100)
     (share / "real.mkv").write_bytes(b"r" * 100)
     wait_for(lambda: share / "real.mkv" in pub.catalog, timeout=20)
-    assert watcher.wait_idle()
+    assert watcher.wait_idle(bound(30))
     (share / "link.mkv").symlink_to(outside)
     (share / "swap.tmp").symlink_to(outside)
     (share / "swap.tmp").rename(share / "real.mkv")  # a link renamed over the published file
     (share / "marker.mkv").write_bytes(b"m")
     wait_for(lambda: share / "marker.mkv" in pub.catalog, timeout=20)
     wait_for(lambda: share / "real.mkv" not in pub.catalog, timeout=20)
-    assert watcher.wait_idle()
+    assert watcher.wait_idle(bound(30))
     assert "link.mkv" not in pub.names("publish")
     assert pub.names("publish").count("real.mkv") == 1  # only the file, before the link
 
@@ -453,10 +453,10 @@ def test_a_deleted_folder_unpublishes_each_of_its_files(
     (share / "Show" / "e2.mkv").write_bytes(b"2" * 100)
     (share / "Other.mkv").write_bytes(b"3" * 100)
     wait_for(lambda: len(pub.catalog) == 3, timeout=20)
-    assert watcher.wait_idle()
+    assert watcher.wait_idle(bound(30))
     shutil.rmtree(share / "Show")
     wait_for(lambda: pub.catalog == {share / "Other.mkv"}, timeout=20)
-    assert watcher.wait_idle()
+    assert watcher.wait_idle(bound(30))
     assert sorted(pub.names("unpublish")) == ["e1.mkv", "e2.mkv"]
 
 
@@ -497,7 +497,7 @@ def test_at_start_an_old_file_is_published_at_once_a_fresh_one_once_quiet(
         clock.now += 60
         watcher.wake()
         wait_for(lambda: "fresh.mkv" in pub.names("publish"), timeout=20)
-        assert watcher.wait_idle()
+        assert watcher.wait_idle(bound(30))
     finally:
         watcher.close()
 
@@ -513,7 +513,7 @@ def test_a_published_file_replaced_by_a_link_while_stopped_is_unpublished(
     w = start_watcher(tmp_path, share, pub, mode)
     try:
         wait_for(lambda: pub.names("unpublish") == ["was.mkv"], timeout=20)
-        assert w.wait_idle()
+        assert w.wait_idle(bound(30))
     finally:
         w.close()
     assert pub.names("publish") == []
@@ -542,11 +542,11 @@ def test_a_file_moved_out_of_a_folder_item_republishes_the_folder_and_itself(
     (series / "e2.mkv").write_bytes(b"2" * 100)
     pub.catalog.add(series)
     wait_for(lambda: "Series" in pub.names("publish"), timeout=20)
-    assert watcher.wait_idle()
+    assert watcher.wait_idle(bound(30))
     pub.calls.clear()
     (series / "e2.mkv").rename(share / "e2.mkv")
     wait_for(lambda: set(pub.names("publish")) == {"Series", "e2.mkv"}, timeout=20)
-    assert watcher.wait_idle()
+    assert watcher.wait_idle(bound(30))
     assert set(pub.names("publish")) == {"Series", "e2.mkv"}
     assert pub.names("moved") == []
     assert pub.names("unpublish") == []
@@ -573,5 +573,5 @@ def test_a_folder_moved_out_while_a_file_in_it_waits_drops_both(
     wait_for(lambda: "one.mkv" in pub.names("unpublish"), timeout=20)
     clock.now += 10
     frozen.wake()
-    assert frozen.wait_idle()
+    assert frozen.wait_idle(bound(30))
     assert "two.mkv" not in pub.names("publish")
