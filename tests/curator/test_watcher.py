@@ -575,3 +575,48 @@ def test_a_folder_moved_out_while_a_file_in_it_waits_drops_both(
     frozen.wake()
     assert frozen.wait_idle(bound(30))
     assert "two.mkv" not in pub.names("publish")
+
+
+def test_an_empty_file_deleted_or_renamed_away_while_it_waits_leaves_nothing_pending(
+    tmp_path: Path, share: Path, pub: RecordingPublisher, clock: FakeClock
+) -> None:
+    """An empty file waits for its writes with no due time: only its own delete or move
+    event can drop it, or the watcher is never idle again."""
+    watcher = start_watcher(tmp_path, share, pub, "inotify", clock)
+
+    def published() -> set[str]:
+        clock.now += 10
+        watcher.wake()
+        return set(pub.names("publish"))
+
+    try:
+        (share / "deleted.mkv").touch()
+        (share / "renamed.mkv").touch()
+        (share / "marker.mkv").write_bytes(b"m")  # its events come after the empty files'
+        wait_for(lambda: "marker.mkv" in published(), timeout=20)
+        assert not watcher.wait_idle(timeout=0.2)  # the two empty files wait, with no due
+        (share / "deleted.mkv").unlink()
+        (share / "renamed.mkv").rename(share / "renamed.mkv.part")
+        assert watcher.wait_idle(bound(30))
+        assert pub.names("publish") == ["marker.mkv"]
+    finally:
+        watcher.close()
+
+
+def test_a_temporary_file_leaving_a_published_folder_does_not_republish_it(
+    share: Path, pub: RecordingPublisher, watcher: Watcher
+) -> None:
+    """A folder item is hashed whole when it is republished: a `.part` that was never
+    part of it moving out is no reason to."""
+    series = share / "Series"
+    pub.catalog.add(series)  # as if POST /seed had published the folder
+    series.mkdir()
+    (series / "e1.mkv").write_bytes(b"1" * 100)
+    wait_for(lambda: pub.names("publish") == ["Series"], timeout=20)
+    assert watcher.wait_idle(bound(30))
+    (series / "e2.mkv.part").write_bytes(b"2" * 100)
+    (series / "e2.mkv.part").rename(share / "e2.mkv.part")
+    (share / "marker.mkv").write_bytes(b"m")  # its events come after the move's
+    wait_for(lambda: "marker.mkv" in pub.names("publish"), timeout=20)
+    assert watcher.wait_idle(bound(30))
+    assert pub.names("publish") == ["Series", "marker.mkv"]
