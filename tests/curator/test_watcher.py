@@ -620,3 +620,39 @@ def test_a_temporary_file_leaving_a_published_folder_does_not_republish_it(
     wait_for(lambda: "marker.mkv" in pub.names("publish"), timeout=20)
     assert watcher.wait_idle(bound(30))
     assert pub.names("publish") == ["Series", "marker.mkv"]
+
+
+def test_close_stops_both_threads_and_may_be_called_twice(
+    tmp_path: Path, share: Path, pub: RecordingPublisher, mode: str
+) -> None:
+    watcher = start_watcher(tmp_path, share, pub, mode)
+    observer, worker = watcher._observer, watcher._worker
+    assert observer is not None
+    assert worker is not None
+    watcher.close()
+    assert not observer.is_alive()
+    assert not worker.is_alive()
+    watcher.close()
+
+
+def test_close_gives_up_on_a_publish_that_never_ends_after_its_timeout(
+    tmp_path: Path, share: Path
+) -> None:
+    """close() finishes a publish under way, but waits for it only `timeout` seconds."""
+    entered, release = threading.Event(), threading.Event()
+
+    class Stuck(RecordingPublisher):
+        def publish(self, path: Path, group: str | None = None) -> None:
+            entered.set()
+            release.wait(120)
+
+    watcher = start_watcher(tmp_path, share, Stuck(), "inotify")
+    closed = threading.Event()
+    try:
+        (share / "a.mkv").write_bytes(b"a")
+        assert entered.wait(bound(30))
+        threading.Thread(target=lambda: (watcher.close(timeout=0.5), closed.set())).start()
+        assert closed.wait(bound(30))  # while the publish is still stuck
+        assert not release.is_set()
+    finally:
+        release.set()
