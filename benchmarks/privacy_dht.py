@@ -42,13 +42,13 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
+from benchmarks.common import random_file
 from benchmarks.privacy_lab import (
     Peer,
     build,
     issue,
     load_average,
     make_ca,
-    random_file,
     wait,
 )
 from meshmedia.manifest.signing import generate_key

@@ -40,7 +40,16 @@ from typing import Any
 
 import libtorrent as lt
 
-from benchmarks.privacy_lab import MiB, Peer, Pki, build, issue, load_average, make_ca, random_file
+from benchmarks.common import random_file
+from benchmarks.privacy_lab import (
+    MiB,
+    Peer,
+    Pki,
+    build,
+    issue,
+    load_average,
+    make_ca,
+)
 from tests.system.netns import OwnerLock, delete_netns, in_netns, ip, remove_stale
 
 PREFIX = "mmhp"

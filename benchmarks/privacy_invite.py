@@ -2,10 +2,11 @@
 
     .venv/bin/python -m benchmarks.privacy_invite [--handshakes 30]
 
-1. Codes as proposed in native_notes/privacy.md ("Invite code"): version, a 16-byte
-   pin of the curator's TLS key, a 16-byte one-time enrolment secret and the
-   curator's addresses, with a 3-byte checksum, in base32. Prints the length for a
-   few address sets and the QR version segno picks (alphanumeric mode, level M).
+1. Codes as built (meshmedia.groups.invite_code, native_notes/privacy.md "Invite
+   code"): version, a 16-byte pin of the curator's TLS key, a 16-byte one-time
+   enrolment secret and the curator's addresses, with a 3-byte checksum, in base32.
+   Prints the length for a few address sets and the QR version segno picks
+   (alphanumeric mode, level M).
 2. The curator channel with the standard library's ssl (the curator's HTTP server
    is http.server): a self-signed curator key pinned by the client, member
    certificates from the group CA checked by the server (CERT_OPTIONAL, so a
@@ -18,17 +19,14 @@
 from __future__ import annotations
 
 import argparse
-import base64
 import datetime as dt
 import hashlib
 import importlib
-import ipaddress
 import os
 import shutil
 import socket
 import ssl
 import statistics
-import struct
 import tempfile
 import threading
 import time
@@ -39,56 +37,12 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from benchmarks.privacy_lab import Pki, issue, load_average, make_ca
+from meshmedia.groups.invite_code import InviteCode, InviteCodeError, decode, encode
 
-VERSION = 1
-PREFIX = "MM"
 NO_CHECK_TIME = 0x200000  # OpenSSL X509_V_FLAG_NO_CHECK_TIME
 
 
 # -- the code ------------------------------------------------------------------------------
-
-
-def encode_code(pin: bytes, secret: bytes, addresses: list[tuple[str, int]]) -> str:
-    """`MM` + base32(version | pin16 | secret16 | addresses | sha256[:3]), no padding."""
-    body = bytes([VERSION]) + pin + secret
-    for host, port in addresses:
-        try:
-            ip = ipaddress.ip_address(host)
-        except ValueError:
-            raw = host.encode("idna")
-            body += b"h" + bytes([len(raw)]) + raw + struct.pack(">H", port)
-            continue
-        body += (b"4" if ip.version == 4 else b"6") + ip.packed + struct.pack(">H", port)
-    body += hashlib.sha256(body).digest()[:3]
-    return PREFIX + base64.b32encode(body).decode().rstrip("=")
-
-
-def decode_code(code: str) -> tuple[bytes, bytes, list[tuple[str, int]]]:
-    """(pin, secret, addresses); ValueError naming what is wrong."""
-    text = "".join(code.split()).replace("-", "").upper()
-    if not text.startswith(PREFIX):
-        raise ValueError("not a meshmedia invite code")
-    raw = text[len(PREFIX) :]
-    body = base64.b32decode(raw + "=" * (-len(raw) % 8))
-    if hashlib.sha256(body[:-3]).digest()[:3] != body[-3:]:
-        raise ValueError("the code is mistyped or cut short (checksum)")
-    if body[0] != VERSION:
-        raise ValueError(f"invite code version {body[0]} is not supported")
-    pin, secret, rest = body[1:17], body[17:33], body[33:-3]
-    addresses = []
-    while rest:
-        kind, rest = rest[:1], rest[1:]
-        if kind == b"4":
-            host, rest = str(ipaddress.IPv4Address(rest[:4])), rest[4:]
-        elif kind == b"6":
-            host, rest = str(ipaddress.IPv6Address(rest[:16])), rest[16:]
-        elif kind == b"h":
-            host, rest = rest[1 : 1 + rest[0]].decode("idna"), rest[1 + rest[0] :]
-        else:
-            raise ValueError("the code holds an unknown address kind")
-        (port,), rest = struct.unpack(">H", rest[:2]), rest[2:]
-        addresses.append((host, port))
-    return pin, secret, addresses
 
 
 def spki_pin(cert_der: bytes) -> bytes:
@@ -119,8 +73,8 @@ def code_sizes() -> None:
     print("| addresses | code chars | QR version (level M) | terminal rows (compact) |")
     print("|---|---|---|---|")
     for label, addresses in sets.items():
-        code = encode_code(os.urandom(16), os.urandom(16), addresses)
-        assert decode_code(code)[2] == addresses
+        code = encode(InviteCode(os.urandom(16), os.urandom(16), tuple(addresses)))
+        assert list(decode(code).addresses) == addresses
         if segno is not None:
             qr = segno.make(code, error="m", boost_error=False)
             rows = (qr.symbol_size(border=2)[1] + 1) // 2
@@ -128,12 +82,12 @@ def code_sizes() -> None:
         else:
             qr_text, rows = "segno not installed", 0
         print(f"| {label} | {len(code)} | {qr_text} | {rows} |")
-    example = encode_code(os.urandom(16), os.urandom(16), sets["LAN + external IPv4"])
+    example = encode(InviteCode(os.urandom(16), os.urandom(16), tuple(sets["LAN + external IPv4"])))
     print(f"example: {example}")
     broken = example[:-1] + ("A" if example[-1] != "A" else "B")
     try:
-        decode_code(broken)
-    except ValueError as exc:
+        decode(broken)
+    except InviteCodeError as exc:
         print(f"one character changed: {exc}")
 
 

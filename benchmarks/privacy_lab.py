@@ -141,18 +141,6 @@ class Torrent:
     path: Path
 
 
-def random_file(path: Path, size: int) -> Path:
-    """Write `size` random bytes to `path`."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("wb") as out:
-        left = size
-        while left:
-            block = min(left, 16 * MiB)
-            out.write(os.urandom(block))
-            left -= block
-    return path
-
-
 def build(path: Path, root_cert: bytes | None = None, private: bool = False) -> Torrent:
     """A v1 single-file torrent of `path` from meshmedia's own piece hashes (hash_file),
     with the CA in the info dict when `root_cert` is given, private when asked."""

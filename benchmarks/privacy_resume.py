@@ -26,6 +26,7 @@ from pathlib import Path
 
 import libtorrent as lt
 
+from benchmarks.common import random_file
 from benchmarks.privacy_lab import (
     MiB,
     Peer,
@@ -36,7 +37,6 @@ from benchmarks.privacy_lab import (
     load_average,
     make_ca,
     print_rows,
-    random_file,
     seeding,
     wait,
 )

@@ -28,6 +28,7 @@ from pathlib import Path
 
 import libtorrent as lt
 
+from benchmarks.common import random_file
 from benchmarks.privacy_lab import (
     MiB,
     Peer,
@@ -35,7 +36,6 @@ from benchmarks.privacy_lab import (
     issue,
     load_average,
     make_ca,
-    random_file,
     seeding,
     wait,
 )

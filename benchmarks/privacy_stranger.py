@@ -33,6 +33,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from benchmarks.common import random_file
 from benchmarks.privacy_lab import (
     MiB,
     Peer,
@@ -44,7 +45,6 @@ from benchmarks.privacy_lab import (
     load_average,
     make_ca,
     print_rows,
-    random_file,
     raw_peer,
     raw_probe,
     seeding,

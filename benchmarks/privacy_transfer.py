@@ -18,6 +18,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from benchmarks.common import random_file
 from benchmarks.privacy_lab import (
     MiB,
     Peer,
@@ -26,7 +27,6 @@ from benchmarks.privacy_lab import (
     load_average,
     make_ca,
     print_rows,
-    random_file,
     seeding,
     wait,
 )

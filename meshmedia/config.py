@@ -114,7 +114,7 @@ class Config:
             _check(url.startswith(("http://", "https://")), "manifest_url", url, "an http(s) URL")
         if self.advertise_host is not None and self.advertise_host.lower() != "none":
             # A magnet's x.pe is an endpoint: libtorrent never resolves a host name there.
-            ok = _is_ip(self.advertise_host)
+            ok = is_ip(self.advertise_host)
             _check(ok, "advertise_host", self.advertise_host, "an IP address or 'none'")
         if self.webhook is not None:
             ok = self.webhook.startswith(("http://", "https://"))
@@ -154,7 +154,8 @@ class Config:
         return replace(self, **changes)
 
 
-def _is_ip(text: str) -> bool:
+def is_ip(text: str) -> bool:
+    """True when `text` is a literal IPv4 or IPv6 address."""
     try:
         ipaddress.ip_address(text)
     except ValueError:

@@ -27,6 +27,21 @@ def stop_later() -> Iterator[list[Daemon]]:
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
+# Tests that build network namespaces (the labs share the "mmlab" prefix and clean up its
+# leftovers), or run podman, or qemu: one xdist worker runs them one after another
+# (`--dist loadgroup` in pyproject.toml); everything else is spread over the workers.
+SERIAL_GROUP = "namespaces"
+SERIAL_MARKERS = ("system", "image", "arm64")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Put the namespace, image and arm64 tests in one xdist group (one worker, in turn)."""
+    system_dir = Path(__file__).parent / "system"
+    for item in items:
+        in_system = system_dir in Path(str(item.path)).parents
+        if in_system or any(item.get_closest_marker(name) for name in SERIAL_MARKERS):
+            item.add_marker(pytest.mark.xdist_group(SERIAL_GROUP))
+
 
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[Any]:

@@ -124,11 +124,18 @@ class Client(Daemon):
     def once(
         self, *extra: str, timeout: float = 120, env: dict[str, str] | None = None
     ) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            meshmedia_command(*self.args("--once", *extra)),
-            capture_output=True, text=True, timeout=timeout, check=False, cwd=self.base,
-            env={**os.environ, **env} if env else None,
-        )  # fmt: skip
+        try:
+            return subprocess.run(
+                meshmedia_command(*self.args("--once", *extra)),
+                capture_output=True, text=True, timeout=timeout, check=False, cwd=self.base,
+                env={**os.environ, **env} if env else None,
+            )  # fmt: skip
+        except subprocess.TimeoutExpired as exc:
+            # The daemon's own log says where it stalled; pytest would show only its start.
+            said = exc.stderr or b""
+            text = said.decode(errors="replace") if isinstance(said, bytes) else said
+            log = text[-6000:]
+            raise AssertionError(f"sync --once ran past {timeout} s; its log:\n{log}") from None
 
     def start(self, *extra: str) -> None:
         self.spawn(*self.args(*extra))

@@ -31,8 +31,11 @@ def make_config(tmp_path: Path, name: str = "node", **overrides: Any) -> Config:
         "host": "127.0.0.1",
         "port": free_port(),
         "listen_host": "127.0.0.1",
-        "listen_port": free_port(),
-        "ssl_listen_port": 0,  # any free port: listen_port + 1 may be another test's
+        # libtorrent picks the ports (Engine.listen_port says which): a port free_port()
+        # saw free can be another process's source port a moment later, and then the
+        # seed listens elsewhere than its magnets say (a sync stalled 120 s under xdist).
+        "listen_port": 0,
+        "ssl_listen_port": 0,
         "status_port": free_port(),
         "dht": False,
         "lsd": False,

@@ -15,7 +15,7 @@ import pytest
 from meshmedia import bounded
 from meshmedia.bounded import ReadError, load_json
 from meshmedia.errors import ManifestError
-from meshmedia.http.plumbing import HttpError
+from meshmedia.http.messages import HttpError
 from meshmedia.http.routes import parse_json_body
 from meshmedia.manifest import parse_manifest
 

@@ -136,7 +136,10 @@ def scratch_copy(target: Target, where: Path) -> Path:
     options = {
         "source_paths": ["meshmedia"],
         "only_mutate": [target.path],
-        "pytest_add_cli_args": ["-p", "no:cacheprovider", "-x", "-q", "-m", "not system"],
+        # -n 0: one process (pyproject's addopts ask xdist for two workers).
+        "pytest_add_cli_args": [
+            *("-p", "no:cacheprovider", "-n", "0", "-x", "-q", "-m", "not system"),
+        ],
         "pytest_add_cli_args_test_selection": tests,
         "use_git_change_detection": False,
         # The wording of a log line is not a promise (what a user must see is a Problem
@@ -249,8 +252,8 @@ def run_hand(cases_file: Path) -> None:
             path.write_text(original.replace(case["old"], case["new"], 1), encoding="utf-8")
             try:
                 result = subprocess.run(
-                    [sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider",
-                     "-p", "no:warnings", *case["tests"]],
+                    [sys.executable, "-m", "pytest", "-q", "-x", "-n", "0",
+                     "-p", "no:cacheprovider", "-p", "no:warnings", *case["tests"]],
                     cwd=where, env=env, capture_output=True, text=True, check=False,
                 )  # fmt: skip
             finally:

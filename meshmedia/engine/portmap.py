@@ -123,6 +123,11 @@ class PortMapper:
         self.state = PortMapState()
         self._http_port: int | None = None
         self._http_handles: set[tuple[str, int]] = set()
+        # While add_port_mapping runs, the alert thread may see its answer before the
+        # handles are known here (the lab's curator once advertised its HTTP port as its
+        # BitTorrent port): mappings seen meanwhile wait in `_deferred`.
+        self._lock = threading.Lock()
+        self._deferred: list[tuple[str, str, int, int]] | None = None
         self._lan_address: str | None = None
         self._listeners: list[Callable[[PortMapView], None]] = []
 
@@ -142,17 +147,38 @@ class PortMapper:
     def map_http(self, port: int, lan_address: str | None = None) -> None:
         """Map TCP `port` (the curator's HTTP port) to the same port on the router."""
         self._http_port, self._lan_address = port, lan_address
-        if self.enabled and self._session is not None:
-            handles = self._session.add_port_mapping(lt.portmap_protocol.tcp, port, port)
-            self._http_handles = {(t, int(h)) for h in handles for t in ("upnp", "natpmp")}
+        if not self.enabled or self._session is None:
+            return
+        with self._lock:
+            self._deferred = []
+        handles: list[Any] = []
+        try:
+            handles = list(self._session.add_port_mapping(lt.portmap_protocol.tcp, port, port))
+        finally:
+            with self._lock:
+                self._http_handles = {(t, int(h)) for h in handles for t in ("upnp", "natpmp")}
+                deferred, self._deferred = self._deferred or [], None
+        for mapping in deferred:
+            self._record(*mapping)
 
     # -- alerts ------------------------------------------------------------------
     def on_mapped(self, alert: Any) -> None:
         """portmap_alert: one mapping (UPnP or NAT-PMP, TCP or UDP) is in the router."""
-        transport = alert.map_transport.name
-        protocol = alert.map_protocol.name
-        http = (transport, int(alert.mapping)) in self._http_handles and protocol == "tcp"
-        port = int(alert.external_port)
+        # An alert is valid only until the next pop: keep its fields, never the alert.
+        mapping = (
+            alert.map_transport.name,
+            alert.map_protocol.name,
+            int(alert.mapping),
+            int(alert.external_port),
+        )
+        with self._lock:
+            if self._deferred is not None:
+                self._deferred.append(mapping)
+                return
+        self._record(*mapping)
+
+    def _record(self, transport: str, protocol: str, handle: int, port: int) -> None:
+        http = (transport, handle) in self._http_handles and protocol == "tcp"
         # The alert names no local port: libtorrent asks the router for the local port, so
         # a mapping to the SSL port (and not the plain one) is the SSL socket's.
         ssl = not http and port == self._ssl_port() and port != self._plain_port()

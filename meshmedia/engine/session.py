@@ -32,7 +32,7 @@ from .peers import PeerError, check_peer
 from .portmap import PortMapper
 from .resume import ResumeData, file_paths, real_names
 from .schedule import PAUSED
-from .settings import is_local_address, peer_class_filter, session_params
+from .settings import across_homes, is_local_address, peer_class_filter, session_params
 from .snapshots import EngineEvent, EngineSnapshot, TorrentState, TorrentStatus
 from .sources import load_torrent, params_for
 from .storage import Storage
@@ -139,7 +139,7 @@ class Engine:
         """Add every torrent saved in the store (for an Engine made with `restore=False`)."""
         self._resume.restore(self._session)
         if self._capped:
-            apply_choking(self._session, self._table.seed_handles(), self._capped)
+            apply_choking(self._session, self._table.seed_handles(), *self._choking())
 
     @property
     def listen_port(self) -> int:
@@ -299,7 +299,7 @@ class Engine:
             (self._session.pause if paused else self._session.resume)()
         if (upload != 0) != self._capped:
             self._capped = upload != 0
-            apply_choking(self._session, self._table.seed_handles(), self._capped)
+            apply_choking(self._session, self._table.seed_handles(), *self._choking())
         held = self._session.get_settings()  # what libtorrent holds, read back
         self._limits = {
             "window": window,
@@ -311,6 +311,10 @@ class Engine:
                 "session_paused": bool(self._session.is_paused()),
             },
         }
+
+    def _choking(self) -> tuple[bool, bool]:
+        """(upload capped, talks across homes): what apply_choking needs."""
+        return bool(self._capped), across_homes(self._config)
 
     def wait_until(self, info_hash: str, state: TorrentState, timeout: float) -> TorrentStatus:
         """Block until the torrent reaches `state`; TimeoutError after `timeout` seconds.

@@ -31,6 +31,12 @@ _THROUGHPUT = {
     # Disk threads: libtorrent's default 10 only add context switches on a small
     # machine (1 GiB loopback median 1.40 -> 1.30 s on 2 cores, 5 runs each).
     "aio_threads": 2,
+    # libtorrent's default 20 s makes a peer that gets >= 0.4 MB/s from one source pick
+    # runs of contiguous pieces (rate x 20 s, at most 8 MiB): clients fetching from the
+    # same seed picked the same 8 MiB runs and the seed sent them one after the other
+    # (across homes 1.57 copies of 40 MiB; with 0: 1.13-1.18, engine.md "Copies across
+    # homes"). 0 = every piece picked rarest first on its own.
+    "whole_pieces_threshold": 0,
 }
 
 # uTP: see "uTP stall" in native_notes/engine.md.
@@ -88,9 +94,7 @@ def build_settings(config: Config, overrides: dict[str, Any] | None = None) -> d
     # works only over uTP, and LEDBAT keeps the home uplink usable (nat.md "b.", "c.").
     # Otherwise it dials TCP: uTP took 8-9 s for 1 GiB on loopback against 3.1-4.7 s
     # over TCP ("Transfer speed" in engine.md); libtorrent cannot choose per peer.
-    dial_utp = config.transport == "utp" or (
-        config.transport == "both" and (config.upnp or config.natpmp)
-    )
+    dial_utp = config.transport == "utp" or (config.transport == "both" and across_homes(config))
     settings: dict[str, Any] = {
         "user_agent": f"meshmedia/{__version__} libtorrent/{lt.__version__}",
         "listen_interfaces": listen_interfaces(config),
@@ -131,6 +135,12 @@ def build_settings(config: Config, overrides: dict[str, Any] | None = None) -> d
         settings.update(dht_settings(config.dht_bootstrap))
     settings.update(overrides or {})
     return settings
+
+
+def across_homes(config: Config) -> bool:
+    """True when the session maps ports, i.e. talks to peers in other homes: where its
+    home uplink is the narrowest link even with no upload limit set."""
+    return config.upnp or config.natpmp
 
 
 def dht_settings(nodes: tuple[str, ...]) -> dict[str, Any]:

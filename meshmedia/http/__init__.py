@@ -6,15 +6,8 @@ from __future__ import annotations
 from .auth import load_or_create_token, token_path
 from .calls import curator_url, read_token, request_seed
 from .curator import ManifestServer, status_page
-from .plumbing import (
-    Hold,
-    HttpError,
-    HttpServer,
-    HttpStats,
-    Limits,
-    Request,
-    Response,
-)
+from .messages import Hold, HttpError, HttpStats, Limits, Request, Response
+from .server import HttpServer
 from .status import StatusServer
 
 __all__ = [

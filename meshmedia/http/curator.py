@@ -1,6 +1,6 @@
 """The curator's manifest HTTP module: the routes (routes.py) on the hardened plumbing.
 
-The plumbing (plumbing.py: connections, caps, deadlines, framing, long-poll
+The plumbing (server.py and connection.py: connections, caps, deadlines, framing, long-poll
 holds) is shared with the client's status server. This module adds what is the
 curator's: the server that answers through the route table (routes.py: the
 routes, the token check, bounded JSON bodies) and one access-log line per
@@ -23,9 +23,10 @@ from meshmedia.groups.registry import Registry
 from meshmedia.manifest import ManifestStore
 
 from .auth import load_or_create_token
+from .messages import Hold, HttpStats, Limits, Request, Response
 from .metrics import Metrics
-from .plumbing import Hold, HttpServer, HttpStats, Limits, Request, Response
 from .routes import MAX_BODY, JoinFailures, RequestHandler, find_route, route_label
+from .server import HttpServer
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +59,7 @@ class ManifestServer:
         `publisher` and `snapshot` may be None for a manifest-only server
         (/seed then answers 503). `home_page`, when given, renders GET / for
         clients that accept text/html. `limits`: the plumbing's caps and
-        deadlines (plumbing.Limits; the defaults suit a curator). `metrics`:
+        deadlines (messages.Limits; the defaults suit a curator). `metrics`:
         GET /metrics answers from it, and every answered request is counted.
         `registry`: the members and invites (POST /join, credentials of private
         groups); `signing_key`: the manifests' public key (hex). `tls`: speak TLS

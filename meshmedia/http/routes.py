@@ -1,7 +1,7 @@
 """The curator's HTTP routes (DESIGN.md "HTTP module"): each returns a Response.
 
 The plumbing (sockets, parsing, caps, deadlines, long-poll holds) is in
-`plumbing.py`, the server that owns the table in `curator.py`. A route only
+`server.py` and `connection.py`, the server that owns the table in `curator.py`. A route only
 sees a `RequestHandler`: `req.app` (a `CuratorApp`), `req.headers`,
 `req.query`, `req.require_token()` and `req.read_json()` (writes behind
 `Authorization: Bearer <token>` compared in constant time, JSON bodies parsed
@@ -36,8 +36,8 @@ from meshmedia.manifest import (
 )
 
 from .auth import token_matches
+from .messages import JSON, Hold, HttpError, Request, Response
 from .metrics import Metrics
-from .plumbing import JSON, Hold, HttpError, Request, Response
 
 MAX_WAIT = 60.0
 DURABLE_TIMEOUT = 30.0  # a write answered 503 after this: not acknowledged

@@ -15,8 +15,9 @@ from typing import Any
 
 from meshmedia import __version__
 
+from .messages import JSON, HttpError, HttpStats, Limits, Request, Response
 from .metrics import Metrics
-from .plumbing import JSON, HttpError, HttpServer, HttpStats, Limits, Request, Response
+from .server import HttpServer
 
 log = logging.getLogger(__name__)
 

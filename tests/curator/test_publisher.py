@@ -106,7 +106,7 @@ def test_published_file_and_folder_download_byte_identical(
 
 
 def test_cache_and_catalog_avoid_rehashing(tmp_path: Path) -> None:
-    config = make_config(tmp_path, "curator")
+    config = make_config(tmp_path, "curator", listen_port=free_port())  # the magnet names it
     path = random_file(config.shares[0].path / "a" / "film.mkv", 2 * 2**20 + 7, seed=5)
     size = path.stat().st_size
     with running(config) as curator:

@@ -119,3 +119,43 @@ def test_find_peers_is_harmless_for_a_torrent_gone_or_without_the_dht(tmp_path: 
         config = make_config(tmp_path, f"node-{dht}", dht=dht)
         with Store.in_state_dir(config.state_dir) as store, Engine(config, store) as engine:
             engine.find_peers("ab" * 20)  # unknown: no error
+
+
+class _Mapped:
+    """The fields of a portmap_alert (no router here to send a real one)."""
+
+    def __init__(self, transport: str, handle: int, port: int) -> None:
+        self.map_transport = getattr(lt.portmap_transport, transport)
+        self.map_protocol = lt.portmap_protocol.tcp
+        self.mapping = handle
+        self.external_port = port
+
+
+class _AnswersAtOnce:
+    """A real session whose router answers the HTTP mapping before add_port_mapping has
+    returned: the alert thread can see the portmap_alert first (seen in the lab). UPnP
+    and NAT-PMP stay off in the real session (they would talk to this machine's router),
+    so the mapping's handle is the one the lab's first mapping got: 0."""
+
+    def __init__(self, session: lt.session) -> None:
+        self.session = session
+        self.mapper: PortMapper | None = None
+
+    def add_port_mapping(self, protocol: object, external: int, local: int) -> list[int]:
+        assert self.mapper is not None
+        self.mapper.on_mapped(_Mapped("natpmp", 0, external))
+        return [0]
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.session, name)
+
+
+def test_an_http_mapping_answered_before_its_handles_are_known_stays_http() -> None:
+    session = _AnswersAtOnce(_session())
+    mapper = PortMapper(session, upnp=True, natpmp=True)
+    session.mapper = mapper
+    mapper.map_http(5000)
+    view = mapper.view()
+    assert view.http_port == 5000
+    assert view.peer_port is None  # not taken for the BitTorrent port
+    mapper.close()

@@ -20,7 +20,7 @@ import requests
 from meshmedia.bounded import bounded_session
 from meshmedia.groups.curator_tls import fingerprint, server_context, tls_files
 from meshmedia.http import ManifestServer
-from meshmedia.http.plumbing import Limits
+from meshmedia.http.messages import Limits
 from meshmedia.manifest import ManifestStore
 from tests.helpers import make_config, wait_for
 

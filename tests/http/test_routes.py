@@ -15,8 +15,8 @@ from meshmedia.bounded import MAX_DEPTH
 from meshmedia.curator import Publisher
 from meshmedia.engine import Engine
 from meshmedia.http import Limits, ManifestServer
+from meshmedia.http.messages import HttpError
 from meshmedia.http.metrics import Metrics
-from meshmedia.http.plumbing import HttpError
 from meshmedia.http.routes import MAX_BODY, MAX_WAIT, parse_json_body, route_label
 from meshmedia.manifest import ManifestStore
 from meshmedia.store import Store
