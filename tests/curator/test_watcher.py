@@ -656,3 +656,24 @@ def test_close_gives_up_on_a_publish_that_never_ends_after_its_timeout(
         assert not release.is_set()
     finally:
         release.set()
+
+
+def test_a_file_linked_in_complete_is_published_after_the_settle_time(
+    tmp_path: Path, share: Path, pub: RecordingPublisher, clock: FakeClock
+) -> None:
+    """A hard link brings a complete file in with one create event and no writes or
+    close: its settle time is its only way to be published, and it is kept to."""
+    outside = tmp_path / "outside.mkv"
+    outside.write_bytes(b"x" * 1000)
+    watcher = start_watcher(tmp_path, share, pub, "inotify", clock)
+    try:
+        linked = share / "linked.mkv"
+        os.link(outside, linked)
+        # seen, looked at (the worker idle again), and waiting on the clock
+        wait_for(lambda: linked in watcher._pending and not watcher._busy, timeout=20)
+        assert pub.names("publish") == []
+        clock.now += 1  # past the settle time (0.2 s on this clock)
+        watcher.wake()
+        wait_for(lambda: pub.names("publish") == ["linked.mkv"], timeout=20)
+    finally:
+        watcher.close()
