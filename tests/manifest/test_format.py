@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from typing import Any
 
 import pytest
@@ -17,7 +18,9 @@ from meshmedia.manifest.format import (
     Manifest,
     Rejected,
     check_files,
+    magnet_info_hash,
     parse_items,
+    printable,
     utc_now,
     validate_item,
 )
@@ -238,3 +241,39 @@ def test_a_manifest_serialises_as_canonical_json_of_its_document() -> None:
         for listed in (items, ()):
             manifest = Manifest("default", 7, "2026-12-02T00:00:00Z", listed, extra)
             assert manifest.dumps() == canonical_json(manifest.to_json())
+
+
+# -- what mutation testing found unchecked (native_notes/testing.md, format.py) ------
+
+
+def test_a_magnet_may_name_its_hash_in_a_numbered_xt_after_other_fields() -> None:
+    hexdigest = "cd" * 20
+    assert magnet_info_hash(f"magnet:?dn=a.mkv&tr=x&xt.1=urn:btih:{hexdigest}") == hexdigest
+    assert magnet_info_hash(f"magnet:?dn=b.mkv&xt.x=urn:btih:{hexdigest}") is None
+    assert magnet_info_hash(f"magnet:?xt=&xt=urn:btih:{hexdigest.upper()}") == hexdigest
+
+
+def test_printable_escapes_c0_del_and_c1() -> None:
+    assert printable("a\nb\x1b[31m\x7f\x85é") == "a\\nb\\x1b[31m\\x7f\\x85é"
+
+
+def test_utc_now_is_utc_whatever_the_local_time_zone(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TZ", "XXX-9")  # nine hours east of UTC, no daylight saving
+    time.tzset()
+    try:
+        before, now, after = time.time() - 5, utc_now(), time.time() + 5
+    finally:
+        monkeypatch.undo()
+        time.tzset()
+    hours = {time.strftime("%Y-%m-%dT%H", time.gmtime(t)) for t in (before, after)}
+    assert now[:13] in hours, (now, hours)
+
+
+def test_folder_file_refusals_are_worded_exactly() -> None:
+    with pytest.raises(ManifestError) as caught:
+        check_files([], None)
+    assert str(caught.value) == "files is empty"
+    entry = {"path": "a.mkv", "size": 1, "sha256": "00" * 32, "xxh3": "zz"}
+    with pytest.raises(ManifestError) as caught:
+        check_files([entry], None)
+    assert "xxh3 must be 32 hex digits (XXH3-128), got 'zz'" in str(caught.value)
