@@ -277,3 +277,20 @@ def test_folder_file_refusals_are_worded_exactly() -> None:
     with pytest.raises(ManifestError) as caught:
         check_files([entry], None)
     assert "xxh3 must be 32 hex digits (XXH3-128), got 'zz'" in str(caught.value)
+
+
+def test_manifest_refusals_are_worded_exactly() -> None:
+    cases = [
+        ({"group": "", "items": []}, "'group' must be a non-empty string"),
+        ({"group": "family"}, "'items' is missing"),
+        ({"group": "family", "items": [], "updated_at": 5}, "'updated_at' must be a string"),
+    ]
+    for doc, message in cases:
+        with pytest.raises(ManifestError) as caught:
+            parse_manifest(doc)
+        assert str(caught.value) == message
+
+
+def test_a_rejected_item_whose_path_is_not_text_names_no_path() -> None:
+    _, rejected = parse_manifest({"group": "family", "items": [{"path": 5, "title": "x"}]})
+    assert [(r.index, r.path) for r in rejected] == [(0, None)]
