@@ -13,11 +13,13 @@ from meshmedia.bounded import MAX_FILES
 from meshmedia.errors import ManifestError
 from meshmedia.manifest import canonical_json, parse_manifest
 from meshmedia.manifest.format import (
+    MAX_TORRENT_CHARS,
     FileEntry,
     Item,
     Manifest,
     Rejected,
     check_files,
+    check_torrent,
     magnet_info_hash,
     parse_items,
     printable,
@@ -294,3 +296,21 @@ def test_manifest_refusals_are_worded_exactly() -> None:
 def test_a_rejected_item_whose_path_is_not_text_names_no_path() -> None:
     _, rejected = parse_manifest({"group": "family", "items": [{"path": 5, "title": "x"}]})
     assert [(r.index, r.path) for r in rejected] == [(0, None)]
+
+
+def test_torrent_refusals_are_worded_exactly_and_the_length_cap_is_exact() -> None:
+    url = "http://curator.example/t/"
+    at_cap = url + "a" * (MAX_TORRENT_CHARS - len(url))
+    assert check_torrent(at_cap) == at_cap
+    assert check_torrent("HTTP://curator.example/a.torrent") == "HTTP://curator.example/a.torrent"
+    cases = [
+        ("", "torrent must be a non-empty string"),
+        (at_cap + "a", f"torrent is {MAX_TORRENT_CHARS + 1:,} characters long; at most "
+         f"{MAX_TORRENT_CHARS:,} are accepted"),
+        ("magnet:?dn=x",
+         "torrent is a magnet without xt=urn:btih:<40 hex or 32 base32 characters>"),
+    ]  # fmt: skip
+    for torrent, message in cases:
+        with pytest.raises(ManifestError) as caught:
+            check_torrent(torrent)
+        assert str(caught.value) == message
