@@ -309,6 +309,8 @@ def test_torrent_refusals_are_worded_exactly_and_the_length_cap_is_exact() -> No
          f"{MAX_TORRENT_CHARS:,} are accepted"),
         ("magnet:?dn=x",
          "torrent is a magnet without xt=urn:btih:<40 hex or 32 base32 characters>"),
+        ("ftp://curator.example/a.torrent", "torrent must be a magnet URI or an http(s) URL"),
+        ("http://curator.example/a b.torrent", "torrent URL contains spaces or control characters"),
     ]  # fmt: skip
     for torrent, message in cases:
         with pytest.raises(ManifestError) as caught:
