@@ -65,6 +65,17 @@ def random_file(path: Path, size: int, seed: int | None = None) -> Path:
     return path
 
 
+WAIT_SCALE = float(os.environ.get("MESHMEDIA_TEST_WAIT_SCALE") or 1.0)
+"""Scales every bound of `wait_for` (and `bound`); tools/mutation.py lowers it for the
+watcher's mutants, where a mutant that breaks publishing made each wait run out its
+20-30 s: 38 of 417 mutants in 720 s (native_notes/testing.md)."""
+
+
+def bound(seconds: float) -> float:
+    """`seconds` as a test's bound on a wait for a condition, scaled by WAIT_SCALE."""
+    return seconds * WAIT_SCALE
+
+
 def wait_for(
     predicate: Callable[[], Any],
     timeout: float = 30.0,
@@ -75,6 +86,7 @@ def wait_for(
 
     `describe` adds context to the failure (e.g. the daemons' log tails).
     """
+    timeout = bound(timeout)
     deadline = time.monotonic() + timeout
     while True:
         value = predicate()

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import gzip
 import json
+import random
 import threading
+import tracemalloc
 import zlib
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -15,6 +17,7 @@ import pytest
 import requests
 
 from meshmedia.bounded import (
+    CHUNK,
     MAX_DEPTH,
     MAX_INT_DIGITS,
     Answer,
@@ -239,3 +242,208 @@ def test_bad_text_finds_lone_surrogates_in_keys_values_and_lists() -> None:
     assert bad_text([{"a": "\U0001f600"}]) is None
     assert bad_text(load_json('["\\ud83d\\ude00"]')) is None  # an escaped pair is text
     assert bad_text(load_json('["\\ud800"]')) == "\ud800"
+
+
+# -- what mutation testing found unchecked (native_notes/testing.md, bounded.py) -----
+# A call that a broken reader would never finish runs on a thread, waited on with a
+# bound far above what it needs (a deadline of 1 s, a bound of 30 s): a wait on the
+# call's end, not a timing.
+
+
+def outcome_of(call: Callable[[], Any], bound: float = 30.0) -> Any:
+    """What `call()` returned or raised, waited for on a thread (at most `bound`)."""
+    result: list[Any] = []
+
+    def run() -> None:
+        try:
+            result.append(call())
+        except BaseException as exc:  # the test looks at what it was
+            result.append(exc)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(bound)
+    assert result, f"still running after {bound} s"
+    return result[0]
+
+
+def endless(release: threading.Event, **headers: str) -> Reply:
+    """A 200 whose body never ends (a byte every 0.05 s, or nothing at all with
+    `silent`), until `release` is set."""
+
+    def reply(handler: BaseHTTPRequestHandler) -> None:
+        handler.send_response(200)
+        for name, value in headers.items():
+            handler.send_header(name.replace("_", "-"), value)
+        handler.end_headers()
+        handler.wfile.flush()
+        while not release.wait(0.05):
+            handler.wfile.write(b"x" * int(headers.get("X_Step", "1")))
+            handler.wfile.flush()
+
+    return reply
+
+
+@pytest.fixture
+def release() -> Iterator[threading.Event]:
+    event = threading.Event()
+    yield event
+    event.set()
+
+
+def test_a_plain_session_is_held_to_the_deadline_from_the_body_on(
+    release: threading.Event,
+) -> None:
+    with serving(endless(release, Content_Length="1000000")) as url:
+        error = outcome_of(lambda: http_get(requests.Session(), url, deadline=1, read_timeout=30))
+    assert isinstance(error, ReadError)
+    assert str(error) == "no complete answer within 1 s"
+
+
+def test_a_server_that_never_answers_is_cut_off_at_the_deadline(
+    release: threading.Event,
+) -> None:
+    def silent(handler: BaseHTTPRequestHandler) -> None:
+        release.wait(60)
+
+    with serving(silent) as url:
+        error = outcome_of(lambda: http_get(bounded_session(), url, deadline=1, read_timeout=300))
+    assert isinstance(error, ReadError)
+    assert str(error) == "no complete answer within 1 s"
+
+
+def test_a_stalled_body_is_cut_off_at_the_read_timeout(release: threading.Event) -> None:
+    def stalled(handler: BaseHTTPRequestHandler) -> None:
+        handler.send_response(200)
+        handler.send_header("Content-Length", "10")
+        handler.end_headers()
+        handler.wfile.flush()
+        release.wait(60)
+
+    with serving(stalled) as url:
+        error = outcome_of(lambda: http_get(bounded_session(), url, deadline=300, read_timeout=1))
+    assert isinstance(error, ReadError)
+    assert str(error).startswith("ConnectionError: ") or "timed out" in str(error), error
+
+
+def test_an_answer_with_no_length_that_ends_at_the_deadline_is_not_complete(
+    release: threading.Event,
+) -> None:
+    """No Content-Length, Connection: close: the socket shut down at the deadline ends
+    the body like the server's close would; it is still refused."""
+    reply = endless(release, Connection="close")
+    with serving(reply) as url:
+        error = outcome_of(lambda: http_get(bounded_session(), url, deadline=1))
+    assert isinstance(error, ReadError)
+    assert str(error) == "no complete answer within 1 s"
+
+
+def test_an_endless_answer_with_no_length_is_cut_off_at_the_cap(
+    release: threading.Event,
+) -> None:
+    reply = endless(release, Connection="close", X_Step="40000")
+    with serving(reply) as url:
+        error = outcome_of(
+            lambda: http_get(bounded_session(), url, max_bytes=200_000, deadline=300)
+        )
+    assert isinstance(error, ReadError)
+    assert str(error) == "the answer is over the cap of 200000 bytes once decoded"
+
+
+def test_accept_encoding_is_what_the_reader_can_decode_whatever_the_session_says() -> None:
+    seen: list[str] = []
+
+    def reply(handler: BaseHTTPRequestHandler) -> None:
+        seen.append(handler.headers.get("Accept-Encoding", ""))
+        body(b"ok")(handler)
+
+    session = bounded_session()
+    session.headers["Accept-Encoding"] = "gzip, deflate, br, zstd"  # requests with brotli
+    with serving(reply) as url:
+        http_get(session, url)
+    assert seen == ["gzip, deflate"]
+
+
+def test_a_network_error_is_named_by_its_type() -> None:
+    with pytest.raises(ReadError) as caught:
+        http_get(bounded_session(), "http://127.0.0.1:9/doc", deadline=5)
+    assert str(caught.value).startswith("ConnectionError: ")
+
+
+def test_an_empty_reason_phrase_stays_empty() -> None:
+    def reply(handler: BaseHTTPRequestHandler) -> None:
+        handler.send_response(200, "")
+        handler.send_header("Content-Length", "2")
+        handler.end_headers()
+        handler.wfile.write(b"ok")
+
+    answer = get(reply)
+    assert (answer.status, answer.reason, answer.body) == (200, "", b"ok")
+
+
+def test_a_body_cut_short_says_how_much_came() -> None:
+    def short(handler: BaseHTTPRequestHandler) -> None:
+        handler.send_response(200)
+        handler.send_header("Content-Length", "100")
+        handler.end_headers()
+        handler.wfile.write(b"x" * 40)
+        handler.wfile.flush()
+        handler.close_connection = True
+
+    with pytest.raises(ReadError) as caught:
+        get(short)
+    # urllib3 2 counts the body against Content-Length first (_read_body's own count is
+    # for a reader that does not): the message is its
+    assert "IncompleteRead(40 bytes read, 60 more expected)" in str(caught.value)
+
+
+def test_a_body_of_many_reads_comes_back_whole() -> None:
+    data = random.Random(5).randbytes(3 * CHUNK + 5)
+    assert get(body(data)).body == data
+    packed = gzip.compress(data, mtime=0)  # random bytes: stored, over three reads
+    assert len(packed) > 3 * CHUNK
+    assert get(body(packed, Content_Encoding="gzip")).body == data
+
+
+def test_a_compressed_body_of_exactly_the_cap_whose_end_comes_in_a_later_read() -> None:
+    """The decoded bytes reach the cap in one read; the gzip trailer is in the next."""
+    source = random.Random(9).randbytes(2 * CHUNK)
+    data = next(
+        source[:n]
+        for n in range(2 * CHUNK - 400, 2 * CHUNK)
+        if len(gzip.compress(source[:n], mtime=0)) % CHUNK == 4
+    )
+    packed = gzip.compress(data, mtime=0)
+    assert get(body(packed, Content_Encoding="gzip"), max_bytes=len(data)).body == data
+
+
+def test_a_gzip_bomb_is_decoded_a_bounded_piece_at_a_time() -> None:
+    """Memory, not time: the bomb's first read would decode to 64 MiB at once."""
+    bomb = gzip.compress(b"\0" * (64 << 20))
+    with serving(body(bomb, Content_Encoding="gzip")) as url:
+        session = bounded_session()
+        tracemalloc.start()
+        try:
+            with pytest.raises(ReadError, match="once decoded"):
+                http_get(session, url, max_bytes=1 << 20)
+            _, peak = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+    assert peak < 8 << 20, peak
+
+
+def test_a_bounded_session_works_outside_http_get_on_any_thread() -> None:
+    """Its connections look for a deadline on the thread; none there is no error."""
+    session = bounded_session()
+    with serving(body(b"ok")) as url:
+        assert http_get(session, url).body == b"ok"
+        assert session.get(url, timeout=30).content == b"ok"  # after http_get, same thread
+        fresh = outcome_of(lambda: session.get(url, timeout=30).content)
+    assert fresh == b"ok"
+
+
+def test_an_overflowing_float_is_named_by_its_first_40_characters() -> None:
+    text = "1" + "0" * 50 + "e999"
+    with pytest.raises(ReadError) as caught:
+        load_json(f"[{text}]")
+    assert str(caught.value) == f"not usable JSON: the number {text[:40]} is out of range"

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -51,3 +54,72 @@ def test_ci_script_type_checks_with_mypy_after_ruff() -> None:
     assert runs.index(".venv/bin/mypy meshmedia") < runs.index(".venv/bin/python -m pytest")
     extras = (ROOT / "setup.cfg").read_text().split("[options.extras_require]")[1]
     assert "mypy" in extras.split("[options.entry_points]")[0]
+
+
+# `.ci/run`'s preflight, run for real from a copy (so `cd "$(dirname "$0")/.."` lands in
+# tmp_path) with a PATH of stand-ins: apt-get always fails, and python3 records that the
+# preflight let the run go on (it would create .venv and run the suite).
+STANDINS = ("podman", "mmdebstrap", "qemu-aarch64-static", "nft", "miniupnpd", "upnpc",
+            "natpmpc", "conntrack", "chromium", "systemd-analyze", "ip")  # fmt: skip
+NO_NETNS = '[ "$1" = netns ] && { echo "mount of /run/netns failed" >&2; exit 1; }; exit 0'
+
+
+def run_ci_preflight(
+    tmp_path: Path, missing: str = "", broken: dict[str, str] | None = None
+) -> tuple[subprocess.CompletedProcess[str], bool]:
+    """`CI=true bash .ci/run` without `missing` on PATH and with `broken`'s stand-ins
+    (name: shell body); the run and whether it got past the preflight."""
+    (tmp_path / ".ci").mkdir()
+    shutil.copy2(ROOT / ".ci" / "run", tmp_path / ".ci" / "run")
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for tool in ("dirname", "tail"):
+        (bin_dir / tool).symlink_to(shutil.which(tool) or f"/usr/bin/{tool}")
+    marker = tmp_path / "got-past-preflight"
+    bodies = {name: "exit 0" for name in STANDINS if name != missing}
+    bodies.update(broken or {})
+    bodies["apt-get"] = "echo 'E: Unable to locate package' >&2; exit 100"
+    bodies["python3"] = f": > {marker}; exit 97"
+    for name, body in bodies.items():
+        (bin_dir / name).write_text(f"#!/bin/sh\n{body}\n")
+        (bin_dir / name).chmod(0o755)
+    done = subprocess.run(
+        ["/bin/bash", str(tmp_path / ".ci" / "run")],
+        env={"PATH": str(bin_dir), "CI": "true", "HOME": str(tmp_path)},
+        cwd=tmp_path, capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    return done, marker.exists()
+
+
+def test_ci_preflight_lets_the_run_go_on_when_every_part_is_there(tmp_path: Path) -> None:
+    done, got_past = run_ci_preflight(tmp_path)
+    assert got_past, done.stderr  # the control: the stand-ins pass the preflight
+    assert done.returncode != 0  # python3 (and so what follows it) is a stand-in
+
+
+@pytest.mark.parametrize("missing", ["chromium", "systemd-analyze", "ip"])
+def test_ci_fails_when_a_part_is_missing_and_cannot_be_installed(
+    tmp_path: Path, missing: str
+) -> None:
+    done, got_past = run_ci_preflight(tmp_path, missing=missing)
+    assert done.returncode == 1, done.stderr
+    assert not got_past
+    assert "apt-get could not install" in done.stderr
+    assert "Unable to locate package" in done.stdout  # the apt log's tail is shown
+
+
+@pytest.mark.parametrize(
+    ("broken", "reason"),
+    [
+        ({"ip": NO_NETNS}, "'ip netns add' failed"),
+        ({"chromium": "exit 127"}, "'chromium --version' failed"),
+        ({"systemd-analyze": "exit 1"}, "'systemd-analyze --version' failed"),
+    ],
+)
+def test_ci_fails_when_a_part_is_there_but_does_not_work(
+    tmp_path: Path, broken: dict[str, str], reason: str
+) -> None:
+    done, got_past = run_ci_preflight(tmp_path, broken=broken)
+    assert done.returncode == 1, done.stderr
+    assert not got_past
+    assert reason in done.stderr

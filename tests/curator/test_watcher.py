@@ -23,7 +23,7 @@ from meshmedia.curator.watcher import MOVED_IN_QUIET
 from meshmedia.engine import Engine
 from meshmedia.manifest import ManifestStore
 from meshmedia.store import Store
-from tests.helpers import make_config, random_file, wait_for
+from tests.helpers import bound, make_config, random_file, wait_for
 
 
 class RecordingPublisher:
@@ -112,7 +112,7 @@ def pub() -> RecordingPublisher:
 def watcher(tmp_path: Path, share: Path, pub: RecordingPublisher, mode: str) -> Iterator[Watcher]:
     w = start_watcher(tmp_path, share, pub, mode)
     try:
-        assert w.wait_idle()
+        assert w.wait_idle(bound(30))
         yield w
     finally:
         w.close()
@@ -141,7 +141,7 @@ def test_copied_file_is_published_once_complete(
     data = os.urandom(300_000)
     (share / "film.mkv").write_bytes(data)
     wait_for(lambda: pub.names("publish"), timeout=20)
-    assert watcher.wait_idle()
+    assert watcher.wait_idle(bound(30))
     assert pub.sizes[share / "film.mkv"] == [len(data)]
     assert ("publish", "film.mkv", "family") in pub.calls
 
@@ -159,7 +159,7 @@ def frozen(
     settled or quiet by itself, however slow the machine."""
     w = start_watcher(tmp_path, share, pub, mode, clock)
     try:
-        assert w.wait_idle()
+        assert w.wait_idle(bound(30))
         yield w
     finally:
         w.close()
@@ -194,7 +194,7 @@ def test_slow_writer_is_followed_not_published_early(
     clock.now += 0.6
     frozen.wake()
     wait_for(lambda: pub.names("publish"), timeout=20)
-    assert frozen.wait_idle()
+    assert frozen.wait_idle(bound(30))
     assert pub.sizes[path] == [300_000]
 
 
@@ -235,12 +235,12 @@ def test_part_file_renamed_is_published_under_final_name(
     (share / ".rsync.mkv.Xy12Zz").write_bytes(os.urandom(10_000))
     (share / "marker.mkv").write_bytes(b"m")  # seen after them (in order, or one poll)
     wait_for(lambda: pub.names("publish") == ["marker.mkv"], timeout=20)
-    assert watcher.wait_idle()
+    assert watcher.wait_idle(bound(30))
     assert [c for c in pub.calls if c[1] != "marker.mkv"] == []  # temporary names: nothing
     pub.calls.clear()
     (share / "dl.mkv.part").rename(share / "dl.mkv")
     wait_for(lambda: pub.names("publish"), timeout=20)
-    assert watcher.wait_idle()
+    assert watcher.wait_idle(bound(30))
     assert pub.names("publish") == ["dl.mkv"]
 
 
@@ -251,11 +251,11 @@ def test_a_published_file_renamed_to_a_temporary_name_is_unpublished(
     temporary name must never be published, and the old one is gone."""
     (share / "a.mkv").write_bytes(b"1" * 100)
     wait_for(lambda: share / "a.mkv" in pub.catalog, timeout=20)
-    assert watcher.wait_idle()
+    assert watcher.wait_idle(bound(30))
     pub.calls.clear()
     (share / "a.mkv").rename(share / "a.mkv.part")
     wait_for(lambda: pub.names("unpublish") == ["a.mkv"], timeout=20)
-    assert watcher.wait_idle()
+    assert watcher.wait_idle(bound(30))
     assert pub.names("moved") == []
     assert pub.catalog == set()
 
@@ -268,7 +268,7 @@ def test_move_delete_and_folder_operations(
     (share / "a" / "two.mkv").write_bytes(b"2" * 100)
     (share / "solo.mkv").write_bytes(b"3" * 100)
     wait_for(lambda: len(pub.catalog) == 3, timeout=20)
-    assert watcher.wait_idle()
+    assert watcher.wait_idle(bound(30))
     pub.calls.clear()
 
     (share / "solo.mkv").rename(share / "renamed.mkv")
@@ -276,7 +276,7 @@ def test_move_delete_and_folder_operations(
     (share / "a").rename(share / "b")
     wait_for(lambda: share / "b" / "two.mkv" in pub.catalog, timeout=20)
     wait_for(lambda: share / "b" / "one.mkv" in pub.catalog, timeout=20)
-    assert watcher.wait_idle()
+    assert watcher.wait_idle(bound(30))
     assert pub.names("publish") == []  # moves never re-publish
 
     (share / "renamed.mkv").unlink()
@@ -294,7 +294,7 @@ def test_reconcile_at_start(tmp_path: Path, share: Path, mode: str) -> None:
     w = start_watcher(tmp_path, share, pub, mode)
     try:
         wait_for(lambda: len(pub.names("publish")) == 2, timeout=20)
-        assert w.wait_idle()
+        assert w.wait_idle(bound(30))
     finally:
         w.close()
     assert sorted(pub.names("publish")) == ["kept.mkv", "new.mkv"]
@@ -310,18 +310,18 @@ def test_folder_items_are_republished_as_a_whole(
     series.mkdir()
     (series / "e1.mkv").write_bytes(b"1" * 100)
     wait_for(lambda: pub.names("publish"), timeout=20)
-    assert watcher.wait_idle()
+    assert watcher.wait_idle(bound(30))
     (series / "e2.mkv").write_bytes(b"2" * 100)
     wait_for(lambda: len(pub.names("publish")) >= 2, timeout=20)
     (series / "e1.mkv").unlink()
     wait_for(lambda: len(pub.names("publish")) >= 3, timeout=20)
-    assert watcher.wait_idle()
+    assert watcher.wait_idle(bound(30))
     assert set(pub.names("publish")) == {"Series"}
     assert pub.names("unpublish") == []
     series.rename(share / "Show")
     moved = ("moved", "Series", "Show")
     wait_for(lambda: moved in pub.calls, timeout=20, describe=lambda: repr(pub.calls))
-    assert watcher.wait_idle()
+    assert watcher.wait_idle(bound(30))
     assert pub.catalog == {share / "Show"}
 
 
@@ -335,7 +335,7 @@ def test_folder_renamed_in_the_middle_of_a_poll_is_a_move(
     (series / "e1.mkv").write_bytes(b"1" * 100)
     pub.catalog.add(series)
     wait_for(lambda: pub.names("publish"), timeout=20)
-    assert watcher.wait_idle()
+    assert watcher.wait_idle(bound(30))
     real_stat, renamed = os.stat, threading.Event()
 
     def stat(path: object, *args: object, **kwargs: object) -> os.stat_result:
@@ -347,7 +347,7 @@ def test_folder_renamed_in_the_middle_of_a_poll_is_a_move(
     monkeypatch.setattr(os, "stat", stat)  # the next poll's walk renames the folder
     moved = ("moved", "Series", "Show")
     wait_for(lambda: moved in pub.calls, timeout=20, describe=lambda: f"{renamed} {pub.calls}")
-    assert watcher.wait_idle()
+    assert watcher.wait_idle(bound(30))
     assert pub.names("unpublish") == []
     assert pub.catalog == {share / "Show"}
 
@@ -410,18 +410,18 @@ def test_with_the_real_publisher(tmp_path: Path) -> None:
                     time.sleep(0.1)  # a slow writer to a .part: never published, cannot race
             (share / "a.mkv.part").rename(share / "a.mkv")
             wait_for(lambda: paths() == {"a.mkv"}, timeout=30)
-            assert watcher.wait_idle()
+            assert watcher.wait_idle(bound(30))
             hashed = publisher.bytes_hashed
             assert hashed >= 256_000
 
             (share / "a.mkv").rename(share / "Later" / "a.mkv")
             wait_for(lambda: paths() == {"Later/a.mkv"}, timeout=30)
-            assert watcher.wait_idle()
+            assert watcher.wait_idle(bound(30))
             assert publisher.bytes_hashed == hashed  # the move read nothing again
 
             random_file(share / "Series" / "e2.mkv", 20_000)
             wait_for(lambda: series_files() == ["e1.mkv", "e2.mkv"], timeout=30)
-            assert watcher.wait_idle()
+            assert watcher.wait_idle(bound(30))
             assert paths() == {"Later/a.mkv"}  # no file item split off the folder
         publisher.close()
 
@@ -434,14 +434,14 @@ def test_a_symbolic_link_is_never_published_and_replaces_a_published_file_as_gon
     outside.write_bytes(b"o" * 100)
     (share / "real.mkv").write_bytes(b"r" * 100)
     wait_for(lambda: share / "real.mkv" in pub.catalog, timeout=20)
-    assert watcher.wait_idle()
+    assert watcher.wait_idle(bound(30))
     (share / "link.mkv").symlink_to(outside)
     (share / "swap.tmp").symlink_to(outside)
     (share / "swap.tmp").rename(share / "real.mkv")  # a link renamed over the published file
     (share / "marker.mkv").write_bytes(b"m")
     wait_for(lambda: share / "marker.mkv" in pub.catalog, timeout=20)
     wait_for(lambda: share / "real.mkv" not in pub.catalog, timeout=20)
-    assert watcher.wait_idle()
+    assert watcher.wait_idle(bound(30))
     assert "link.mkv" not in pub.names("publish")
     assert pub.names("publish").count("real.mkv") == 1  # only the file, before the link
 
@@ -454,10 +454,10 @@ def test_a_deleted_folder_unpublishes_each_of_its_files(
     (share / "Show" / "e2.mkv").write_bytes(b"2" * 100)
     (share / "Other.mkv").write_bytes(b"3" * 100)
     wait_for(lambda: len(pub.catalog) == 3, timeout=20)
-    assert watcher.wait_idle()
+    assert watcher.wait_idle(bound(30))
     shutil.rmtree(share / "Show")
     wait_for(lambda: pub.catalog == {share / "Other.mkv"}, timeout=20)
-    assert watcher.wait_idle()
+    assert watcher.wait_idle(bound(30))
     assert sorted(pub.names("unpublish")) == ["e1.mkv", "e2.mkv"]
 
 
@@ -523,7 +523,7 @@ def test_at_start_an_old_file_is_published_at_once_a_fresh_one_once_quiet(
         clock.now += 60
         watcher.wake()
         wait_for(lambda: "fresh.mkv" in pub.names("publish"), timeout=20)
-        assert watcher.wait_idle()
+        assert watcher.wait_idle(bound(30))
     finally:
         watcher.close()
 
@@ -539,7 +539,7 @@ def test_a_published_file_replaced_by_a_link_while_stopped_is_unpublished(
     w = start_watcher(tmp_path, share, pub, mode)
     try:
         wait_for(lambda: pub.names("unpublish") == ["was.mkv"], timeout=20)
-        assert w.wait_idle()
+        assert w.wait_idle(bound(30))
     finally:
         w.close()
     assert pub.names("publish") == []
@@ -568,11 +568,11 @@ def test_a_file_moved_out_of_a_folder_item_republishes_the_folder_and_itself(
     (series / "e2.mkv").write_bytes(b"2" * 100)
     pub.catalog.add(series)
     wait_for(lambda: "Series" in pub.names("publish"), timeout=20)
-    assert watcher.wait_idle()
+    assert watcher.wait_idle(bound(30))
     pub.calls.clear()
     (series / "e2.mkv").rename(share / "e2.mkv")
     wait_for(lambda: set(pub.names("publish")) == {"Series", "e2.mkv"}, timeout=20)
-    assert watcher.wait_idle()
+    assert watcher.wait_idle(bound(30))
     assert set(pub.names("publish")) == {"Series", "e2.mkv"}
     assert pub.names("moved") == []
     assert pub.names("unpublish") == []
@@ -599,5 +599,107 @@ def test_a_folder_moved_out_while_a_file_in_it_waits_drops_both(
     wait_for(lambda: "one.mkv" in pub.names("unpublish"), timeout=20)
     clock.now += 10
     frozen.wake()
-    assert frozen.wait_idle()
+    assert frozen.wait_idle(bound(30))
     assert "two.mkv" not in pub.names("publish")
+
+
+def test_an_empty_file_deleted_or_renamed_away_while_it_waits_leaves_nothing_pending(
+    tmp_path: Path, share: Path, pub: RecordingPublisher, clock: FakeClock
+) -> None:
+    """An empty file waits for its writes with no due time: only its own delete or move
+    event can drop it, or the watcher is never idle again."""
+    watcher = start_watcher(tmp_path, share, pub, "inotify", clock)
+
+    def published() -> set[str]:
+        clock.now += 10
+        watcher.wake()
+        return set(pub.names("publish"))
+
+    try:
+        (share / "deleted.mkv").touch()
+        (share / "renamed.mkv").touch()
+        (share / "marker.mkv").write_bytes(b"m")  # its events come after the empty files'
+        wait_for(lambda: "marker.mkv" in published(), timeout=20)
+        assert not watcher.wait_idle(timeout=0.2)  # the two empty files wait, with no due
+        (share / "deleted.mkv").unlink()
+        (share / "renamed.mkv").rename(share / "renamed.mkv.part")
+        assert watcher.wait_idle(bound(30))
+        assert pub.names("publish") == ["marker.mkv"]
+    finally:
+        watcher.close()
+
+
+def test_a_temporary_file_leaving_a_published_folder_does_not_republish_it(
+    share: Path, pub: RecordingPublisher, watcher: Watcher
+) -> None:
+    """A folder item is hashed whole when it is republished: a `.part` that was never
+    part of it moving out is no reason to."""
+    series = share / "Series"
+    pub.catalog.add(series)  # as if POST /seed had published the folder
+    series.mkdir()
+    (series / "e1.mkv").write_bytes(b"1" * 100)
+    wait_for(lambda: pub.names("publish") == ["Series"], timeout=20)
+    assert watcher.wait_idle(bound(30))
+    (series / "e2.mkv.part").write_bytes(b"2" * 100)
+    (series / "e2.mkv.part").rename(share / "e2.mkv.part")
+    (share / "marker.mkv").write_bytes(b"m")  # its events come after the move's
+    wait_for(lambda: "marker.mkv" in pub.names("publish"), timeout=20)
+    assert watcher.wait_idle(bound(30))
+    assert pub.names("publish") == ["Series", "marker.mkv"]
+
+
+def test_close_stops_both_threads_and_may_be_called_twice(
+    tmp_path: Path, share: Path, pub: RecordingPublisher, mode: str
+) -> None:
+    watcher = start_watcher(tmp_path, share, pub, mode)
+    observer, worker = watcher._observer, watcher._worker
+    assert observer is not None
+    assert worker is not None
+    watcher.close()
+    assert not observer.is_alive()
+    assert not worker.is_alive()
+    watcher.close()
+
+
+def test_close_gives_up_on_a_publish_that_never_ends_after_its_timeout(
+    tmp_path: Path, share: Path
+) -> None:
+    """close() finishes a publish under way, but waits for it only `timeout` seconds."""
+    entered, release = threading.Event(), threading.Event()
+
+    class Stuck(RecordingPublisher):
+        def publish(self, path: Path, group: str | None = None) -> None:
+            entered.set()
+            release.wait(120)
+
+    watcher = start_watcher(tmp_path, share, Stuck(), "inotify")
+    closed = threading.Event()
+    try:
+        (share / "a.mkv").write_bytes(b"a")
+        assert entered.wait(bound(30))
+        threading.Thread(target=lambda: (watcher.close(timeout=0.5), closed.set())).start()
+        assert closed.wait(bound(30))  # while the publish is still stuck
+        assert not release.is_set()
+    finally:
+        release.set()
+
+
+def test_a_file_linked_in_complete_is_published_after_the_settle_time(
+    tmp_path: Path, share: Path, pub: RecordingPublisher, clock: FakeClock
+) -> None:
+    """A hard link brings a complete file in with one create event and no writes or
+    close: its settle time is its only way to be published, and it is kept to."""
+    outside = tmp_path / "outside.mkv"
+    outside.write_bytes(b"x" * 1000)
+    watcher = start_watcher(tmp_path, share, pub, "inotify", clock)
+    try:
+        linked = share / "linked.mkv"
+        os.link(outside, linked)
+        # seen, looked at (the worker idle again), and waiting on the clock
+        wait_for(lambda: linked in watcher._pending and not watcher._busy, timeout=20)
+        assert pub.names("publish") == []
+        clock.now += 1  # past the settle time (0.2 s on this clock)
+        watcher.wake()
+        wait_for(lambda: pub.names("publish") == ["linked.mkv"], timeout=20)
+    finally:
+        watcher.close()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from typing import Any
 
 import pytest
@@ -12,12 +13,16 @@ from meshmedia.bounded import MAX_FILES
 from meshmedia.errors import ManifestError
 from meshmedia.manifest import canonical_json, parse_manifest
 from meshmedia.manifest.format import (
+    MAX_TORRENT_CHARS,
     FileEntry,
     Item,
     Manifest,
     Rejected,
     check_files,
+    check_torrent,
+    magnet_info_hash,
     parse_items,
+    printable,
     utc_now,
     validate_item,
 )
@@ -238,3 +243,76 @@ def test_a_manifest_serialises_as_canonical_json_of_its_document() -> None:
         for listed in (items, ()):
             manifest = Manifest("default", 7, "2026-12-02T00:00:00Z", listed, extra)
             assert manifest.dumps() == canonical_json(manifest.to_json())
+
+
+# -- what mutation testing found unchecked (native_notes/testing.md, format.py) ------
+
+
+def test_a_magnet_may_name_its_hash_in_a_numbered_xt_after_other_fields() -> None:
+    hexdigest = "cd" * 20
+    assert magnet_info_hash(f"magnet:?dn=a.mkv&tr=x&xt.1=urn:btih:{hexdigest}") == hexdigest
+    assert magnet_info_hash(f"magnet:?dn=b.mkv&xt.x=urn:btih:{hexdigest}") is None
+    assert magnet_info_hash(f"magnet:?xt=&xt=urn:btih:{hexdigest.upper()}") == hexdigest
+
+
+def test_printable_escapes_c0_del_and_c1() -> None:
+    assert printable("a\nb\x1b[31m\x7f\x85é") == "a\\nb\\x1b[31m\\x7f\\x85é"
+
+
+def test_utc_now_is_utc_whatever_the_local_time_zone(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TZ", "XXX-9")  # nine hours east of UTC, no daylight saving
+    time.tzset()
+    try:
+        before, now, after = time.time() - 5, utc_now(), time.time() + 5
+    finally:
+        monkeypatch.undo()
+        time.tzset()
+    hours = {time.strftime("%Y-%m-%dT%H", time.gmtime(t)) for t in (before, after)}
+    assert now[:13] in hours, (now, hours)
+
+
+def test_folder_file_refusals_are_worded_exactly() -> None:
+    with pytest.raises(ManifestError) as caught:
+        check_files([], None)
+    assert str(caught.value) == "files is empty"
+    entry = {"path": "a.mkv", "size": 1, "sha256": "00" * 32, "xxh3": "zz"}
+    with pytest.raises(ManifestError) as caught:
+        check_files([entry], None)
+    assert "xxh3 must be 32 hex digits (XXH3-128), got 'zz'" in str(caught.value)
+
+
+def test_manifest_refusals_are_worded_exactly() -> None:
+    cases = [
+        ({"group": "", "items": []}, "'group' must be a non-empty string"),
+        ({"group": "family"}, "'items' is missing"),
+        ({"group": "family", "items": [], "updated_at": 5}, "'updated_at' must be a string"),
+    ]
+    for doc, message in cases:
+        with pytest.raises(ManifestError) as caught:
+            parse_manifest(doc)
+        assert str(caught.value) == message
+
+
+def test_a_rejected_item_whose_path_is_not_text_names_no_path() -> None:
+    _, rejected = parse_manifest({"group": "family", "items": [{"path": 5, "title": "x"}]})
+    assert [(r.index, r.path) for r in rejected] == [(0, None)]
+
+
+def test_torrent_refusals_are_worded_exactly_and_the_length_cap_is_exact() -> None:
+    url = "http://curator.example/t/"
+    at_cap = url + "a" * (MAX_TORRENT_CHARS - len(url))
+    assert check_torrent(at_cap) == at_cap
+    assert check_torrent("HTTP://curator.example/a.torrent") == "HTTP://curator.example/a.torrent"
+    cases = [
+        ("", "torrent must be a non-empty string"),
+        (at_cap + "a", f"torrent is {MAX_TORRENT_CHARS + 1:,} characters long; at most "
+         f"{MAX_TORRENT_CHARS:,} are accepted"),
+        ("magnet:?dn=x",
+         "torrent is a magnet without xt=urn:btih:<40 hex or 32 base32 characters>"),
+        ("ftp://curator.example/a.torrent", "torrent must be a magnet URI or an http(s) URL"),
+        ("http://curator.example/a b.torrent", "torrent URL contains spaces or control characters"),
+    ]  # fmt: skip
+    for torrent, message in cases:
+        with pytest.raises(ManifestError) as caught:
+            check_torrent(torrent)
+        assert str(caught.value) == message

@@ -237,3 +237,69 @@ def test_versions_are_remembered_per_source_and_key(store: Store) -> None:
     assert TrustPolicy(store, key.public).admit("a", key.sign({**DOC, "version": 6})) == key.public
     with pytest.raises(RollbackError, match="older than version 6"):
         TrustPolicy(store, key.public).admit("a", key.sign({**DOC, "version": 5}))
+
+
+# The exact texts a curator or a client's log shows (mutation testing: a `match=` search
+# lets a padded or recased message through).
+
+
+def test_a_key_open_to_others_names_the_fix_in_full(tmp_path: Path) -> None:
+    path = save_key(tmp_path / "my state", generate_key())
+    os.chmod(path, 0o644)
+    with pytest.raises(SignatureError) as caught:
+        load_key(tmp_path / "my state")
+    assert str(caught.value) == (
+        f"the signing key {path} is open to other users (mode 0644); run"
+        f" `chmod 600 '{path}'` (and, if someone else may have read it,"
+        " make a new key with `meshmedia keygen --force`; clients must then trust it)"
+    )
+
+
+def test_signature_refusals_say_exactly_what_is_wrong() -> None:
+    key = generate_key()
+    signed = key.sign(DOC)
+    cases = [
+        (lambda: signer_of({**DOC, "signature": {"key": key.public_hex}}),
+         "the manifest's signature is malformed (expected alg ed25519)"),
+        (lambda: signer_of({**DOC, "signature": {"alg": "ed25519"}}),
+         "'' is not an ed25519 public key (expected 64 hex digits)"),
+        (lambda: verify(DOC, key.public),
+         "the manifest is not signed, but a trusted key is required"),
+        (lambda: verify({**signed, "version": 4}, key.public),
+         "the manifest's signature does not match its content (tampered?)"),
+    ]  # fmt: skip
+    for call, message in cases:
+        with pytest.raises(SignatureError) as caught:
+            call()
+        assert str(caught.value) == message
+
+
+def test_a_rollback_refusal_says_exactly_what_was_refused(store: Store) -> None:
+    key = generate_key()
+    TrustPolicy(store, key.public).admit("src", key.sign({**DOC, "version": 5}))
+    with pytest.raises(RollbackError) as caught:
+        TrustPolicy(store, key.public).admit("src", key.sign({**DOC, "version": 4}))
+    assert str(caught.value) == (
+        "manifest version 4 from src is older than version 5 already accepted (rollback refused)"
+    )
+
+
+def test_a_signed_manifest_without_a_version_is_version_0(store: Store) -> None:
+    """The earlier format has no version: read as 0, so a later version 0 is no rollback,
+    and a first manifest may be version 0 (nothing accepted yet is below every version)."""
+    key = generate_key()
+    unversioned = {k: v for k, v in DOC.items() if k != "version"}
+    assert TrustPolicy(store, key.public).admit("old", key.sign(unversioned)) == key.public
+    assert store.get(f"trust.version:old:{key.public_hex}") == "0"
+    assert TrustPolicy(store, key.public).admit("old", key.sign({**DOC, "version": 0}))
+    assert TrustPolicy(store, key.public).admit("new", key.sign({**DOC, "version": 0}))
+
+
+def test_a_trusted_key_is_not_announced_as_trust_on_first_use(
+    store: Store, caplog: pytest.LogCaptureFixture
+) -> None:
+    key = generate_key()
+    with caplog.at_level("WARNING", logger="meshmedia.manifest.signing"):
+        TrustPolicy(store, key.public).admit("src", key.sign(DOC))
+    assert "trust on first use" not in caplog.text
+    assert store.get("trust.pin:src") == key.public_hex
