@@ -21,6 +21,7 @@ from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import xxhash
 
@@ -433,6 +434,11 @@ def file_digests(path: Path) -> Digests:
             sha.update(block)
             fast.update(block)
     return Digests(sha.hexdigest(), fast.hexdigest())
+
+
+def new_xxh3() -> Any:
+    """A fresh XXH3-128 hasher (`update`, `hexdigest`): the one place xxhash is imported."""
+    return xxhash.xxh3_128()
 
 
 def xxh3_of(path: Path) -> str:

@@ -14,6 +14,7 @@ from pathlib import Path
 import libtorrent as lt
 import pytest
 
+from benchmarks.common import random_file
 from benchmarks.privacy_dht import DHT_ALERTS, DHT_SETTINGS, Seen, collect, form_dht
 from benchmarks.privacy_lab import (
     MiB,
@@ -23,7 +24,6 @@ from benchmarks.privacy_lab import (
     build,
     issue,
     make_ca,
-    random_file,
     raw_probe,
     seeding,
     wait,

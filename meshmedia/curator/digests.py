@@ -23,9 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-import xxhash
-
-from meshmedia.hashing import BLOCK, FileHashes
+from meshmedia.hashing import BLOCK, FileHashes, new_xxh3
 from meshmedia.store import HashRecord, Store
 
 log = logging.getLogger(__name__)
@@ -115,7 +113,7 @@ class Digests:
             before = _key(os.fstat(fd))
             if before[2] != pending.hashes.size:
                 return None
-            sha, fast = hashlib.sha256(), xxhash.xxh3_128()
+            sha, fast = hashlib.sha256(), new_xxh3()
             buffer = bytearray(BLOCK)
             view = memoryview(buffer)
             offset = 0
