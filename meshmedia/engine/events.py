@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -17,6 +18,11 @@ from .convert import hex_of, status_from_lt
 from .snapshots import EngineEvent, EventKind
 from .table import Role, TorrentTable
 
+# Statuses of idle seeds are asked for every 5 s, not every 0.5 s: libtorrent posts a
+# status for every torrent that ever moved data each time its time counters tick, and
+# handling those was the busiest idle work of both daemons (engine.md "Idle refresh").
+IDLE_UPDATE_INTERVAL = 5.0
+
 log = logging.getLogger(__name__)
 
 Subscriber = Callable[[EngineEvent], None]
@@ -25,10 +31,15 @@ Subscriber = Callable[[EngineEvent], None]
 class TorrentEvents:
     """The alert handlers that keep the table's statuses fresh and tell subscribers."""
 
-    def __init__(self, session: Any, table: TorrentTable) -> None:
+    def __init__(
+        self, session: Any, table: TorrentTable, clock: Callable[[], float] = time.monotonic
+    ) -> None:
         """Handle the alerts of `session` about the torrents of `table`."""
         self._session: Any = session
         self._table = table
+        self._clock = clock
+        self._posted_at = -IDLE_UPDATE_INTERVAL
+        self.posted = 0  # post_torrent_updates calls (tests, benchmarks)
         self._cond = threading.Condition()
         self._subscribers: list[Subscriber] = []
         self._stats: dict[str, int] | None = None
@@ -60,9 +71,18 @@ class TorrentEvents:
         """state_update_alert: the statuses libtorrent posted (post_torrent_updates)."""
         self._table.update([status_from_lt(st) for st in alert.status])
 
+    def tick(self) -> None:
+        """Every UPDATE_INTERVAL: refresh while a torrent is busy (table.busy()), and
+        every IDLE_UPDATE_INTERVAL when all are idle seeds. A state change refreshes at
+        once (after_alerts) whatever the interval."""
+        if self._table.busy() or self._clock() - self._posted_at >= IDLE_UPDATE_INTERVAL:
+            self.refresh()
+
     def refresh(self) -> None:
         """Ask libtorrent for fresh statuses (they come as a state_update_alert), and flush
         again any finished download whose flush was never confirmed."""
+        self._posted_at = self._clock()
+        self.posted += 1
         self._session.post_torrent_updates()
         for handle in self._table.finished_unflushed().values():
             # With 5,000 torrents one download of a burst stayed "downloading" at 100%

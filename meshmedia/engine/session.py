@@ -86,7 +86,7 @@ class Engine:
         self._certificates = Certificates()
         self.portmap = PortMapper(self._session, upnp=config.upnp, natpmp=config.natpmp)
         ticks = [
-            Tick(UPDATE_INTERVAL, self._events.refresh, first=0.0),
+            Tick(UPDATE_INTERVAL, self._events.tick, first=0.0),
             Tick(resume_interval, self._resume.tick),
             Tick(1.0, self.portmap.tick),
         ]

@@ -26,6 +26,9 @@ class Role(str, Enum):
     DOWNLOAD = "download"
 
 
+_BUSY_STATES = (TorrentState.CHECKING, TorrentState.METADATA, TorrentState.DOWNLOADING)
+
+
 class TorrentTable:
     """Every torrent of one session; thread-safe."""
 
@@ -39,6 +42,7 @@ class TorrentTable:
         self._unflushed: set[str] = set()
         self._renamed: dict[str, dict[int, str]] = {}
         self._done: set[str] = set()  # of the unflushed, those libtorrent says are finished
+        self._busy: set[str] = set()  # checking, fetching metadata, downloading, or moving bytes
         # torrents added or with a new status since the last take_touched(): only these
         # can need their resume data saved (asking 5,000 idle seeds took 0.1-1.2 s a tick)
         self._touched: set[str] = set()
@@ -88,6 +92,7 @@ class TorrentTable:
             self._statuses.pop(ih, None)
             self._unflushed.discard(ih)
             self._done.discard(ih)
+            self._busy.discard(ih)
             self._renamed.pop(ih, None)
             self._touched.discard(ih)
             self._cond.notify_all()
@@ -185,10 +190,20 @@ class TorrentTable:
             self._renamed.setdefault(ih, {})[index] = name
             self._touched.add(ih)
 
+    def busy(self) -> bool:
+        """True while a torrent is checked, fetches metadata, downloads, or moves bytes
+        (by the latest statuses); False when every one is an idle seed, paused or failed."""
+        with self._cond:
+            return bool(self._busy)
+
     def _adjusted(self, status: TorrentStatus) -> TorrentStatus:
         if status.state == TorrentState.SEEDING and status.info_hash in self._unflushed:
             self._done.add(status.info_hash)
-            return replace(status, state=TorrentState.DOWNLOADING)
+            status = replace(status, state=TorrentState.DOWNLOADING)
+        if status.state in _BUSY_STATES or status.upload_rate or status.download_rate:
+            self._busy.add(status.info_hash)
+        else:
+            self._busy.discard(status.info_hash)
         return status
 
     # -- waiting -----------------------------------------------------------------
