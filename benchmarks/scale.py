@@ -9,7 +9,8 @@ Printed per count:
   one after another in this process, page cache warm);
 - synced: until the client has placed every item;
 - idle: % of one core (utime + stime from /proc) over `--idle` seconds (30) and RSS,
-  of the curator and of the client, `--settle` seconds (30) after everything is placed;
+  of the curator and of the client, once both /status show no transfer after everything
+  is placed (every rate 0, no peer; at most `--settle` seconds, 120, "no transfer after");
 - restart (SIGTERM, start again): seconds to the first answer (the curator's
   manifest, the client's /status) and until every torrent seeds again (/metrics),
   and the bytes hashed again by meshmedia and by libtorrent (/metrics, want 0);
@@ -25,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import http.client
+import json
 import os
 import re
 import sys
@@ -80,6 +82,20 @@ def series(values: dict[str, float], name: str, label: str = "") -> float:
     """The sum of `name` series whose labels contain `label`."""
     pattern = re.compile(re.escape(name) + r"(\{|$)")
     return sum(v for k, v in values.items() if pattern.match(k) and label in k)
+
+
+def quiet(port: int) -> bool:
+    """True when a daemon's GET /status shows no transfer: every torrent at 0 B/s with
+    no peer connected (the curator's snapshot, or the client's `engine` part)."""
+    try:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        conn.request("GET", "/status")
+        doc = json.loads(conn.getresponse().read())
+        conn.close()
+    except (OSError, ValueError):
+        return False
+    torrents = (doc.get("engine") or doc).get("torrents", [])
+    return all(not (t["upload_rate"] or t["download_rate"] or t["num_peers"]) for t in torrents)
 
 
 def status_answers(port: int, path: str) -> bool:
@@ -221,7 +237,7 @@ def restart(pair: Pair, which: str, count: int, timeout: float) -> dict[str, flo
 
 
 def measure(
-    count: int, idle_seconds: float, log: Callable[[str], None], settle: float = 30.0
+    count: int, idle_seconds: float, log: Callable[[str], None], settle: float = 120.0
 ) -> dict[str, float]:
     """Every figure for one library size."""
     out: dict[str, float] = {}
@@ -256,9 +272,17 @@ def measure(
             out["sync_s"] = time.monotonic() - started
             log(f"scale {count}: placed in {out['sync_s']:.2f} s")
             # After the last placement both daemons still work for a while (resume saves
-            # after the moves, peer connections of finished torrents): measured with
-            # 2,000 items, 8% of a core 3 s after, 0.5% 30 s after.
-            time.sleep(settle)
+            # after the moves, peer connections of finished torrents, rates decaying):
+            # measured with 1,000 items, 2.6% of a core in the first 10 s, 0.65% 20-30 s
+            # after, 0.1-0.4% from 40 s on. Idle is measured once both /status show no
+            # transfer (every rate 0, no peer), at most `settle` seconds after.
+            quiet_from = time.monotonic()
+            while time.monotonic() - quiet_from < settle:
+                if quiet(pair.http) and quiet(pair.status):
+                    break
+                time.sleep(2.0)  # asking 5,000 statuses every 50 ms would be work itself
+            out["quiet_s"] = time.monotonic() - quiet_from
+            log(f"scale {count}: no transfer {out['quiet_s']:.1f} s after the last placement")
             assert pair.curator is not None
             assert pair.client is not None
             results: dict[str, tuple[float, float]] = {}
@@ -296,6 +320,7 @@ LABELS = [
     ("publish_s", "publish all (s)"),
     ("hash_s", "hashing alone (s)"),
     ("sync_s", "placed on the client (s)"),
+    ("quiet_s", "no transfer after the last placement (s)"),
     ("curator_cpu", "curator idle (% core)"),
     ("curator_rss", "curator RSS (MiB)"),
     ("client_cpu", "client idle (% core)"),
@@ -332,7 +357,7 @@ def report(results: dict[int, dict[str, float]]) -> str:
 
 
 def run(
-    counts: list[int], idle_seconds: float, log: Callable[[str], None], settle: float = 30.0
+    counts: list[int], idle_seconds: float, log: Callable[[str], None], settle: float = 120.0
 ) -> str:
     """Measure every count and return the report."""
     load = os.getloadavg()[0]
@@ -349,7 +374,7 @@ def main() -> int:
     parser.add_argument("--counts", default="100,1000,5000", help="library sizes (100,1000,5000)")
     parser.add_argument("--idle", type=float, default=30.0, help="idle window in seconds (30)")
     parser.add_argument(
-        "--settle", type=float, default=30.0, help="seconds after the last placement (30)"
+        "--settle", type=float, default=120.0, help="at most this long for no transfer (120 s)"
     )
     args = parser.parse_args()
     counts = [int(c) for c in args.counts.split(",")]
