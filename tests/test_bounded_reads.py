@@ -137,19 +137,6 @@ def test_corrupt_compression_and_unknown_encodings_are_refused() -> None:
         get(body(b"x", Content_Encoding="br"))
 
 
-def test_a_body_cut_short_is_refused() -> None:
-    def short(handler: BaseHTTPRequestHandler) -> None:
-        handler.send_response(200)
-        handler.send_header("Content-Length", "100")
-        handler.end_headers()
-        handler.wfile.write(b"x" * 40)
-        handler.wfile.flush()
-        handler.close_connection = True
-
-    with pytest.raises(ReadError):
-        get(short)
-
-
 def test_only_a_200_has_its_body_read() -> None:
     answer = get(body(b"gone", status=404))
     assert (answer.status, answer.reason, answer.body) == (404, "Not Found", b"")
