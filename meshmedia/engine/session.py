@@ -273,6 +273,10 @@ class Engine:
             status = status_from_lt(handle.status(), starting=True)
             self._table.track(ih, handle, role, status, complete=role == Role.SEED)
             handle.resume()
+            # A refresh posted while it was still paused may have reported it "paused";
+            # an idle seed is asked again only every 5 s (events.IDLE_UPDATE_INTERVAL),
+            # so ask now: `meshmedia status` showed a new seed "paused" (CI, 2026-12-02).
+            self._events.refresh()
             log.info("added %s %s in %s", role.value, ih, atp.save_path)
         for host, port in peers:
             self.connect_peer(ih, host, port)
