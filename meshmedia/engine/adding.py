@@ -91,7 +91,8 @@ class Additions:
         if not handle.is_valid():
             return "libtorrent did not add it"
         log.warning("no add_torrent_alert for %s (a full alert queue?): found it", ih)
-        self._table.track(ih, handle, waiting.role, status_from_lt(handle.status()), complete=True)
+        status = status_from_lt(handle.status())
+        self._table.track(ih, handle, waiting.role, status, complete=waiting.role == Role.SEED)
         return None
 
     def _hold(self, ih: str, handle: Any, waiting: _Waiting) -> None:
