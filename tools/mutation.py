@@ -177,16 +177,38 @@ def stop_hung_workers(mutmut_pid: int, wall: float) -> None:
 
 
 def run_module(
-    target: Target, budget: float, children: int, survivors: bool, wall: float = 120.0
+    target: Target,
+    budget: float,
+    children: int,
+    survivors: bool,
+    *,
+    wall: float = 120.0,
+    keep: Path | None = None,
 ) -> dict[str, int]:
-    """mutmut run for one module within `budget` seconds; the count of each outcome."""
-    with tempfile.TemporaryDirectory(prefix=f"meshmedia-mutation-{target.name}-") as tmp:
-        where = scratch_copy(target, Path(tmp))
+    """mutmut run for one module within `budget` seconds; the count of each outcome.
+
+    With `keep`, the scratch copy is `keep/<module>` and stays: a later run with the same
+    `keep` goes on where a budget stopped this one (mutmut leaves a mutant that has a
+    result alone), as long as the module's source did not change in between.
+    """
+    with contextlib.ExitStack() as stack:
+        if keep is None:
+            tmp = stack.enter_context(
+                tempfile.TemporaryDirectory(prefix=f"meshmedia-mutation-{target.name}-")
+            )
+            where = scratch_copy(target, Path(tmp))
+        else:
+            where = keep / target.name
+            if not (where / "pyproject.toml").exists():
+                where.mkdir(parents=True, exist_ok=True)
+                scratch_copy(target, where)
+            elif (where / target.path).read_bytes() != (ROOT / target.path).read_bytes():
+                raise SystemExit(f"{where} holds another version of {target.path}: remove it")
         # mutmut puts mutants/ first in its own sys.path; a child process runs unmutated code
         env = {**os.environ, "PYTHONPATH": str(where), "CI": "", **dict(target.env)}
         mutmut = [sys.executable, "-m", "mutmut"]
         started = time.monotonic()
-        log = (where / "mutmut.log").open("w")
+        log = (where / "mutmut.log").open("a")
         run = subprocess.Popen(
             [*mutmut, "run", "--max-children", str(children)],
             cwd=where, env=env, stdout=log, stderr=subprocess.STDOUT, text=True,
@@ -281,6 +303,9 @@ def main() -> None:
     parser.add_argument("--survivors", action="store_true", help="print each survivor's diff")
     parser.add_argument("--list", action="store_true", help="list the modules and tests")
     parser.add_argument("--hand", type=Path, help="a JSON file of textual mutants to check")
+    parser.add_argument(
+        "--keep", type=Path, help="keep each module's scratch copy here; a later run resumes"
+    )
     args = parser.parse_args()
     if args.hand:
         run_hand(args.hand)
@@ -293,7 +318,9 @@ def main() -> None:
     load = os.getloadavg()
     print(f"load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}", flush=True)
     for target in chosen:
-        counts = run_module(target, args.budget, args.children, args.survivors, args.wall)
+        counts = run_module(
+            target, args.budget, args.children, args.survivors, wall=args.wall, keep=args.keep
+        )
         outcomes = " ".join(f"{k}={v}" for k, v in sorted(counts.items()))
         print(f"{target.name:10} score {score(counts):>6}  {outcomes}", flush=True)
 
