@@ -654,3 +654,30 @@ def test_a_later_download_of_an_adopted_torrent_is_verified_again(rig: Rig, tmp_
     assert problem is not None
     assert problem.reason.startswith("SHA-256 mismatch"), problem.reason
     assert not final.exists()
+
+
+def test_a_magnet_items_files_are_adopted_under_the_torrents_own_name(
+    rig: Rig, tmp_path: Path
+) -> None:
+    """A magnet's item names no file: its files in place (`Series`) are linked under the
+    name the engine learnt from the torrent (`Show`), where the torrent looks for them;
+    under `Series` the engine would download it all again. An unsafe torrent's name is
+    not learnt: its files would be linked under the item's own name."""
+    source = tmp_path / "source"
+    write(source / "Show", FOLDER)
+    data, ih = torrent(source, "Show")
+    final = rig.media / "Series"
+    write(final, FOLDER)
+    item = folder_item("Series", FOLDER, ih)
+    found = rig.placer.check_in_place(item, final)
+    assert found is not None
+    rig.placer.learn_name(ih, data)
+    assert rig.placer.adopt(found, final, ih, None) is True
+    staging = incomplete_dir(rig.media, ih)
+    assert sorted(p.name for p in staging.iterdir()) == ["Show"]
+    for rel in FOLDER:
+        assert (staging / "Show" / rel).stat().st_ino == (final / rel).stat().st_ino
+    hostile = hand_built(b"Evil", [([b"..", b"x.mkv"], b"a" * 100), ([b"ok"], b"b" * 100)])
+    rig.placer.learn_name("ef" * 20, hostile.data)
+    assert rig.placer.adopt(found, final, "ef" * 20, None) is True
+    assert sorted(p.name for p in incomplete_dir(rig.media, "ef" * 20).iterdir()) == ["Series"]
