@@ -434,3 +434,27 @@ def test_an_overflowing_float_is_named_by_its_first_40_characters() -> None:
     with pytest.raises(ReadError) as caught:
         load_json(f"[{text}]")
     assert str(caught.value) == f"not usable JSON: the number {text[:40]} is out of range"
+
+
+def test_a_bomb_after_half_the_cap_is_decoded_only_up_to_the_cap() -> None:
+    """Each decode step may take only what is left under the cap: a body that decodes
+    to half the cap (8 of 16 MiB, 2:1, many reads) and then turns into a bomb never
+    holds much more than the cap (peak 19.7 MiB measured); a step sized by the cap
+    *plus* what came held 70 MiB."""
+    cap = 16 << 20
+    nibbles = random.Random(7).randbytes(8 << 20).translate(bytes(i & 15 for i in range(256)))
+    packer = zlib.compressobj(6, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
+    packed = [packer.compress(nibbles)]
+    zeros = bytes(1 << 20)
+    packed += [packer.compress(zeros) for _ in range(64)]
+    packed.append(packer.flush())
+    with serving(body(b"".join(packed), Content_Encoding="gzip")) as url:
+        session = bounded_session()
+        tracemalloc.start()
+        try:
+            with pytest.raises(ReadError, match="once decoded"):
+                http_get(session, url, max_bytes=cap)
+            _, peak = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+    assert peak < 28 << 20, peak
