@@ -5,12 +5,15 @@ from __future__ import annotations
 import gzip
 import json
 import random
+import socket
+import ssl
 import threading
 import tracemalloc
 import zlib
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -28,6 +31,7 @@ from meshmedia.bounded import (
     http_get,
     load_json,
 )
+from meshmedia.groups.curator_tls import fingerprint, server_context, tls_files
 
 Reply = Callable[[BaseHTTPRequestHandler], None]
 
@@ -458,3 +462,30 @@ def test_a_bomb_after_half_the_cap_is_decoded_only_up_to_the_cap() -> None:
         finally:
             tracemalloc.stop()
     assert peak < 28 << 20, peak
+
+
+def test_a_tls_server_that_never_answers_is_cut_off_at_the_deadline(
+    tmp_path: Path, release: threading.Event
+) -> None:
+    """A pinned https origin (a private group's curator) that takes the request after
+    the handshake and then says nothing: the watchdog shuts the TLS socket down too."""
+    context = server_context(tmp_path)
+    cert, _ = tls_files(tmp_path)
+    pin = fingerprint(ssl.PEM_cert_to_DER_cert(cert.read_text()))
+    listener = socket.create_server(("127.0.0.1", 0))
+
+    def silent() -> None:
+        conn, _ = listener.accept()
+        with context.wrap_socket(conn, server_side=True) as tls:
+            tls.recv(65536)  # the request
+            release.wait(60)
+
+    threading.Thread(target=silent, daemon=True).start()
+    origin = f"https://127.0.0.1:{listener.getsockname()[1]}"
+    session = bounded_session({origin: pin})
+    try:
+        error = outcome_of(lambda: http_get(session, f"{origin}/doc", deadline=1, read_timeout=300))
+    finally:
+        listener.close()
+    assert isinstance(error, ReadError)
+    assert str(error) == "no complete answer within 1 s"
