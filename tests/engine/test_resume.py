@@ -8,6 +8,7 @@ test_engine.py.
 from __future__ import annotations
 
 import os
+import threading
 from pathlib import Path
 
 import libtorrent as lt
@@ -16,6 +17,7 @@ import pytest
 from meshmedia.engine import Engine
 from meshmedia.engine.resume import (
     MISSING,
+    ResumeData,
     file_paths,
     file_stats,
     is_complete,
@@ -201,5 +203,24 @@ def test_a_saved_seed_is_restored_with_its_role(tmp_path: Path) -> None:
             status = engine.status(ih)
             assert status is not None
             assert status.save_path.rstrip("/") == str(tmp_path / "src")
+    finally:
+        store.close()
+
+
+def test_saving_all_gives_up_after_its_timeout_when_a_save_never_comes(tmp_path: Path) -> None:
+    """close() waits for every torrent's save, but only `timeout` seconds: here a second
+    ResumeData over the engine's real torrents, which no save alert ever reaches."""
+    config = make_config(tmp_path)
+    store = Store.in_state_dir(config.state_dir)
+    try:
+        data, _ = built(tmp_path / "src", {"a.bin": 20_000})
+        with Engine(config, store) as engine:
+            engine.add_seed(data, tmp_path / "src", verified=True)
+            lonely = ResumeData(engine._table, store)
+            done = threading.Event()
+            worker = threading.Thread(target=lambda: (lonely.save_all(0.2), done.set()))
+            worker.daemon = True
+            worker.start()
+            assert done.wait(30)  # a bound on the wait, far above the 0.2 s it needs
     finally:
         store.close()
