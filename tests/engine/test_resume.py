@@ -10,12 +10,15 @@ from __future__ import annotations
 import os
 import threading
 from pathlib import Path
+from typing import Any
 
 import libtorrent as lt
 import pytest
 
 from meshmedia.engine import Engine
 from meshmedia.engine.resume import (
+    COUNTERS_INTERVAL,
+    IF_COUNTERS_CHANGED,
     MISSING,
     ResumeData,
     file_paths,
@@ -25,7 +28,7 @@ from meshmedia.engine.resume import (
     real_names,
 )
 from meshmedia.store import ResumeRecord, Store
-from tests.helpers import make_config, random_file
+from tests.helpers import make_config, random_file, wait_for
 from tests.hostile import hand_built
 
 PIECE = 16 * 1024
@@ -222,5 +225,57 @@ def test_saving_all_gives_up_after_its_timeout_when_a_save_never_comes(tmp_path:
             worker.daemon = True
             worker.start()
             assert done.wait(30)  # a bound on the wait, far above the 0.2 s it needs
+    finally:
+        store.close()
+
+
+class _Recorded:
+    """A real torrent handle whose save requests are recorded on their way through."""
+
+    def __init__(self, handle: Any, asked: list[int]) -> None:
+        self._handle, self._asked = handle, asked
+
+    def need_save_resume_data(self, flags: int) -> bool:
+        return bool(self._handle.need_save_resume_data(flags))
+
+    def save_resume_data(self, flags: int) -> None:
+        self._asked.append(int(flags))
+        self._handle.save_resume_data(flags)
+
+
+class _RecordingTable:
+    """The engine's TorrentTable as a ResumeData's tick sees it, its handles recorded."""
+
+    def __init__(self, table: Any, asked: list[int]) -> None:
+        self._table, self._asked = table, asked
+
+    def handles(self) -> dict[str, Any]:
+        return {ih: _Recorded(h, self._asked) for ih, h in self._table.handles().items()}
+
+    def take_touched(self) -> dict[str, Any]:
+        return {ih: _Recorded(h, self._asked) for ih, h in self._table.take_touched().items()}
+
+
+def test_counters_alone_wait_a_whole_interval_from_the_start(tmp_path: Path) -> None:
+    """The first counters pass is COUNTERS_INTERVAL after start-up, not at it: a seed
+    whose counters alone changed is not saved by a new ResumeData's first tick (a daemon
+    started every few minutes would save every seed each time), and is by a due pass."""
+    config = make_config(tmp_path)
+    store = Store.in_state_dir(config.state_dir)
+    try:
+        data, _ = built(tmp_path / "src", {"a.bin": 20_000})
+        with Engine(config, store) as engine:
+            ih = engine.add_seed(data, tmp_path / "src", verified=True)
+            engine._resume.save_all(30)
+            handle = engine._table.handle(ih)
+            wait_for(lambda: handle.need_save_resume_data(IF_COUNTERS_CHANGED), timeout=30)
+            asked: list[int] = []
+            fresh = ResumeData(_RecordingTable(engine._table, asked), store)  # type: ignore[arg-type]
+            fresh.tick()
+            assert asked == []
+            fresh._next_counters -= COUNTERS_INTERVAL  # the pass is due
+            fresh.tick()
+            assert len(asked) == 1
+            assert asked[0] & IF_COUNTERS_CHANGED
     finally:
         store.close()
