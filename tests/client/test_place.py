@@ -284,9 +284,28 @@ def test_a_folder_download_that_is_not_the_item_names_the_file(
         item = Item(item.title, item.torrent, item.path, sha256="ab" * 32, size=item.size)
     problem = rig.placer.place(URL, item, ih, rig.media / "Show")
     assert problem is not None
-    assert reason in problem.reason, problem.reason
+    if change == "hash":
+        assert problem.reason.startswith(reason + ", got "), problem.reason
+    else:
+        assert problem.reason == reason
     assert problem.retry is (change == "hash")
     assert not (rig.media / "Show").exists()
+
+
+def test_a_folder_download_with_other_files_names_three_of_each(rig: Rig, tmp_path: Path) -> None:
+    """Four files listed and four others in the torrent: the reason names the first three
+    of each, sorted (a folder of thousands would make a reason nobody reads)."""
+    theirs = {f"{name}.mkv": data_of(n, 1_000) for n, name in enumerate("abcd")}
+    ih, _ = finished(rig, tmp_path, "Show", theirs)
+    ready(rig, ih)
+    ours = {f"{name}.mkv": data_of(n, 1_000) for n, name in enumerate("wxyz")}
+    problem = rig.placer.place(URL, folder_item("Show", ours, ih), ih, rig.media / "Show")
+    assert problem is not None
+    assert problem.reason == (
+        "the torrent's files are not the item's (missing ['w.mkv', 'x.mkv', 'y.mkv'], "
+        "extra ['a.mkv', 'b.mkv', 'c.mkv'])"
+    )
+    assert problem.retry is False
 
 
 def test_a_strangers_file_at_the_final_path_is_moved_aside_not_overwritten(
