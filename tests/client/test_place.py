@@ -700,3 +700,22 @@ def test_a_magnet_items_files_are_adopted_under_the_torrents_own_name(
     rig.placer.learn_name("ef" * 20, hostile.data)
     assert rig.placer.adopt(found, final, "ef" * 20, None) is True
     assert sorted(p.name for p in incomplete_dir(rig.media, "ef" * 20).iterdir()) == ["Series"]
+
+
+def test_an_adopted_folder_is_placed_and_recorded_file_by_file(rig: Rig, tmp_path: Path) -> None:
+    """Adoption skips hashing each file checked in place, every one of them: each is
+    recorded with the manifest's SHA-256, onto the files that were there."""
+    source = tmp_path / "source"
+    write(source / "Show", FOLDER)
+    data, ih = torrent(source, "Show")
+    final = rig.media / "Show"
+    write(final, FOLDER)
+    item = folder_item("Show", FOLDER, ih)
+    found = rig.placer.check_in_place(item, final)
+    assert found is not None
+    assert rig.placer.adopt(found, final, ih, "Show")
+    rig.engine.add_seed(data, incomplete_dir(rig.media, ih), verified=True)
+    ready(rig, ih)
+    assert rig.placer.place(URL, item, ih, final) is None
+    records = {r.rel: r.sha256 for r in rig.store.placed_files_at("Show")}
+    assert records == {f"Show/{rel}": sha(d) for rel, d in FOLDER.items()}
