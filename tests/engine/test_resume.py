@@ -279,3 +279,25 @@ def test_counters_alone_wait_a_whole_interval_from_the_start(tmp_path: Path) -> 
             assert asked[0] & IF_COUNTERS_CHANGED
     finally:
         store.close()
+
+
+def test_saving_all_returns_once_every_torrent_is_stored(tmp_path: Path) -> None:
+    """close() waits for the saves it asked for, not for its timeout: save_all(300)
+    returns as soon as each torrent's resume data is in the store."""
+    config = make_config(tmp_path)
+    store = Store.in_state_dir(config.state_dir)
+    try:
+        one, _ = built(tmp_path / "one", {"a.bin": 20_000})
+        two, _ = built(tmp_path / "two", {"b.bin": 30_000})
+        with Engine(config, store) as engine:
+            ihs = {engine.add_seed(one, tmp_path / "one"), engine.add_seed(two, tmp_path / "two")}
+            for record in store.load_resume():
+                store.delete_resume(record.info_hash)
+            done = threading.Event()
+            worker = threading.Thread(target=lambda: (engine._resume.save_all(300), done.set()))
+            worker.daemon = True
+            worker.start()
+            assert done.wait(30)  # a bound far below the 300 s it would wait for nothing
+            assert {r.info_hash for r in store.load_resume()} == ihs
+    finally:
+        store.close()
