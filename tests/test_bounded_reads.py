@@ -489,3 +489,26 @@ def test_a_tls_server_that_never_answers_is_cut_off_at_the_deadline(
         listener.close()
     assert isinstance(error, ReadError)
     assert str(error) == "no complete answer within 1 s"
+
+
+def test_a_bounded_session_reads_through_an_http_proxy_held_to_the_deadline(
+    release: threading.Event,
+) -> None:
+    """A session with a proxy gets its connections from the adapter's proxy manager:
+    the same watched pools, so an answer comes through and a silent proxy is cut."""
+    with serving(body(b"via the proxy")) as proxy:
+        session = bounded_session()
+        session.proxies = {"http": proxy.removesuffix("/doc")}
+        assert http_get(session, "http://media.invalid/doc").body == b"via the proxy"
+
+    def silent(handler: BaseHTTPRequestHandler) -> None:
+        release.wait(60)
+
+    with serving(silent) as proxy:
+        session = bounded_session()
+        session.proxies = {"http": proxy.removesuffix("/doc")}
+        error = outcome_of(
+            lambda: http_get(session, "http://media.invalid/doc", deadline=1, read_timeout=300)
+        )
+    assert isinstance(error, ReadError)
+    assert str(error) == "no complete answer within 1 s"
