@@ -19,6 +19,7 @@ from meshmedia.engine import Engine
 from meshmedia.engine.resume import (
     COUNTERS_INTERVAL,
     IF_COUNTERS_CHANGED,
+    IF_MODIFIED_BUT_COUNTERS,
     MISSING,
     ResumeData,
     file_paths,
@@ -118,6 +119,10 @@ def test_is_complete_follows_the_pieces_and_seed_mode(tmp_path: Path) -> None:
     bare = lt.add_torrent_params()
     bare.have_pieces = [True]
     assert is_complete(bare) is False  # pieces but no metadata
+    small = lt.add_torrent_params()
+    small.ti = torrent_of(tmp_path / "small", {"b.bin": 1_000})  # a torrent of one piece
+    small.have_pieces = [True]
+    assert is_complete(small) is True
 
 
 # -- the names libtorrent changes on loading (review12 finding 4) ---------------------
@@ -277,6 +282,9 @@ def test_counters_alone_wait_a_whole_interval_from_the_start(tmp_path: Path) -> 
             fresh.tick()
             assert len(asked) == 1
             assert asked[0] & IF_COUNTERS_CHANGED
+            wait_for(lambda: handle.need_save_resume_data(IF_COUNTERS_CHANGED), timeout=30)
+            fresh.tick()  # and the next one is a whole interval away again
+            assert len(asked) == 1
     finally:
         store.close()
 
@@ -299,5 +307,26 @@ def test_saving_all_returns_once_every_torrent_is_stored(tmp_path: Path) -> None
             worker.start()
             assert done.wait(30)  # a bound far below the 300 s it would wait for nothing
             assert {r.info_hash for r in store.load_resume()} == ihs
+    finally:
+        store.close()
+
+
+def test_a_save_libtorrent_refuses_ends_the_wait_for_it(tmp_path: Path) -> None:
+    """A save_resume_data_failed_alert (here "not modified since the last save", as a
+    tick's save can get when another save came first) is an answer too: whoever waits
+    for that torrent's save (save_all, at close) waits no longer."""
+    config = make_config(tmp_path)
+    store = Store.in_state_dir(config.state_dir)
+    try:
+        data, _ = built(tmp_path / "src", {"a.bin": 20_000})
+        with Engine(config, store) as engine:
+            ih = engine.add_seed(data, tmp_path / "src", verified=True)
+            resume = engine._resume
+            resume.save_all(30)
+            with resume._cond:
+                resume._unsaved = {ih}  # as save_all has it while it waits
+            engine._table.handle(ih).save_resume_data(IF_MODIFIED_BUT_COUNTERS)
+            with resume._cond:
+                assert resume._cond.wait_for(lambda: not resume._unsaved, 30)
     finally:
         store.close()
