@@ -15,7 +15,9 @@ from typing import Any
 import libtorrent as lt
 import pytest
 
-from meshmedia.engine import Engine
+from meshmedia.engine import Engine, TorrentState
+from meshmedia.engine.building import SourceFile, build_torrent
+from meshmedia.engine.certificates import PRIVATE_FLAGS
 from meshmedia.engine.resume import (
     COUNTERS_INTERVAL,
     IF_COUNTERS_CHANGED,
@@ -28,6 +30,8 @@ from meshmedia.engine.resume import (
     needs_recheck,
     real_names,
 )
+from meshmedia.groups import GroupAuthority
+from meshmedia.hashing import hash_file
 from meshmedia.store import ResumeRecord, Store
 from tests.helpers import make_config, random_file, wait_for
 from tests.hostile import hand_built
@@ -328,5 +332,36 @@ def test_a_save_libtorrent_refuses_ends_the_wait_for_it(tmp_path: Path) -> None:
             engine._table.handle(ih).save_resume_data(IF_MODIFIED_BUT_COUNTERS)
             with resume._cond:
                 assert resume._cond.wait_for(lambda: not resume._unsaved, 30)
+    finally:
+        store.close()
+
+
+def test_a_restored_private_torrent_is_off_the_dht_and_lsd_and_started_whatever_it_saved(
+    tmp_path: Path,
+) -> None:
+    """A private group's torrent comes back with DHT and LSD off and not paused even when
+    its saved flags say otherwise (resume data of an older version, or saved while it
+    was added paused); a restored seed is seeding."""
+    group = GroupAuthority.open(tmp_path / "curator-state", "family")
+    src = random_file(tmp_path / "src" / "a.mkv", 100_000)
+    torrent = build_torrent([SourceFile(src.name, src, hash_file(src))], group.ca_pem).data
+    config = make_config(tmp_path, "curator")
+    store = Store.in_state_dir(config.state_dir)
+    try:
+        with Engine(config, store) as engine:
+            ih = engine.add_seed(torrent, src.parent, verified=True, private_ca=group.ca_pem)
+        (record,) = store.load_resume()
+        atp = lt.read_resume_data(record.data)
+        atp.flags &= ~PRIVATE_FLAGS
+        atp.flags |= lt.torrent_flags.paused | lt.torrent_flags.auto_managed
+        data = bytes(lt.write_resume_data_buf(atp))
+        store.save_resume(ResumeRecord(ih, data, record.role, record.files))
+        with Engine(config, store) as engine:
+            flags = engine._table.handle(ih).flags()
+            assert flags & PRIVATE_FLAGS == PRIVATE_FLAGS
+            assert not flags & (lt.torrent_flags.paused | lt.torrent_flags.auto_managed)
+            wait_for(
+                lambda: (s := engine.status(ih)) is not None and s.state == TorrentState.SEEDING
+            )
     finally:
         store.close()
