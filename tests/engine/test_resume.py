@@ -365,3 +365,21 @@ def test_a_restored_private_torrent_is_off_the_dht_and_lsd_and_started_whatever_
             )
     finally:
         store.close()
+
+
+def test_renamed_files_keep_their_new_names_after_a_restart(tmp_path: Path) -> None:
+    """A placed download's files are renamed into place (relocate); after a restart the
+    engine still names them by their new names (what placing and backfill look at)."""
+    config = make_config(tmp_path)
+    store = Store.in_state_dir(config.state_dir)
+    try:
+        data, _ = built(tmp_path / "src", {"a.bin": 20_000})
+        with Engine(config, store) as engine:
+            ih = engine.add_seed(data, tmp_path / "src", verified=True)
+            engine.relocate(ih, tmp_path / "dest", {0: "b.bin"})
+            assert engine.indexed_files(ih) == [(0, "b.bin", 20_000)]
+        with Engine(config, store) as engine:
+            assert engine.indexed_files(ih) == [(0, "b.bin", 20_000)]
+            assert (tmp_path / "dest" / "b.bin").stat().st_size == 20_000
+    finally:
+        store.close()
