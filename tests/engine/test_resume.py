@@ -383,3 +383,21 @@ def test_renamed_files_keep_their_new_names_after_a_restart(tmp_path: Path) -> N
             assert (tmp_path / "dest" / "b.bin").stat().st_size == 20_000
     finally:
         store.close()
+
+
+def test_a_ticks_save_is_stored_without_an_error_before_any_save_all(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A new seed's resume data is saved by a tick, long before close() asks for all:
+    stored, and nothing on the alert thread fails on the way (nobody waits for it)."""
+    config = make_config(tmp_path)
+    store = Store.in_state_dir(config.state_dir)
+    try:
+        data, _ = built(tmp_path / "src", {"a.bin": 20_000})
+        with caplog.at_level("ERROR"), Engine(config, store) as engine:
+            ih = engine.add_seed(data, tmp_path / "src", verified=True)
+            wait_for(lambda: ih in {r.info_hash for r in store.load_resume()}, timeout=30)
+            errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+            assert errors == []
+    finally:
+        store.close()
