@@ -482,7 +482,7 @@ def test_a_tls_server_that_never_answers_is_cut_off_at_the_deadline(
 
     threading.Thread(target=silent, daemon=True).start()
     origin = f"https://127.0.0.1:{listener.getsockname()[1]}"
-    session = bounded_session({origin: pin})
+    session = bounded_session({f"{origin}/": pin})  # a pin may name the origin with its "/"
     try:
         error = outcome_of(lambda: http_get(session, f"{origin}/doc", deadline=1, read_timeout=300))
     finally:
