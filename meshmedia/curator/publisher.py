@@ -59,10 +59,12 @@ class Publisher:
         swarms: PrivateSwarms | None = None,
         *,
         restore: bool = True,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         """Publish into `manifests`; `swarms`: which groups are private (SSL torrents),
         None: every group public; `restore=False`: seed the catalog later, with
-        `restore()` (changes wait for it)."""
+        `restore()` (changes wait for it); `clock`: seconds, for the spacing of a
+        round's batches."""
         self._config = config
         self.swarms = swarms
         self._store = store
@@ -75,6 +77,7 @@ class Publisher:
         self._batches = Batches(
             store, self._hasher, self._seeds, manifests, self._lock,
             seams=Seams(self._publish_one, self._ca_for, self._magnet, self._listed, self._took),
+            clock=clock,
         )  # fmt: skip
         self.first_pass_min = FIRST_PASS_MIN
         self.on_published: Callable[[float], None] | None = None  # seconds a publish took
