@@ -194,7 +194,7 @@ class Curator:
         """What GET /metrics reads: the engine, each group's manifest, publish latency."""
         metrics = self.metrics
         metrics.add_source(
-            engine_source(engine.snapshot, engine.stats, lambda: publisher.bytes_hashed)
+            engine_source(engine.tally, engine.stats, lambda: publisher.bytes_hashed)
         )
 
         def versions() -> dict[str, int]:

@@ -16,7 +16,7 @@ from typing import Any
 
 from meshmedia.errors import EngineError
 
-from .snapshots import TorrentState, TorrentStatus
+from .snapshots import EngineTally, TorrentState, TorrentStatus
 
 
 class Role(str, Enum):
@@ -142,6 +142,18 @@ class TorrentTable:
         """Every torrent's latest status, by name."""
         with self._cond:
             return tuple(sorted(self._statuses.values(), key=lambda t: (t.name, t.info_hash)))
+
+    def tally(self) -> EngineTally:
+        """Every torrent's latest status counted by state, with peers and rates summed."""
+        states: dict[str, int] = {}
+        peers = down = up = 0
+        with self._cond:
+            for t in self._statuses.values():
+                states[t.state.value] = states.get(t.state.value, 0) + 1
+                peers += t.num_peers
+                down += t.download_rate
+                up += t.upload_rate
+        return EngineTally(states, peers, down, up)
 
     def renamed(self, ih: str) -> dict[int, str]:
         """The files of the torrent renamed so far, by index (a copy)."""

@@ -164,6 +164,22 @@ class Store:
         """Forget one torrent's resume data."""
         self.execute("DELETE FROM resume WHERE info_hash = ?", (info_hash,))
 
+    # -- torrents (curator) ------------------------------------------------
+    def torrent(self, info_hash: str) -> bytes | None:
+        """The `.torrent` bytes kept for `info_hash`, or None."""
+        rows = self.execute("SELECT data FROM torrents WHERE info_hash = ?", (info_hash,))
+        return bytes(rows[0][0]) if rows else None
+
+    def save_torrents(self, torrents: list[tuple[str, bytes]]) -> None:
+        """Keep (replace) the `.torrent` of each (info hash, bytes), in one transaction."""
+        with self.transaction() as db:
+            db.executemany("INSERT OR REPLACE INTO torrents (info_hash, data) VALUES (?, ?)",
+                           torrents)  # fmt: skip
+
+    def delete_torrent(self, info_hash: str) -> None:
+        """Forget the `.torrent` of `info_hash`."""
+        self.execute("DELETE FROM torrents WHERE info_hash = ?", (info_hash,))
+
     # -- hash cache --------------------------------------------------------
     def cached_hashes(
         self, dev: int, ino: int, size: int, mtime_ns: int, piece_size: int
