@@ -5,12 +5,15 @@ from __future__ import annotations
 import gzip
 import json
 import random
+import socket
+import ssl
 import threading
 import tracemalloc
 import zlib
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -28,6 +31,7 @@ from meshmedia.bounded import (
     http_get,
     load_json,
 )
+from meshmedia.groups.curator_tls import fingerprint, server_context, tls_files
 
 Reply = Callable[[BaseHTTPRequestHandler], None]
 
@@ -434,3 +438,77 @@ def test_an_overflowing_float_is_named_by_its_first_40_characters() -> None:
     with pytest.raises(ReadError) as caught:
         load_json(f"[{text}]")
     assert str(caught.value) == f"not usable JSON: the number {text[:40]} is out of range"
+
+
+def test_a_bomb_after_half_the_cap_is_decoded_only_up_to_the_cap() -> None:
+    """Each decode step may take only what is left under the cap: a body that decodes
+    to half the cap (8 of 16 MiB, 2:1, many reads) and then turns into a bomb never
+    holds much more than the cap (peak 19.7 MiB measured); a step sized by the cap
+    *plus* what came held 70 MiB."""
+    cap = 16 << 20
+    nibbles = random.Random(7).randbytes(8 << 20).translate(bytes(i & 15 for i in range(256)))
+    packer = zlib.compressobj(6, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
+    packed = [packer.compress(nibbles)]
+    zeros = bytes(1 << 20)
+    packed += [packer.compress(zeros) for _ in range(64)]
+    packed.append(packer.flush())
+    with serving(body(b"".join(packed), Content_Encoding="gzip")) as url:
+        session = bounded_session()
+        tracemalloc.start()
+        try:
+            with pytest.raises(ReadError, match="once decoded"):
+                http_get(session, url, max_bytes=cap)
+            _, peak = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+    assert peak < 28 << 20, peak
+
+
+def test_a_tls_server_that_never_answers_is_cut_off_at_the_deadline(
+    tmp_path: Path, release: threading.Event
+) -> None:
+    """A pinned https origin (a private group's curator) that takes the request after
+    the handshake and then says nothing: the watchdog shuts the TLS socket down too."""
+    context = server_context(tmp_path)
+    cert, _ = tls_files(tmp_path)
+    pin = fingerprint(ssl.PEM_cert_to_DER_cert(cert.read_text()))
+    listener = socket.create_server(("127.0.0.1", 0))
+
+    def silent() -> None:
+        conn, _ = listener.accept()
+        with context.wrap_socket(conn, server_side=True) as tls:
+            tls.recv(65536)  # the request
+            release.wait(60)
+
+    threading.Thread(target=silent, daemon=True).start()
+    origin = f"https://127.0.0.1:{listener.getsockname()[1]}"
+    session = bounded_session({origin: pin})
+    try:
+        error = outcome_of(lambda: http_get(session, f"{origin}/doc", deadline=1, read_timeout=300))
+    finally:
+        listener.close()
+    assert isinstance(error, ReadError)
+    assert str(error) == "no complete answer within 1 s"
+
+
+def test_a_bounded_session_reads_through_an_http_proxy_held_to_the_deadline(
+    release: threading.Event,
+) -> None:
+    """A session with a proxy gets its connections from the adapter's proxy manager:
+    the same watched pools, so an answer comes through and a silent proxy is cut."""
+    with serving(body(b"via the proxy")) as proxy:
+        session = bounded_session()
+        session.proxies = {"http": proxy.removesuffix("/doc")}
+        assert http_get(session, "http://media.invalid/doc").body == b"via the proxy"
+
+    def silent(handler: BaseHTTPRequestHandler) -> None:
+        release.wait(60)
+
+    with serving(silent) as proxy:
+        session = bounded_session()
+        session.proxies = {"http": proxy.removesuffix("/doc")}
+        error = outcome_of(
+            lambda: http_get(session, "http://media.invalid/doc", deadline=1, read_timeout=300)
+        )
+    assert isinstance(error, ReadError)
+    assert str(error) == "no complete answer within 1 s"

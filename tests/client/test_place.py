@@ -284,9 +284,28 @@ def test_a_folder_download_that_is_not_the_item_names_the_file(
         item = Item(item.title, item.torrent, item.path, sha256="ab" * 32, size=item.size)
     problem = rig.placer.place(URL, item, ih, rig.media / "Show")
     assert problem is not None
-    assert reason in problem.reason, problem.reason
+    if change == "hash":
+        assert problem.reason.startswith(reason + ", got "), problem.reason
+    else:
+        assert problem.reason == reason
     assert problem.retry is (change == "hash")
     assert not (rig.media / "Show").exists()
+
+
+def test_a_folder_download_with_other_files_names_three_of_each(rig: Rig, tmp_path: Path) -> None:
+    """Four files listed and four others in the torrent: the reason names the first three
+    of each, sorted (a folder of thousands would make a reason nobody reads)."""
+    theirs = {f"{name}.mkv": data_of(n, 1_000) for n, name in enumerate("abcd")}
+    ih, _ = finished(rig, tmp_path, "Show", theirs)
+    ready(rig, ih)
+    ours = {f"{name}.mkv": data_of(n, 1_000) for n, name in enumerate("wxyz")}
+    problem = rig.placer.place(URL, folder_item("Show", ours, ih), ih, rig.media / "Show")
+    assert problem is not None
+    assert problem.reason == (
+        "the torrent's files are not the item's (missing ['w.mkv', 'x.mkv', 'y.mkv'], "
+        "extra ['a.mkv', 'b.mkv', 'c.mkv'])"
+    )
+    assert problem.retry is False
 
 
 def test_a_strangers_file_at_the_final_path_is_moved_aside_not_overwritten(
@@ -654,3 +673,49 @@ def test_a_later_download_of_an_adopted_torrent_is_verified_again(rig: Rig, tmp_
     assert problem is not None
     assert problem.reason.startswith("SHA-256 mismatch"), problem.reason
     assert not final.exists()
+
+
+def test_a_magnet_items_files_are_adopted_under_the_torrents_own_name(
+    rig: Rig, tmp_path: Path
+) -> None:
+    """A magnet's item names no file: its files in place (`Series`) are linked under the
+    name the engine learnt from the torrent (`Show`), where the torrent looks for them;
+    under `Series` the engine would download it all again. An unsafe torrent's name is
+    not learnt: its files would be linked under the item's own name."""
+    source = tmp_path / "source"
+    write(source / "Show", FOLDER)
+    data, ih = torrent(source, "Show")
+    final = rig.media / "Series"
+    write(final, FOLDER)
+    item = folder_item("Series", FOLDER, ih)
+    found = rig.placer.check_in_place(item, final)
+    assert found is not None
+    rig.placer.learn_name(ih, data)
+    assert rig.placer.adopt(found, final, ih, None) is True
+    staging = incomplete_dir(rig.media, ih)
+    assert sorted(p.name for p in staging.iterdir()) == ["Show"]
+    for rel in FOLDER:
+        assert (staging / "Show" / rel).stat().st_ino == (final / rel).stat().st_ino
+    hostile = hand_built(b"Evil", [([b"..", b"x.mkv"], b"a" * 100), ([b"ok"], b"b" * 100)])
+    rig.placer.learn_name("ef" * 20, hostile.data)
+    assert rig.placer.adopt(found, final, "ef" * 20, None) is True
+    assert sorted(p.name for p in incomplete_dir(rig.media, "ef" * 20).iterdir()) == ["Series"]
+
+
+def test_an_adopted_folder_is_placed_and_recorded_file_by_file(rig: Rig, tmp_path: Path) -> None:
+    """Adoption skips hashing each file checked in place, every one of them: each is
+    recorded with the manifest's SHA-256, onto the files that were there."""
+    source = tmp_path / "source"
+    write(source / "Show", FOLDER)
+    data, ih = torrent(source, "Show")
+    final = rig.media / "Show"
+    write(final, FOLDER)
+    item = folder_item("Show", FOLDER, ih)
+    found = rig.placer.check_in_place(item, final)
+    assert found is not None
+    assert rig.placer.adopt(found, final, ih, "Show")
+    rig.engine.add_seed(data, incomplete_dir(rig.media, ih), verified=True)
+    ready(rig, ih)
+    assert rig.placer.place(URL, item, ih, final) is None
+    records = {r.rel: r.sha256 for r in rig.store.placed_files_at("Show")}
+    assert records == {f"Show/{rel}": sha(d) for rel, d in FOLDER.items()}

@@ -708,3 +708,22 @@ def test_a_file_linked_in_complete_is_published_after_the_settle_time(
         wait_for(lambda: pub.names("publish") == ["linked.mkv"], timeout=20)
     finally:
         watcher.close()
+
+
+def test_a_published_file_opened_for_writing_and_closed_unwritten_is_looked_at_again(
+    tmp_path: Path, share: Path, pub: RecordingPublisher
+) -> None:
+    """A close after writing is the writer's "done"; a close is a file's first event when
+    it was opened for writing and closed unwritten (inotify only): it is published again
+    once settled, in the share the close came from."""
+    watcher = start_watcher(tmp_path, share, pub, "inotify")
+    try:
+        (share / "a.mkv").write_bytes(b"a" * 100)
+        wait_for(lambda: pub.names("publish") == ["a.mkv"], timeout=20)
+        assert watcher.wait_idle(bound(30))
+        with (share / "a.mkv").open("r+b"):
+            pass
+        wait_for(lambda: pub.names("publish") == ["a.mkv", "a.mkv"], timeout=20)
+        assert pub.calls[-1] == ("publish", "a.mkv", "family")
+    finally:
+        watcher.close()

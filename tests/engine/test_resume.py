@@ -8,22 +8,32 @@ test_engine.py.
 from __future__ import annotations
 
 import os
+import threading
 from pathlib import Path
+from typing import Any
 
 import libtorrent as lt
 import pytest
 
-from meshmedia.engine import Engine
+from meshmedia.engine import Engine, TorrentState
+from meshmedia.engine.building import SourceFile, build_torrent
+from meshmedia.engine.certificates import PRIVATE_FLAGS
 from meshmedia.engine.resume import (
+    COUNTERS_INTERVAL,
+    IF_COUNTERS_CHANGED,
+    IF_MODIFIED_BUT_COUNTERS,
     MISSING,
+    ResumeData,
     file_paths,
     file_stats,
     is_complete,
     needs_recheck,
     real_names,
 )
+from meshmedia.groups import GroupAuthority
+from meshmedia.hashing import hash_file
 from meshmedia.store import ResumeRecord, Store
-from tests.helpers import make_config, random_file
+from tests.helpers import make_config, random_file, wait_for
 from tests.hostile import hand_built
 
 PIECE = 16 * 1024
@@ -113,6 +123,10 @@ def test_is_complete_follows_the_pieces_and_seed_mode(tmp_path: Path) -> None:
     bare = lt.add_torrent_params()
     bare.have_pieces = [True]
     assert is_complete(bare) is False  # pieces but no metadata
+    small = lt.add_torrent_params()
+    small.ti = torrent_of(tmp_path / "small", {"b.bin": 1_000})  # a torrent of one piece
+    small.have_pieces = [True]
+    assert is_complete(small) is True
 
 
 # -- the names libtorrent changes on loading (review12 finding 4) ---------------------
@@ -201,5 +215,171 @@ def test_a_saved_seed_is_restored_with_its_role(tmp_path: Path) -> None:
             status = engine.status(ih)
             assert status is not None
             assert status.save_path.rstrip("/") == str(tmp_path / "src")
+    finally:
+        store.close()
+
+
+def test_saving_all_gives_up_after_its_timeout_when_a_save_never_comes(tmp_path: Path) -> None:
+    """close() waits for every torrent's save, but only `timeout` seconds: here a second
+    ResumeData over the engine's real torrents, which no save alert ever reaches."""
+    config = make_config(tmp_path)
+    store = Store.in_state_dir(config.state_dir)
+    try:
+        data, _ = built(tmp_path / "src", {"a.bin": 20_000})
+        with Engine(config, store) as engine:
+            engine.add_seed(data, tmp_path / "src", verified=True)
+            lonely = ResumeData(engine._table, store)
+            done = threading.Event()
+            worker = threading.Thread(target=lambda: (lonely.save_all(0.2), done.set()))
+            worker.daemon = True
+            worker.start()
+            assert done.wait(30)  # a bound on the wait, far above the 0.2 s it needs
+    finally:
+        store.close()
+
+
+class _Recorded:
+    """A real torrent handle whose save requests are recorded on their way through."""
+
+    def __init__(self, handle: Any, asked: list[int]) -> None:
+        self._handle, self._asked = handle, asked
+
+    def need_save_resume_data(self, flags: int) -> bool:
+        return bool(self._handle.need_save_resume_data(flags))
+
+    def save_resume_data(self, flags: int) -> None:
+        self._asked.append(int(flags))
+        self._handle.save_resume_data(flags)
+
+
+class _RecordingTable:
+    """The engine's TorrentTable as a ResumeData's tick sees it, its handles recorded."""
+
+    def __init__(self, table: Any, asked: list[int]) -> None:
+        self._table, self._asked = table, asked
+
+    def handles(self) -> dict[str, Any]:
+        return {ih: _Recorded(h, self._asked) for ih, h in self._table.handles().items()}
+
+    def take_touched(self) -> dict[str, Any]:
+        return {ih: _Recorded(h, self._asked) for ih, h in self._table.take_touched().items()}
+
+
+def test_counters_alone_wait_a_whole_interval_from_the_start(tmp_path: Path) -> None:
+    """The first counters pass is COUNTERS_INTERVAL after start-up, not at it: a seed
+    whose counters alone changed is not saved by a new ResumeData's first tick (a daemon
+    started every few minutes would save every seed each time), and is by a due pass."""
+    config = make_config(tmp_path)
+    store = Store.in_state_dir(config.state_dir)
+    try:
+        data, _ = built(tmp_path / "src", {"a.bin": 20_000})
+        with Engine(config, store) as engine:
+            ih = engine.add_seed(data, tmp_path / "src", verified=True)
+            engine._resume.save_all(30)
+            handle = engine._table.handle(ih)
+            wait_for(lambda: handle.need_save_resume_data(IF_COUNTERS_CHANGED), timeout=30)
+            asked: list[int] = []
+            fresh = ResumeData(_RecordingTable(engine._table, asked), store)  # type: ignore[arg-type]
+            fresh.tick()
+            assert asked == []
+            fresh._next_counters -= COUNTERS_INTERVAL  # the pass is due
+            fresh.tick()
+            assert len(asked) == 1
+            assert asked[0] & IF_COUNTERS_CHANGED
+            wait_for(lambda: handle.need_save_resume_data(IF_COUNTERS_CHANGED), timeout=30)
+            fresh.tick()  # and the next one is a whole interval away again
+            assert len(asked) == 1
+    finally:
+        store.close()
+
+
+def test_saving_all_returns_once_every_torrent_is_stored(tmp_path: Path) -> None:
+    """close() waits for the saves it asked for, not for its timeout: save_all(300)
+    returns as soon as each torrent's resume data is in the store."""
+    config = make_config(tmp_path)
+    store = Store.in_state_dir(config.state_dir)
+    try:
+        one, _ = built(tmp_path / "one", {"a.bin": 20_000})
+        two, _ = built(tmp_path / "two", {"b.bin": 30_000})
+        with Engine(config, store) as engine:
+            ihs = {engine.add_seed(one, tmp_path / "one"), engine.add_seed(two, tmp_path / "two")}
+            for record in store.load_resume():
+                store.delete_resume(record.info_hash)
+            done = threading.Event()
+            worker = threading.Thread(target=lambda: (engine._resume.save_all(300), done.set()))
+            worker.daemon = True
+            worker.start()
+            assert done.wait(30)  # a bound far below the 300 s it would wait for nothing
+            assert {r.info_hash for r in store.load_resume()} == ihs
+    finally:
+        store.close()
+
+
+def test_a_save_libtorrent_refuses_ends_the_wait_for_it(tmp_path: Path) -> None:
+    """A save_resume_data_failed_alert (here "not modified since the last save", as a
+    tick's save can get when another save came first) is an answer too: whoever waits
+    for that torrent's save (save_all, at close) waits no longer."""
+    config = make_config(tmp_path)
+    store = Store.in_state_dir(config.state_dir)
+    try:
+        data, _ = built(tmp_path / "src", {"a.bin": 20_000})
+        with Engine(config, store) as engine:
+            ih = engine.add_seed(data, tmp_path / "src", verified=True)
+            resume = engine._resume
+            resume.save_all(30)
+            with resume._cond:
+                resume._unsaved = {ih}  # as save_all has it while it waits
+            engine._table.handle(ih).save_resume_data(IF_MODIFIED_BUT_COUNTERS)
+            with resume._cond:
+                assert resume._cond.wait_for(lambda: not resume._unsaved, 30)
+    finally:
+        store.close()
+
+
+def test_a_restored_private_torrent_is_off_the_dht_and_lsd_and_started_whatever_it_saved(
+    tmp_path: Path,
+) -> None:
+    """A private group's torrent comes back with DHT and LSD off and not paused even when
+    its saved flags say otherwise (resume data of an older version, or saved while it
+    was added paused); a restored seed is seeding."""
+    group = GroupAuthority.open(tmp_path / "curator-state", "family")
+    src = random_file(tmp_path / "src" / "a.mkv", 100_000)
+    torrent = build_torrent([SourceFile(src.name, src, hash_file(src))], group.ca_pem).data
+    config = make_config(tmp_path, "curator")
+    store = Store.in_state_dir(config.state_dir)
+    try:
+        with Engine(config, store) as engine:
+            ih = engine.add_seed(torrent, src.parent, verified=True, private_ca=group.ca_pem)
+        (record,) = store.load_resume()
+        atp = lt.read_resume_data(record.data)
+        atp.flags &= ~PRIVATE_FLAGS
+        atp.flags |= lt.torrent_flags.paused | lt.torrent_flags.auto_managed
+        data = bytes(lt.write_resume_data_buf(atp))
+        store.save_resume(ResumeRecord(ih, data, record.role, record.files))
+        with Engine(config, store) as engine:
+            flags = engine._table.handle(ih).flags()
+            assert flags & PRIVATE_FLAGS == PRIVATE_FLAGS
+            assert not flags & (lt.torrent_flags.paused | lt.torrent_flags.auto_managed)
+            wait_for(
+                lambda: (s := engine.status(ih)) is not None and s.state == TorrentState.SEEDING
+            )
+    finally:
+        store.close()
+
+
+def test_renamed_files_keep_their_new_names_after_a_restart(tmp_path: Path) -> None:
+    """A placed download's files are renamed into place (relocate); after a restart the
+    engine still names them by their new names (what placing and backfill look at)."""
+    config = make_config(tmp_path)
+    store = Store.in_state_dir(config.state_dir)
+    try:
+        data, _ = built(tmp_path / "src", {"a.bin": 20_000})
+        with Engine(config, store) as engine:
+            ih = engine.add_seed(data, tmp_path / "src", verified=True)
+            engine.relocate(ih, tmp_path / "dest", {0: "b.bin"})
+            assert engine.indexed_files(ih) == [(0, "b.bin", 20_000)]
+        with Engine(config, store) as engine:
+            assert engine.indexed_files(ih) == [(0, "b.bin", 20_000)]
+            assert (tmp_path / "dest" / "b.bin").stat().st_size == 20_000
     finally:
         store.close()
