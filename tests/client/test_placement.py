@@ -8,6 +8,7 @@ import os
 import re
 import shutil
 import stat
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -21,6 +22,7 @@ from meshmedia.client.placement import (
     incomplete_dir,
     is_disk_full,
     link_for_adoption,
+    make_dirs,
     matches,
     move_aside,
     record_of,
@@ -366,3 +368,45 @@ def test_space_problem_makes_a_missing_download_dir_0755_whatever_the_umask(
     finally:
         os.umask(before)
     assert stat.S_IMODE(media.stat().st_mode) == 0o755
+
+
+def test_matches_a_path_through_a_file_is_no_match(tmp_path: Path) -> None:
+    """lstat fails with another error than "not found" (ENOTDIR): still no match."""
+    digest = sha(random_file(tmp_path / "a.mkv", 10))
+    assert matches(tmp_path / "a.mkv" / "x.mkv", 10, digest, None) is False
+    assert matches(tmp_path / ("n" * 300), 10, digest, None) is False  # ENAMETOOLONG
+
+
+def test_make_dirs_refuses_a_file_in_the_way_at_any_depth(tmp_path: Path) -> None:
+    random_file(tmp_path / "media" / "a" / "b", 1)
+    for rel in ("a/b", "a/b/c"):
+        with pytest.raises(ManifestError, match="'b' is a symlink or not a folder"):
+            make_dirs(tmp_path / "media", rel)
+    assert (tmp_path / "media" / "a" / "b").is_file()
+
+
+def test_make_dirs_creates_a_missing_nested_root_0755_whatever_the_umask(tmp_path: Path) -> None:
+    root = tmp_path / "new" / "deeper" / "media"
+    before = os.umask(0)
+    try:
+        assert make_dirs(root, "Show/S1") == root / "Show/S1"
+    finally:
+        os.umask(before)
+    for folder in (root, root / "Show", root / "Show" / "S1"):
+        assert stat.S_IMODE(folder.stat().st_mode) == 0o755, folder
+
+
+def test_remove_tree_deletes_what_it_can_and_never_raises(tmp_path: Path) -> None:
+    """A file that cannot be deleted (an immutable folder: EPERM even for root) is left,
+    the rest goes, and the caller (discarding a staging folder) goes on."""
+    stuck = tmp_path / "d" / "stuck"
+    random_file(stuck / "f", 1)
+    random_file(tmp_path / "d" / "other" / "g", 1)
+    if subprocess.run(["chattr", "+i", stuck], capture_output=True, check=False).returncode:
+        pytest.skip("chattr +i is not possible here")
+    try:
+        remove_tree(tmp_path / "d")
+        assert (stuck / "f").exists()
+        assert not (tmp_path / "d" / "other").exists()
+    finally:
+        subprocess.run(["chattr", "-i", stuck], check=True)
