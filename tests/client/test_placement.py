@@ -410,3 +410,24 @@ def test_remove_tree_deletes_what_it_can_and_never_raises(tmp_path: Path) -> Non
         assert not (tmp_path / "d" / "other").exists()
     finally:
         subprocess.run(["chattr", "-i", stuck], check=True)
+
+
+def test_make_dirs_keeps_the_staging_folder_private_whatever_the_umask(tmp_path: Path) -> None:
+    """Everything under `.meshmedia` (any case: exFAT) is 0700, one made 0755 before too;
+    a `.meshmedia` below the top is a media folder like any other."""
+    root = tmp_path / "media"
+    (root / ".MeshMedia" / "old").mkdir(parents=True, mode=0o755)
+    os.chmod(root / ".MeshMedia" / "old", 0o755)
+    before = os.umask(0)
+    try:
+        make_dirs(root, ".meshmedia/incomplete/" + "ab" * 20)
+        make_dirs(root, ".MeshMedia/old/x")
+        make_dirs(root, "Show/.meshmedia")
+    finally:
+        os.umask(before)
+    private = [".meshmedia", ".meshmedia/incomplete", ".meshmedia/incomplete/" + "ab" * 20]
+    private += [".MeshMedia", ".MeshMedia/old", ".MeshMedia/old/x"]
+    for rel in private:
+        assert stat.S_IMODE((root / rel).stat().st_mode) == 0o700, rel
+    for rel in ("Show", "Show/.meshmedia"):
+        assert stat.S_IMODE((root / rel).stat().st_mode) == 0o755, rel
