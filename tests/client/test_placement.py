@@ -380,7 +380,9 @@ def test_matches_a_path_through_a_file_is_no_match(tmp_path: Path) -> None:
 def test_make_dirs_refuses_a_file_in_the_way_at_any_depth(tmp_path: Path) -> None:
     random_file(tmp_path / "media" / "a" / "b", 1)
     for rel in ("a/b", "a/b/c"):
-        with pytest.raises(ManifestError, match="'b' is a symlink or not a folder"):
+        where = tmp_path / "media" / rel
+        reason = f"cannot create {where}: 'b' is a symlink or not a folder (Not a directory)"
+        with pytest.raises(ManifestError, match=f"^{re.escape(reason)}$"):
             make_dirs(tmp_path / "media", rel)
     assert (tmp_path / "media" / "a" / "b").is_file()
 
@@ -413,11 +415,12 @@ def test_remove_tree_deletes_what_it_can_and_never_raises(tmp_path: Path) -> Non
 
 
 def test_make_dirs_keeps_the_staging_folder_private_whatever_the_umask(tmp_path: Path) -> None:
-    """Everything under `.meshmedia` (any case: exFAT) is 0700, one made 0755 before too;
-    a `.meshmedia` below the top is a media folder like any other."""
+    """Everything under `.meshmedia` (any case: exFAT) is 0700, one made 0655 before too
+    (any bit for others or the group is tightened); a `.meshmedia` below the top is a
+    media folder like any other."""
     root = tmp_path / "media"
-    (root / ".MeshMedia" / "old").mkdir(parents=True, mode=0o755)
-    os.chmod(root / ".MeshMedia" / "old", 0o755)
+    (root / ".MeshMedia" / "old").mkdir(parents=True)
+    os.chmod(root / ".MeshMedia" / "old", 0o655)
     before = os.umask(0)
     try:
         make_dirs(root, ".meshmedia/incomplete/" + "ab" * 20)
