@@ -316,3 +316,37 @@ def test_torrent_refusals_are_worded_exactly_and_the_length_cap_is_exact() -> No
         with pytest.raises(ManifestError) as caught:
             check_torrent(torrent)
         assert str(caught.value) == message
+
+
+def test_item_refusals_are_worded_exactly() -> None:
+    cases = [
+        ([], "an item must be an object, not list"),
+        ({"torrent": MAGNET}, "path is missing"),
+        ({"path": "a"}, "torrent is missing"),
+        (item("a", title=3), "title must be a string, not int"),
+        (item("a", size=-1), "size must be a whole number of bytes >= 0, got -1"),
+        (item("a", size="5"), "size must be a whole number of bytes >= 0, got '5'"),
+        (item("a", added_at=5), "added_at must be a string"),
+        (item("a", sha256="xy"), "sha256 must be 64 hex digits, got 'xy'"),
+        (item("a", xxh3="z"), "xxh3 must be 32 hex digits (XXH3-128), got 'z'"),
+        (
+            item("a", note="\ud800"),
+            "the item holds a lone surrogate in '\\ud800', which is not text",
+        ),
+        (item("a", files=[]), "files is empty"),
+    ]
+    for raw, message in cases:
+        with pytest.raises(ManifestError) as caught:
+            validate_item(raw)
+        assert str(caught.value) == message, raw
+    versions = [(-1, "-1"), (True, "True"), (1.0, "1.0"), ("1", "'1'")]
+    for version, shown in versions:
+        with pytest.raises(ManifestError) as caught:
+            parse_manifest({"group": "g", "items": [], "version": version})
+        assert str(caught.value) == f"'version' must be a whole number >= 0, got {shown}"
+    with pytest.raises(ManifestError) as caught:
+        parse_manifest({"group": "g", "items": [], "x": "\udc00"})
+    assert str(caught.value) == "the manifest holds a lone surrogate in '\\udc00', not text"
+    with pytest.raises(ManifestError) as caught:
+        parse_manifest("[]")
+    assert str(caught.value) == "a manifest must be a JSON object, not list"
