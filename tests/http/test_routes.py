@@ -660,3 +660,16 @@ def test_members_and_reports_need_a_registry(server: ManifestServer) -> None:
     assert error_of(requests.get(f"{server.url}/members", timeout=30), 404) == "not found"
     answer = requests.post(f"{server.url}/members/report", json={}, timeout=30)
     assert error_of(answer, 401) == "a member's credential is required"
+
+
+def test_a_dual_stack_server_takes_mapped_127_0_0_1_and_ipv6_loopback_as_loopback(
+    tmp_path: Path,
+) -> None:
+    """Bound on `::`, a request to 127.0.0.1 comes from `::ffff:127.0.0.1`, which Python
+    3.11's `is_loopback` does not count as loopback unless it is unmapped first."""
+    config = make_config(tmp_path, port=0, host="::", public=())
+    with ManifestServer(config, ManifestStore(tmp_path / "m"), None, None, "t") as server:
+        for host in ("127.0.0.1", "[::1]"):
+            answer = requests.get(f"http://{host}:{server.port}/seeds", timeout=30)
+            assert answer.status_code == 200, (host, answer.text)
+            assert answer.json() == {"seeds": []}
