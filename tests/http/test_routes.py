@@ -399,12 +399,27 @@ def seeding(tmp_path: Path) -> Iterator[ManifestServer]:
             manifests = ManifestStore(config.state_dir / "manifests")
             publisher = Publisher(config, store, engine, manifests)
             try:
-                with ManifestServer(config, manifests, publisher, engine.snapshot, "t") as srv:
+                args = (config, manifests, publisher, engine.snapshot, "t")
+                with ManifestServer(*args, advertised=lambda: [ADVERTISED]) as srv:
                     yield srv
             finally:
                 publisher.close()
     finally:
         store.close()
+
+
+ADVERTISED = "http://192.0.2.1:5000"
+
+
+def test_status_is_the_engines_snapshot_and_where_others_reach_the_server(
+    seeding: ManifestServer,
+) -> None:
+    status = requests.get(f"{seeding.url}/status", timeout=30)
+    assert status.status_code == 200, status.text
+    doc = status.json()
+    assert doc["advertised_http"] == [ADVERTISED]
+    assert set(doc) - {"advertised_http"}, doc  # the snapshot's own fields are there too
+    assert requests.get(f"{seeding.url}/identity", timeout=30).json() == {"signing_key": None}
 
 
 def seed(server: ManifestServer, body: object) -> requests.Response:
@@ -493,6 +508,8 @@ def members(tmp_path: Path) -> Iterator[Members]:
 def test_a_join_answers_the_membership_and_the_peers_for_the_host_asked(
     members: Members,
 ) -> None:
+    identity = requests.get(f"{members.server.url}/identity", timeout=30)
+    assert identity.json() == {"signing_key": "ab" * 32}
     answer = members.join(members.invite())
     assert answer.status_code == 200, answer.text
     got = answer.json()
