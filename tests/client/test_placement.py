@@ -434,3 +434,19 @@ def test_make_dirs_keeps_the_staging_folder_private_whatever_the_umask(tmp_path:
         assert stat.S_IMODE((root / rel).stat().st_mode) == 0o700, rel
     for rel in ("Show", "Show/.meshmedia"):
         assert stat.S_IMODE((root / rel).stat().st_mode) == 0o755, rel
+
+
+def test_unsafe_names_checks_the_part_placed_below_the_item_on_its_own() -> None:
+    """`Show/C:x.mkv` is a fine path, but what is placed is `<item>/C:x.mkv`: its rest
+    starts with a drive letter, at any depth of the name; a pad file stops nothing."""
+    for name in ("Show/C:x.mkv", "Show/C:x/y.mkv"):
+        got = unsafe_names([entry(name)])
+        assert got == f"the torrent names a file {name!r}: path starts with a drive letter"
+    after_a_pad = unsafe_names([entry("a/b.mkv"), entry("a/p", pad=True), entry("a/../x")])
+    assert after_a_pad == "the torrent names a file 'a/../x': path has a '..' segment"
+
+
+def test_a_torrent_without_files_is_refused_word_for_word(tmp_path: Path) -> None:
+    with pytest.raises(ManifestError) as caught:
+        targets_for([], tmp_path / "Final")
+    assert str(caught.value) == "the torrent has no files"
