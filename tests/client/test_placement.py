@@ -446,7 +446,24 @@ def test_unsafe_names_checks_the_part_placed_below_the_item_on_its_own() -> None
     assert after_a_pad == "the torrent names a file 'a/../x': path has a '..' segment"
 
 
-def test_a_torrent_without_files_is_refused_word_for_word(tmp_path: Path) -> None:
-    with pytest.raises(ManifestError) as caught:
-        targets_for([], tmp_path / "Final")
-    assert str(caught.value) == "the torrent has no files"
+def test_torrents_that_cannot_be_placed_are_refused_word_for_word(tmp_path: Path) -> None:
+    final = tmp_path / "Final"
+    cases: list[tuple[list[tuple[int, str, int]], str]] = [
+        ([], "the torrent has no files"),
+        ([(0, "a", 1), (1, "b", 1)], "the torrent has several files but no folder"),
+        (
+            [(0, "Show/a", 1), (1, "b", 1)],
+            "the torrent's file 'b' cannot be placed: it lies outside the torrent's folder",
+        ),
+    ]
+    for files, message in cases:
+        with pytest.raises(ManifestError) as caught:
+            targets_for(files, final)
+        assert str(caught.value) == message
+
+
+def test_final_path_refuses_anything_below_the_staging_folder(tmp_path: Path) -> None:
+    for path in (".meshmedia", ".meshmedia/x.mkv", ".MeshMedia/incomplete/x.mkv"):
+        with pytest.raises(ManifestError) as caught:
+            final_path(tmp_path, path)
+        assert str(caught.value) == f"path {path!r} lies in the staging folder .meshmedia"
