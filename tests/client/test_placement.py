@@ -26,6 +26,7 @@ from meshmedia.client.placement import (
     matches,
     move_aside,
     record_of,
+    refuse_links,
     remove_tree,
     space_problem,
     staging_dir,
@@ -467,3 +468,14 @@ def test_final_path_refuses_anything_below_the_staging_folder(tmp_path: Path) ->
         with pytest.raises(ManifestError) as caught:
             final_path(tmp_path, path)
         assert str(caught.value) == f"path {path!r} lies in the staging folder .meshmedia"
+
+
+def test_refuse_links_names_what_is_in_the_way_word_for_word(tmp_path: Path) -> None:
+    random_file(tmp_path / "a", 1)
+    with pytest.raises(ManifestError) as caught:
+        refuse_links(tmp_path, "a/b")
+    assert str(caught.value) == f"{tmp_path / 'a'} is in the way: it is not a folder"
+    long = "n" * 300  # lstat: ENAMETOOLONG, neither found nor missing
+    with pytest.raises(ManifestError) as caught:
+        refuse_links(tmp_path, long)
+    assert str(caught.value) == f"cannot look at {tmp_path / long}: File name too long"
