@@ -675,8 +675,22 @@ def test_a_members_report_is_kept_and_listed_with_the_groups_items(members: Memb
 
 def test_members_and_reports_need_a_registry(server: ManifestServer) -> None:
     assert error_of(requests.get(f"{server.url}/members", timeout=30), 404) == "not found"
-    answer = requests.post(f"{server.url}/members/report", json={}, timeout=30)
-    assert error_of(answer, 401) == "a member's credential is required"
+    for headers in ({}, {CREDENTIAL_HEADER: "credential-of-nobody"}):
+        answer = requests.post(f"{server.url}/members/report", json={}, headers=headers, timeout=30)
+        assert error_of(answer, 401) == "a member's credential is required"
+
+
+def test_a_join_on_a_server_without_swarm_peers_answers_no_peers(tmp_path: Path) -> None:
+    config = make_config(tmp_path, port=0, public=())
+    with Registry(config.state_dir) as registry:
+        args = (config, ManifestStore(tmp_path / "m"), None, None, "t")
+        with ManifestServer(*args, registry=registry, signing_key="ab" * 32) as server:
+            secret, _ = registry.create_invite("family", None, dt.timedelta(days=1))
+            body = {"secret": secret.hex(), "csr": make_csr(new_member_key()).decode()}
+            answer = requests.post(f"{server.url}/join", json=body, timeout=30)
+            assert answer.status_code == 200, answer.text
+            assert answer.json()["peers"] == []
+            assert answer.json()["name"] == f"home-{answer.json()['member_id'][:6]}"
 
 
 def test_a_dual_stack_server_takes_mapped_127_0_0_1_and_ipv6_loopback_as_loopback(
