@@ -350,3 +350,14 @@ def test_item_refusals_are_worded_exactly() -> None:
     with pytest.raises(ManifestError) as caught:
         parse_manifest("[]")
     assert str(caught.value) == "a manifest must be a JSON object, not list"
+
+
+def test_a_field_named_like_group_in_another_case_hides_no_lone_surrogate() -> None:
+    """Unknown fields are checked with the group and updated_at in one dict: a `GROUP`
+    or `UPDATED_AT` field (kept as unknown) must not take the place of the real one."""
+    for field in ("group", "updated_at"):
+        doc = {"group": "g", "updated_at": "", "items": [], field: "\udc00"}
+        doc |= {"GROUP": "g", "UPDATED_AT": ""}
+        with pytest.raises(ManifestError) as caught:
+            parse_manifest(doc)
+        assert str(caught.value) == "the manifest holds a lone surrogate in '\\udc00', not text"
