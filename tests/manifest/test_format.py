@@ -17,7 +17,10 @@ from meshmedia.manifest.format import (
     FileEntry,
     Item,
     Manifest,
+    Nesting,
+    PathSet,
     Rejected,
+    _cached_info_hash,
     check_files,
     check_torrent,
     magnet_info_hash,
@@ -361,3 +364,29 @@ def test_a_field_named_like_group_in_another_case_hides_no_lone_surrogate() -> N
         with pytest.raises(ManifestError) as caught:
             parse_manifest(doc)
         assert str(caught.value) == "the manifest holds a lone surrogate in '\\udc00', not text"
+
+
+def test_a_magnet_over_the_cap_is_read_but_never_cached() -> None:
+    """The cache holds magnets of at most MAX_TORRENT_CHARS (40 x 4 MB ones held 134 MiB,
+    finding 3); a longer one is still read, every time."""
+    base = f"{MAGNET}&dn="
+    at_cap = base + "a" * (MAX_TORRENT_CHARS - len(base))
+    over = at_cap + "a"
+    _cached_info_hash.cache_clear()
+    assert magnet_info_hash(at_cap) == IH
+    assert magnet_info_hash(at_cap) == IH
+    assert (_cached_info_hash.cache_info().hits, _cached_info_hash.cache_info().currsize) == (1, 1)
+    assert magnet_info_hash(over) == IH
+    assert Item("T", over, "a.mkv").info_hash == IH
+    assert _cached_info_hash.cache_info().currsize == 1
+
+
+def test_a_path_set_says_how_a_path_meets_one_taken() -> None:
+    paths = PathSet("file")
+    paths.take("A/b", "first")
+    assert paths.overlap("C") is None
+    assert paths.overlap("A/c") is None
+    for path, nesting in (("A/b", Nesting.SAME), ("A/b/c", Nesting.INSIDE), ("A", Nesting.HOLDS)):
+        found = paths.overlap(path)
+        assert found is not None, path
+        assert (found.nesting, found.holder, found.other) == (nesting, "first", "A/b"), path
