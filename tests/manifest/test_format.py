@@ -22,6 +22,7 @@ from meshmedia.manifest.format import (
     Rejected,
     _cached_info_hash,
     check_files,
+    check_relative_path,
     check_torrent,
     magnet_info_hash,
     parse_items,
@@ -382,6 +383,11 @@ def test_a_magnet_over_the_cap_is_read_but_never_cached() -> None:
 
 
 def test_a_path_set_says_how_a_path_meets_one_taken() -> None:
+    items = PathSet()
+    items.add("A", 0)
+    with pytest.raises(ManifestError) as caught:
+        items.add("A", 1)
+    assert str(caught.value) == "path is already used by item 0"  # "item" by default
     paths = PathSet("file")
     paths.take("A/b", "first")
     assert paths.overlap("C") is None
@@ -390,3 +396,29 @@ def test_a_path_set_says_how_a_path_meets_one_taken() -> None:
         found = paths.overlap(path)
         assert found is not None, path
         assert (found.nesting, found.holder, found.other) == (nesting, "first", "A/b"), path
+
+
+def test_the_path_rule_is_exact_at_its_bounds_and_word_for_word() -> None:
+    """tests/manifest/test_paths.py says much of this too, but mutmut cannot run it."""
+    at_cap = "/".join(["a" * 240] * 17)  # 4,096 bytes in 17 segments of 240
+    assert len(at_cap) == 4096
+    assert check_relative_path(at_cap) == at_cap
+    assert check_relative_path("a" * 255) == "a" * 255
+    segments = "/".join(["a"] * 128)
+    assert check_relative_path(segments) == segments
+    wide = "/".join(["\u00e9" * 100] * 21)  # 2,120 characters, 4,220 bytes
+    cases = [
+        (5, "path must be a string, not int"),
+        (None, "path must be a string, not NoneType"),
+        (at_cap + "a", "path is over 4096 bytes"),
+        (wide, "path is over 4096 bytes"),
+        (segments + "/a", "path has over 128 segments"),
+        ("a" * 256, "path has a segment over 255 bytes"),
+        ("a/\ud800", "path contains a lone surrogate (e.g. '\\ud800'), which is not text"),
+        ("a\\b", "path contains a backslash"),
+        ("a//b", "path has an empty segment"),
+    ]
+    for path, message in cases:
+        with pytest.raises(ManifestError) as caught:
+            check_relative_path(path)  # type: ignore[arg-type]
+        assert str(caught.value) == message, path
