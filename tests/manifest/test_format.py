@@ -417,6 +417,8 @@ def test_the_path_rule_is_exact_at_its_bounds_and_word_for_word() -> None:
         ("a/\ud800", "path contains a lone surrogate (e.g. '\\ud800'), which is not text"),
         ("a\\b", "path contains a backslash"),
         ("a//b", "path has an empty segment"),
+        ("/a", "path is absolute"),
+        ("C:a", "path starts with a drive letter"),
     ]
     for path, message in cases:
         with pytest.raises(ManifestError) as caught:
