@@ -8,6 +8,7 @@ import socket
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -19,7 +20,7 @@ from meshmedia.curator import Publisher
 from meshmedia.engine import Engine
 from meshmedia.groups.authority import make_csr, new_member_key
 from meshmedia.groups.registry import CREDENTIAL_HEADER, Registry
-from meshmedia.http import Limits, ManifestServer
+from meshmedia.http import Limits, ManifestServer, routes
 from meshmedia.http.messages import HttpError
 from meshmedia.http.metrics import Metrics
 from meshmedia.http.routes import MAX_BODY, MAX_WAIT, JoinFailures, parse_json_body, route_label
@@ -609,6 +610,22 @@ def test_join_failures_are_counted_per_address_within_a_bounded_table() -> None:
     failures.failed("10.1.0.0")  # over it: the table starts again
     assert not failures.blocked("192.0.2.1")
     assert JoinFailures().per_minute == 10
+
+
+def test_join_failures_count_for_one_minute(monkeypatch: pytest.MonkeyPatch) -> None:
+    """On routes' own clock (set by hand, never waited for): a failure blocks for 60 s
+    and no longer."""
+    now = [1000.0]
+    monkeypatch.setattr(routes, "time", SimpleNamespace(monotonic=lambda: now[0]))
+    failures = JoinFailures(per_minute=2)
+    failures.failed("192.0.2.1")
+    failures.failed("192.0.2.1")
+    now[0] += 60.0
+    assert failures.blocked("192.0.2.1")  # a minute old: still counted
+    now[0] += 0.5
+    assert not failures.blocked("192.0.2.1")  # older than a minute: forgotten
+    failures.failed("192.0.2.1")
+    assert not failures.blocked("192.0.2.1")  # one in the last minute, not two
 
 
 def test_join_needs_a_registry_and_a_signing_key(tmp_path: Path) -> None:
