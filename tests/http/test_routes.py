@@ -26,6 +26,7 @@ from meshmedia.http.metrics import Metrics
 from meshmedia.http.routes import MAX_BODY, MAX_WAIT, JoinFailures, parse_json_body, route_label
 from meshmedia.manifest import Item, ManifestStore
 from meshmedia.store import Store
+from tests.groups.conftest import outside_address
 from tests.helpers import make_config, random_file
 
 
@@ -721,3 +722,17 @@ def test_a_dual_stack_server_takes_mapped_127_0_0_1_and_ipv6_loopback_as_loopbac
             answer = requests.get(f"http://{host}:{server.port}/seeds", timeout=30)
             assert answer.status_code == 200, (host, answer.text)
             assert answer.json() == {"seeds": []}
+
+
+def test_an_unknown_group_is_named_on_loopback_only(tmp_path: Path) -> None:
+    """Off loopback a 404 names nothing, even for a group anyone may read."""
+    address = outside_address()
+    if address is None:
+        pytest.skip("no non-loopback IPv4 address on this machine")
+    config = make_config(tmp_path, port=0, host="0.0.0.0")
+    with ManifestServer(config, ManifestStore(tmp_path / "m"), None, None, "t") as server:
+        path = "/manifest/nope.json"
+        local = requests.get(f"http://127.0.0.1:{server.port}{path}", timeout=30)
+        assert error_of(local, 404) == "no manifest for group 'nope'"
+        outside = requests.get(f"http://{address}:{server.port}{path}", timeout=30)
+        assert error_of(outside, 404) == "not found"
