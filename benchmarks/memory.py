@@ -171,9 +171,9 @@ def measure(
         timeout = 120 + count * 0.2
         try:
             pair.start_curator()
-            wait_until(lambda: answers(f"http://127.0.0.1:{pair.http}/"), 60, "meshmedia serve")
+            wait_until(lambda: answers(f"http://127.0.0.1:{pair.http}/"), 300, "meshmedia serve")
             pair.start_client()
-            wait_until(lambda: status_answers(pair.status, "/status"), 60, "meshmedia sync")
+            wait_until(lambda: status_answers(pair.status, "/status"), 300, "meshmedia sync")
             started = time.monotonic()
             for path in staged:
                 target = pair.share / path.relative_to(base / "staging")
