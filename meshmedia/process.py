@@ -103,9 +103,20 @@ def trim_heap() -> bool:
     return bool(libc.malloc_trim(0))
 
 
+def _rss_bytes() -> int:
+    """This process's resident set size in bytes (0 where /proc has no statm)."""
+    try:
+        with open("/proc/self/statm", "rb") as statm:
+            return int(statm.read().split()[1]) * resource.getpagesize()
+    except (OSError, ValueError, IndexError):
+        return 0
+
+
 class IdleTrimmer:
     """Trims the heap once after each burst of work: the first window in which the
-    process used under `idle_share` of a core after one in which it used more.
+    process used under `idle_share` of a core after one in which it used more, or
+    a quiet window when RSS grew by `grown` bytes since the last trim (slow work
+    that never looked busy: a client's moves and resume saves after its downloads).
 
     A transfer or a publish keeps the process busy, so the top pad's pages stay
     mapped while they are reused; the daemon's idle RSS is what is left after.
@@ -119,15 +130,19 @@ class IdleTrimmer:
         self,
         window: float = 5.0,
         idle_share: float = 0.05,
+        *,
         cpu: Callable[[], float] = time.process_time,
         clock: Callable[[], float] = time.monotonic,
         trim: Callable[[], bool] = trim_heap,
+        rss: Callable[[], int] = _rss_bytes,
+        grown: int = 8 << 20,
     ) -> None:
-        """Look every `window` s; `cpu`, `clock` and `trim` are replaceable (tests)."""
-        self.window, self.idle_share = window, idle_share
-        self._cpu, self._clock, self._trim = cpu, clock, trim
+        """Look every `window` s; `cpu`, `clock`, `trim` and `rss` are replaceable (tests)."""
+        self.window, self.idle_share, self.grown = window, idle_share, grown
+        self._cpu, self._clock, self._trim, self._rss = cpu, clock, trim, rss
         self._last = (cpu(), clock())
         self._worked = True  # start-up itself is a burst (imports, restoring torrents)
+        self._trimmed_at = 0  # RSS after the last trim
         self.trims = 0
 
     def step(self) -> bool:
@@ -138,10 +153,11 @@ class IdleTrimmer:
         if wall <= 0 or used > self.idle_share * wall:
             self._worked = True
             return False
-        if not self._worked:
+        if not self._worked and self._rss() - self._trimmed_at < self.grown:
             return False
         self._worked = False
         self._trim()
+        self._trimmed_at = self._rss()
         self.trims += 1
         log.debug("heap trimmed after a burst (%d so far)", self.trims)
         return True

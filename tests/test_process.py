@@ -171,6 +171,7 @@ class Ticks:
     def __init__(self) -> None:
         self.cpu = self.now = 0.0
         self.trimmed = 0
+        self.rss = 100 << 20
 
     def trim(self) -> bool:
         self.trimmed += 1
@@ -186,7 +187,12 @@ class Ticks:
 def test_the_heap_is_trimmed_once_after_each_burst_never_during_one() -> None:
     ticks = Ticks()
     trimmer = IdleTrimmer(
-        30.0, 0.02, cpu=lambda: ticks.cpu, clock=lambda: ticks.now, trim=ticks.trim
+        30.0,
+        0.02,
+        cpu=lambda: ticks.cpu,
+        clock=lambda: ticks.now,
+        trim=ticks.trim,
+        rss=lambda: ticks.rss,
     )
     assert ticks.window(0.1, trimmer)  # start-up was the first burst: quiet now
     assert not ticks.window(0.1, trimmer)  # still quiet: nothing new to give back
@@ -195,3 +201,18 @@ def test_the_heap_is_trimmed_once_after_each_burst_never_during_one() -> None:
     assert ticks.window(0.5, trimmer)  # the burst is over
     assert not ticks.window(0.0, trimmer)
     assert ticks.trimmed == trimmer.trims == 2
+
+
+def test_a_quiet_process_whose_heap_grew_is_trimmed_again() -> None:
+    ticks = Ticks()
+    trimmer = IdleTrimmer(
+        5.0, 0.05, cpu=lambda: ticks.cpu, clock=lambda: ticks.now, trim=ticks.trim,
+        rss=lambda: ticks.rss, grown=8 << 20,
+    )  # fmt: skip
+    assert ticks.window(0.0, trimmer)  # after start-up
+    ticks.rss += 4 << 20  # slow work (under 5% of a core) that kept 4 MiB
+    assert not ticks.window(0.1, trimmer)
+    ticks.rss += 5 << 20  # 9 MiB more than after the last trim
+    assert ticks.window(0.1, trimmer)
+    assert not ticks.window(0.1, trimmer)  # measured again after that trim: nothing grew
+    assert ticks.trimmed == 2
