@@ -115,8 +115,9 @@ def _rss_bytes() -> int:
 class IdleTrimmer:
     """Trims the heap once after each burst of work: the first window in which the
     process used under `idle_share` of a core after one in which it used more, or
-    a quiet window when RSS grew by `grown` bytes since the last trim (slow work
-    that never looked busy: a client's moves and resume saves after its downloads).
+    a quiet window when RSS grew by `grown` bytes over the highest RSS a trim started
+    from (slow work that never looked busy: a client's moves and resume saves after
+    its downloads).
 
     A transfer or a publish keeps the process busy, so the top pad's pages stay
     mapped while they are reused; the daemon's idle RSS is what is left after.
@@ -142,7 +143,7 @@ class IdleTrimmer:
         self._cpu, self._clock, self._trim, self._rss = cpu, clock, trim, rss
         self._last = (cpu(), clock())
         self._worked = True  # start-up itself is a burst (imports, restoring torrents)
-        self._trimmed_at = 0  # RSS after the last trim
+        self._trimmed_at = 0  # the highest RSS a trim started from
         self.trims = 0
 
     def step(self) -> bool:
@@ -156,8 +157,10 @@ class IdleTrimmer:
         if not self._worked and self._rss() - self._trimmed_at < self.grown:
             return False
         self._worked = False
+        # RSS before the trim: the pages it gives back and the heap touches again bring
+        # RSS back to this, not above, so they never trigger another trim
+        self._trimmed_at = max(self._trimmed_at, self._rss())
         self._trim()
-        self._trimmed_at = self._rss()
         self.trims += 1
         log.debug("heap trimmed after a burst (%d so far)", self.trims)
         return True

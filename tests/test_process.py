@@ -172,9 +172,11 @@ class Ticks:
         self.cpu = self.now = 0.0
         self.trimmed = 0
         self.rss = 100 << 20
+        self.gives_back = 0  # bytes of RSS each trim gives back
 
     def trim(self) -> bool:
         self.trimmed += 1
+        self.rss -= self.gives_back
         return True
 
     def window(self, used: float, trimmer: IdleTrimmer) -> bool:
@@ -209,10 +211,14 @@ def test_a_quiet_process_whose_heap_grew_is_trimmed_again() -> None:
         5.0, 0.05, cpu=lambda: ticks.cpu, clock=lambda: ticks.now, trim=ticks.trim,
         rss=lambda: ticks.rss, grown=8 << 20,
     )  # fmt: skip
-    assert ticks.window(0.0, trimmer)  # after start-up
+    ticks.gives_back = 10 << 20
+    assert ticks.window(0.0, trimmer)  # after start-up, at 100 MiB: 90 after the trim
+    ticks.gives_back = 0
+    ticks.rss += 10 << 20  # the idle work touches those pages again: nothing new
+    assert not ticks.window(0.1, trimmer)
     ticks.rss += 4 << 20  # slow work (under 5% of a core) that kept 4 MiB
     assert not ticks.window(0.1, trimmer)
-    ticks.rss += 5 << 20  # 9 MiB more than after the last trim
+    ticks.rss += 5 << 20  # 9 MiB over the RSS the last trim started from
     assert ticks.window(0.1, trimmer)
-    assert not ticks.window(0.1, trimmer)  # measured again after that trim: nothing grew
+    assert not ticks.window(0.1, trimmer)
     assert ticks.trimmed == 2
