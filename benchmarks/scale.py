@@ -142,8 +142,17 @@ def rate(port: int, path: str, etag: str | None, seconds: float = 3.0) -> float:
 class Pair:
     """A curator and a client on loopback, with their folders under `base`."""
 
-    def __init__(self, base: Path, log: Callable[[str], None]) -> None:
+    def __init__(
+        self,
+        base: Path,
+        log: Callable[[str], None],
+        command: tuple[list[str], list[str]] | None = None,
+        env: dict[str, str] | None = None,
+    ) -> None:
         self.base, self.log = base, log
+        # (curator's, client's) argv before "serve"/"sync" (benchmarks/memory.py traces)
+        self.command = command or ([sys.executable, "-m", "meshmedia"],) * 2
+        self.env = env
         self.share, self.media = base / "share", base / "media"
         self.share.mkdir(parents=True)
         self.http, self.status = free_port(), free_port()
@@ -159,11 +168,11 @@ class Pair:
         """Start `meshmedia serve`; returns the time it was started."""
         started = time.monotonic()
         self.curator = self.procs.start(
-            [sys.executable, "-m", "meshmedia", "serve", "--share", f"{GROUP}={self.share}",
+            [*self.command[0], "serve", "--share", f"{GROUP}={self.share}",
              "--state-dir", str(self.base / "cs"), "--host", "127.0.0.1",
              "--port", str(self.http), "--listen-port", str(self.peer_ports[0]),
              "--log-level", "WARNING", "--public", GROUP, *NETWORK],
-            log=self.base / "serve.log",
+            log=self.base / "serve.log", env=self.env,
         )  # fmt: skip
         return started
 
@@ -171,12 +180,12 @@ class Pair:
         """Start `meshmedia sync`; returns the time it was started."""
         started = time.monotonic()
         self.client = self.procs.start(
-            [sys.executable, "-m", "meshmedia", "sync",
+            [*self.command[1], "sync",
              "--manifest-url", f"http://127.0.0.1:{self.http}{self.manifest_path}",
              "--download-dir", str(self.media), "--state-dir", str(self.base / "ss"),
              "--listen-port", str(self.peer_ports[1]), "--status-port", str(self.status),
              "--min-free", "0", "--log-level", "WARNING", *NETWORK],
-            log=self.base / "sync.log",
+            log=self.base / "sync.log", env=self.env,
         )  # fmt: skip
         return started
 

@@ -22,9 +22,9 @@ class TorrentState(str, Enum):
     ERROR = "error"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class TorrentStatus:
-    """One torrent at one moment."""
+    """One torrent at one moment (slots: the table holds one per torrent, 5,000 and more)."""
 
     info_hash: str
     name: str

@@ -170,7 +170,10 @@ class TorrentTable:
         with self._cond:
             for status in statuses:
                 if status.info_hash in self._handles:
-                    self._statuses[status.info_hash] = self._adjusted(status)
+                    adjusted = self._adjusted(status)
+                    if adjusted != self._statuses.get(status.info_hash):
+                        # an idle seed's status is posted again unchanged: keep the one held
+                        self._statuses[status.info_hash] = adjusted
                     self._touched.add(status.info_hash)
             self._cond.notify_all()
 
