@@ -4,12 +4,14 @@ listed in batches.
 One manifest version per file made publishing 5,000 files O(N^2) (each version copied,
 signed and served every item); a batch is one manifest version per group, one catalog
 transaction and one `add_seeds` call. The first file of a round and anything that is
-not a new plain file (a changed file, a folder) take the publisher's one-by-one path.
+not a new plain file (a changed file, a folder, a file of `first_pass_min` or more) take
+the publisher's one-by-one path; what a round has ready is listed before such a one.
 """
 
 from __future__ import annotations
 
 import logging
+import sqlite3
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -19,7 +21,7 @@ from pathlib import Path
 from meshmedia.config import Share
 from meshmedia.engine import SourceFile
 from meshmedia.engine.building import BuiltTorrent, build_torrent
-from meshmedia.errors import ManifestError, PublishError
+from meshmedia.errors import EngineError, ManifestError, PublishError, StoreError
 from meshmedia.manifest import Item, ManifestStore, check_relative_path, utc_now
 from meshmedia.store import CatalogEntry, Store
 
@@ -27,6 +29,12 @@ from .seeds import SeedKeeper
 from .sources import SourceHasher, not_utf8, symlink_on
 
 log = logging.getLogger(__name__)
+
+_FAILURES = (PublishError, ManifestError, EngineError, StoreError, OSError, sqlite3.Error)
+"""What publishing one file (or listing one batch) may raise; each is logged and the round
+goes on. A `.torrent` row that cannot be written (disk full) is an sqlite3.Error: before it
+was caught, it ended the whole round and left the round's files unpublished until a restart
+(review 7, finding 1)."""
 
 BATCH_SECONDS = 0.25
 """In a round of many new files, the first batch is listed this long after the round's
@@ -56,6 +64,7 @@ class Seams:
     magnet: Callable[[str, str, bytes | None, list[str]], str]  # (info hash, name, ca, peers)
     listed: Callable[[list[Path]], None]  # these sources are published now
     took: Callable[[float], None]  # seconds one publish took (metrics)
+    first_pass_min: Callable[[], int]  # a file this large takes publish_one (a first pass)
 
 
 @dataclass(frozen=True)
@@ -98,24 +107,44 @@ class Batches:
         self, targets: Sequence[tuple[Path, str | None]], peers: list[str], shares: Shares
     ) -> None:
         """Publish every (path, group) of one round; `peers`: what a public magnet names.
-        Failures are logged."""
+        Failures are logged, each naming its file; the others go on."""
         batch: list[_Prepared] = []
         listed, wait = self._clock(), BATCH_SECONDS
         for index, (path, group) in enumerate(targets):
             try:
                 prepared = self._prepare_new(Path(path), group, peers, shares) if index else None
-                if prepared is None:
-                    self._seams.publish_one(Path(path), group)
-                else:
-                    batch.append(prepared)
-            except (PublishError, ManifestError, OSError) as exc:
+            except _FAILURES as exc:
                 log.warning("cannot publish %s: %s", path, exc)
-            if batch and self._clock() - listed >= wait:
-                self._list_batch(batch)
+                continue
+            if prepared is None:
+                # A folder, a changed or a large file may take long: what is ready goes first.
+                self._flush(batch)
+                batch, listed = [], self._clock()
+                self._one(Path(path), group)
+                continue
+            batch.append(prepared)
+            if self._clock() - listed >= wait:
+                self._flush(batch)
                 batch, listed = [], self._clock()
                 wait = min(2 * wait, BATCH_MAX_SECONDS)
-        if batch:
+        self._flush(batch)
+
+    def _one(self, path: Path, group: str | None) -> None:
+        try:
+            self._seams.publish_one(path, group)
+        except _FAILURES as exc:
+            log.warning("cannot publish %s: %s", path, exc)
+
+    def _flush(self, batch: list[_Prepared]) -> None:
+        """List a batch; if that fails as a whole, each of its files on its own."""
+        if not batch:
+            return
+        try:
             self._list_batch(batch)
+        except _FAILURES as exc:
+            log.warning("cannot list %d files together (%s): one by one", len(batch), exc)
+            for p in batch:
+                self._one(p.source, p.group)
 
     def _prepare_new(
         self, path: Path, group: str | None, peers: list[str], shares: Shares
@@ -137,6 +166,8 @@ class Batches:
         item_path = checked_path(relative)
         if self._store.catalog_entry(group, item_path) is not None:
             return None
+        if source.stat().st_size >= self._seams.first_pass_min():
+            return None  # listed after a first pass, its SHA-256 later (publish_one)
         files = self._hasher.sources(source, root)
         ca = self._seams.ca_for(group)
         built = build_torrent(files, ca)

@@ -76,7 +76,8 @@ class Publisher:
         self._digests = Digests(store, self._digested)
         self._batches = Batches(
             store, self._hasher, self._seeds, manifests, self._lock,
-            seams=Seams(self._publish_one, self._ca_for, self._magnet, self._listed, self._took),
+            seams=Seams(self._publish_one, self._ca_for, self._magnet, self._listed, self._took,
+                        lambda: self.first_pass_min),
             clock=clock,
         )  # fmt: skip
         self.first_pass_min = FIRST_PASS_MIN
