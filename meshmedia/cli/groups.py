@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import ipaddress
 import logging
 import re
 import socket
@@ -20,7 +21,7 @@ from urllib.parse import urlsplit
 
 import click
 
-from meshmedia.config import WILDCARDS, Config, format_size, is_ip, local_url
+from meshmedia.config import WILDCARDS, Config, format_size, local_url
 
 from .options import build_config, library_errors
 
@@ -87,7 +88,10 @@ def running_curator_addresses(config: Config) -> list[tuple[str, int]]:
 
     url = local_url(config.host, config.port) + "/status"
     try:
-        answer = http_get(bounded_session(), url, max_bytes=STATUS_MAX_BYTES, deadline=5.0)
+        session = bounded_session()
+        session.trust_env = False  # loopback: no proxy from the environment answers for it
+        session.max_redirects = 0  # our curator does not redirect /status
+        answer = http_get(session, url, max_bytes=STATUS_MAX_BYTES, deadline=5.0)
         if answer.status != 200:
             return []
         status = load_json(answer.body)
@@ -113,9 +117,22 @@ def _advertised(value: object) -> tuple[str, int] | None:
     except ValueError:
         return None
     host = split.hostname
-    if split.scheme != "http" or host is None or not port or not is_ip(host):
+    if split.scheme != "http" or host is None or not port or not _unicast(host):
         return None
     return host, port
+
+
+def _unicast(host: str) -> bool:
+    """A literal address another home can dial: not 0.0.0.0/::, multicast, broadcast or
+    an IPv6 address with a zone (`fe80::1%eth0` names this machine's interface)."""
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    if isinstance(address, ipaddress.IPv6Address) and address.scope_id:
+        return False
+    broadcast = address == ipaddress.IPv4Address("255.255.255.255")
+    return not (address.is_unspecified or address.is_multicast or broadcast)
 
 
 def print_qr(code: str) -> None:

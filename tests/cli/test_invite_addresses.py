@@ -117,6 +117,12 @@ def test_only_literal_ip_addresses_with_a_port_are_taken(
         7,
         None,
         {"url": "http://192.0.2.7:8000"},
+        "http://0.0.0.0:8000",  # no address to dial
+        "http://[::]:8000",
+        "http://224.0.0.1:8000",  # multicast
+        "http://[ff02::1]:8000",
+        "http://255.255.255.255:8000",
+        "http://[fe80::1%25eth0]:8000",  # a zone names this machine's interface
         "http://192.0.2.8:8000",
         "http://192.0.2.8:8000",  # the same once
     ]
@@ -131,3 +137,23 @@ def test_at_most_a_few_addresses_are_taken(tmp_path: Path, serve: Callable[[Repl
 
 def test_no_curator_running_gives_no_addresses(tmp_path: Path) -> None:
     assert addresses(tmp_path, make_config(tmp_path, "free").port) == []
+
+
+def test_a_redirect_or_a_proxy_does_not_answer_for_the_curator(
+    tmp_path: Path, serve: Callable[[Reply], int], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Whoever answers elsewhere (a redirect's target, a proxy from the environment) is
+    not the curator on this machine's port (review 7, finding 3)."""
+    other = serve(status(["http://192.0.2.66:8000"]))
+
+    def to_other(handler: BaseHTTPRequestHandler) -> None:
+        handler.send_response(302)
+        handler.send_header("Location", f"http://127.0.0.1:{other}/status")
+        handler.send_header("Content-Length", "0")
+        handler.end_headers()
+
+    assert addresses(tmp_path, serve(to_other)) == []
+    monkeypatch.setenv("HTTP_PROXY", f"http://127.0.0.1:{other}")
+    monkeypatch.setenv("NO_PROXY", "")
+    free = make_config(tmp_path, "free").port  # nothing listens: only a proxy could answer
+    assert addresses(tmp_path, free) == []
