@@ -14,9 +14,10 @@ from typing import Any
 
 import pytest
 
+from meshmedia.bounded import load_json
 from meshmedia.client import SyncClient
 from meshmedia.client import versions as versions_module
-from meshmedia.client.versions import ItemCache
+from meshmedia.client.versions import ItemCache, item_key
 from meshmedia.engine import Engine
 from meshmedia.manifest import parse_manifest, validate_item
 from meshmedia.store import ClientItem, Store
@@ -132,6 +133,21 @@ def test_the_cache_holds_only_the_last_version(validations: list[object]) -> Non
     validations.clear()
     cache.parse(_doc(3, [_item(n) for n in range(5)]))
     assert len(validations) == 5
+
+
+@pytest.mark.parametrize(
+    "texts",
+    [
+        ('{"a":1}', '{"a":true}', '{"a":1.0}', '{"a":"1"}'),
+        ('{"a":0.0}', '{"a":-0.0}'),
+        ('{"a":1,"b":2}', '{"b":2,"a":1}'),
+        ('{"a":null}', '{"a":"None"}', '{"a":[]}', '{"a":"[]"}', '{"a":{}}'),
+        ('{"a":"x\'y"}', '{"a":"x\\"y"}', '{"a":"\\ud800"}', '{"a":"\\\\ud800"}'),
+    ],
+)
+def test_items_that_differ_as_json_have_different_keys(texts: tuple[str, ...]) -> None:
+    keys = {item_key(load_json(text)) for text in texts}
+    assert len(keys) == len(texts)
 
 
 # -- through the client --------------------------------------------------------------
