@@ -44,7 +44,8 @@ log = logging.getLogger(__name__)
 MANIFEST_KEY = "client.manifest:"  # + URL: the last good manifest, as JSON {etag, body}
 CANCEL_EVERY = 1000  # items planned between two looks at the stop flag
 # A full plan also restarts placed items whose torrent the engine lost; between two
-# versions only changed items are planned, so a full one comes at least this often.
+# versions only changed items are planned, so a full one comes at least this often
+# (53 ms of CPU for 5,000 items, benchmarks/client_versions.py: 0.01% of a core).
 FULL_PLAN_EVERY = 600.0
 
 
