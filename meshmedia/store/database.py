@@ -330,9 +330,19 @@ class Store:
             )
         ]
 
-    def client_item_paths(self) -> list[tuple[str, str]]:
-        """(url, path) of every client item, without decoding the items."""
-        return [(u, p) for u, p in self.execute("SELECT url, path FROM client_items")]
+    def client_items_at(self, url: str, paths: list[str]) -> list[ClientItem]:
+        """The items of `url` at `paths` (those that have a row), by one statement."""
+        where = " WHERE url = ? AND path IN (SELECT value FROM json_each(?))"
+        rows = self.execute(_SELECT_CLIENT_ITEMS + where, (url, json.dumps(paths)))
+        return [_client_item(row) for row in rows]
+
+    def client_item_paths(self, but: str | None = None) -> list[tuple[str, str]]:
+        """(url, path) of every client item (but those of the URL `but`), without
+        decoding the items."""
+        if but is None:
+            return [(u, p) for u, p in self.execute("SELECT url, path FROM client_items")]
+        sql = "SELECT url, path FROM client_items WHERE url != ?"
+        return [(u, p) for u, p in self.execute(sql, (but,))]
 
     def client_items_with_hash(
         self, info_hash: str, states: tuple[ItemState, ...] = tuple(ItemState)
