@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import re
+import stat
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -39,10 +40,7 @@ class SeedKeeper:
         kept = self._store.torrent(info_hash)
         if kept is not None:
             return kept
-        try:
-            return (self.torrent_dir / f"{info_hash}.torrent").read_bytes()
-        except (FileNotFoundError, NotADirectoryError):
-            return None
+        return _old_torrent_file(self.torrent_dir / f"{info_hash}.torrent")
 
     def seed(
         self,
@@ -128,3 +126,14 @@ class SeedKeeper:
             self._engine.remove(info_hash)
         self._store.delete_torrent(info_hash)
         (self.torrent_dir / f"{info_hash}.torrent").unlink(missing_ok=True)  # an older one's
+
+
+def _old_torrent_file(path: Path) -> bytes | None:
+    """The `.torrent` an older meshmedia kept as a file; None unless a readable regular
+    file (a FIFO there would block the read for ever, a folder or a root-only file raise)."""
+    try:
+        if not stat.S_ISREG(path.lstat().st_mode):
+            return None
+        return path.read_bytes()
+    except OSError:
+        return None

@@ -168,7 +168,9 @@ class Store:
     def torrent(self, info_hash: str) -> bytes | None:
         """The `.torrent` bytes kept for `info_hash`, or None."""
         rows = self.execute("SELECT data FROM torrents WHERE info_hash = ?", (info_hash,))
-        return bytes(rows[0][0]) if rows else None
+        # Anything but a blob is a damaged row: missing, so the torrent is written again
+        # (bytes() of an integer row gave that many zero bytes).
+        return bytes(rows[0][0]) if rows and isinstance(rows[0][0], bytes) else None
 
     def save_torrents(self, torrents: list[tuple[str, bytes]]) -> None:
         """Keep (replace) the `.torrent` of each (info hash, bytes), in one transaction."""

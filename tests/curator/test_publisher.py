@@ -132,6 +132,33 @@ def test_a_torrent_file_left_by_an_older_meshmedia_is_served_and_released(
     assert not legacy.exists()
 
 
+@pytest.mark.parametrize("damage", ["integer-row", "text-row", "fifo", "folder"])
+def test_a_damaged_torrent_row_or_old_file_is_rewritten_not_served(
+    tmp_path: Path, damage: str
+) -> None:
+    """A row that is not a blob, or a FIFO or folder where an older meshmedia kept the
+    file, is no torrent: not served (an integer row gave that many zero bytes, a FIFO
+    blocked the read for ever), and publishing writes the torrent again (review 7)."""
+    config = make_config(tmp_path, "curator")
+    path = random_file(config.shares[0].path / "film.mkv", 300_000, seed=9)
+    with running(config) as curator:
+        info_hash = curator.publisher.publish(path).info_hash or ""
+        data = curator.store.torrent(info_hash)
+        assert data is not None
+        if damage.endswith("-row"):
+            value: object = 100_000_000 if damage == "integer-row" else "d4:infoe"
+            curator.store.execute("UPDATE torrents SET data = ? WHERE info_hash = ?",
+                                  (value, info_hash))  # fmt: skip
+        else:
+            curator.store.delete_torrent(info_hash)
+            legacy = config.state_dir / "torrents" / f"{info_hash}.torrent"
+            legacy.parent.mkdir()
+            os.mkfifo(legacy) if damage == "fifo" else legacy.mkdir()
+        assert curator.publisher.torrent_bytes(info_hash) is None
+        curator.publisher.publish(path)
+        assert curator.publisher.torrent_bytes(info_hash) == data
+
+
 def test_cache_and_catalog_avoid_rehashing(tmp_path: Path) -> None:
     config = make_config(tmp_path, "curator", listen_port=free_port())  # the magnet names it
     path = random_file(config.shares[0].path / "a" / "film.mkv", 2 * 2**20 + 7, seed=5)
