@@ -736,3 +736,27 @@ def test_an_unknown_group_is_named_on_loopback_only(tmp_path: Path) -> None:
         assert error_of(local, 404) == "no manifest for group 'nope'"
         outside = requests.get(f"http://{address}:{server.port}{path}", timeout=30)
         assert error_of(outside, 404) == "not found"
+
+
+class CountingStore(ManifestStore):
+    """A real ManifestStore that counts the waits a held poll asks of it."""
+
+    waits = 0
+
+    def wait_for_change(self, group: str, etag: str | None, timeout: float) -> Any:
+        """Count, then wait as the store does."""
+        self.waits += 1
+        return super().wait_for_change(group, etag, timeout)
+
+
+def test_a_held_poll_waits_on_the_store_and_does_not_spin(tmp_path: Path) -> None:
+    """A 2 s hold asks the store for a change in 1 s slices: a handful of waits, not the
+    thousands of a wait that returns at once (a count, not a duration)."""
+    config = make_config(tmp_path, port=0)
+    store = CountingStore(tmp_path / "m")
+    with ManifestServer(config, store, None, None, "t") as server:
+        url = f"{server.url}/manifest/default.json"
+        etag = requests.get(url, timeout=30).headers["ETag"]
+        held = requests.get(url + "?wait=2", headers={"If-None-Match": etag}, timeout=30)
+        assert held.status_code == 304
+    assert 1 <= store.waits <= 5, store.waits
