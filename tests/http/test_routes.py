@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import socket
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,7 +28,7 @@ from meshmedia.http.routes import MAX_BODY, MAX_WAIT, JoinFailures, parse_json_b
 from meshmedia.manifest import Item, ManifestStore
 from meshmedia.store import Store
 from tests.groups.conftest import outside_address
-from tests.helpers import make_config, random_file
+from tests.helpers import make_config, random_file, wait_for
 
 
 def nested(depth: int, inner: str = "") -> str:
@@ -760,3 +761,44 @@ def test_a_held_poll_waits_on_the_store_and_does_not_spin(tmp_path: Path) -> Non
         held = requests.get(url + "?wait=2", headers={"If-None-Match": etag}, timeout=30)
         assert held.status_code == 304
     assert 1 <= store.waits <= 5, store.waits
+
+
+def test_held_polls_of_two_groups_are_each_answered_by_their_own_change(
+    server: ManifestServer,
+) -> None:
+    """A poll of `b` held beside one of `a` is answered when `b` changes, `a` still held
+    (one watcher per group and tag: with one for all, `b` waited for `a`'s change)."""
+    answers: dict[str, requests.Response] = {}
+
+    def poll(group: str) -> threading.Thread:
+        url = f"{server.url}/manifest/{group}.json"
+        etag = requests.get(url, timeout=30).headers["ETag"]
+
+        def run() -> None:
+            headers = {"If-None-Match": etag}
+            answers[group] = requests.get(url + "?wait=60", headers=headers, timeout=90)
+
+        thread = threading.Thread(target=run, daemon=True)
+        thread.start()
+        return thread
+
+    def post(group: str, path: str) -> None:
+        body = {"items": [entry(path)]}
+        url = f"{server.url}/manifest/{group}.json"
+        assert requests.post(url, json=body, headers=AUTH, timeout=30).status_code == 200
+
+    post("a", "a0.mkv")
+    post("b", "b0.mkv")
+    held_a = poll("a")
+    wait_for(lambda: server.stats().held == 1)
+    held_b = poll("b")
+    wait_for(lambda: server.stats().held == 2)
+    post("b", "b1.mkv")
+    held_b.join(30)
+    assert answers["b"].status_code == 200
+    assert [i["path"] for i in answers["b"].json()["items"]] == ["b0.mkv", "b1.mkv"]
+    assert "a" not in answers
+    assert server.stats().held == 1
+    post("a", "a1.mkv")
+    held_a.join(30)
+    assert answers["a"].status_code == 200
