@@ -109,7 +109,7 @@ def test_post_bodies_are_checked_before_the_items(server: ManifestServer) -> Non
         assert answer.status_code == status, (body, answer.text)
         assert reason in answer.json()["error"], answer.text
     answer = requests.post(f"{url}?replace=yes", json={"items": []}, headers=auth, timeout=30)
-    assert answer.json()["error"] == "replace must be 1 or 0"
+    assert error_of(answer, 400) == "replace must be 1 or 0"
     for mode in ("0", "1", "false", "true"):
         answer = requests.post(
             f"{url}?replace={mode}", json={"items": []}, headers=auth, timeout=30
