@@ -252,8 +252,8 @@ def test_rejected_items_are_counted_and_named(server: ManifestServer) -> None:
         f"{server.url}/manifest/default.json", json={"items": items}, headers=AUTH, timeout=30
     )
     reason = error_of(answer, 400)
-    assert reason.startswith("22 of 23 items are not valid: item 1 (../up0.mkv): ")
-    assert reason.count("; ") == 19  # the first 20 in the reason
+    named = (f"item {n} (../up{n - 1}.mkv): path has a '..' segment" for n in range(1, 21))
+    assert reason == "22 of 23 items are not valid: " + "; ".join(named)  # the first 20
     assert len(answer.json()["rejected"]) == 22  # all of them in the list
 
 
@@ -289,6 +289,19 @@ def test_a_listed_but_unplaceable_manifest_is_400(server: ManifestServer) -> Non
         f"{server.url}/manifest/default.json", json={"items": items}, headers=AUTH, timeout=30
     )
     assert "Show" in error_of(answer, 400)
+
+
+def test_an_item_nesting_with_a_listed_one_is_refused_by_the_store_as_400(
+    server: ManifestServer,
+) -> None:
+    url = f"{server.url}/manifest/default.json"
+    listed = requests.post(url, json={"items": [entry("Show")]}, headers=AUTH, timeout=30)
+    assert listed.status_code == 200, listed.text
+    inside = requests.post(url, json={"items": [entry("Show/e1.mkv")]}, headers=AUTH, timeout=30)
+    assert error_of(inside, 400) == (
+        "item 'Show/e1.mkv' overlaps item 'Show': one would be a folder holding the other, "
+        "and no client can place both; remove one first"
+    )
 
 
 @pytest.mark.parametrize(
