@@ -815,3 +815,18 @@ def test_held_polls_of_two_groups_are_each_answered_by_their_own_change(
     post("a", "a1.mkv")
     held_a.join(30)
     assert answers["a"].status_code == 200
+
+
+def test_a_post_without_a_length_is_411_word_for_word(server: ManifestServer) -> None:
+    request = (
+        "POST /manifest/default.json HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer t\r\n"
+        "Content-Type: application/json\r\nConnection: close\r\n\r\n"
+    )
+    data = b""
+    with socket.create_connection(("127.0.0.1", server.port), timeout=30) as sock:
+        sock.sendall(request.encode())
+        while chunk := sock.recv(65536):
+            data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 411 "), data
+    assert json.loads(body) == {"error": "Content-Length is required"}
