@@ -830,3 +830,16 @@ def test_a_post_without_a_length_is_411_word_for_word(server: ManifestServer) ->
     head, _, body = data.partition(b"\r\n\r\n")
     assert head.startswith(b"HTTP/1.1 411 "), data
     assert json.loads(body) == {"error": "Content-Length is required"}
+
+
+def test_a_body_of_exactly_the_bound_is_read_and_one_without_a_type_refused(
+    server: ManifestServer,
+) -> None:
+    url = f"{server.url}/manifest/default.json"
+    head = b'{"items": [], "pad": "'
+    at_bound = head + b"x" * (MAX_BODY - len(head) - 2) + b'"}'
+    assert len(at_bound) == MAX_BODY
+    json_type = {**AUTH, "Content-Type": "application/json"}
+    assert requests.post(url, data=at_bound, headers=json_type, timeout=30).status_code == 200
+    untyped = requests.post(url, data=b'{"items": []}', headers=AUTH, timeout=30)
+    assert error_of(untyped, 400) == "Content-Type must be application/json"
