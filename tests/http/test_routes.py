@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import socket
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,7 +28,7 @@ from meshmedia.http.routes import MAX_BODY, MAX_WAIT, JoinFailures, parse_json_b
 from meshmedia.manifest import Item, ManifestStore
 from meshmedia.store import Store
 from tests.groups.conftest import outside_address
-from tests.helpers import make_config, random_file
+from tests.helpers import make_config, random_file, wait_for
 
 
 def nested(depth: int, inner: str = "") -> str:
@@ -108,7 +109,7 @@ def test_post_bodies_are_checked_before_the_items(server: ManifestServer) -> Non
         assert answer.status_code == status, (body, answer.text)
         assert reason in answer.json()["error"], answer.text
     answer = requests.post(f"{url}?replace=yes", json={"items": []}, headers=auth, timeout=30)
-    assert answer.json()["error"] == "replace must be 1 or 0"
+    assert error_of(answer, 400) == "replace must be 1 or 0"
     for mode in ("0", "1", "false", "true"):
         answer = requests.post(
             f"{url}?replace={mode}", json={"items": []}, headers=auth, timeout=30
@@ -251,8 +252,8 @@ def test_rejected_items_are_counted_and_named(server: ManifestServer) -> None:
         f"{server.url}/manifest/default.json", json={"items": items}, headers=AUTH, timeout=30
     )
     reason = error_of(answer, 400)
-    assert reason.startswith("22 of 23 items are not valid: item 1 (../up0.mkv): ")
-    assert reason.count("; ") == 19  # the first 20 in the reason
+    named = (f"item {n} (../up{n - 1}.mkv): path has a '..' segment" for n in range(1, 21))
+    assert reason == "22 of 23 items are not valid: " + "; ".join(named)  # the first 20
     assert len(answer.json()["rejected"]) == 22  # all of them in the list
 
 
@@ -288,6 +289,19 @@ def test_a_listed_but_unplaceable_manifest_is_400(server: ManifestServer) -> Non
         f"{server.url}/manifest/default.json", json={"items": items}, headers=AUTH, timeout=30
     )
     assert "Show" in error_of(answer, 400)
+
+
+def test_an_item_nesting_with_a_listed_one_is_refused_by_the_store_as_400(
+    server: ManifestServer,
+) -> None:
+    url = f"{server.url}/manifest/default.json"
+    listed = requests.post(url, json={"items": [entry("Show")]}, headers=AUTH, timeout=30)
+    assert listed.status_code == 200, listed.text
+    inside = requests.post(url, json={"items": [entry("Show/e1.mkv")]}, headers=AUTH, timeout=30)
+    assert error_of(inside, 400) == (
+        "item 'Show/e1.mkv' overlaps item 'Show': one would be a folder holding the other, "
+        "and no client can place both; remove one first"
+    )
 
 
 @pytest.mark.parametrize(
@@ -736,3 +750,96 @@ def test_an_unknown_group_is_named_on_loopback_only(tmp_path: Path) -> None:
         assert error_of(local, 404) == "no manifest for group 'nope'"
         outside = requests.get(f"http://{address}:{server.port}{path}", timeout=30)
         assert error_of(outside, 404) == "not found"
+
+
+class CountingStore(ManifestStore):
+    """A real ManifestStore that counts the waits a held poll asks of it."""
+
+    waits = 0
+
+    def wait_for_change(self, group: str, etag: str | None, timeout: float) -> Any:
+        """Count, then wait as the store does."""
+        self.waits += 1
+        return super().wait_for_change(group, etag, timeout)
+
+
+def test_a_held_poll_waits_on_the_store_and_does_not_spin(tmp_path: Path) -> None:
+    """A 2 s hold asks the store for a change in 1 s slices: a handful of waits, not the
+    thousands of a wait that returns at once (a count, not a duration)."""
+    config = make_config(tmp_path, port=0)
+    store = CountingStore(tmp_path / "m")
+    with ManifestServer(config, store, None, None, "t") as server:
+        url = f"{server.url}/manifest/default.json"
+        etag = requests.get(url, timeout=30).headers["ETag"]
+        held = requests.get(url + "?wait=2", headers={"If-None-Match": etag}, timeout=30)
+        assert held.status_code == 304
+    assert 1 <= store.waits <= 5, store.waits
+
+
+def test_held_polls_of_two_groups_are_each_answered_by_their_own_change(
+    server: ManifestServer,
+) -> None:
+    """A poll of `b` held beside one of `a` is answered when `b` changes, `a` still held
+    (one watcher per group and tag: with one for all, `b` waited for `a`'s change)."""
+    answers: dict[str, requests.Response] = {}
+
+    def poll(group: str) -> threading.Thread:
+        url = f"{server.url}/manifest/{group}.json"
+        etag = requests.get(url, timeout=30).headers["ETag"]
+
+        def run() -> None:
+            headers = {"If-None-Match": etag}
+            answers[group] = requests.get(url + "?wait=60", headers=headers, timeout=90)
+
+        thread = threading.Thread(target=run, daemon=True)
+        thread.start()
+        return thread
+
+    def post(group: str, path: str) -> None:
+        body = {"items": [entry(path)]}
+        url = f"{server.url}/manifest/{group}.json"
+        assert requests.post(url, json=body, headers=AUTH, timeout=30).status_code == 200
+
+    post("a", "a0.mkv")
+    post("b", "b0.mkv")
+    held_a = poll("a")
+    wait_for(lambda: server.stats().held == 1)
+    held_b = poll("b")
+    wait_for(lambda: server.stats().held == 2)
+    post("b", "b1.mkv")
+    held_b.join(30)
+    assert answers["b"].status_code == 200
+    assert [i["path"] for i in answers["b"].json()["items"]] == ["b0.mkv", "b1.mkv"]
+    assert "a" not in answers
+    assert server.stats().held == 1
+    post("a", "a1.mkv")
+    held_a.join(30)
+    assert answers["a"].status_code == 200
+
+
+def test_a_post_without_a_length_is_411_word_for_word(server: ManifestServer) -> None:
+    request = (
+        "POST /manifest/default.json HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer t\r\n"
+        "Content-Type: application/json\r\nConnection: close\r\n\r\n"
+    )
+    data = b""
+    with socket.create_connection(("127.0.0.1", server.port), timeout=30) as sock:
+        sock.sendall(request.encode())
+        while chunk := sock.recv(65536):
+            data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 411 "), data
+    assert json.loads(body) == {"error": "Content-Length is required"}
+
+
+def test_a_body_of_exactly_the_bound_is_read_and_one_without_a_type_refused(
+    server: ManifestServer,
+) -> None:
+    url = f"{server.url}/manifest/default.json"
+    head = b'{"items": [], "pad": "'
+    at_bound = head + b"x" * (MAX_BODY - len(head) - 2) + b'"}'
+    assert len(at_bound) == MAX_BODY
+    json_type = {**AUTH, "Content-Type": "application/json"}
+    assert requests.post(url, data=at_bound, headers=json_type, timeout=30).status_code == 200
+    untyped = requests.post(url, data=b'{"items": []}', headers=AUTH, timeout=30)
+    assert error_of(untyped, 400) == "Content-Type must be application/json"
