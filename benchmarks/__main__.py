@@ -152,6 +152,13 @@ def scale_rows(quick: bool, idle: float | None) -> list[Row]:
             f"{r['curator_restart_seeding']:.2f} s, rehashed {r['curator_restart_rehashed']:.0f} B"
         )
         rows.append(Row(f"publish {count:,} items of 100 KB", r["publish_s"], note=note))
+        alone = (
+            f"no client yet; curator CPU {r['alone_cpu']:.2f} s (with the client syncing: "
+            f"{r['publish_cpu_curator']:.2f} s)"
+        )
+        rows.append(
+            Row(f"publish {count:,} items of 100 KB, curator alone", r["alone_s"], note=alone)
+        )
     return rows
 
 

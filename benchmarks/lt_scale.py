@@ -23,6 +23,7 @@ Results: native_notes/engine.md, "Idle cost of 5,000 torrents".
 from __future__ import annotations
 
 import argparse
+import ctypes
 import hashlib
 import json
 import os
@@ -59,6 +60,9 @@ class Variant:
     lsd: bool = True
     loop: str = "meshmedia"
     add: str = "sync"  # sync: add_torrent one by one; async: async_add_torrent, then the alerts
+    env: dict[str, str] = field(default_factory=dict)  # the child's environment (malloc)
+    trim: bool = False  # malloc_trim(0) once every torrent seeds
+    keep_bytes: bool = True  # keep each torrent's resume bytes in Python (as a list)
 
 
 VARIANTS: dict[str, Variant] = {
@@ -74,6 +78,27 @@ VARIANTS: dict[str, Variant] = {
                        settings={"tick_interval": 500}, loop="none"),
     "lean": Variant("DHT, LSD off; tick 500 ms; no sweep", dht=False, lsd=False,
                     settings={"tick_interval": 500}, loop="updates"),
+    # memory (native_notes/memory.md): async adds and status posts as the engine does
+    "mem": Variant("as the engine: async adds, DHT/LSD off, status posts", dht=False,
+                   lsd=False, add="async", loop="updates"),
+    "mem_nobytes": Variant("mem, resume bytes dropped once added", dht=False, lsd=False,
+                           add="async", loop="updates", keep_bytes=False),
+    "mem_arena1": Variant("mem, MALLOC_ARENA_MAX=1", dht=False, lsd=False, add="async",
+                          loop="updates", env={"MALLOC_ARENA_MAX": "1"}),
+    "mem_arena2": Variant("mem, MALLOC_ARENA_MAX=2", dht=False, lsd=False, add="async",
+                          loop="updates", env={"MALLOC_ARENA_MAX": "2"}),
+    "mem_trim": Variant("mem, malloc_trim(0) once seeding", dht=False, lsd=False,
+                        add="async", loop="updates", trim=True),
+    "mem_aq": Variant("mem, alert_queue_size 1000 (libtorrent's 2.1 default 2000)",
+                      dht=False, lsd=False, add="async", loop="updates",
+                      settings={"alert_queue_size": 1000}),
+    "mem_peerlist": Variant("mem, max_peerlist_size 100 (default 3000)", dht=False,
+                            lsd=False, add="async", loop="updates",
+                            settings={"max_peerlist_size": 100,
+                                      "max_paused_peerlist_size": 100}),
+    "mem_ltdefault": Variant("mem, libtorrent's own settings (no meshmedia settings)",
+                             dht=False, lsd=False, add="async", loop="updates",
+                             settings={"raw": True}),
 }  # fmt: skip
 
 
@@ -140,15 +165,30 @@ def child(listing: Path, name: str, idle: float) -> dict[str, Any]:
     variant = VARIANTS[name]
     tune_malloc()
     config = Config(listen_host="127.0.0.1", listen_port=0, dht=variant.dht, lsd=variant.lsd)
-    ses = lt.session(session_params(config, variant.settings))
+    if variant.settings.get("raw"):
+        ses = lt.session(
+            {
+                "listen_interfaces": "127.0.0.1:0",
+                "enable_dht": False,
+                "enable_lsd": False,
+                "enable_upnp": False,
+                "enable_natpmp": False,
+            }
+        )
+    else:
+        ses = lt.session(session_params(config, variant.settings))
     ses.set_peer_class_filter(peer_class_filter())
     buffers = [Path(p).read_bytes() for p in listing.read_text().split("\n")]
     rss_start = rss_mib()
     started = time.monotonic()
     handles = _add_all(ses, buffers, variant.add)
     added = time.monotonic() - started
+    if not variant.keep_bytes:
+        buffers.clear()
     seeding = _wait_seeding(ses, len(handles), started)
     rss_added = rss_mib()
+    if variant.trim:
+        ctypes.CDLL(None).malloc_trim(0)
     settle_until = time.monotonic() + 5
     _loop(ses, handles, variant.loop, settle_until)
     before, ticks = os.times(), thread_ticks()
@@ -162,7 +202,7 @@ def child(listing: Path, name: str, idle: float) -> dict[str, Any]:
         "variant": name, "count": len(handles), "add_s": round(added, 3),
         "seeding_s": round(seeding, 3), "rss_start_mib": round(rss_start, 1),
         "rss_added_mib": round(rss_added, 1), "idle_cpu_pct": round(cpu, 2),
-        "rss_idle_mib": round(rss_mib(), 1),
+        "rss_idle_mib": round(rss_mib(), 1), "threads_n": len(os.listdir("/proc/self/task")),
         "threads": {k: v for k, v in sorted(threads.items(), key=lambda kv: -kv[1]) if v},
     }  # fmt: skip
 
@@ -228,7 +268,8 @@ def run_child(listing: Path, name: str, idle: float, netns: bool) -> dict[str, A
             "--idle", str(idle)]  # fmt: skip
     if netns:
         argv = ["unshare", "-n", "sh", "-c", 'ip link set lo up && exec "$@"', "sh", *argv]
-    done = subprocess.run(argv, capture_output=True, text=True, timeout=900, check=False)
+    env = {**os.environ, **VARIANTS[name].env}
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=900, check=False, env=env)
     if done.returncode != 0:
         return {"variant": name, "error": (done.stderr or done.stdout).strip()[-300:]}
     return json.loads(done.stdout.strip().splitlines()[-1])

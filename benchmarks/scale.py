@@ -6,7 +6,11 @@ Printed per count:
 - publish: the files (100 KB of random bytes each) are renamed into the share one
   after another; seconds from the first rename until the manifest lists all of them,
   beside hashing the same files alone (`hashing.hash_file`, what the publisher runs,
-  one after another in this process, page cache warm);
+  one after another in this process, page cache warm), and the CPU seconds each
+  daemon used meanwhile (utime + stime from /proc);
+- publish, curator alone: the same with another set of files into a curator of its
+  own with no client yet (a real client is another machine in another home; here it
+  takes the same cores while it syncs every version the curator lists);
 - synced: until the client has placed every item;
 - idle: % of one core (utime + stime from /proc) over `--idle` seconds (30) and RSS,
   of the curator and of the client, once both /status show no transfer after everything
@@ -138,8 +142,17 @@ def rate(port: int, path: str, etag: str | None, seconds: float = 3.0) -> float:
 class Pair:
     """A curator and a client on loopback, with their folders under `base`."""
 
-    def __init__(self, base: Path, log: Callable[[str], None]) -> None:
+    def __init__(
+        self,
+        base: Path,
+        log: Callable[[str], None],
+        command: tuple[list[str], list[str]] | None = None,
+        env: dict[str, str] | None = None,
+    ) -> None:
         self.base, self.log = base, log
+        # (curator's, client's) argv before "serve"/"sync" (benchmarks/memory.py traces)
+        self.command = command or ([sys.executable, "-m", "meshmedia"],) * 2
+        self.env = env
         self.share, self.media = base / "share", base / "media"
         self.share.mkdir(parents=True)
         self.http, self.status = free_port(), free_port()
@@ -155,11 +168,11 @@ class Pair:
         """Start `meshmedia serve`; returns the time it was started."""
         started = time.monotonic()
         self.curator = self.procs.start(
-            [sys.executable, "-m", "meshmedia", "serve", "--share", f"{GROUP}={self.share}",
+            [*self.command[0], "serve", "--share", f"{GROUP}={self.share}",
              "--state-dir", str(self.base / "cs"), "--host", "127.0.0.1",
              "--port", str(self.http), "--listen-port", str(self.peer_ports[0]),
              "--log-level", "WARNING", "--public", GROUP, *NETWORK],
-            log=self.base / "serve.log",
+            log=self.base / "serve.log", env=self.env,
         )  # fmt: skip
         return started
 
@@ -167,12 +180,12 @@ class Pair:
         """Start `meshmedia sync`; returns the time it was started."""
         started = time.monotonic()
         self.client = self.procs.start(
-            [sys.executable, "-m", "meshmedia", "sync",
+            [*self.command[1], "sync",
              "--manifest-url", f"http://127.0.0.1:{self.http}{self.manifest_path}",
              "--download-dir", str(self.media), "--state-dir", str(self.base / "ss"),
              "--listen-port", str(self.peer_ports[1]), "--status-port", str(self.status),
              "--min-free", "0", "--log-level", "WARNING", *NETWORK],
-            log=self.base / "sync.log",
+            log=self.base / "sync.log", env=self.env,
         )  # fmt: skip
         return started
 
@@ -236,6 +249,37 @@ def restart(pair: Pair, which: str, count: int, timeout: float) -> dict[str, flo
     }
 
 
+def drop_into(pair: Pair, staged: list[Path], staging: Path, count: int, timeout: float) -> float:
+    """Rename `staged` into the share one after another; seconds until all are listed."""
+    started = time.monotonic()
+    for path in staged:
+        target = pair.share / path.relative_to(staging)
+        target.parent.mkdir(exist_ok=True)
+        path.rename(target)
+    wait_until(
+        lambda: series(metrics(pair.http), "meshmedia_manifest_items") >= count,
+        timeout,
+        f"{count} items listed",
+    )
+    return time.monotonic() - started
+
+
+def curator_alone(base: Path, count: int, log: Callable[[str], None]) -> tuple[float, float]:
+    """(seconds until `count` new files are listed, the curator's CPU seconds meanwhile)
+    for a curator of its own with no client."""
+    staged = make_files(base / "staging", count)
+    pair = Pair(base, log)
+    try:
+        pair.start_curator()
+        wait_until(lambda: answers(f"http://127.0.0.1:{pair.http}/"), 60, "meshmedia serve")
+        assert pair.curator is not None
+        before = cpu_seconds(pair.curator.pid)
+        seconds = drop_into(pair, staged, base / "staging", count, 120 + count * 0.2)
+        return seconds, cpu_seconds(pair.curator.pid) - before
+    finally:
+        pair.close()
+
+
 def measure(
     count: int, idle_seconds: float, log: Callable[[str], None], settle: float = 120.0
 ) -> dict[str, float]:
@@ -245,6 +289,8 @@ def measure(
         base = Path(tmp)
         staged = make_files(base / "staging", count)
         out["hash_s"] = hashing_alone(staged)
+        out["alone_s"], out["alone_cpu"] = curator_alone(base / "alone", count, log)
+        log(f"scale {count}: publish, curator alone {out['alone_s']:.2f} s")
         pair = Pair(base, log)
         timeout = 120 + count * 0.2
         try:
@@ -252,17 +298,13 @@ def measure(
             wait_until(lambda: answers(f"http://127.0.0.1:{pair.http}/"), 60, "meshmedia serve")
             pair.start_client()
             wait_until(lambda: status_answers(pair.status, "/status"), 60, "meshmedia sync")
+            assert pair.curator is not None
+            assert pair.client is not None
+            cpu = cpu_seconds(pair.curator.pid), cpu_seconds(pair.client.pid)
             started = time.monotonic()
-            for path in staged:
-                target = pair.share / path.relative_to(base / "staging")
-                target.parent.mkdir(exist_ok=True)
-                path.rename(target)
-            wait_until(
-                lambda: series(metrics(pair.http), "meshmedia_manifest_items") >= count,
-                timeout,
-                f"{count} items listed",
-            )
-            out["publish_s"] = time.monotonic() - started
+            out["publish_s"] = drop_into(pair, staged, base / "staging", count, timeout)
+            out["publish_cpu_curator"] = cpu_seconds(pair.curator.pid) - cpu[0]
+            out["publish_cpu_client"] = cpu_seconds(pair.client.pid) - cpu[1]
             log(f"scale {count}: publish {out['publish_s']:.2f} s, hashing {out['hash_s']:.2f}")
             wait_until(
                 lambda: series(metrics(pair.status), "meshmedia_items", 'state="placed"') >= count,
@@ -318,6 +360,10 @@ def measure(
 
 LABELS = [
     ("publish_s", "publish all (s)"),
+    ("publish_cpu_curator", "publish all: curator CPU (s)"),
+    ("publish_cpu_client", "publish all: client CPU (s)"),
+    ("alone_s", "publish, curator alone (s)"),
+    ("alone_cpu", "publish, curator alone: curator CPU (s)"),
     ("hash_s", "hashing alone (s)"),
     ("sync_s", "placed on the client (s)"),
     ("quiet_s", "no transfer after the last placement (s)"),
@@ -352,7 +398,11 @@ def report(results: dict[int, dict[str, float]]) -> str:
         lines.append("")
         for c in counts:
             ratio = results[c]["publish_s"] / results[c]["hash_s"]
-            lines.append(f"{c:,} items: publish / hashing alone = {ratio:.2f}")
+            alone = results[c].get("alone_s", float("nan")) / results[c]["hash_s"]
+            lines.append(
+                f"{c:,} items: publish / hashing alone = {ratio:.2f};"
+                f" publish, curator alone / hashing alone = {alone:.2f}"
+            )
     return "\n".join(lines)
 
 

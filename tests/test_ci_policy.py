@@ -123,3 +123,18 @@ def test_ci_fails_when_a_part_is_there_but_does_not_work(
     assert done.returncode == 1, done.stderr
     assert not got_past
     assert reason in done.stderr
+
+
+def test_ci_stops_with_a_reason_when_the_install_fails(tmp_path: Path) -> None:
+    """`set -e` does not stop at a failure inside an `&&` list: the run once went on to
+    the linters after a failed `pip install` and failed on a missing `.venv/bin/ruff`."""
+    ruff = tmp_path / ".venv" / "bin" / "ruff"
+    ruff.parent.mkdir(parents=True)
+    ran_on = tmp_path / "ran-on"
+    ruff.write_text(f"#!/bin/sh\n: > {ran_on}\n")
+    ruff.chmod(0o755)
+    done, got_past = run_ci_preflight(tmp_path)  # its python3 fails, as pip would
+    assert got_past
+    assert done.returncode == 1, done.stderr
+    assert "installing meshmedia with its test extras failed" in done.stderr
+    assert not ran_on.exists()

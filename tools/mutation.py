@@ -96,6 +96,8 @@ TARGETS = (
             "tests/curator/test_hostile_curator.py::"
             "test_a_write_that_cannot_reach_the_disk_is_not_acknowledged",
             "tests/curator/test_hostile_curator.py::test_seed_answers_only_once_its_item_is_on_disk",
+            # an in-process Curator off loopback: members, /join's refusals, reports
+            "tests/groups/test_private_access.py",
         ),
     ),
     Target(

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import ipaddress
+import logging
 import re
 import socket
 import sys
@@ -22,6 +24,8 @@ import click
 from meshmedia.config import WILDCARDS, Config, format_size, local_url
 
 from .options import build_config, library_errors
+
+log = logging.getLogger(__name__)
 
 _DURATION = re.compile(r"^\s*(\d+)\s*([dhm])\s*$", re.IGNORECASE)
 
@@ -66,24 +70,69 @@ def curator_addresses(config: Config, given: tuple[str, ...]) -> list[tuple[str,
     return [(a, config.port) for a in outward] or [("127.0.0.1", config.port)]
 
 
+MAX_ADVERTISED = 8
+"""Addresses at most taken from the running curator's /status (it advertises two or three:
+its LAN address, the router's external address, maybe IPv6)."""
+STATUS_MAX_BYTES = 1 << 20
+
+
 def running_curator_addresses(config: Config) -> list[tuple[str, int]]:
     """`advertised_http` of the curator running with this config (GET /status on
-    loopback), as (host, port); empty when none answers or it advertises nothing."""
-    import requests  # noqa: PLC0415 - only this command needs it
+    loopback), as (host, port); empty when none answers or it advertises nothing.
 
+    Whatever answers on that port is read as untrusted: within 1 MiB and 5 s, and only
+    literal IP addresses with a port are taken, at most MAX_ADVERTISED of them.
+    """
+    # only this command needs requests (bounded's): not imported for every command
+    from meshmedia.bounded import ReadError, bounded_session, http_get, load_json  # noqa: PLC0415
+
+    url = local_url(config.host, config.port) + "/status"
     try:
-        answer = requests.get(local_url(config.host, config.port) + "/status", timeout=5)
-        answer.raise_for_status()
-        urls = answer.json().get("advertised_http") or []
-    except (requests.RequestException, ValueError, AttributeError):
+        session = bounded_session()
+        session.trust_env = False  # loopback: no proxy from the environment answers for it
+        session.max_redirects = 0  # our curator does not redirect /status
+        answer = http_get(session, url, max_bytes=STATUS_MAX_BYTES, deadline=5.0)
+        if answer.status != 200:
+            return []
+        status = load_json(answer.body)
+    except ReadError as exc:  # none running (refused), or not one that answers as ours
+        log.debug("no addresses from %s: %s", url, exc)
         return []
-    found = []
-    for url in urls if isinstance(urls, list) else []:
-        with contextlib.suppress(ValueError, TypeError, AttributeError):
-            split = urlsplit(url)
-            if split.hostname and split.port:
-                found.append((split.hostname, split.port))
-    return found
+    urls = status.get("advertised_http") if isinstance(status, dict) else None
+    found: list[tuple[str, int]] = []
+    for value in urls if isinstance(urls, list) else []:
+        address = _advertised(value)
+        if address is not None and address not in found:
+            found.append(address)
+    return found[:MAX_ADVERTISED]
+
+
+def _advertised(value: object) -> tuple[str, int] | None:
+    """(host, port) of one advertised `http://IP:PORT` URL; None for anything else."""
+    if not isinstance(value, str) or len(value) > 100:
+        return None
+    try:
+        split = urlsplit(value)
+        port = split.port
+    except ValueError:
+        return None
+    host = split.hostname
+    if split.scheme != "http" or host is None or not port or not _unicast(host):
+        return None
+    return host, port
+
+
+def _unicast(host: str) -> bool:
+    """A literal address another home can dial: not 0.0.0.0/::, multicast, broadcast or
+    an IPv6 address with a zone (`fe80::1%eth0` names this machine's interface)."""
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    if isinstance(address, ipaddress.IPv6Address) and address.scope_id:
+        return False
+    broadcast = address == ipaddress.IPv4Address("255.255.255.255")
+    return not (address.is_unspecified or address.is_multicast or broadcast)
 
 
 def print_qr(code: str) -> None:

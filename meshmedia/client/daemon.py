@@ -23,7 +23,7 @@ from meshmedia.groups.joined import Joined, with_memberships
 from meshmedia.http import StatusServer
 from meshmedia.jellyfin import JellyfinNotifier
 from meshmedia.manifest import TrustPolicy, printable
-from meshmedia.process import prepare_daemon, stop_on_signals
+from meshmedia.process import prepare_daemon, stop_on_signals, trimming_when_idle
 from meshmedia.store import ItemState, Store
 
 from .fetcher import FetchError, ManifestFetcher
@@ -88,6 +88,7 @@ def _start_parts(
     config: Config, stack: ExitStack, stop: threading.Event, joined: Joined | None = None
 ) -> _Parts:
     prepare_daemon()
+    stack.enter_context(trimming_when_idle())
     store = stack.enter_context(Store.in_state_dir(config.state_dir))
     # The torrents come back after the status port is up: 5,000 took 2-4 s before
     # the first answer (benchmarks.md, "A library at scale").

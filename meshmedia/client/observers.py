@@ -39,7 +39,7 @@ def client_metrics(client: SyncClient, notifier: JellyfinNotifier | None) -> Met
     """The client's GET /metrics: its engine, items, manifests, placements, Jellyfin."""
     metrics = Metrics("client")
     engine = client.engine
-    metrics.add_source(engine_source(engine.snapshot, engine.stats))
+    metrics.add_source(engine_source(engine.tally, engine.stats))
     metrics.add_source(items_source(client.store.client_item_counts, [s.value for s in ItemState]))
     metrics.add_source(
         gauge_source(

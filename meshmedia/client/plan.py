@@ -12,8 +12,9 @@ import json
 import logging
 import os
 import threading
+import time
 from collections.abc import Iterable, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from meshmedia.bounded import ReadError, load_json
@@ -36,11 +37,16 @@ from meshmedia.store import ClientItem, ItemState, Store
 from .place import Placer
 from .placement import delete_placed, final_path, incomplete_dir, matches, remove_tree
 from .selection import Choice, Selection
+from .versions import ItemCache
 
 log = logging.getLogger(__name__)
 
 MANIFEST_KEY = "client.manifest:"  # + URL: the last good manifest, as JSON {etag, body}
 CANCEL_EVERY = 1000  # items planned between two looks at the stop flag
+# A full plan also restarts placed items whose torrent the engine lost; between two
+# versions only changed items are planned, so a full one comes at least this often
+# (53 ms of CPU for 5,000 items, benchmarks/client_versions.py: 0.01% of a core).
+FULL_PLAN_EVERY = 600.0
 
 
 def saved_manifest(store: Store, url: str) -> tuple[bytes, str | None] | None:
@@ -67,13 +73,18 @@ def keep_manifest(store: Store, url: str, body: bytes, etag: str | None) -> None
 
 
 def read_manifest(
-    url: str, body: bytes, trust: TrustPolicy
+    url: str, body: bytes, trust: TrustPolicy, cache: ItemCache | None = None
 ) -> tuple[Manifest, list[Rejected]] | None:
-    """Parse a fetched manifest and check its signature; None (logged) when unusable."""
+    """Parse a fetched manifest and check its signature; None (logged) when unusable.
+    With `cache` (the source's), items unchanged since the last version read are not
+    validated again (versions.py)."""
     try:
         doc = load_document(body)  # decoded once, bounded; the signature covers all of it
         trust.admit(url, doc)  # before the items are looked at: a forger gets no further
-        manifest, rejected = parse_manifest(doc, one_place_per_torrent=True)
+        if cache is not None:
+            manifest, rejected = cache.parse(doc, one_place_per_torrent=True)
+        else:
+            manifest, rejected = parse_manifest(doc, one_place_per_torrent=True)
     except (SignatureError, RollbackError) as exc:
         log.error("manifest %s refused, keeping the last good one: %s", url, exc)
         return None
@@ -86,6 +97,28 @@ def read_manifest(
     for bad in rejected:
         log.warning("skipping %s from %s", bad, url)
     return manifest, rejected
+
+
+@dataclass(frozen=True)
+class Planned:
+    """What the last plan of a URL left: the items as planned (by path), the rows kept
+    though not listed (rejected items), the selection, and when it was made."""
+
+    listed: dict[str, Item]
+    unlisted: set[str]
+    choice: Choice
+    version: int  # the manifest's
+    generation: int  # the planner's generation after this plan
+    full_at: float  # time.monotonic() of the last plan that looked at every item
+
+    def holds(self, manifest: Manifest, choice: Choice, generation: int) -> bool:
+        """Whether the plan of `manifest` may look only at what changed since: a later
+        version (the same one applied again is planned in full, which restarts what
+        the engine lost), the same selection, no other plan changed rows since, and
+        a full plan less than FULL_PLAN_EVERY ago."""
+        fresh = time.monotonic() - self.full_at < FULL_PLAN_EVERY
+        later = manifest.version > self.version
+        return later and choice == self.choice and generation == self.generation and fresh
 
 
 class ItemPlanner:
@@ -114,7 +147,9 @@ class ItemPlanner:
         self.download_dir = placer.download_dir
         self.delete_removed = delete_removed
         self.stop = stop or threading.Event()
-        self._recorded: set[str] = set()  # item paths with placed-file records
+        self._recorded: set[str] | None = None  # item paths with placed-file records
+        self._planned: dict[str, Planned] = {}  # each URL's last plan
+        self._generation = 0  # grows with every plan that changed rows
 
     def plan(
         self, url: str, manifest: Manifest, rejected: Sequence[Rejected] = ()
@@ -126,18 +161,21 @@ class ItemPlanner:
         plan was complete (nothing was dropped then; the next plan finishes the work).
         An item that is `rejected` (or skipped for a clash) is not gone: its row and
         files stay as they were; and while a rejected item has no path to tell which
-        row it was, no row is dropped.
+        row it was, no row is dropped. Only the items that differ from the last plan
+        of `url` are looked at, and the rows gone since (`Planned`).
         """
-        current = {ci.path: ci for ci in self.store.client_items(url)}
+        choice = self.selection.choice(url) if self.selection else Choice()
+        last = self._planned.pop(url, None)
+        if last is not None and not last.holds(manifest, choice, self._generation):
+            last = None
+        todo, current = self._todo(url, manifest, last)
         taken = PathSet("an item of")  # the other manifests' paths
-        for other_url, path in self.store.client_item_paths():
-            if other_url != url:
-                taken.take(path, other_url)
+        for other_url, path in self.store.client_item_paths(but=url):
+            taken.take(path, other_url)
         queued: list[ClientItem] = []
         unselected: list[ClientItem] = []  # placed items the selection no longer wants
-        self._recorded = self.store.placed_item_paths()
-        choice = self.selection.choice(url) if self.selection else Choice()
-        for number, item in enumerate(manifest.items):
+        self._recorded = None
+        for number, item in enumerate(todo):
             if number % CANCEL_EVERY == 0 and self.stop.is_set():
                 return None
             if (clash := taken.overlap(item.path)) is not None:
@@ -145,30 +183,73 @@ class ItemPlanner:
                 current.pop(item.path, None)  # skipped, not gone: kept as it is
                 continue
             known = current.pop(item.path, None)
-            if skip := choice.skip_reason(item.path, item.size):
-                self._skip(url, item, known, reason=skip, rows=queued, unselected=unselected)
-                continue
-            if known is not None and known.state != ItemState.SKIPPED and hashes_added(known, item):
-                known = replace(known, item=item.to_json())  # under way or placed: goes on
-                queued.append(known)
-                self._hashes_arrived(known, item)
-            if known is not None and known.item == item.to_json():
-                if known.state != ItemState.SKIPPED:
-                    self._keep(known, item, queued)
-                    continue
-                log.info("%s from %s is selected now", item.path, url)
-            if known is not None and known.info_hash:
-                self._drop(known)
-            ih = item.info_hash
-            queued.append(ClientItem(url, item.path, ih, ItemState.QUEUED, item.to_json()))
+            self._plan_item(url, item, known, choice, queued, unselected)
         self.store.save_client_items(queued)
+        unlisted = set(current)
         _spare_rejected(url, current, rejected)
         for gone in current.values():
             log.info("%s left the manifest %s", gone.path, url)
             self._drop(gone)
             self.store.delete_client_item(gone.url, gone.path)
+        full_at = time.monotonic() if last is None else last.full_at
+        spared = unlisted - set(current)
+        kept = Planned(_listed(manifest), spared, choice, manifest.version, 0, full_at)
+        self._planned_now(url, kept, changed=bool(queued or current))
         placed = [ci for ci in current.values() if ci.state == ItemState.PLACED] + unselected
         return placed if self.delete_removed else []
+
+    def _todo(
+        self, url: str, manifest: Manifest, last: Planned | None
+    ) -> tuple[Sequence[Item], dict[str, ClientItem]]:
+        """The items to plan and the rows they may meet: all of them with no usable
+        `last` plan, else the items that are not the very ones planned last time and
+        the rows at their paths and at paths no longer listed."""
+        if last is None:
+            return manifest.items, {ci.path: ci for ci in self.store.client_items(url)}
+        todo = [item for item in manifest.items if last.listed.get(item.path) is not item]
+        listed = {item.path for item in manifest.items}
+        gone = [p for p in last.listed if p not in listed]
+        gone += [p for p in last.unlisted if p not in listed]
+        rows = self.store.client_items_at(url, [item.path for item in todo] + gone)
+        return todo, {ci.path: ci for ci in rows}
+
+    def _planned_now(self, url: str, planned: Planned, *, changed: bool) -> None:
+        """Remember `url`'s plan; one that changed rows (paths the other manifests'
+        plans look at, torrents dropped) makes every other URL's next plan a full one."""
+        if changed:
+            self._generation += 1
+        self._planned[url] = replace(planned, generation=self._generation)
+
+    def forget(self) -> None:
+        """Plan every manifest in full next time (a row was changed from outside)."""
+        self._planned.clear()
+
+    def _plan_item(  # noqa: PLR0917 (the loop's state, as plan() holds it)
+        self,
+        url: str,
+        item: Item,
+        known: ClientItem | None,
+        choice: Choice,
+        queued: list[ClientItem],
+        unselected: list[ClientItem],
+    ) -> None:
+        """Plan one item of `url` against its row `known` (None when it has none)."""
+        if skip := choice.skip_reason(item.path, item.size):
+            self._skip(url, item, known, reason=skip, rows=queued, unselected=unselected)
+            return
+        if known is not None and known.state != ItemState.SKIPPED and hashes_added(known, item):
+            known = replace(known, item=item.to_json())  # under way or placed: goes on
+            queued.append(known)
+            self._hashes_arrived(known, item)
+        if known is not None and known.item == item.to_json():
+            if known.state != ItemState.SKIPPED:
+                self._keep(known, item, queued)
+                return
+            log.info("%s from %s is selected now", item.path, url)
+        if known is not None and known.info_hash:
+            self._drop(known)
+        ih = item.info_hash
+        queued.append(ClientItem(url, item.path, ih, ItemState.QUEUED, item.to_json()))
 
     def _skip(
         self,
@@ -207,8 +288,14 @@ class ItemPlanner:
         if self._lost(known, final):
             self._drop(known)
             queued.append(replace(known, state=ItemState.QUEUED, attempts=0, next_attempt=0))
-        elif known.info_hash and known.path not in self._recorded:
+        elif known.info_hash and known.path not in self._placed_records():
             self.placer.backfill(known.url, item, known.info_hash, final)
+
+    def _placed_records(self) -> set[str]:
+        """The item paths with placed-file records (read once in a plan, when needed)."""
+        if self._recorded is None:
+            self._recorded = self.store.placed_item_paths()
+        return self._recorded
 
     def _hashes_arrived(self, ci: ClientItem, item: Item) -> None:
         """A later version gave a single file its SHA-256: into the placed file's record
@@ -273,6 +360,10 @@ def hashes_added(known: ClientItem, item: Item) -> bool:
     if rest != {k: v for k, v in new.items() if k not in HASHES}:
         return False
     return all(old.get(k) is None or old.get(k) == new.get(k) for k in HASHES)
+
+
+def _listed(manifest: Manifest) -> dict[str, Item]:
+    return {item.path: item for item in manifest.items}
 
 
 def _spare_rejected(url: str, current: dict[str, ClientItem], rejected: Sequence[Rejected]) -> None:

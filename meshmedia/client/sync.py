@@ -53,6 +53,7 @@ from .private import PrivateGroups
 from .selection import Selection
 from .start import Starter
 from .torrents import TorrentFetch
+from .versions import ItemCache
 from .work import Jobs
 
 log = logging.getLogger(__name__)
@@ -98,6 +99,7 @@ class SyncClient:
         self._active = ActiveItems(store)
         self.events = ItemEvents()  # placed and failed items, for metrics and hooks
         self.versions: dict[str, int] = {}  # the version of each manifest applied
+        self._item_caches: dict[str, ItemCache] = {}  # each source's items last read
         self._ledger = Ledger(
             store,
             self._active,
@@ -191,7 +193,8 @@ class SyncClient:
             return False
 
     def _apply(self, url: str, body: bytes, etag: str | None, trust: TrustPolicy) -> bool:
-        read = read_manifest(url, body, trust)
+        cache = self._item_caches.setdefault(url, ItemCache())
+        read = read_manifest(url, body, trust, cache)
         if read is None:
             return False
         manifest, rejected = read

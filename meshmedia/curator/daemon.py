@@ -27,7 +27,7 @@ from meshmedia.http import (
 )
 from meshmedia.http.metrics import Metrics, engine_source, gauge_source
 from meshmedia.manifest import ManifestStore, SigningKey, generate_key, load_key, save_key
-from meshmedia.process import prepare_daemon, stop_on_signals
+from meshmedia.process import prepare_daemon, stop_on_signals, trimming_when_idle
 from meshmedia.store import Store
 
 from .addresses import PeerAdvertiser, advertised_http, reachable_http
@@ -194,7 +194,7 @@ class Curator:
         """What GET /metrics reads: the engine, each group's manifest, publish latency."""
         metrics = self.metrics
         metrics.add_source(
-            engine_source(engine.snapshot, engine.stats, lambda: publisher.bytes_hashed)
+            engine_source(engine.tally, engine.stats, lambda: publisher.bytes_hashed)
         )
 
         def versions() -> dict[str, int]:
@@ -242,7 +242,7 @@ def serve(config: Config, stop: threading.Event | None = None) -> None:
     """Run a curator until SIGTERM/SIGINT (or until `stop` is set), then shut down cleanly."""
     stop = stop or threading.Event()
     prepare_daemon()
-    with stop_on_signals(stop), Curator(config, background_restore=True):
+    with stop_on_signals(stop), trimming_when_idle(), Curator(config, background_restore=True):
         log.info("curator running; stop with SIGTERM or Ctrl-C")
         stop.wait()
         log.info("curator stopping")

@@ -13,7 +13,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -26,13 +26,13 @@ from meshmedia.manifest import (
     Item,
     ManifestStore,
     check_files,
-    check_relative_path,
     utc_now,
     validate_item,
 )
 from meshmedia.store import CatalogEntry, Store
 
 from .addresses import advertised_addresses, magnet_for
+from .batches import Batches, Seams, Shares, checked_path, title_of
 from .digests import Digests, Pending
 from .seeds import SeedKeeper
 from .sources import NOT_UTF8, SYMLINK_RULE, SourceHasher, named, not_utf8, symlink_on
@@ -44,10 +44,6 @@ FIRST_PASS_MIN = 64 * 1024 * 1024
 """A file at least this large, hashed cold, is listed after its pieces and XXH3 (two threads,
 0.62-0.8 s per GiB instead of 1.0-1.3 s); its SHA-256 follows in a later manifest version
 (curator/digests.py). Below it the saving is under 40 ms and not worth a second version."""
-
-BATCH_SECONDS = 0.25
-"""In a round of many new files, their items are listed together at most this far apart:
-one manifest version and one catalog transaction for each batch, not for each file."""
 
 
 class Publisher:
@@ -63,10 +59,12 @@ class Publisher:
         swarms: PrivateSwarms | None = None,
         *,
         restore: bool = True,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         """Publish into `manifests`; `swarms`: which groups are private (SSL torrents),
         None: every group public; `restore=False`: seed the catalog later, with
-        `restore()` (changes wait for it)."""
+        `restore()` (changes wait for it); `clock`: seconds, for the spacing of a
+        round's batches."""
         self._config = config
         self.swarms = swarms
         self._store = store
@@ -76,6 +74,12 @@ class Publisher:
         self._hasher = SourceHasher(store)
         self._seeds = SeedKeeper(config.state_dir / "torrents", store, engine)
         self._digests = Digests(store, self._digested)
+        self._batches = Batches(
+            store, self._hasher, self._seeds, manifests, self._lock,
+            seams=Seams(self._publish_one, self._ca_for, self._magnet, self._listed, self._took,
+                        lambda: self.first_pass_min),
+            clock=clock,
+        )  # fmt: skip
         self.first_pass_min = FIRST_PASS_MIN
         self.on_published: Callable[[float], None] | None = None  # seconds a publish took
         self._ready = threading.Event()
@@ -131,114 +135,14 @@ class Publisher:
 
     def publish_many(self, targets: Sequence[tuple[Path, str | None]]) -> None:
         """Publish the files of one watcher round. The first is listed at once; new files
-        after it are hashed one by one, then seeded and listed in batches (BATCH_SECONDS):
-        one manifest version per file made publishing 5,000 files O(N^2). Anything
-        else (a changed file, a folder) takes publish()'s path. Failures are logged."""
+        after it are hashed one by one, then seeded and listed in batches (batches.py).
+        Anything else (a changed file, a folder) takes publish()'s path. Failures are
+        logged."""
         self._wait_ready()
         peers = advertised_addresses(self._config, self._engine)  # session calls: once a round
-        shares = _Shares(self._share_roots(), [(s, s.path.resolve()) for s in self._config.shares])
+        shares = Shares(self._share_roots(), [(s, s.path.resolve()) for s in self._config.shares])
         with self._hasher.saving_together():
-            self._publish_round(targets, peers, shares)
-
-    def _publish_round(
-        self, targets: Sequence[tuple[Path, str | None]], peers: list[str], shares: _Shares
-    ) -> None:
-        batch: list[_Prepared] = []
-        listed = time.monotonic()
-        for index, (path, group) in enumerate(targets):
-            try:
-                prepared = self._prepare_new(Path(path), group, peers, shares) if index else None
-                if prepared is None:
-                    self._publish(Path(path), group, None, None, added_at=None)
-                else:
-                    batch.append(prepared)
-            except (PublishError, ManifestError, OSError) as exc:
-                log.warning("cannot publish %s: %s", path, exc)
-            if batch and time.monotonic() - listed >= BATCH_SECONDS:
-                self._list_batch(batch)
-                batch, listed = [], time.monotonic()
-        if batch:
-            self._list_batch(batch)
-
-    def _prepare_new(
-        self, path: Path, group: str | None, peers: list[str], shares: _Shares
-    ) -> _Prepared | None:
-        """Hash a plain file that has no item yet and build its torrent (seeded with its
-        batch); None for anything else."""
-        started = time.monotonic()
-        if symlink_on(path.absolute(), shares.roots) is not None or not path.is_file():
-            return None
-        source = path.resolve()
-        found = next(((s, r) for s, r in shares.resolved if source.is_relative_to(r)), None)
-        if found is None:
-            return None
-        share, root = found
-        group = group or share.group
-        relative = source.relative_to(root).as_posix()
-        if not_utf8(relative):
-            return None
-        item_path = _checked_path(relative)
-        if self._store.catalog_entry(group, item_path) is not None:
-            return None
-        files = self._hasher.sources(source, root)
-        ca = self.swarms.ca_for(group) if self.swarms is not None else None
-        built = build_torrent(files, ca)
-        hashes = files[0].hashes
-        item = Item(
-            title=_title_of(source),
-            torrent=self._magnet(built.info_hash, source.name, ca, peers),
-            path=item_path,
-            sha256=hashes.sha256,
-            size=hashes.size,
-            xxh3=hashes.xxh3,
-            added_at=utc_now(),
-        )
-        return _Prepared(group, item, built.info_hash, source, started, (built, source, files, ca))
-
-    def _list_batch(self, prepared: list[_Prepared]) -> None:
-        """Seed prepared items together, then list them: one manifest version per group,
-        one catalog transaction."""
-        self._hasher.save_waiting()
-        with self._lock:
-            refused = self._seeds.seed_many([p.seed for p in prepared])
-            batch = [p for p in prepared if p.info_hash not in refused]
-            for p in prepared:
-                if p.info_hash in refused:
-                    log.warning("cannot publish %s: %s", p.source, refused[p.info_hash])
-                    self._seeds.release(p.info_hash)
-            done: list[_Prepared] = []
-            for group in dict.fromkeys(p.group for p in batch):
-                mine = [p for p in batch if p.group == group]
-                try:
-                    self._manifests.update(group, [p.item for p in mine])
-                    done += mine
-                except ManifestError:  # one overlaps: list them one by one
-                    done += self._list_one_by_one(group, mine)
-            with self._store.transaction():
-                for p in done:
-                    self._store.save_catalog(
-                        CatalogEntry(p.group, p.item.path, p.info_hash, str(p.source),
-                                     p.item.to_json())
-                    )  # fmt: skip
-            if self._sources is not None:
-                self._sources.update(p.source for p in done)
-        now = time.monotonic()
-        for p in done:
-            self._hasher.drop(p.source)
-            log.info("published %s as %s in %s (%s)", p.source, p.item.path, p.group, p.info_hash)
-            if self.on_published is not None:
-                self.on_published(now - p.started)
-
-    def _list_one_by_one(self, group: str, batch: list[_Prepared]) -> list[_Prepared]:
-        done = []
-        for p in batch:
-            try:
-                self._manifests.update(group, [p.item])
-                done.append(p)
-            except ManifestError as exc:
-                log.warning("cannot publish %s: %s", p.source, exc)
-                self._seeds.release(p.info_hash)
-        return done
+            self._batches.run(targets, peers, shares)
 
     def unpublish(self, path: Path) -> None:
         """A source file or folder is gone: drop its items and stop seeding them."""
@@ -339,7 +243,7 @@ class Publisher:
         relative = source.relative_to(share.path.resolve()).as_posix()
         if not_utf8(relative):  # say why, before the path rules refuse its lone surrogates
             raise PublishError(f"{named(source)}: {NOT_UTF8}")
-        item_path = _checked_path(dest_path or relative)
+        item_path = checked_path(dest_path or relative)
         files = self._sources_of(source, share)
         extra = _folder_extra(files) if source.is_dir() else {}
         ca = self.swarms.ca_for(group) if self.swarms is not None else None
@@ -356,7 +260,7 @@ class Publisher:
                 return self._unchanged(existing, built, source, files, ca)
             self._seeds.seed(built, source, files, ca)
             item = Item(
-                title=title or _title_of(source),
+                title=title or title_of(source),
                 torrent=self._magnet(built.info_hash, source.name, ca),
                 path=item_path,
                 sha256=(files[0].hashes.sha256 or None) if _single(files, source) else None,
@@ -405,6 +309,21 @@ class Publisher:
         self._manifests.upsert(existing.group, [item])  # no change, no new version
         self._sha256_later(existing.group, item, built.info_hash, source, files)
         return item
+
+    def _publish_one(self, path: Path, group: str | None) -> Item:
+        return self._publish(path, group, None, None, added_at=None)
+
+    def _ca_for(self, group: str) -> bytes | None:
+        return self.swarms.ca_for(group) if self.swarms is not None else None
+
+    def _listed(self, sources: list[Path]) -> None:
+        """Sources a batch published (lock held)."""
+        if self._sources is not None:
+            self._sources.update(sources)
+
+    def _took(self, seconds: float) -> None:
+        if self.on_published is not None:
+            self.on_published(seconds)
 
     def _sources_of(self, source: Path, share: Share) -> list[SourceFile]:
         """The hashed files of `source`; a large single file without its SHA-256 yet."""
@@ -461,7 +380,7 @@ class Publisher:
         )
         custom_path = entry.path if entry.path != old_default else None
         custom_title = entry.item.get("title")
-        if custom_title == _title_of(old_source):
+        if custom_title == title_of(old_source):
             custom_title = None
         self._forget(entry)
         self._publish(
@@ -569,27 +488,6 @@ class Publisher:
             self._manifests.update(group, items)
 
 
-@dataclass(frozen=True)
-class _Prepared:
-    """A new file hashed and seeded, waiting to be listed with its batch."""
-
-    group: str
-    item: Item
-    info_hash: str
-    source: Path
-    started: float
-    seed: tuple[BuiltTorrent, Path, list[SourceFile], bytes | None]  # for SeedKeeper.seed_many
-
-
-@dataclass(frozen=True)
-class _Shares:
-    """The share folders of one watcher round: as configured and resolved (symlink_on),
-    and each with its resolved path (resolving them for each of 5,000 files cost 0.15 ms)."""
-
-    roots: list[Path]
-    resolved: list[tuple[Share, Path]]
-
-
 def _literal(path: Path) -> Path:
     """`path` with its folder resolved but not its last name: a file replaced by a
     symbolic link is that file gone, never the link's target."""
@@ -599,17 +497,6 @@ def _literal(path: Path) -> Path:
 def _single(files: Sequence[SourceFile], source: Path) -> bool:
     """True for a single-file item (whole-file hashes in the item, not per file)."""
     return len(files) == 1 and source.is_file()
-
-
-def _checked_path(path: str) -> str:
-    try:
-        return check_relative_path(path)
-    except ManifestError as exc:
-        raise PublishError(f"path {path!r}: {exc}") from None
-
-
-def _title_of(source: Path) -> str:
-    return source.stem if source.is_file() else source.name
 
 
 def _folder_extra(files: Sequence[Any]) -> dict[str, Any]:

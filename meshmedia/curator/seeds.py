@@ -1,22 +1,21 @@
-"""The curator's seeds: `.torrent` files in the state dir and their torrents in the engine.
+"""The curator's seeds: `.torrent` bytes in the state database and their torrents in the engine.
 
 The publisher decides what is published; the keeper makes the engine seed it
-from the right folder, keeps the `.torrent` the HTTP module serves, and lets go
-of a torrent once no catalog entry uses it.
+from the right folder, keeps the `.torrent` the HTTP module serves (table
+`torrents`; a state dir of an older meshmedia has them as files in `torrents/`,
+still read), and lets go of a torrent once no catalog entry uses it.
 """
 
 from __future__ import annotations
 
 import logging
-import os
 import re
-import threading
+import stat
 from collections.abc import Sequence
 from pathlib import Path
 
 from meshmedia.engine import BuiltTorrent, Engine, SourceFile
 from meshmedia.errors import EngineError, PublishError
-from meshmedia.private_files import private_dir, write_private
 from meshmedia.store import Store
 
 log = logging.getLogger(__name__)
@@ -25,12 +24,12 @@ _INFO_HASH = re.compile(r"^[0-9a-f]{40}$")
 
 
 class SeedKeeper:
-    """Seeds published torrents and keeps their `.torrent` files in `torrent_dir`."""
+    """Seeds published torrents and keeps their `.torrent` bytes in the store."""
 
     def __init__(self, torrent_dir: Path, store: Store, engine: Engine) -> None:
-        """Use (and create) `torrent_dir`; `store`'s catalog says which torrents are in use."""
+        """Keep torrents in `store` (whose catalog says which are in use); `torrent_dir`:
+        where an older meshmedia kept them as files, read when the store has none."""
         self.torrent_dir = torrent_dir
-        private_dir(self.torrent_dir)
         self._store = store
         self._engine = engine
 
@@ -38,10 +37,10 @@ class SeedKeeper:
         """The `.torrent` of a published item, or None."""
         if not _INFO_HASH.match(info_hash):
             return None
-        try:
-            return (self.torrent_dir / f"{info_hash}.torrent").read_bytes()
-        except FileNotFoundError:
-            return None
+        kept = self._store.torrent(info_hash)
+        if kept is not None:
+            return kept
+        return _old_torrent_file(self.torrent_dir / f"{info_hash}.torrent")
 
     def seed(
         self,
@@ -57,7 +56,7 @@ class SeedKeeper:
         then does not hash each piece again on its first upload (seed_mode does).
         """
         if self.torrent_bytes(built.info_hash) != built.data:  # missing or damaged
-            _write_without_fsync(self.torrent_dir / f"{built.info_hash}.torrent", built.data)
+            self._store.save_torrents([(built.info_hash, built.data)])
         verified = all(f.fresh for f in files)
         self.ensure_seeding(
             built.info_hash, source, built.data, verified=verified, private_ca=private_ca
@@ -71,6 +70,7 @@ class SeedKeeper:
         refused: dict[str, str] = {}
         held: set[str] = set()
         new: list[tuple[bytes, Path, bool, bytes | None]] = []
+        keep: list[tuple[str, bytes]] = []
         for built, source, files, ca in seeds:
             if self._engine.status(built.info_hash) is not None:
                 held.add(built.info_hash)
@@ -80,8 +80,9 @@ class SeedKeeper:
                     refused[built.info_hash] = str(exc)
                 continue
             if self.torrent_bytes(built.info_hash) != built.data:
-                _write_without_fsync(self.torrent_dir / f"{built.info_hash}.torrent", built.data)
+                keep.append((built.info_hash, built.data))
             new.append((built.data, source.parent, all(f.fresh for f in files), ca))
+        self._store.save_torrents(keep)
         answers = self._engine.add_seeds(new)
         for built, _source, _files, _ca in seeds:
             ih = built.info_hash
@@ -123,13 +124,16 @@ class SeedKeeper:
             return
         if self._engine.status(info_hash) is not None:
             self._engine.remove(info_hash)
-        (self.torrent_dir / f"{info_hash}.torrent").unlink(missing_ok=True)
+        self._store.delete_torrent(info_hash)
+        (self.torrent_dir / f"{info_hash}.torrent").unlink(missing_ok=True)  # an older one's
 
 
-def _write_without_fsync(path: Path, data: bytes) -> None:
-    """Write temp + rename. No fsync: right after a large copy an fsync waits for the
-    disk to write that copy out (0.7 s measured), and a lost `.torrent` is rebuilt
-    from the hash cache when the file is published again (the watcher does at start)."""
-    temp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-    write_private(temp, data)
-    os.replace(temp, path)
+def _old_torrent_file(path: Path) -> bytes | None:
+    """The `.torrent` an older meshmedia kept as a file; None unless a readable regular
+    file (a FIFO there would block the read for ever, a folder or a root-only file raise)."""
+    try:
+        if not stat.S_ISREG(path.lstat().st_mode):
+            return None
+        return path.read_bytes()
+    except OSError:
+        return None

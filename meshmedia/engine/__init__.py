@@ -9,7 +9,14 @@ from __future__ import annotations
 from .building import BuiltTorrent, SourceFile, build_torrent
 from .dht import MAX_DHT_VALUE, DhtItems, MutableItem
 from .session import Engine
-from .snapshots import EngineEvent, EngineSnapshot, EventKind, TorrentState, TorrentStatus
+from .snapshots import (
+    EngineEvent,
+    EngineSnapshot,
+    EngineTally,
+    EventKind,
+    TorrentState,
+    TorrentStatus,
+)
 
 __all__ = [
     "MAX_DHT_VALUE",
@@ -18,6 +25,7 @@ __all__ = [
     "Engine",
     "EngineEvent",
     "EngineSnapshot",
+    "EngineTally",
     "EventKind",
     "MutableItem",
     "SourceFile",

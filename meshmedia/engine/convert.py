@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 import libtorrent as lt
@@ -27,7 +28,10 @@ def hex_of(hashes: Any) -> str:
 
 def status_from_lt(st: Any, *, starting: bool = False) -> TorrentStatus:
     """Copy a libtorrent `torrent_status` into a frozen TorrentStatus. `starting`: the
-    torrent was added paused and is resumed next, so it is not reported paused."""
+    torrent was added paused and is resumed next, so it is not reported paused.
+
+    Its strings are interned: every refresh copies each torrent's info hash, name and
+    save path again, and a curator's seeds share one save path per folder."""
     error = st.errc.message() if st.errc.value() != 0 else None
     if error:
         state = TorrentState.ERROR
@@ -36,8 +40,8 @@ def status_from_lt(st: Any, *, starting: bool = False) -> TorrentStatus:
     else:
         state = _STATES.get(st.state, TorrentState.DOWNLOADING)
     return TorrentStatus(
-        info_hash=hex_of(st.info_hashes),
-        name=st.name,
+        info_hash=sys.intern(hex_of(st.info_hashes)),
+        name=sys.intern(st.name),
         state=state,
         progress=float(st.progress),
         download_rate=int(st.download_payload_rate),
@@ -48,6 +52,6 @@ def status_from_lt(st: Any, *, starting: bool = False) -> TorrentStatus:
         total_wanted=int(st.total_wanted),
         total_download=int(st.total_payload_download),
         total_upload=int(st.total_payload_upload),
-        save_path=st.save_path,
+        save_path=sys.intern(st.save_path),
         error=error,
     )

@@ -34,7 +34,7 @@ from .portmap import PortMapper
 from .resume import ResumeData, file_paths, real_names
 from .schedule import PAUSED
 from .settings import across_homes, is_local_address, peer_class_filter, session_params
-from .snapshots import EngineEvent, EngineSnapshot, TorrentState, TorrentStatus
+from .snapshots import EngineEvent, EngineSnapshot, EngineTally, TorrentState, TorrentStatus
 from .sources import load_torrent, params_for
 from .storage import Storage
 from .table import Role, TorrentTable
@@ -331,6 +331,11 @@ class Engine:
             taken_at=time.time(),
             limits=self._limits,
         )
+
+    def tally(self) -> EngineTally:
+        """Torrents by state, peers and rates summed: a snapshot's figures without its list
+        (no sort, no session call)."""
+        return self._table.tally()
 
     def set_limits(self, upload: int, download: int, window: str | None = None) -> None:
         """Rate limits in bytes/s for every peer (0 = unlimited; PAUSED = -1 moves nothing

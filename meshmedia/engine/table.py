@@ -16,7 +16,7 @@ from typing import Any
 
 from meshmedia.errors import EngineError
 
-from .snapshots import TorrentState, TorrentStatus
+from .snapshots import EngineTally, TorrentState, TorrentStatus
 
 
 class Role(str, Enum):
@@ -143,6 +143,18 @@ class TorrentTable:
         with self._cond:
             return tuple(sorted(self._statuses.values(), key=lambda t: (t.name, t.info_hash)))
 
+    def tally(self) -> EngineTally:
+        """Every torrent's latest status counted by state, with peers and rates summed."""
+        states: dict[str, int] = {}
+        peers = down = up = 0
+        with self._cond:
+            for t in self._statuses.values():
+                states[t.state.value] = states.get(t.state.value, 0) + 1
+                peers += t.num_peers
+                down += t.download_rate
+                up += t.upload_rate
+        return EngineTally(states, peers, down, up)
+
     def renamed(self, ih: str) -> dict[int, str]:
         """The files of the torrent renamed so far, by index (a copy)."""
         with self._cond:
@@ -158,7 +170,10 @@ class TorrentTable:
         with self._cond:
             for status in statuses:
                 if status.info_hash in self._handles:
-                    self._statuses[status.info_hash] = self._adjusted(status)
+                    adjusted = self._adjusted(status)
+                    if adjusted != self._statuses.get(status.info_hash):
+                        # an idle seed's status is posted again unchanged: keep the one held
+                        self._statuses[status.info_hash] = adjusted
                     self._touched.add(status.info_hash)
             self._cond.notify_all()
 

@@ -121,32 +121,28 @@ BLOCK = 16 * 1024  # libtorrent hashes and counts 16 KiB blocks
 
 
 def engine_source(
-    snapshot: Callable[[], Any],
+    tally: Callable[[], Any],
     stats: Callable[[float], Mapping[str, int]],
     hashed: Callable[[], int] | None = None,
 ) -> Source:
     """Torrents by state, peers, rates, payload bytes and bytes hashed of an Engine (its
-    snapshot and libtorrent's session counters, which only grow while the session
+    tally and libtorrent's session counters, which only grow while the session
     lives); `hashed`: the bytes the publisher read to hash, on a curator."""
 
     def collect() -> Iterator[Metric]:
-        snap = snapshot()
+        now = tally()
         states = GaugeMetricFamily("meshmedia_torrents", "Torrents by state.", labels=["state"])
-        counts = dict.fromkeys(TORRENT_STATES, 0)
-        for torrent in snap.torrents:
-            counts[str(torrent.state.value)] = counts.get(str(torrent.state.value), 0) + 1
-        for state, count in counts.items():
+        for state, count in {**dict.fromkeys(TORRENT_STATES, 0), **now.states}.items():
             states.add_metric([state], count)
         yield states
         yield GaugeMetricFamily(
-            "meshmedia_peers", "Peers connected, over every torrent.",
-            value=sum(t.num_peers for t in snap.torrents),
-        )  # fmt: skip
+            "meshmedia_peers", "Peers connected, over every torrent.", value=now.num_peers
+        )
         rate = GaugeMetricFamily(
             "meshmedia_rate_bytes_per_second", "Payload rate.", labels=["direction"]
         )
-        rate.add_metric(["down"], snap.download_rate)
-        rate.add_metric(["up"], snap.upload_rate)
+        rate.add_metric(["down"], now.download_rate)
+        rate.add_metric(["up"], now.upload_rate)
         yield rate
         try:
             counters = stats(STATS_TIMEOUT)

@@ -164,6 +164,24 @@ class Store:
         """Forget one torrent's resume data."""
         self.execute("DELETE FROM resume WHERE info_hash = ?", (info_hash,))
 
+    # -- torrents (curator) ------------------------------------------------
+    def torrent(self, info_hash: str) -> bytes | None:
+        """The `.torrent` bytes kept for `info_hash`, or None."""
+        rows = self.execute("SELECT data FROM torrents WHERE info_hash = ?", (info_hash,))
+        # Anything but a blob is a damaged row: missing, so the torrent is written again
+        # (bytes() of an integer row gave that many zero bytes).
+        return bytes(rows[0][0]) if rows and isinstance(rows[0][0], bytes) else None
+
+    def save_torrents(self, torrents: list[tuple[str, bytes]]) -> None:
+        """Keep (replace) the `.torrent` of each (info hash, bytes), in one transaction."""
+        with self.transaction() as db:
+            db.executemany("INSERT OR REPLACE INTO torrents (info_hash, data) VALUES (?, ?)",
+                           torrents)  # fmt: skip
+
+    def delete_torrent(self, info_hash: str) -> None:
+        """Forget the `.torrent` of `info_hash`."""
+        self.execute("DELETE FROM torrents WHERE info_hash = ?", (info_hash,))
+
     # -- hash cache --------------------------------------------------------
     def cached_hashes(
         self, dev: int, ino: int, size: int, mtime_ns: int, piece_size: int
@@ -314,9 +332,19 @@ class Store:
             )
         ]
 
-    def client_item_paths(self) -> list[tuple[str, str]]:
-        """(url, path) of every client item, without decoding the items."""
-        return [(u, p) for u, p in self.execute("SELECT url, path FROM client_items")]
+    def client_items_at(self, url: str, paths: list[str]) -> list[ClientItem]:
+        """The items of `url` at `paths` (those that have a row), by one statement."""
+        where = " WHERE url = ? AND path IN (SELECT value FROM json_each(?))"
+        rows = self.execute(_SELECT_CLIENT_ITEMS + where, (url, json.dumps(paths)))
+        return [_client_item(row) for row in rows]
+
+    def client_item_paths(self, but: str | None = None) -> list[tuple[str, str]]:
+        """(url, path) of every client item (but those of the URL `but`), without
+        decoding the items."""
+        if but is None:
+            return [(u, p) for u, p in self.execute("SELECT url, path FROM client_items")]
+        sql = "SELECT url, path FROM client_items WHERE url != ?"
+        return [(u, p) for u, p in self.execute(sql, (but,))]
 
     def client_items_with_hash(
         self, info_hash: str, states: tuple[ItemState, ...] = tuple(ItemState)

@@ -8,6 +8,7 @@ import os
 import re
 import shutil
 import stat
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -21,9 +22,11 @@ from meshmedia.client.placement import (
     incomplete_dir,
     is_disk_full,
     link_for_adoption,
+    make_dirs,
     matches,
     move_aside,
     record_of,
+    refuse_links,
     remove_tree,
     space_problem,
     staging_dir,
@@ -366,3 +369,113 @@ def test_space_problem_makes_a_missing_download_dir_0755_whatever_the_umask(
     finally:
         os.umask(before)
     assert stat.S_IMODE(media.stat().st_mode) == 0o755
+
+
+def test_matches_a_path_through_a_file_is_no_match(tmp_path: Path) -> None:
+    """lstat fails with another error than "not found" (ENOTDIR): still no match."""
+    digest = sha(random_file(tmp_path / "a.mkv", 10))
+    assert matches(tmp_path / "a.mkv" / "x.mkv", 10, digest, None) is False
+    assert matches(tmp_path / ("n" * 300), 10, digest, None) is False  # ENAMETOOLONG
+
+
+def test_make_dirs_refuses_a_file_in_the_way_at_any_depth(tmp_path: Path) -> None:
+    random_file(tmp_path / "media" / "a" / "b", 1)
+    for rel in ("a/b", "a/b/c"):
+        where = tmp_path / "media" / rel
+        reason = f"cannot create {where}: 'b' is a symlink or not a folder (Not a directory)"
+        with pytest.raises(ManifestError, match=f"^{re.escape(reason)}$"):
+            make_dirs(tmp_path / "media", rel)
+    assert (tmp_path / "media" / "a" / "b").is_file()
+
+
+def test_make_dirs_creates_a_missing_nested_root_0755_whatever_the_umask(tmp_path: Path) -> None:
+    root = tmp_path / "new" / "deeper" / "media"
+    before = os.umask(0)
+    try:
+        assert make_dirs(root, "Show/S1") == root / "Show/S1"
+    finally:
+        os.umask(before)
+    for folder in (root, root / "Show", root / "Show" / "S1"):
+        assert stat.S_IMODE(folder.stat().st_mode) == 0o755, folder
+
+
+def test_remove_tree_deletes_what_it_can_and_never_raises(tmp_path: Path) -> None:
+    """A file that cannot be deleted (an immutable folder: EPERM even for root) is left,
+    the rest goes, and the caller (discarding a staging folder) goes on."""
+    stuck = tmp_path / "d" / "stuck"
+    random_file(stuck / "f", 1)
+    random_file(tmp_path / "d" / "other" / "g", 1)
+    if subprocess.run(["chattr", "+i", stuck], capture_output=True, check=False).returncode:
+        pytest.skip("chattr +i is not possible here")
+    try:
+        remove_tree(tmp_path / "d")
+        assert (stuck / "f").exists()
+        assert not (tmp_path / "d" / "other").exists()
+    finally:
+        subprocess.run(["chattr", "-i", stuck], check=True)
+
+
+def test_make_dirs_keeps_the_staging_folder_private_whatever_the_umask(tmp_path: Path) -> None:
+    """Everything under `.meshmedia` (any case: exFAT) is 0700, one made 0655 before too
+    (any bit for others or the group is tightened); a `.meshmedia` below the top is a
+    media folder like any other."""
+    root = tmp_path / "media"
+    (root / ".MeshMedia" / "old").mkdir(parents=True)
+    os.chmod(root / ".MeshMedia" / "old", 0o655)
+    before = os.umask(0)
+    try:
+        make_dirs(root, ".meshmedia/incomplete/" + "ab" * 20)
+        make_dirs(root, ".MeshMedia/old/x")
+        make_dirs(root, "Show/.meshmedia")
+    finally:
+        os.umask(before)
+    private = [".meshmedia", ".meshmedia/incomplete", ".meshmedia/incomplete/" + "ab" * 20]
+    private += [".MeshMedia", ".MeshMedia/old", ".MeshMedia/old/x"]
+    for rel in private:
+        assert stat.S_IMODE((root / rel).stat().st_mode) == 0o700, rel
+    for rel in ("Show", "Show/.meshmedia"):
+        assert stat.S_IMODE((root / rel).stat().st_mode) == 0o755, rel
+
+
+def test_unsafe_names_checks_the_part_placed_below_the_item_on_its_own() -> None:
+    """`Show/C:x.mkv` is a fine path, but what is placed is `<item>/C:x.mkv`: its rest
+    starts with a drive letter, at any depth of the name; a pad file stops nothing."""
+    for name in ("Show/C:x.mkv", "Show/C:x/y.mkv"):
+        got = unsafe_names([entry(name)])
+        assert got == f"the torrent names a file {name!r}: path starts with a drive letter"
+    after_a_pad = unsafe_names([entry("a/b.mkv"), entry("a/p", pad=True), entry("a/../x")])
+    assert after_a_pad == "the torrent names a file 'a/../x': path has a '..' segment"
+
+
+def test_torrents_that_cannot_be_placed_are_refused_word_for_word(tmp_path: Path) -> None:
+    final = tmp_path / "Final"
+    cases: list[tuple[list[tuple[int, str, int]], str]] = [
+        ([], "the torrent has no files"),
+        ([(0, "a", 1), (1, "b", 1)], "the torrent has several files but no folder"),
+        (
+            [(0, "Show/a", 1), (1, "b", 1)],
+            "the torrent's file 'b' cannot be placed: it lies outside the torrent's folder",
+        ),
+    ]
+    for files, message in cases:
+        with pytest.raises(ManifestError) as caught:
+            targets_for(files, final)
+        assert str(caught.value) == message
+
+
+def test_final_path_refuses_anything_below_the_staging_folder(tmp_path: Path) -> None:
+    for path in (".meshmedia", ".meshmedia/x.mkv", ".MeshMedia/incomplete/x.mkv"):
+        with pytest.raises(ManifestError) as caught:
+            final_path(tmp_path, path)
+        assert str(caught.value) == f"path {path!r} lies in the staging folder .meshmedia"
+
+
+def test_refuse_links_names_what_is_in_the_way_word_for_word(tmp_path: Path) -> None:
+    random_file(tmp_path / "a", 1)
+    with pytest.raises(ManifestError) as caught:
+        refuse_links(tmp_path, "a/b")
+    assert str(caught.value) == f"{tmp_path / 'a'} is in the way: it is not a folder"
+    long = "n" * 300  # lstat: ENAMETOOLONG, neither found nor missing
+    with pytest.raises(ManifestError) as caught:
+        refuse_links(tmp_path, long)
+    assert str(caught.value) == f"cannot look at {tmp_path / long}: File name too long"

@@ -3,11 +3,14 @@ file made publishing 5,000 files O(N^2) (each version copied and served every it
 
 from __future__ import annotations
 
+import sqlite3
 from pathlib import Path
+
+import pytest
 
 from meshmedia.curator import Publisher
 from meshmedia.engine import Engine
-from meshmedia.manifest import ManifestStore
+from meshmedia.manifest import Item, ManifestStore
 from meshmedia.store import Store
 from tests.helpers import make_config, random_file
 
@@ -35,4 +38,81 @@ def test_a_round_of_40_files_is_listed_in_a_few_versions(tmp_path: Path) -> None
             i.info_hash for i in manifest.items
         }
         assert set(publisher.published()) == {p.resolve() for p in [share / "Show", *files, clash]}
+        manifests.close()
+
+
+def test_a_long_round_lists_its_batches_ever_further_apart(tmp_path: Path) -> None:
+    """Batches 0.25 s, then 0.5, 1 and 2 s apart (at most): a 5,000-file burst made 24
+    versions in 8 s, each fetched and parsed whole by every client."""
+    config = make_config(tmp_path, "curator")
+    share = config.shares[0].path
+    files = [random_file(share / "d" / f"{k:03d}.jpg", 1_000 + k) for k in range(121)]
+    now = [0.0]
+
+    def clock() -> float:  # each look: 50 ms later (about one look a file)
+        now[0] += 0.05
+        return now[0]
+
+    with Store.in_state_dir(config.state_dir) as store, Engine(config, store) as engine:
+        manifests = ManifestStore(config.state_dir / "manifests")
+        publisher = Publisher(config, store, engine, manifests, clock=clock)
+        publisher.publish_many([(p, None) for p in files])
+        manifest = manifests.get("default")
+        assert len(manifest.items) == 121
+        # the first, then ~6 s of looks: 0.25 + 0.5 + 1 + 2 + 2 (+ the rest); 25 at 0.25 s
+        assert manifest.version <= 8, manifest.version
+        manifests.close()
+
+
+def test_a_batch_that_cannot_be_kept_is_listed_file_by_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A `.torrent` row that cannot be written (disk full) fails one batch: its files go
+    one by one, and the round goes on (review 7: the sqlite3 error ended the round)."""
+    config = make_config(tmp_path, "curator")
+    share = config.shares[0].path
+    files = [random_file(share / f"{k}.jpg", 10_000 + k) for k in range(5)]
+    real, calls = Store.save_torrents, []
+
+    def full_once(self: Store, rows: list[tuple[str, bytes]]) -> None:
+        calls.append(len(rows))
+        if len(rows) > 1 and calls.count(len(rows)) == 1:  # the first batch's
+            raise sqlite3.OperationalError("database or disk is full")
+        real(self, rows)
+
+    monkeypatch.setattr(Store, "save_torrents", full_once)
+    with Store.in_state_dir(config.state_dir) as store, Engine(config, store) as engine:
+        manifests = ManifestStore(config.state_dir / "manifests")
+        publisher = Publisher(config, store, engine, manifests)
+        publisher.publish_many([(p, None) for p in files])
+        assert sorted(i.path for i in manifests.get("default").items) == [
+            f"{k}.jpg" for k in range(5)
+        ]
+        assert {e.path for e in store.catalog()} == {f"{k}.jpg" for k in range(5)}
+        manifests.close()
+
+
+def test_what_a_round_has_ready_is_listed_before_a_large_file(tmp_path: Path) -> None:
+    """A large file (a first pass, its SHA-256 later) or a folder may take minutes: the
+    small files hashed before it are listed first (review 7: they waited for it)."""
+    config = make_config(tmp_path, "curator")
+    share = config.shares[0].path
+    small = [random_file(share / f"{k}.jpg", 10_000 + k) for k in range(3)]
+    large = random_file(share / "large.mkv", 300_000)
+    with Store.in_state_dir(config.state_dir) as store, Engine(config, store) as engine:
+        manifests = ManifestStore(config.state_dir / "manifests")
+        publisher = Publisher(config, store, engine, manifests)
+        publisher.first_pass_min = 200_000
+        updates: list[list[str]] = []
+        real = manifests.update
+
+        def spy(group: str, items: list[Item], *gone: object) -> object:
+            updates.append([i.path for i in items])
+            return real(group, items, *gone)
+
+        manifests.update = spy  # type: ignore[method-assign]
+        publisher.publish_many([(p, None) for p in [*small, large]])
+        assert updates[:3] == [["0.jpg"], ["1.jpg", "2.jpg"], ["large.mkv"]], updates
+        listed = {i.path: i for i in manifests.get("default").items}
+        assert set(listed) == {"0.jpg", "1.jpg", "2.jpg", "large.mkv"}
         manifests.close()

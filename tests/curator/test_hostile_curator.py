@@ -485,8 +485,7 @@ def test_state_dirs_are_private_under_umask_000(tmp_path: Path, stop_later: list
     assert "state.db" in modes(client.base / "state")  # its -wal and -shm left with it
     served = modes(curator.base / "state")  # still running: SQLite's -wal and -shm are there
     assert {"state.db", "state.db-wal", "state.db-shm", "token", "signing.key"} <= set(served)
-    assert {"signing.pub", "manifests", "manifests/default.json", "torrents"} <= set(served)
-    assert any(p.startswith("torrents/") and p.endswith(".torrent") for p in served)
+    assert {"signing.pub", "manifests", "manifests/default.json"} <= set(served)
 
 
 def test_an_open_state_dir_is_tightened_at_start(

@@ -18,6 +18,7 @@ from meshmedia.engine import Engine, TorrentState
 from meshmedia.errors import PublishError
 from meshmedia.manifest import ManifestStore
 from meshmedia.store import Store
+from meshmedia.torrentinfo import read_torrent
 from tests.helpers import free_port, make_config, random_file, run_meshmedia
 
 TIMEOUT = 60
@@ -96,7 +97,7 @@ def test_published_file_and_folder_download_byte_identical(
             assert info_hash is not None
             torrent = curator.publisher.torrent_bytes(info_hash)
             assert torrent is not None
-            assert (curator.config.state_dir / "torrents" / f"{info_hash}.torrent").exists()
+            assert curator.store.torrent(info_hash) == torrent  # kept in the state database
             hashes.append(client.engine.add_download(torrent, dest, [("127.0.0.1", port)]))
         for info_hash in hashes:
             client.engine.wait_until(info_hash, TorrentState.SEEDING, TIMEOUT)
@@ -105,6 +106,57 @@ def test_published_file_and_folder_download_byte_identical(
     assert (dest / movie.name).read_bytes() == movie.read_bytes()
     for name in ("s01/e01.mkv", "s01/e02.mkv", "notes.txt"):
         assert (dest / "Show" / name).read_bytes() == (show / name).read_bytes()
+
+
+def test_a_torrent_file_left_by_an_older_meshmedia_is_served_and_released(
+    tmp_path: Path,
+) -> None:
+    """Torrents are kept in the state database; a state dir from before has them as files
+    in `torrents/`: still served and seeded, and deleted once unpublished."""
+    config = make_config(tmp_path, "curator")
+    path = random_file(config.shares[0].path / "film.mkv", 300_000, seed=9)
+    with running(config) as curator:
+        info_hash = curator.publisher.publish(path).info_hash or ""
+        data = curator.store.torrent(info_hash)
+        assert data is not None
+        assert not (config.state_dir / "torrents").exists()
+        curator.store.delete_torrent(info_hash)
+    legacy = config.state_dir / "torrents" / f"{info_hash}.torrent"
+    legacy.parent.mkdir()
+    legacy.write_bytes(data)
+    with running(config) as curator:
+        assert curator.publisher.torrent_bytes(info_hash) == data
+        assert curator.engine.status(info_hash) is not None
+        curator.publisher.unpublish(path)
+        assert curator.publisher.torrent_bytes(info_hash) is None
+    assert not legacy.exists()
+
+
+@pytest.mark.parametrize("damage", ["integer-row", "text-row", "fifo", "folder"])
+def test_a_damaged_torrent_row_or_old_file_is_rewritten_not_served(
+    tmp_path: Path, damage: str
+) -> None:
+    """A row that is not a blob, or a FIFO or folder where an older meshmedia kept the
+    file, is no torrent: not served (an integer row gave that many zero bytes, a FIFO
+    blocked the read for ever), and publishing writes the torrent again (review 7)."""
+    config = make_config(tmp_path, "curator")
+    path = random_file(config.shares[0].path / "film.mkv", 300_000, seed=9)
+    with running(config) as curator:
+        info_hash = curator.publisher.publish(path).info_hash or ""
+        data = curator.store.torrent(info_hash)
+        assert data is not None
+        if damage.endswith("-row"):
+            value: object = 100_000_000 if damage == "integer-row" else "d4:infoe"
+            curator.store.execute("UPDATE torrents SET data = ? WHERE info_hash = ?",
+                                  (value, info_hash))  # fmt: skip
+        else:
+            curator.store.delete_torrent(info_hash)
+            legacy = config.state_dir / "torrents" / f"{info_hash}.torrent"
+            legacy.parent.mkdir()
+            os.mkfifo(legacy) if damage == "fifo" else legacy.mkdir()
+        assert curator.publisher.torrent_bytes(info_hash) is None
+        curator.publisher.publish(path)
+        assert curator.publisher.torrent_bytes(info_hash) == data
 
 
 def test_cache_and_catalog_avoid_rehashing(tmp_path: Path) -> None:
@@ -121,10 +173,12 @@ def test_cache_and_catalog_avoid_rehashing(tmp_path: Path) -> None:
     with running(config) as curator:  # a restart
         assert curator.publisher.published() == [path]
         assert curator.engine.status(first.info_hash or "") is not None
-        torrent_file = config.state_dir / "torrents" / f"{first.info_hash}.torrent"
-        torrent_file.unlink()  # a lost .torrent is rebuilt from the hash cache
+        curator.store.delete_torrent(first.info_hash or "")  # lost: rebuilt from the hash cache
         assert curator.publisher.publish(path) == first
-        assert curator.publisher.torrent_bytes(first.info_hash or "") == torrent_file.read_bytes()
+        rebuilt = curator.store.torrent(first.info_hash or "")
+        assert rebuilt is not None  # its creation date may differ, not its info hash
+        assert read_torrent(rebuilt).info_hash == first.info_hash
+        assert curator.publisher.torrent_bytes(first.info_hash or "") == rebuilt
         moved = path.parent.parent / "b" / "film.mkv"
         moved.parent.mkdir()
         path.rename(moved)

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from watchdog.events import FileModifiedEvent
 
 from meshmedia.config import Share
 from meshmedia.curator import Publisher, Watcher
@@ -727,3 +728,22 @@ def test_a_published_file_opened_for_writing_and_closed_unwritten_is_looked_at_a
         assert pub.calls[-1] == ("publish", "a.mkv", "family")
     finally:
         watcher.close()
+
+
+def test_modify_events_within_the_follow_interval_follow_once(
+    tmp_path: Path, share: Path, pub: RecordingPublisher, clock: FakeClock
+) -> None:
+    """Each modify event is handled as it comes (the worker's own path, called here in
+    order: inotify merges repeated unread events, so writes cannot show the throttle)."""
+    config = make_config(tmp_path, shares=(Share("family", share),))
+    watcher = Watcher(config, pub, clock=clock)  # not started: no thread, no observer
+    family = config.shares[0]
+    path = share / "growing.mkv"
+    path.write_bytes(b"g" * 10)
+    for _ in range(3):
+        watcher._on_event(family, FileModifiedEvent(str(path)))
+    assert pub.names("follow") == ["growing.mkv"]
+    clock.now += 0.5  # the follow interval
+    for _ in range(3):
+        watcher._on_event(family, FileModifiedEvent(str(path)))
+    assert pub.names("follow") == ["growing.mkv", "growing.mkv"]

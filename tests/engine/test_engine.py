@@ -86,6 +86,30 @@ def test_verified_seed_serves_without_hashing(tmp_path: Path, payload: Any) -> N
         assert seeder.stats()["disk.disk_hash_time"] == 0
 
 
+def test_the_tally_counts_what_a_snapshot_lists(tmp_path: Path) -> None:
+    """/metrics reads the tally (no sorted list of every status): the same figures."""
+    files = [random_file(tmp_path / "src" / f"f{k}.bin", 100_000 + k) for k in range(3)]
+    with engine(tmp_path, "seed") as seeder:
+        assert seeder.tally().states == {}
+        for path in files:
+            seeder.add_seed(make_torrent(path), path.parent, verified=True)
+        wait_for(lambda: seeder.tally().states == {"seeding": 3}, 30)
+        snap, tally = seeder.snapshot(), seeder.tally()
+        assert tally.num_peers == sum(t.num_peers for t in snap.torrents) == 0
+        assert (tally.download_rate, tally.upload_rate) == (snap.download_rate, snap.upload_rate)
+
+
+def test_seeds_in_one_folder_share_their_save_path_string(tmp_path: Path) -> None:
+    """A curator's statuses hold one save path per folder, not one copy per seed."""
+    files = [random_file(tmp_path / "src" / f"clip{k}.mkv", 100_000, seed=k) for k in range(2)]
+    with engine(tmp_path, "seed") as seeder:
+        hashes = [seeder.add_seed(make_torrent(f), f.parent, verified=True) for f in files]
+        statuses = [seeder.wait_until(ih, TorrentState.SEEDING, timeout=60) for ih in hashes]
+        first, second = statuses
+        assert first.save_path == second.save_path == str(tmp_path / "src")
+        assert first.save_path is second.save_path
+
+
 def test_waiting_for_a_download_does_not_spin(tmp_path: Path) -> None:
     """wait_until used to post a status request on every wake-up, and every answer
     woke it again: hundreds of state updates a second, for as long as it waited.

@@ -48,3 +48,18 @@ def test_idle_seeds_are_asked_for_every_idle_interval_and_busy_torrents_every_ti
     assert ticks(5.0) == 10  # a magnet fetching its metadata is busy
     table.forget(other)
     assert not table.busy()
+
+
+def test_an_unchanged_status_keeps_the_one_held() -> None:
+    """Every 5 s libtorrent posts the statuses of idle seeds again, unchanged: the table
+    keeps one object per torrent instead of a new one each time (5,000 seeds)."""
+    table = TorrentTable()
+    ih = "ab" * 20
+    table.track(ih, object(), Role.SEED, _status(ih, TorrentState.SEEDING), complete=True)
+    held = table.status(ih)
+    table.update([_status(ih, TorrentState.SEEDING)])  # equal, another object
+    assert table.status(ih) is held
+    assert table.take_touched() == {ih: table.handle(ih)}  # still asked about resume data
+    table.update([_status(ih, TorrentState.SEEDING, rate=5000)])
+    assert table.status(ih) != held
+    assert not hasattr(held, "__dict__")  # slots: no dict per status

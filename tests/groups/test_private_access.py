@@ -184,7 +184,8 @@ def test_join_refuses_bad_bodies_and_slows_down_guessing(curator: Curator, outsi
         f"http://{outside}:{curator.server.port}/join", json={"secret": "ab" * 16}, timeout=10
     )
     assert plain.status_code == 400
-    assert "needs https" in plain.json()["error"]
+    reason = "POST /join needs https: the secret must not cross the network in clear"
+    assert plain.json()["error"] == reason
     state_dir = curator.config.state_dir
     with Registry(state_dir) as registry:
         secret, _ = registry.create_invite("family", "cousin", dt.timedelta(days=1))

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import socket
+import threading
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
 
 import pytest
 import requests
@@ -14,13 +19,16 @@ from meshmedia import __version__
 from meshmedia.bounded import MAX_DEPTH
 from meshmedia.curator import Publisher
 from meshmedia.engine import Engine
-from meshmedia.http import Limits, ManifestServer
+from meshmedia.groups.authority import make_csr, new_member_key
+from meshmedia.groups.registry import CREDENTIAL_HEADER, Registry
+from meshmedia.http import Limits, ManifestServer, routes
 from meshmedia.http.messages import HttpError
 from meshmedia.http.metrics import Metrics
-from meshmedia.http.routes import MAX_BODY, MAX_WAIT, parse_json_body, route_label
-from meshmedia.manifest import ManifestStore
+from meshmedia.http.routes import MAX_BODY, MAX_WAIT, JoinFailures, parse_json_body, route_label
+from meshmedia.manifest import Item, ManifestStore
 from meshmedia.store import Store
-from tests.helpers import make_config, random_file
+from tests.groups.conftest import outside_address
+from tests.helpers import make_config, random_file, wait_for
 
 
 def nested(depth: int, inner: str = "") -> str:
@@ -101,7 +109,7 @@ def test_post_bodies_are_checked_before_the_items(server: ManifestServer) -> Non
         assert answer.status_code == status, (body, answer.text)
         assert reason in answer.json()["error"], answer.text
     answer = requests.post(f"{url}?replace=yes", json={"items": []}, headers=auth, timeout=30)
-    assert answer.json()["error"] == "replace must be 1 or 0"
+    assert error_of(answer, 400) == "replace must be 1 or 0"
     for mode in ("0", "1", "false", "true"):
         answer = requests.post(
             f"{url}?replace={mode}", json={"items": []}, headers=auth, timeout=30
@@ -244,8 +252,8 @@ def test_rejected_items_are_counted_and_named(server: ManifestServer) -> None:
         f"{server.url}/manifest/default.json", json={"items": items}, headers=AUTH, timeout=30
     )
     reason = error_of(answer, 400)
-    assert reason.startswith("22 of 23 items are not valid: item 1 (../up0.mkv): ")
-    assert reason.count("; ") == 19  # the first 20 in the reason
+    named = (f"item {n} (../up{n - 1}.mkv): path has a '..' segment" for n in range(1, 21))
+    assert reason == "22 of 23 items are not valid: " + "; ".join(named)  # the first 20
     assert len(answer.json()["rejected"]) == 22  # all of them in the list
 
 
@@ -281,6 +289,19 @@ def test_a_listed_but_unplaceable_manifest_is_400(server: ManifestServer) -> Non
         f"{server.url}/manifest/default.json", json={"items": items}, headers=AUTH, timeout=30
     )
     assert "Show" in error_of(answer, 400)
+
+
+def test_an_item_nesting_with_a_listed_one_is_refused_by_the_store_as_400(
+    server: ManifestServer,
+) -> None:
+    url = f"{server.url}/manifest/default.json"
+    listed = requests.post(url, json={"items": [entry("Show")]}, headers=AUTH, timeout=30)
+    assert listed.status_code == 200, listed.text
+    inside = requests.post(url, json={"items": [entry("Show/e1.mkv")]}, headers=AUTH, timeout=30)
+    assert error_of(inside, 400) == (
+        "item 'Show/e1.mkv' overlaps item 'Show': one would be a folder holding the other, "
+        "and no client can place both; remove one first"
+    )
 
 
 @pytest.mark.parametrize(
@@ -394,12 +415,27 @@ def seeding(tmp_path: Path) -> Iterator[ManifestServer]:
             manifests = ManifestStore(config.state_dir / "manifests")
             publisher = Publisher(config, store, engine, manifests)
             try:
-                with ManifestServer(config, manifests, publisher, engine.snapshot, "t") as srv:
+                args = (config, manifests, publisher, engine.snapshot, "t")
+                with ManifestServer(*args, advertised=lambda: [ADVERTISED]) as srv:
                     yield srv
             finally:
                 publisher.close()
     finally:
         store.close()
+
+
+ADVERTISED = "http://192.0.2.1:5000"
+
+
+def test_status_is_the_engines_snapshot_and_where_others_reach_the_server(
+    seeding: ManifestServer,
+) -> None:
+    status = requests.get(f"{seeding.url}/status", timeout=30)
+    assert status.status_code == 200, status.text
+    doc = status.json()
+    assert doc["advertised_http"] == [ADVERTISED]
+    assert set(doc) - {"advertised_http"}, doc  # the snapshot's own fields are there too
+    assert requests.get(f"{seeding.url}/identity", timeout=30).json() == {"signing_key": None}
 
 
 def seed(server: ManifestServer, body: object) -> requests.Response:
@@ -446,3 +482,364 @@ def test_seed_publishes_into_the_group_asked_for(seeding: ManifestServer) -> Non
     info_hash = answer.json()["magnet"].split("urn:btih:")[1][:40].lower()
     torrent = requests.get(f"{seeding.url}/torrents/{info_hash}.torrent", timeout=30)
     assert torrent.headers["Cache-Control"] == "max-age=86400"
+
+
+# -- members: POST /join, POST /members/report, GET /members (in-process, on loopback) --
+@dataclass
+class Members:
+    """A manifest-only server with a registry, a signing key and a swarm-peers hook."""
+
+    server: ManifestServer
+    registry: Registry
+    asked: list[str | None]
+
+    def invite(self, name: str | None = "aunt", days: float = 1) -> str:
+        secret, _ = self.registry.create_invite("family", name, dt.timedelta(days=days))
+        return secret.hex()
+
+    def join(self, secret: str, headers: dict[str, str] | None = None) -> requests.Response:
+        csr = make_csr(new_member_key()).decode()
+        body = {"secret": secret, "csr": csr}
+        return requests.post(f"{self.server.url}/join", json=body, headers=headers, timeout=30)
+
+
+@pytest.fixture
+def members(tmp_path: Path) -> Iterator[Members]:
+    config = make_config(tmp_path, port=0, public=())
+    asked: list[str | None] = []
+
+    def peers(host: str | None) -> list[str]:
+        asked.append(host)
+        return [f"{host}:6881"] if host else []
+
+    manifests = ManifestStore(tmp_path / "m")
+    manifests.upsert("family", [Item("Film", f"magnet:?xt=urn:btih:{IH}", "Film/f.mkv")])
+    with Registry(config.state_dir) as registry:
+        args = (config, manifests, None, None, "t")
+        hooks = {"registry": registry, "signing_key": "ab" * 32, "swarm_peers": peers}
+        with ManifestServer(*args, **hooks) as server:  # type: ignore[arg-type]
+            yield Members(server, registry, asked)
+
+
+def test_a_join_answers_the_membership_and_the_peers_for_the_host_asked(
+    members: Members,
+) -> None:
+    identity = requests.get(f"{members.server.url}/identity", timeout=30)
+    assert identity.json() == {"signing_key": "ab" * 32}
+    answer = members.join(members.invite())
+    assert answer.status_code == 200, answer.text
+    got = answer.json()
+    assert set(got) == {
+        "member_id", "name", "group", "credential", "certificate", "ca", "signing_key",
+        "manifest", "dht", "peers",
+    }  # fmt: skip
+    assert (got["name"], got["group"], got["signing_key"]) == ("aunt", "family", "ab" * 32)
+    assert got["manifest"] == "/manifest/family.json"
+    assert got["peers"] == ["127.0.0.1:6881"]  # requests' Host is 127.0.0.1:<port>
+    (member,) = members.registry.members()
+    assert member.member_id == got["member_id"]
+    assert members.registry.member_of(got["credential"]) == member
+
+
+@pytest.mark.parametrize(
+    ("host", "asked"),
+    [
+        ("localhost", "127.0.0.1"),
+        ("LocalHost:5000", "127.0.0.1"),
+        ("192.0.2.7:5000", "192.0.2.7"),
+        ("192.0.2.7", "192.0.2.7"),
+        ("[fd00::5]:5000", "fd00::5"),
+        ("[::1]", "::1"),
+    ],
+)
+def test_a_joins_peers_are_for_the_address_the_client_reached(
+    members: Members, host: str, asked: str
+) -> None:
+    answer = members.join(members.invite(), {"Host": host})
+    assert answer.status_code == 200, answer.text
+    assert members.asked == [asked]
+    assert answer.json()["peers"] == [f"{asked}:6881"]
+
+
+def test_a_join_without_a_host_header_asks_for_no_host(members: Members) -> None:
+    """HTTP/1.0 without Host: the hook is asked for None (its own addresses)."""
+    body = json.dumps({"secret": members.invite(), "csr": make_csr(new_member_key()).decode()})
+    head = f"POST /join HTTP/1.0\r\nContent-Type: application/json\r\nContent-Length: {len(body)}"
+    data = b""
+    with socket.create_connection(("127.0.0.1", members.server.port), timeout=30) as sock:
+        sock.sendall(f"{head}\r\n\r\n{body}".encode())
+        while chunk := sock.recv(65536):
+            data += chunk
+    status, _, rest = data.partition(b"\r\n")
+    assert status.split()[1] == b"200", data
+    assert json.loads(rest.partition(b"\r\n\r\n")[2])["peers"] == []
+    assert members.asked == [None]
+
+
+def test_join_refusals_have_their_exact_reasons(members: Members) -> None:
+    used = members.invite()
+    assert members.join(used).status_code == 200
+    cases: list[tuple[str, int, str]] = [
+        ("ab" * 16, 404, "unknown invite code"),
+        (members.invite(days=-1), 410, "this invite code expired on "),
+        (used, 409, "this invite code was already used on "),
+    ]
+    for secret, status, reason in cases:
+        assert error_of(members.join(secret), status).startswith(reason), secret
+    bad_csr = requests.post(
+        f"{members.server.url}/join", json={"secret": members.invite(), "csr": "x"}, timeout=30
+    )
+    assert "not a certificate signing request" in error_of(bad_csr, 400)
+
+
+def test_ten_unknown_codes_a_minute_block_the_address_and_nothing_else_counts(
+    members: Members,
+) -> None:
+    for _ in range(9):
+        assert error_of(members.join("ab" * 16), 404) == "unknown invite code"
+    used = members.invite()
+    assert members.join(used).status_code == 200
+    for _ in range(3):  # a used code, an expired one, a bad CSR: not guesses
+        assert members.join(used).status_code == 409
+        assert members.join(members.invite(days=-1)).status_code == 410
+        bad = {"secret": members.invite(), "csr": "x"}
+        assert requests.post(f"{members.server.url}/join", json=bad, timeout=30).status_code == 400
+    assert members.join("ab" * 16).status_code == 404  # the tenth
+    blocked = members.join(members.invite())  # even a good code, now
+    reason = "too many unknown invite codes; retry in a minute"
+    assert error_of(blocked, 429) == reason
+    assert blocked.headers["Retry-After"] == "60"
+
+
+def test_join_failures_are_counted_per_address_within_a_bounded_table() -> None:
+    failures = JoinFailures(per_minute=2)
+    assert not failures.blocked("192.0.2.1")
+    failures.failed("192.0.2.1")
+    assert not failures.blocked("192.0.2.1")
+    failures.failed("192.0.2.1")
+    assert failures.blocked("192.0.2.1")
+    assert not failures.blocked("192.0.2.2")
+    for n in range(4096):
+        failures.failed(f"10.0.{n // 256}.{n % 256}")
+    assert failures.blocked("192.0.2.1")  # 4,097 sources: not over the bound yet
+    failures.failed("10.1.0.0")  # over it: the table starts again
+    assert not failures.blocked("192.0.2.1")
+    assert JoinFailures().per_minute == 10
+
+
+def test_join_failures_count_for_one_minute(monkeypatch: pytest.MonkeyPatch) -> None:
+    """On routes' own clock (set by hand, never waited for): a failure blocks for 60 s
+    and no longer."""
+    now = [1000.0]
+    monkeypatch.setattr(routes, "time", SimpleNamespace(monotonic=lambda: now[0]))
+    failures = JoinFailures(per_minute=2)
+    failures.failed("192.0.2.1")
+    failures.failed("192.0.2.1")
+    now[0] += 60.0
+    assert failures.blocked("192.0.2.1")  # a minute old: still counted
+    now[0] += 0.5
+    assert not failures.blocked("192.0.2.1")  # older than a minute: forgotten
+    failures.failed("192.0.2.1")
+    assert not failures.blocked("192.0.2.1")  # one in the last minute, not two
+
+
+def test_join_needs_a_registry_and_a_signing_key(tmp_path: Path) -> None:
+    config = make_config(tmp_path, port=0)
+    reason = "this curator takes no members: it has no signing key; restart it"
+    with Registry(config.state_dir) as registry:
+        hooks: dict[str, Any]
+        for hooks in ({}, {"registry": registry}, {"signing_key": "ab" * 32}):
+            args = (config, ManifestStore(tmp_path / "m"), None, None, "t")
+            with ManifestServer(*args, **hooks) as server:
+                body = {"secret": "ab" * 16, "csr": "x"}
+                answer = requests.post(f"{server.url}/join", json=body, timeout=30)
+                assert error_of(answer, 503) == reason, hooks
+
+
+def test_join_bodies_are_checked_before_the_code(members: Members) -> None:
+    url = f"{members.server.url}/join"
+    secret = members.invite()
+    cases: list[tuple[Any, str]] = [
+        ([1, 2], "secret must be 32 hex digits"),
+        ({"secret": 5, "csr": "x"}, "secret must be 32 hex digits"),
+        ({"secret": "ab" * 15, "csr": "x"}, "secret must be 32 hex digits"),
+        ({"secret": "ab" * 16 + "a", "csr": "x"}, "secret must be 32 hex digits"),
+        ({"secret": "zz" * 16, "csr": "x"}, "secret must be 32 hex digits"),
+        ({"secret": secret}, "csr must be a PEM certificate signing request"),
+        ({"secret": secret, "csr": 5}, "csr must be a PEM certificate signing request"),
+        ({"secret": secret, "csr": "\u00e9"}, "csr must be a PEM certificate signing request"),
+    ]
+    for body, reason in cases:
+        assert error_of(requests.post(url, json=body, timeout=30), 400) == reason, body
+    assert members.registry.members() == []
+    assert members.join(secret.upper()).status_code == 200  # hex in any case
+
+
+def test_a_members_report_is_kept_and_listed_with_the_groups_items(members: Members) -> None:
+    credential = members.join(members.invite()).json()["credential"]
+    url = f"{members.server.url}/members/report"
+    report: dict[str, Any] = {
+        "version": "x",
+        "free_disk": 1,
+        "placed": ["ab" * 20],
+        "secret": "dropped",
+    }
+    report |= {"downloading": [], "failed": [], "items": 3}
+    for headers in ({}, {CREDENTIAL_HEADER: "not-a-credential"}):
+        stranger = requests.post(url, json=report, headers=headers, timeout=30)
+        assert error_of(stranger, 401) == "a member's credential is required"
+        assert stranger.headers["WWW-Authenticate"] == "Member"
+    not_an_object = requests.post(
+        url, json=[1], headers={CREDENTIAL_HEADER: credential}, timeout=30
+    )
+    assert error_of(not_an_object, 400) == "the report must be a JSON object"
+    kept = requests.post(url, json=report, headers={CREDENTIAL_HEADER: credential}, timeout=30)
+    assert kept.status_code == 200, kept.text
+    (member,) = members.registry.members()
+    assert kept.json() == {"member_id": member.member_id, "last_seen": member.last_seen}
+    del report["secret"]
+    assert member.report == report
+    listed = requests.get(f"{members.server.url}/members", timeout=30).json()
+    assert listed["members"] == [member.to_json()]
+    rows = [{"info_hash": IH.lower(), "title": "Film", "path": "Film/f.mkv"}]
+    assert listed["items"] == {"default": [], "family": rows}  # the share's group has none
+
+
+def test_members_and_reports_need_a_registry(server: ManifestServer) -> None:
+    assert error_of(requests.get(f"{server.url}/members", timeout=30), 404) == "not found"
+    for headers in ({}, {CREDENTIAL_HEADER: "credential-of-nobody"}):
+        answer = requests.post(f"{server.url}/members/report", json={}, headers=headers, timeout=30)
+        assert error_of(answer, 401) == "a member's credential is required"
+
+
+def test_a_join_on_a_server_without_swarm_peers_answers_no_peers(tmp_path: Path) -> None:
+    config = make_config(tmp_path, port=0, public=())
+    with Registry(config.state_dir) as registry:
+        args = (config, ManifestStore(tmp_path / "m"), None, None, "t")
+        with ManifestServer(*args, registry=registry, signing_key="ab" * 32) as server:
+            secret, _ = registry.create_invite("family", None, dt.timedelta(days=1))
+            body = {"secret": secret.hex(), "csr": make_csr(new_member_key()).decode()}
+            answer = requests.post(f"{server.url}/join", json=body, timeout=30)
+            assert answer.status_code == 200, answer.text
+            assert answer.json()["peers"] == []
+            assert answer.json()["name"] == f"home-{answer.json()['member_id'][:6]}"
+
+
+def test_a_dual_stack_server_takes_mapped_127_0_0_1_and_ipv6_loopback_as_loopback(
+    tmp_path: Path,
+) -> None:
+    """Bound on `::`, a request to 127.0.0.1 comes from `::ffff:127.0.0.1`, which Python
+    3.11's `is_loopback` does not count as loopback unless it is unmapped first."""
+    config = make_config(tmp_path, port=0, host="::", public=())
+    with ManifestServer(config, ManifestStore(tmp_path / "m"), None, None, "t") as server:
+        for host in ("127.0.0.1", "[::1]"):
+            answer = requests.get(f"http://{host}:{server.port}/seeds", timeout=30)
+            assert answer.status_code == 200, (host, answer.text)
+            assert answer.json() == {"seeds": []}
+
+
+def test_an_unknown_group_is_named_on_loopback_only(tmp_path: Path) -> None:
+    """Off loopback a 404 names nothing, even for a group anyone may read."""
+    address = outside_address()
+    if address is None:
+        pytest.skip("no non-loopback IPv4 address on this machine")
+    config = make_config(tmp_path, port=0, host="0.0.0.0")
+    with ManifestServer(config, ManifestStore(tmp_path / "m"), None, None, "t") as server:
+        path = "/manifest/nope.json"
+        local = requests.get(f"http://127.0.0.1:{server.port}{path}", timeout=30)
+        assert error_of(local, 404) == "no manifest for group 'nope'"
+        outside = requests.get(f"http://{address}:{server.port}{path}", timeout=30)
+        assert error_of(outside, 404) == "not found"
+
+
+class CountingStore(ManifestStore):
+    """A real ManifestStore that counts the waits a held poll asks of it."""
+
+    waits = 0
+
+    def wait_for_change(self, group: str, etag: str | None, timeout: float) -> Any:
+        """Count, then wait as the store does."""
+        self.waits += 1
+        return super().wait_for_change(group, etag, timeout)
+
+
+def test_a_held_poll_waits_on_the_store_and_does_not_spin(tmp_path: Path) -> None:
+    """A 2 s hold asks the store for a change in 1 s slices: a handful of waits, not the
+    thousands of a wait that returns at once (a count, not a duration)."""
+    config = make_config(tmp_path, port=0)
+    store = CountingStore(tmp_path / "m")
+    with ManifestServer(config, store, None, None, "t") as server:
+        url = f"{server.url}/manifest/default.json"
+        etag = requests.get(url, timeout=30).headers["ETag"]
+        held = requests.get(url + "?wait=2", headers={"If-None-Match": etag}, timeout=30)
+        assert held.status_code == 304
+    assert 1 <= store.waits <= 5, store.waits
+
+
+def test_held_polls_of_two_groups_are_each_answered_by_their_own_change(
+    server: ManifestServer,
+) -> None:
+    """A poll of `b` held beside one of `a` is answered when `b` changes, `a` still held
+    (one watcher per group and tag: with one for all, `b` waited for `a`'s change)."""
+    answers: dict[str, requests.Response] = {}
+
+    def poll(group: str) -> threading.Thread:
+        url = f"{server.url}/manifest/{group}.json"
+        etag = requests.get(url, timeout=30).headers["ETag"]
+
+        def run() -> None:
+            headers = {"If-None-Match": etag}
+            answers[group] = requests.get(url + "?wait=60", headers=headers, timeout=90)
+
+        thread = threading.Thread(target=run, daemon=True)
+        thread.start()
+        return thread
+
+    def post(group: str, path: str) -> None:
+        body = {"items": [entry(path)]}
+        url = f"{server.url}/manifest/{group}.json"
+        assert requests.post(url, json=body, headers=AUTH, timeout=30).status_code == 200
+
+    post("a", "a0.mkv")
+    post("b", "b0.mkv")
+    held_a = poll("a")
+    wait_for(lambda: server.stats().held == 1)
+    held_b = poll("b")
+    wait_for(lambda: server.stats().held == 2)
+    post("b", "b1.mkv")
+    held_b.join(30)
+    assert answers["b"].status_code == 200
+    assert [i["path"] for i in answers["b"].json()["items"]] == ["b0.mkv", "b1.mkv"]
+    assert "a" not in answers
+    assert server.stats().held == 1
+    post("a", "a1.mkv")
+    held_a.join(30)
+    assert answers["a"].status_code == 200
+
+
+def test_a_post_without_a_length_is_411_word_for_word(server: ManifestServer) -> None:
+    request = (
+        "POST /manifest/default.json HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer t\r\n"
+        "Content-Type: application/json\r\nConnection: close\r\n\r\n"
+    )
+    data = b""
+    with socket.create_connection(("127.0.0.1", server.port), timeout=30) as sock:
+        sock.sendall(request.encode())
+        while chunk := sock.recv(65536):
+            data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 411 "), data
+    assert json.loads(body) == {"error": "Content-Length is required"}
+
+
+def test_a_body_of_exactly_the_bound_is_read_and_one_without_a_type_refused(
+    server: ManifestServer,
+) -> None:
+    url = f"{server.url}/manifest/default.json"
+    head = b'{"items": [], "pad": "'
+    at_bound = head + b"x" * (MAX_BODY - len(head) - 2) + b'"}'
+    assert len(at_bound) == MAX_BODY
+    json_type = {**AUTH, "Content-Type": "application/json"}
+    assert requests.post(url, data=at_bound, headers=json_type, timeout=30).status_code == 200
+    untyped = requests.post(url, data=b'{"items": []}', headers=AUTH, timeout=30)
+    assert error_of(untyped, 400) == "Content-Type must be application/json"

@@ -17,8 +17,12 @@ from meshmedia.manifest.format import (
     FileEntry,
     Item,
     Manifest,
+    Nesting,
+    PathSet,
     Rejected,
+    _cached_info_hash,
     check_files,
+    check_relative_path,
     check_torrent,
     magnet_info_hash,
     parse_items,
@@ -316,3 +320,107 @@ def test_torrent_refusals_are_worded_exactly_and_the_length_cap_is_exact() -> No
         with pytest.raises(ManifestError) as caught:
             check_torrent(torrent)
         assert str(caught.value) == message
+
+
+def test_item_refusals_are_worded_exactly() -> None:
+    cases = [
+        ([], "an item must be an object, not list"),
+        ({"torrent": MAGNET}, "path is missing"),
+        ({"path": "a"}, "torrent is missing"),
+        (item("a", title=3), "title must be a string, not int"),
+        (item("a", size=-1), "size must be a whole number of bytes >= 0, got -1"),
+        (item("a", size="5"), "size must be a whole number of bytes >= 0, got '5'"),
+        (item("a", added_at=5), "added_at must be a string"),
+        (item("a", sha256="xy"), "sha256 must be 64 hex digits, got 'xy'"),
+        (item("a", xxh3="z"), "xxh3 must be 32 hex digits (XXH3-128), got 'z'"),
+        (
+            item("a", note="\ud800"),
+            "the item holds a lone surrogate in '\\ud800', which is not text",
+        ),
+        (item("a", files=[]), "files is empty"),
+    ]
+    for raw, message in cases:
+        with pytest.raises(ManifestError) as caught:
+            validate_item(raw)
+        assert str(caught.value) == message, raw
+    versions = [(-1, "-1"), (True, "True"), (1.0, "1.0"), ("1", "'1'")]
+    for version, shown in versions:
+        with pytest.raises(ManifestError) as caught:
+            parse_manifest({"group": "g", "items": [], "version": version})
+        assert str(caught.value) == f"'version' must be a whole number >= 0, got {shown}"
+    with pytest.raises(ManifestError) as caught:
+        parse_manifest({"group": "g", "items": [], "x": "\udc00"})
+    assert str(caught.value) == "the manifest holds a lone surrogate in '\\udc00', not text"
+    with pytest.raises(ManifestError) as caught:
+        parse_manifest("[]")
+    assert str(caught.value) == "a manifest must be a JSON object, not list"
+
+
+def test_a_field_named_like_group_in_another_case_hides_no_lone_surrogate() -> None:
+    """Unknown fields are checked with the group and updated_at in one dict: a `GROUP`
+    or `UPDATED_AT` field (kept as unknown) must not take the place of the real one."""
+    for field in ("group", "updated_at"):
+        doc = {"group": "g", "updated_at": "", "items": [], field: "\udc00"}
+        doc |= {"GROUP": "g", "UPDATED_AT": ""}
+        with pytest.raises(ManifestError) as caught:
+            parse_manifest(doc)
+        assert str(caught.value) == "the manifest holds a lone surrogate in '\\udc00', not text"
+
+
+def test_a_magnet_over_the_cap_is_read_but_never_cached() -> None:
+    """The cache holds magnets of at most MAX_TORRENT_CHARS (40 x 4 MB ones held 134 MiB,
+    finding 3); a longer one is still read, every time."""
+    base = f"{MAGNET}&dn="
+    at_cap = base + "a" * (MAX_TORRENT_CHARS - len(base))
+    over = at_cap + "a"
+    _cached_info_hash.cache_clear()
+    assert magnet_info_hash(at_cap) == IH
+    assert magnet_info_hash(at_cap) == IH
+    assert (_cached_info_hash.cache_info().hits, _cached_info_hash.cache_info().currsize) == (1, 1)
+    assert magnet_info_hash(over) == IH
+    assert Item("T", over, "a.mkv").info_hash == IH
+    assert _cached_info_hash.cache_info().currsize == 1
+
+
+def test_a_path_set_says_how_a_path_meets_one_taken() -> None:
+    items = PathSet()
+    items.add("A", 0)
+    with pytest.raises(ManifestError) as caught:
+        items.add("A", 1)
+    assert str(caught.value) == "path is already used by item 0"  # "item" by default
+    paths = PathSet("file")
+    paths.take("A/b", "first")
+    assert paths.overlap("C") is None
+    assert paths.overlap("A/c") is None
+    for path, nesting in (("A/b", Nesting.SAME), ("A/b/c", Nesting.INSIDE), ("A", Nesting.HOLDS)):
+        found = paths.overlap(path)
+        assert found is not None, path
+        assert (found.nesting, found.holder, found.other) == (nesting, "first", "A/b"), path
+
+
+def test_the_path_rule_is_exact_at_its_bounds_and_word_for_word() -> None:
+    """tests/manifest/test_paths.py says much of this too, but mutmut cannot run it."""
+    at_cap = "/".join(["a" * 240] * 17)  # 4,096 bytes in 17 segments of 240
+    assert len(at_cap) == 4096
+    assert check_relative_path(at_cap) == at_cap
+    assert check_relative_path("a" * 255) == "a" * 255
+    segments = "/".join(["a"] * 128)
+    assert check_relative_path(segments) == segments
+    wide = "/".join(["\u00e9" * 100] * 21)  # 2,120 characters, 4,220 bytes
+    cases = [
+        (5, "path must be a string, not int"),
+        (None, "path must be a string, not NoneType"),
+        (at_cap + "a", "path is over 4096 bytes"),
+        (wide, "path is over 4096 bytes"),
+        (segments + "/a", "path has over 128 segments"),
+        ("a" * 256, "path has a segment over 255 bytes"),
+        ("a/\ud800", "path contains a lone surrogate (e.g. '\\ud800'), which is not text"),
+        ("a\\b", "path contains a backslash"),
+        ("a//b", "path has an empty segment"),
+        ("/a", "path is absolute"),
+        ("C:a", "path starts with a drive letter"),
+    ]
+    for path, message in cases:
+        with pytest.raises(ManifestError) as caught:
+            check_relative_path(path)  # type: ignore[arg-type]
+        assert str(caught.value) == message, path

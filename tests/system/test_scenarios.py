@@ -111,9 +111,10 @@ def test_100_mb_reaches_four_clients_who_serve_each_other(network: Network, tmp_
     # Four copies arrived; a capped curator unchokes two clients at a time and never
     # sends to a choked one (engine/choking.py), so its uplink carries each piece
     # about once and the clients serve each other the rest (1.64 copies before).
-    # 1.09-1.13 on a quiet machine, 1.24 once in a full CI run (issue 15 asks 1.2): the bound
-    # keeps the gain from 1.64 without failing on the noise; the printed figure is the measure
-    assert from_curator <= 1.3 * size, tails([curator, *clients])
+    # 1.09-1.13 on a quiet machine and 1.24 once in a full CI run with whole_pieces_threshold
+    # 20 s; with 0 (issue 19, engine.md "Copies across homes") 1.03-1.05 at load 7.5
+    # (2026-12-02, 3 runs beside two mutation runs). Issue 15 asks at most 1.2.
+    assert from_curator <= 1.2 * size, tails([curator, *clients])
     assert from_clients >= 2 * size, tails([curator, *clients])
     assert all(up > 0 for _down, up in counters), counters
 
