@@ -103,6 +103,8 @@ def test_file_stats_reads_size_and_mtime_or_missing(tmp_path: Path) -> None:
     os.utime(tmp_path / "a.bin", ns=(1, 777_000_000_000))
     paths = [(0, "a.bin", 1234), (1, "gone.bin", 10)]
     assert file_stats(str(tmp_path), paths) == ((1234, 777_000_000_000), MISSING)
+    after = [(1, "gone.bin", 10), (0, "a.bin", 1234)]  # a missing file is no end of the list
+    assert file_stats(str(tmp_path), after) == (MISSING, (1234, 777_000_000_000))
     assert file_stats(str(tmp_path), []) == ()
 
 
