@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -20,7 +22,7 @@ from watchdog.events import FileModifiedEvent
 from meshmedia.config import Share
 from meshmedia.curator import Publisher, Watcher
 from meshmedia.curator.watch_fs import is_temporary
-from meshmedia.curator.watcher import MOVED_IN_QUIET
+from meshmedia.curator.watcher import MOVED_IN_QUIET, Command
 from meshmedia.engine import Engine
 from meshmedia.manifest import ManifestStore
 from meshmedia.store import Store
@@ -747,3 +749,69 @@ def test_modify_events_within_the_follow_interval_follow_once(
     for _ in range(3):
         watcher._on_event(family, FileModifiedEvent(str(path)))
     assert pub.names("follow") == ["growing.mkv", "growing.mkv"]
+
+
+@pytest.mark.parametrize(("quiet", "interval"), [(0.6, 0.3), (10.0, 1.0), (0.1, 0.1)])
+def test_polling_looks_every_half_quiet_time_within_a_tenth_and_one_second(
+    tmp_path: Path, share: Path, quiet: float, interval: float
+) -> None:
+    """Without a poll interval given, the polling observer looks every poll_quiet / 2,
+    at least every second and at most every tenth of one."""
+    config = make_config(tmp_path, shares=(Share("family", share),), poll_quiet=quiet)
+    with Watcher(config, RecordingPublisher(), force_polling=True) as watcher:
+        assert watcher._observer is not None
+        assert watcher._observer.timeout == interval
+
+
+def test_close_of_a_watcher_never_started_does_nothing(tmp_path: Path, share: Path) -> None:
+    config = make_config(tmp_path, shares=(Share("family", share),))
+    watcher = Watcher(config, RecordingPublisher())
+    watcher.close()
+    watcher.close()
+
+
+def test_start_creates_a_missing_share_folder_and_its_parents(tmp_path: Path) -> None:
+    share = tmp_path / "not" / "yet" / "share"
+    config = make_config(tmp_path, shares=(Share("family", share),))
+    shutil.rmtree(tmp_path / "not")  # make_config made it
+    with Watcher(config, RecordingPublisher()):
+        assert share.is_dir()
+
+
+def test_the_worker_is_a_named_daemon_thread(tmp_path: Path, share: Path) -> None:
+    """Named for py-spy and `top -H`; a daemon, so a process that never closes its
+    watcher still exits (a child process here, bounded)."""
+    config = make_config(tmp_path, shares=(Share("family", share),))
+    with Watcher(config, RecordingPublisher()):
+        workers = [t for t in threading.enumerate() if t.name == "meshmedia-watcher"]
+        assert len(workers) == 1
+        assert workers[0].daemon
+    child = (
+        "import sys; from pathlib import Path; from meshmedia.curator import Watcher;"
+        "from meshmedia.config import Share; from tests.helpers import make_config;"
+        "from tests.curator.test_watcher import RecordingPublisher;"
+        f"c = make_config(Path({str(tmp_path)!r}), 'child',"
+        f" shares=(Share('f', Path({str(share)!r})),));"
+        "Watcher(c, RecordingPublisher()).start(); print('started')"
+    )  # fmt: skip
+    done = subprocess.run(
+        [sys.executable, "-c", child], cwd=Path(__file__).parents[2], capture_output=True,
+        text=True, timeout=bound(60), check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "started"
+
+
+def test_a_stop_that_comes_while_the_queue_drains_ends_the_worker(
+    tmp_path: Path, share: Path
+) -> None:
+    """The worker takes every queued event before it looks at what is due; a STOP among
+    them is put back and ends the loop after that look."""
+    config = make_config(tmp_path, shares=(Share("family", share),))
+    watcher = Watcher(config, RecordingPublisher())  # not started: _run on a thread here
+    watcher._events.put(Command.WAKE)
+    watcher._events.put(Command.STOP)
+    worker = threading.Thread(target=watcher._run, daemon=True)
+    worker.start()
+    worker.join(bound(20))
+    assert not worker.is_alive()
