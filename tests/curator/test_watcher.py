@@ -21,8 +21,8 @@ from watchdog.events import FileModifiedEvent
 
 from meshmedia.config import Share
 from meshmedia.curator import Publisher, Watcher
-from meshmedia.curator.watch_fs import is_temporary
-from meshmedia.curator.watcher import MOVED_IN_QUIET, Command
+from meshmedia.curator.watch_fs import file_stat, is_temporary
+from meshmedia.curator.watcher import MOVED_IN_QUIET, Command, _Pending
 from meshmedia.engine import Engine
 from meshmedia.manifest import ManifestStore
 from meshmedia.store import Store
@@ -815,3 +815,55 @@ def test_a_stop_that_comes_while_the_queue_drains_ends_the_worker(
     worker.start()
     worker.join(bound(20))
     assert not worker.is_alive()
+
+
+def unstarted(tmp_path: Path, share: Path, clock: FakeClock, *, polling: bool) -> Watcher:
+    """A watcher whose worker's own steps the test calls in order (no thread)."""
+    config = make_config(tmp_path, shares=(Share("family", share),), poll_quiet=0.6)
+    watcher = Watcher(config, RecordingPublisher(), clock=clock)
+    watcher.polling = polling
+    return watcher
+
+
+def test_the_worker_wakes_when_the_first_pending_file_is_due(
+    tmp_path: Path, share: Path, clock: FakeClock
+) -> None:
+    watcher = unstarted(tmp_path, share, clock, polling=False)
+    assert watcher._next_timeout() is None  # nothing pending: wait for an event
+    family = watcher._config.shares[0]
+    watcher._pending[share / "a.mkv"] = _Pending(family, clock.now + 0.05)
+    watcher._pending[share / "b.mkv"] = _Pending(family, clock.now + 3)
+    assert watcher._next_timeout() == pytest.approx(0.05)
+    clock.now += 10
+    assert watcher._next_timeout() == 0.0
+
+
+def test_a_polled_file_that_changed_since_its_last_look_waits_quiet_again(
+    tmp_path: Path, share: Path, clock: FakeClock
+) -> None:
+    """Due, but its size or mtime moved since the poll that queued it: it waits
+    poll_quiet from now with the new stat, and is published once that passes unchanged."""
+    watcher = unstarted(tmp_path, share, clock, polling=True)
+    path = random_file(share / "a.mkv", 100)
+    family = watcher._config.shares[0]
+    watcher._pending[path] = _Pending(family, clock.now, (50, 0))  # an earlier stat
+    watcher._run_due()
+    pending = watcher._pending[path]
+    assert (pending.stat, pending.due) == (file_stat(path), clock.now + 0.6)
+    clock.now += 0.6
+    watcher._run_due()
+    assert watcher._publisher.names("publish") == ["a.mkv"]  # type: ignore[attr-defined]
+
+
+def test_a_link_among_due_files_does_not_hold_the_others_back(
+    tmp_path: Path, share: Path, clock: FakeClock
+) -> None:
+    watcher = unstarted(tmp_path, share, clock, polling=False)
+    (share / "link.mkv").symlink_to(random_file(tmp_path / "elsewhere.mkv", 10))
+    path = random_file(share / "a.mkv", 100)
+    family = watcher._config.shares[0]
+    watcher._pending[share / "link.mkv"] = _Pending(family, clock.now)  # looked at first
+    watcher._pending[path] = _Pending(family, clock.now)
+    watcher._run_due()
+    assert watcher._publisher.names("publish") == ["a.mkv"]  # type: ignore[attr-defined]
+    assert watcher._pending == {}
