@@ -867,3 +867,36 @@ def test_a_link_among_due_files_does_not_hold_the_others_back(
     watcher._run_due()
     assert watcher._publisher.names("publish") == ["a.mkv"]  # type: ignore[attr-defined]
     assert watcher._pending == {}
+
+
+class BatchingPublisher(RecordingPublisher):
+    """A publisher with the burst path (the real Publisher has it): one call a round."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.rounds: list[list[tuple[str, str | None]]] = []
+
+    def publish_many(self, targets: list[tuple[Path, str | None]]) -> None:
+        with self.lock:
+            self.rounds.append([(path.name, group) for path, group in targets])
+        for path, group in targets:
+            self.publish(path, group)
+
+
+@pytest.mark.parametrize("count", [1, 2, 3])
+def test_the_files_due_together_go_to_the_burst_path_in_one_call(
+    tmp_path: Path, share: Path, clock: FakeClock, count: int
+) -> None:
+    """Two or more files due in one look are one publish_many call (batches.py lists
+    them in a few manifest versions); a file alone takes publish."""
+    pub = BatchingPublisher()
+    watcher = unstarted(tmp_path, share, clock, polling=False)
+    watcher._publisher = pub
+    family = watcher._config.shares[0]
+    paths = [random_file(share / f"{k}.mkv", 100) for k in range(count)]
+    for path in paths:
+        watcher._pending[path] = _Pending(family, clock.now)
+    watcher._run_due()
+    names = [p.name for p in paths]
+    assert sorted(pub.names("publish")) == names
+    assert pub.rounds == ([] if count == 1 else [[(n, "family") for n in names]])
