@@ -17,9 +17,7 @@ from collections.abc import Mapping
 from dataclasses import replace
 from typing import Any
 
-from meshmedia.errors import ManifestError
-from meshmedia.manifest import Item, Manifest, PathSet, Rejected, parse_manifest, validate_item
-from meshmedia.manifest.format import MAX_ITEMS, _item_name
+from meshmedia.manifest import Item, Manifest, Rejected, parse_items, parse_manifest, validate_item
 
 
 def item_key(obj: object) -> str | None:
@@ -55,47 +53,21 @@ class ItemCache:
         if "items" not in doc:
             return parse_manifest(doc, one_place_per_torrent=one_place_per_torrent)
         top, _ = parse_manifest({**doc, "items": []})  # the top-level rules, as they are
-        raw = doc["items"]
-        if not isinstance(raw, list):
-            raise ManifestError(f"'items' must be a list, not {type(raw).__name__}")
-        if len(raw) > MAX_ITEMS:
-            raise ManifestError(
-                f"the manifest lists {len(raw)} items; at most {MAX_ITEMS:,} are accepted"
-            )
-        items, rejected, kept = self._items_of(raw, one_place_per_torrent)
-        self._items = kept
-        return replace(top, items=tuple(items)), rejected
+        seen: dict[str, Item] = {}
 
-    def _items_of(
-        self, raw: list[Any], one_place_per_torrent: bool
-    ) -> tuple[list[Item], list[Rejected], dict[str, Item]]:
-        """parse_items' loop, with the cache in front of validate_item."""
-        items: list[Item] = []
-        rejected: list[Rejected] = []
-        kept: dict[str, Item] = {}
-        paths = PathSet("item")
-        hashes: dict[str, str] = {}
-        for index, obj in enumerate(raw):
+        def validate(obj: object) -> Item:
             key = item_key(obj)
-            try:
-                item = self._validated(key, obj)
-                ih = item.info_hash
-                if (overlap := paths.overlap(item.path)) is not None:
-                    raise ManifestError(overlap.reason("item"))
-                if one_place_per_torrent and ih is not None and ih in hashes:
-                    raise ManifestError(f"its torrent {ih} is already listed at {hashes[ih]!r}")
-                paths.take(item.path, index)
-            except ManifestError as exc:
-                given = obj.get("path") if isinstance(obj, Mapping) else None
-                path = given if isinstance(given, str) else None
-                rejected.append(Rejected(index, _item_name(obj, index), str(exc), path))
-                continue
-            if ih is not None:
-                hashes[ih] = item.path
+            item = self._validated(key, obj)
             if key is not None:
-                kept[key] = item
-            items.append(item)
-        return items, rejected, kept
+                seen[key] = item
+            return item
+
+        items, rejected = parse_items(
+            doc["items"], one_place_per_torrent=one_place_per_torrent, validate=validate
+        )
+        accepted = {id(item) for item in items}  # an item refused for its place is not kept
+        self._items = {key: item for key, item in seen.items() if id(item) in accepted}
+        return replace(top, items=tuple(items)), rejected
 
     def _validated(self, key: str | None, obj: object) -> Item:
         """The item the cache holds for `key`, else `validate_item(obj)`."""

@@ -18,7 +18,7 @@ import hashlib
 import json
 import re
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from enum import Enum
 from functools import cached_property
@@ -449,14 +449,19 @@ def _item_name(obj: object, index: int) -> str:
 
 
 def parse_items(
-    raw: object, *, one_place_per_torrent: bool = False
+    raw: object,
+    *,
+    one_place_per_torrent: bool = False,
+    validate: Callable[[object], Item] | None = None,
 ) -> tuple[list[Item], list[Rejected]]:
-    """Validate a list of items one by one.
+    """Validate a list of items one by one (with `validate`, validate_item by default:
+    the client's cache of unchanged items, client/versions.py).
 
     Refused as well: a path another item has, a path inside another item's
     (`A` and `A/b`: the later one), and with `one_place_per_torrent` (a client:
     one torrent is seeded from one place) a magnet whose info hash another item has.
     """
+    validate = validate or validate_item
     if not isinstance(raw, list):
         raise ManifestError(f"'items' must be a list, not {type(raw).__name__}")
     if len(raw) > MAX_ITEMS:
@@ -469,7 +474,7 @@ def parse_items(
     hashes: dict[str, str] = {}
     for index, obj in enumerate(raw):
         try:
-            item = validate_item(obj)
+            item = validate(obj)
             ih = item.info_hash
             if (overlap := paths.overlap(item.path)) is not None:
                 raise ManifestError(overlap.reason("item"))
