@@ -168,7 +168,8 @@ class ItemPlanner:
         last = self._planned.pop(url, None)
         if last is not None and not last.holds(manifest, choice, self._generation):
             last = None
-        todo, current = self._todo(url, manifest, last)
+        listed = _listed(manifest)
+        todo, current = self._todo(url, manifest, last, listed)
         taken = PathSet("an item of")  # the other manifests' paths
         for other_url, path in self.store.client_item_paths(but=url):
             taken.take(path, other_url)
@@ -191,34 +192,29 @@ class ItemPlanner:
             log.info("%s left the manifest %s", gone.path, url)
             self._drop(gone)
             self.store.delete_client_item(gone.url, gone.path)
+        if queued or current:  # rows changed (paths the other manifests' plans look at,
+            self._generation += 1  # torrents dropped): every other URL's next plan is full
         full_at = time.monotonic() if last is None else last.full_at
         spared = unlisted - set(current)
-        kept = Planned(_listed(manifest), spared, choice, manifest.version, 0, full_at)
-        self._planned_now(url, kept, changed=bool(queued or current))
+        self._planned[url] = Planned(
+            listed, spared, choice, manifest.version, self._generation, full_at
+        )
         placed = [ci for ci in current.values() if ci.state == ItemState.PLACED] + unselected
         return placed if self.delete_removed else []
 
     def _todo(
-        self, url: str, manifest: Manifest, last: Planned | None
+        self, url: str, manifest: Manifest, last: Planned | None, listed: dict[str, Item]
     ) -> tuple[Sequence[Item], dict[str, ClientItem]]:
         """The items to plan and the rows they may meet: all of them with no usable
         `last` plan, else the items that are not the very ones planned last time and
-        the rows at their paths and at paths no longer listed."""
+        the rows at their paths and at paths no longer `listed`."""
         if last is None:
             return manifest.items, {ci.path: ci for ci in self.store.client_items(url)}
         todo = [item for item in manifest.items if last.listed.get(item.path) is not item]
-        listed = {item.path for item in manifest.items}
         gone = [p for p in last.listed if p not in listed]
         gone += [p for p in last.unlisted if p not in listed]
         rows = self.store.client_items_at(url, [item.path for item in todo] + gone)
         return todo, {ci.path: ci for ci in rows}
-
-    def _planned_now(self, url: str, planned: Planned, *, changed: bool) -> None:
-        """Remember `url`'s plan; one that changed rows (paths the other manifests'
-        plans look at, torrents dropped) makes every other URL's next plan a full one."""
-        if changed:
-            self._generation += 1
-        self._planned[url] = replace(planned, generation=self._generation)
 
     def forget(self) -> None:
         """Plan every manifest in full next time (a row was changed from outside)."""

@@ -338,11 +338,9 @@ class Store:
         rows = self.execute(_SELECT_CLIENT_ITEMS + where, (url, json.dumps(paths)))
         return [_client_item(row) for row in rows]
 
-    def client_item_paths(self, but: str | None = None) -> list[tuple[str, str]]:
-        """(url, path) of every client item (but those of the URL `but`), without
-        decoding the items."""
-        if but is None:
-            return [(u, p) for u, p in self.execute("SELECT url, path FROM client_items")]
+    def client_item_paths(self, but: str) -> list[tuple[str, str]]:
+        """(url, path) of every client item of another URL than `but`, without decoding
+        the items."""
         sql = "SELECT url, path FROM client_items WHERE url != ?"
         return [(u, p) for u, p in self.execute(sql, (but,))]
 
