@@ -18,6 +18,7 @@ is over took 10-20 MiB off each daemon's idle RSS (native_notes/memory.md).
 from __future__ import annotations
 
 import ctypes
+import functools
 import logging
 import os
 import platform
@@ -80,8 +81,10 @@ def tune_malloc() -> bool:
     return done
 
 
+@functools.cache
 def _glibc() -> ctypes.CDLL | None:
-    """The C library when it is glibc (mallopt and malloc_trim are glibc's), else None."""
+    """The C library when it is glibc (mallopt and malloc_trim are glibc's), else None.
+    Looked up once: `platform.libc_ver()` reads the Python executable to find out."""
     if platform.libc_ver()[0] != "glibc":
         return None
     try:
@@ -154,12 +157,13 @@ class IdleTrimmer:
         if wall <= 0 or used > self.idle_share * wall:
             self._worked = True
             return False
-        if not self._worked and self._rss() - self._trimmed_at < self.grown:
+        rss = self._rss()
+        if not self._worked and rss - self._trimmed_at < self.grown:
             return False
         self._worked = False
         # RSS before the trim: the pages it gives back and the heap touches again bring
         # RSS back to this, not above, so they never trigger another trim
-        self._trimmed_at = max(self._trimmed_at, self._rss())
+        self._trimmed_at = max(self._trimmed_at, rss)
         self._trim()
         self.trims += 1
         log.debug("heap trimmed after a burst (%d so far)", self.trims)
