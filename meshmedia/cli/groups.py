@@ -17,7 +17,6 @@ import socket
 import sys
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 import click
 
@@ -83,8 +82,10 @@ def running_curator_addresses(config: Config) -> list[tuple[str, int]]:
     Whatever answers on that port is read as untrusted: within 1 MiB and 5 s, and only
     literal IP addresses with a port are taken, at most MAX_ADVERTISED of them.
     """
-    # only this command needs requests (bounded's): not imported for every command
+    # only this command needs requests (bounded's) and libtorrent (engine's, 0.16 s to
+    # import): neither is imported for every command
     from meshmedia.bounded import ReadError, bounded_session, http_get, load_json  # noqa: PLC0415
+    from meshmedia.engine.peers import PeerError, parse_peer  # noqa: PLC0415
 
     url = local_url(config.host, config.port) + "/status"
     try:
@@ -101,25 +102,16 @@ def running_curator_addresses(config: Config) -> list[tuple[str, int]]:
     urls = status.get("advertised_http") if isinstance(status, dict) else None
     found: list[tuple[str, int]] = []
     for value in urls if isinstance(urls, list) else []:
-        address = _advertised(value)
-        if address is not None and address not in found:
+        # `http://IP:PORT` (a trailing / allowed), the endpoint as any untrusted peer is
+        if not isinstance(value, str) or len(value) > 100 or not value.startswith("http://"):
+            continue
+        try:
+            address = parse_peer(value.removeprefix("http://").removesuffix("/"))
+        except PeerError:
+            continue
+        if _unicast(address[0]) and address not in found:
             found.append(address)
     return found[:MAX_ADVERTISED]
-
-
-def _advertised(value: object) -> tuple[str, int] | None:
-    """(host, port) of one advertised `http://IP:PORT` URL; None for anything else."""
-    if not isinstance(value, str) or len(value) > 100:
-        return None
-    try:
-        split = urlsplit(value)
-        port = split.port
-    except ValueError:
-        return None
-    host = split.hostname
-    if split.scheme != "http" or host is None or not port or not _unicast(host):
-        return None
-    return host, port
 
 
 def _unicast(host: str) -> bool:
