@@ -260,7 +260,12 @@ def test_clients_share_pieces_with_each_other(tmp_path: Path, stop_later: list[D
     stop_later.extend(clients)
     for client in clients:
         client.start()
-    wait_for(lambda: all(c.placed("big.mkv") for c in clients), timeout=240, interval=0.2)
+    wait_for(
+        lambda: all(c.placed("big.mkv") for c in clients), timeout=240, interval=0.2,
+        describe=lambda: "\n".join(
+            f"client {c.base.name} alive={c.alive}:\n{c.text()[-1500:]}" for c in clients
+        ) + f"\ncurator:\n{curator.text()[-1500:]}",
+    )  # fmt: skip
     # Byte counters, not wall time: what each client uploaded came to the others.
     counters = [c.status()["engine"]["torrents"][0] for c in clients]  # type: ignore[index]
     downloaded = sum(t["total_download"] for t in counters)
