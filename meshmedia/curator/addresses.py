@@ -104,8 +104,10 @@ class PeerAdvertiser:
 
     def update(self) -> None:
         """Write the current addresses into each manifest that has items and differs."""
-        peers = advertised_addresses(self._config, self._engine)
+        # One view for both: read twice, a mapping that arrived in between gave the LAN
+        # address alone as not settling, and a restart made two versions (the lab, 2026-12-03).
         view = self._engine.portmap.view()
+        peers = _advertised(self._config, self._engine.listen_port, view)
         # Right after a restart the router has not answered yet (<= 0.2 s in the lab, 10 s
         # at most): the external address listed before is kept until then, so a restart
         # does not make two new versions (without it, then with it again).

@@ -5,7 +5,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from meshmedia.curator.addresses import _advertised, advertised_addresses, magnet_for
+from meshmedia.curator.addresses import (
+    PeerAdvertiser,
+    _advertised,
+    advertised_addresses,
+    magnet_for,
+)
 from meshmedia.engine import Engine
 from meshmedia.engine.peers import magnet_peers
 from meshmedia.engine.portmap import PortMapView
@@ -67,3 +72,45 @@ def test_set_peers_is_a_new_signed_version_only_when_it_changes(tmp_path: Path) 
     reopened = ManifestStore(tmp_path / "manifests", signer=key)
     assert reopened.get("family").extra["peers"] == ["192.168.1.10:6881"]
     reopened.close()
+
+
+class _TurningPortMap:
+    """A port map whose router answers between two reads: unmapped on the first view(),
+    mapped on every later one. A real router's answer cannot be timed to land between
+    two statements, so this stand-in replaces only the engine's port map."""
+
+    enabled = True
+
+    def __init__(self) -> None:
+        self.reads = 0
+
+    def view(self) -> PortMapView:
+        self.reads += 1
+        return PortMapView() if self.reads == 1 else MAPPED
+
+    def subscribe(self, listener: object) -> None:
+        """No changes are pushed: the test calls update() itself."""
+
+
+class _EngineStub:
+    listen_port = 6881
+
+    def __init__(self) -> None:
+        self.portmap = _TurningPortMap()
+
+
+def test_a_mapping_answered_during_an_update_makes_no_lan_only_version(tmp_path: Path) -> None:
+    """After a restart the manifest still lists LAN + external; the router's answer landing
+    while update() runs must not publish the LAN address alone (the lab went 1 -> 3)."""
+
+    config = make_config(tmp_path, listen_host="0.0.0.0", advertise_host=None)
+    lan = _advertised(config, 6881, PortMapView())
+    store = ManifestStore(tmp_path / "manifests")
+    store.upsert("default", [Item(title="t", torrent=f"magnet:?xt=urn:btih:{IH}", path="t.mkv")])
+    before = store.set_peers("default", [*lan, "203.0.113.7:16881"])
+    advertiser = PeerAdvertiser(config, _EngineStub(), store)  # type: ignore[arg-type]
+    advertiser.update()  # not settled yet: the listed external address is kept
+    advertiser.update()  # mapped: the same addresses
+    assert store.get("default").version == before.version
+    assert store.get("default").extra["peers"] == [*lan, "203.0.113.7:16881"]
+    store.close()
