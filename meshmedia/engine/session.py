@@ -108,6 +108,14 @@ class Engine:
             self.ssl_listen_port,
             config.transport,
         )
+        if config.listen_port and self.listen_port != config.listen_port:
+            log.warning(
+                "BitTorrent port %d is in use: listening on port %d instead (advertised as "
+                "such; a port forwarded by hand to %d will not reach it)",
+                config.listen_port,
+                self.listen_port,
+                config.listen_port,
+            )
 
     def _alert_table(self) -> dict[str, Handler]:
         """The one dispatch table: libtorrent alert type name -> the component's handler."""

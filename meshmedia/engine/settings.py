@@ -98,6 +98,10 @@ def build_settings(config: Config, overrides: dict[str, Any] | None = None) -> d
     settings: dict[str, Any] = {
         "user_agent": f"meshmedia/{__version__} libtorrent/{lt.__version__}",
         "listen_interfaces": listen_interfaces(config),
+        # A taken port is not retried as port+1..+10 (libtorrent's default): port+1 can be
+        # the curator's own HTTP --port, which then failed to bind with a message naming
+        # the HTTP port. The system picks a free port instead and the engine says so.
+        "max_retry_port_bind": 0,
         "enable_dht": config.dht,
         "enable_lsd": config.lsd,
         "enable_upnp": config.upnp,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -624,3 +625,24 @@ def test_a_download_whose_finished_alert_was_dropped_still_finishes(tmp_path: Pa
         downloader.wait_until(ih, TorrentState.SEEDING, timeout=20)
         assert (tmp_path / "dl" / "clip.mkv").read_bytes() == src.read_bytes()
         downloader.close(timeout=2)  # the queue of one drops resume alerts too
+
+
+def test_a_taken_listen_port_is_not_retried_as_the_next_one(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """libtorrent's default took port+1, which can be the curator's HTTP --port (the curator
+    then failed naming the HTTP port). Now: a port the system picks, and a warning."""
+    with socket.socket() as taken, socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        udp.bind(("127.0.0.1", port))
+        config = make_config(tmp_path, listen_port=port)
+        with (
+            caplog.at_level("WARNING"),
+            Store.in_state_dir(config.state_dir) as store,
+            Engine(config, store) as engine,
+        ):
+            bound = engine.listen_port
+    assert bound not in (0, port, port + 1)
+    assert f"BitTorrent port {port} is in use: listening on port {bound}" in caplog.text
