@@ -102,7 +102,6 @@ class _EngineStub:
 def test_a_mapping_answered_during_an_update_makes_no_lan_only_version(tmp_path: Path) -> None:
     """After a restart the manifest still lists LAN + external; the router's answer landing
     while update() runs must not publish the LAN address alone (the lab went 1 -> 3)."""
-
     config = make_config(tmp_path, listen_host="0.0.0.0", advertise_host=None)
     lan = _advertised(config, 6881, PortMapView())
     store = ManifestStore(tmp_path / "manifests")
