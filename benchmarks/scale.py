@@ -47,6 +47,7 @@ from benchmarks.e2e import NETWORK, answers
 from meshmedia.hashing import hash_file
 
 SIZE = 100_000
+LEVEL = os.environ.get("MESHMEDIA_BENCH_LOG_LEVEL", "WARNING")
 GROUP = "default"
 TICK = os.sysconf("SC_CLK_TCK")
 
@@ -171,7 +172,7 @@ class Pair:
             [*self.command[0], "serve", "--share", f"{GROUP}={self.share}",
              "--state-dir", str(self.base / "cs"), "--host", "127.0.0.1",
              "--port", str(self.http), "--listen-port", str(self.peer_ports[0]),
-             "--log-level", "WARNING", "--public", GROUP, *NETWORK],
+             "--log-level", LEVEL, "--public", GROUP, *NETWORK],
             log=self.base / "serve.log", env=self.env,
         )  # fmt: skip
         return started
@@ -184,7 +185,7 @@ class Pair:
              "--manifest-url", f"http://127.0.0.1:{self.http}{self.manifest_path}",
              "--download-dir", str(self.media), "--state-dir", str(self.base / "ss"),
              "--listen-port", str(self.peer_ports[1]), "--status-port", str(self.status),
-             "--min-free", "0", "--log-level", "WARNING", *NETWORK],
+             "--min-free", "0", "--log-level", LEVEL, *NETWORK],
             log=self.base / "sync.log", env=self.env,
         )  # fmt: skip
         return started

@@ -140,7 +140,7 @@ class Publisher:
         logged."""
         self._wait_ready()
         peers = advertised_addresses(self._config, self._engine)  # session calls: once a round
-        shares = Shares(self._share_roots(), [(s, s.path.resolve()) for s in self._config.shares])
+        shares = Shares([(s, s.path.resolve()) for s in self._config.shares])
         with self._hasher.saving_together():
             self._batches.run(targets, peers, shares)
 

@@ -71,6 +71,7 @@ class SeedKeeper:
         held: set[str] = set()
         new: list[tuple[bytes, Path, bool, bytes | None]] = []
         keep: list[tuple[str, bytes]] = []
+        kept = self._store.torrents_kept([built.info_hash for built, *_ in seeds])
         for built, source, files, ca in seeds:
             if self._engine.status(built.info_hash) is not None:
                 held.add(built.info_hash)
@@ -79,7 +80,7 @@ class SeedKeeper:
                 except PublishError as exc:
                     refused[built.info_hash] = str(exc)
                 continue
-            if self.torrent_bytes(built.info_hash) != built.data:
+            if kept.get(built.info_hash) != built.data:  # a file of an older meshmedia too
                 keep.append((built.info_hash, built.data))
             new.append((built.data, source.parent, all(f.fresh for f in files), ca))
         self._store.save_torrents(keep)

@@ -153,6 +153,11 @@ class SourceHasher:
             for name, st in found
         ]
 
+    def file_sources(self, path: Path, st: os.stat_result) -> list[SourceFile]:
+        """sources() of one regular file the caller reached as regular_files() does and
+        saw as `st` (its lstat): the walk is not made again."""
+        return [SourceFile(path.name, path, *self._hashes(path, None, st))]
+
     def _hashes(
         self, path: Path, piece_size: int | None, before: os.stat_result, first: bool = False
     ) -> tuple[FileHashes, bool]:

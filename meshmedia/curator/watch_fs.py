@@ -16,7 +16,18 @@ from pathlib import Path
 from stat import S_ISDIR
 from typing import Any
 
-from watchdog.events import FileSystemEvent, FileSystemEventHandler
+from watchdog.events import (
+    DirCreatedEvent,
+    DirDeletedEvent,
+    DirMovedEvent,
+    FileClosedEvent,
+    FileCreatedEvent,
+    FileDeletedEvent,
+    FileModifiedEvent,
+    FileMovedEvent,
+    FileSystemEvent,
+    FileSystemEventHandler,
+)
 from watchdog.observers import Observer
 from watchdog.observers.api import BaseObserver
 from watchdog.observers.polling import PollingEmitter
@@ -29,6 +40,21 @@ from .sources import SYMLINK_RULE
 log = logging.getLogger(__name__)
 
 TEMP_SUFFIXES = (".part", ".crdownload", ".tmp", "~")
+WANTED: list[type[FileSystemEvent]] = [
+    FileCreatedEvent,
+    DirCreatedEvent,
+    FileModifiedEvent,
+    FileClosedEvent,
+    FileMovedEvent,
+    DirMovedEvent,
+    FileDeletedEvent,
+    DirDeletedEvent,
+]
+"""The events the watcher acts on; inotify is asked for these alone. Asked for every
+event, each file the publisher hashed came back as 8 more (IN_OPEN and IN_CLOSE_NOWRITE of
+the file and of the folders it opened on the way), each through watchdog's three threads
+and the watcher's queue, and every new file as a DirModifiedEvent of its folder: a
+5,000-file burst took 8.8 s, 5.5 s without them."""
 
 
 def is_temporary(path: Path, root: Path) -> bool:
@@ -85,7 +111,9 @@ def start_observer(
 
 def _schedule(observer: BaseObserver, shares: Sequence[Share], events: queue.Queue[Any]) -> None:
     for share in shares:
-        observer.schedule(_Handler(events, share), str(share.path), recursive=True)
+        observer.schedule(
+            _Handler(events, share), str(share.path), recursive=True, event_filter=WANTED
+        )
 
 
 SNAPSHOT_TRIES = 4

@@ -172,6 +172,20 @@ class Store:
         # (bytes() of an integer row gave that many zero bytes).
         return bytes(rows[0][0]) if rows and isinstance(rows[0][0], bytes) else None
 
+    def torrents_kept(self, info_hashes: list[str]) -> dict[str, bytes]:
+        """The `.torrent` bytes kept for each of `info_hashes` that has a good row (see
+        torrent()); one query for each 500 (a query each cost 37 us of every file of a
+        5,000-file burst)."""
+        kept: dict[str, bytes] = {}
+        for start in range(0, len(info_hashes), 500):
+            chunk = info_hashes[start : start + 500]
+            marks = ",".join("?" * len(chunk))
+            sql = f"SELECT info_hash, data FROM torrents WHERE info_hash IN ({marks})"  # noqa: S608
+            for ih, data in self.execute(sql, tuple(chunk)):
+                if isinstance(data, bytes):
+                    kept[ih] = data
+        return kept
+
     def save_torrents(self, torrents: list[tuple[str, bytes]]) -> None:
         """Keep (replace) the `.torrent` of each (info hash, bytes), in one transaction."""
         with self.transaction() as db:
@@ -278,6 +292,19 @@ class Store:
                 json.dumps(entry.item, sort_keys=True),
             ),
         )
+
+    def save_catalogs(self, entries: list[CatalogEntry]) -> None:
+        """save_catalog() for each of `entries`, in one statement and transaction."""
+        rows = [
+            (e.group, e.path, e.info_hash, e.source, json.dumps(e.item, sort_keys=True))
+            for e in entries
+        ]
+        with self.transaction() as db:
+            db.executemany(
+                "INSERT OR REPLACE INTO catalog (grp, path, info_hash, source, item)"
+                " VALUES (?, ?, ?, ?, ?)",
+                rows,
+            )
 
     def delete_catalog(self, group: str, path: str) -> None:
         """Forget the published item at (group, path)."""
