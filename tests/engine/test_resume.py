@@ -282,15 +282,18 @@ def test_counters_alone_wait_a_whole_interval_from_the_start(tmp_path: Path) -> 
             wait_for(lambda: handle.need_save_resume_data(IF_COUNTERS_CHANGED), timeout=30)
             asked: list[int] = []
             fresh = ResumeData(_RecordingTable(engine._table, asked), store)  # type: ignore[arg-type]
+
+            def counters_asked() -> int:  # a touched seed is asked, but not for its counters
+                return sum(1 for flags in asked if flags & IF_COUNTERS_CHANGED)
+
             fresh.tick()
-            assert asked == []
+            assert counters_asked() == 0
             fresh._next_counters -= COUNTERS_INTERVAL  # the pass is due
             fresh.tick()
-            assert len(asked) == 1
-            assert asked[0] & IF_COUNTERS_CHANGED
+            assert counters_asked() == 1
             wait_for(lambda: handle.need_save_resume_data(IF_COUNTERS_CHANGED), timeout=30)
             fresh.tick()  # and the next one is a whole interval away again
-            assert len(asked) == 1
+            assert counters_asked() == 1
     finally:
         store.close()
 
