@@ -250,18 +250,42 @@ def restart(pair: Pair, which: str, count: int, timeout: float) -> dict[str, flo
     }
 
 
+class ListedItems:
+    """Items in a manifest, asked as a client asks (If-None-Match: a 304 while unchanged).
+    Asking /metrics every 50 ms instead took 7% of the curator's GIL time during a
+    5,000-file burst (4 ms a scrape of 5,000 torrents), a load the measure put on it."""
+
+    def __init__(self, port: int, path: str) -> None:
+        self.port, self.path = port, path
+        self.etag: str | None = None
+        self.count = 0
+
+    def __call__(self) -> int:
+        """The number of items in the manifest now."""
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
+        try:
+            conn.request("GET", self.path, headers={"If-None-Match": self.etag or ""})
+            answer = conn.getresponse()
+            body = answer.read()
+            if answer.status == 200:
+                self.etag = answer.getheader("ETag")
+                self.count = len(json.loads(body)["items"])
+        except (OSError, ValueError, KeyError):
+            pass
+        finally:
+            conn.close()
+        return self.count
+
+
 def drop_into(pair: Pair, staged: list[Path], staging: Path, count: int, timeout: float) -> float:
     """Rename `staged` into the share one after another; seconds until all are listed."""
+    listed = ListedItems(pair.http, pair.manifest_path)
     started = time.monotonic()
     for path in staged:
         target = pair.share / path.relative_to(staging)
         target.parent.mkdir(exist_ok=True)
         path.rename(target)
-    wait_until(
-        lambda: series(metrics(pair.http), "meshmedia_manifest_items") >= count,
-        timeout,
-        f"{count} items listed",
-    )
+    wait_until(lambda: listed() >= count, timeout, f"{count} items listed")
     return time.monotonic() - started
 
 
