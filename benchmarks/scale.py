@@ -24,6 +24,7 @@ then the growth from 1,000 to 5,000 of every figure as a ratio (5.0 = linear).
 
     python -m benchmarks --only scale                # 100, 1,000, 5,000; idle 30 s
     python benchmarks/scale.py --counts 100,1000 --idle 10
+    MESHMEDIA_BENCH_LOG_LEVEL=DEBUG python benchmarks/scale.py --counts 1000  # daemons' logs
 """
 
 from __future__ import annotations
