@@ -16,18 +16,8 @@ from pathlib import Path
 from stat import S_ISDIR
 from typing import Any
 
-from watchdog.events import (
-    DirCreatedEvent,
-    DirDeletedEvent,
-    DirMovedEvent,
-    FileClosedEvent,
-    FileCreatedEvent,
-    FileDeletedEvent,
-    FileModifiedEvent,
-    FileMovedEvent,
-    FileSystemEvent,
-    FileSystemEventHandler,
-)
+from watchdog import events as ev
+from watchdog.events import FileSystemEvent, FileSystemEventHandler
 from watchdog.observers import Observer
 from watchdog.observers.api import BaseObserver
 from watchdog.observers.polling import PollingEmitter
@@ -41,14 +31,8 @@ log = logging.getLogger(__name__)
 
 TEMP_SUFFIXES = (".part", ".crdownload", ".tmp", "~")
 WANTED: list[type[FileSystemEvent]] = [
-    FileCreatedEvent,
-    DirCreatedEvent,
-    FileModifiedEvent,
-    FileClosedEvent,
-    FileMovedEvent,
-    DirMovedEvent,
-    FileDeletedEvent,
-    DirDeletedEvent,
+    *(ev.FileCreatedEvent, ev.DirCreatedEvent, ev.FileModifiedEvent, ev.FileClosedEvent),
+    *(ev.FileMovedEvent, ev.DirMovedEvent, ev.FileDeletedEvent, ev.DirDeletedEvent),
 ]
 """The events the watcher acts on; inotify is asked for these alone. Asked for every
 event, each file the publisher hashed came back as 8 more (IN_OPEN and IN_CLOSE_NOWRITE of
