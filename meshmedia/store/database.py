@@ -15,7 +15,7 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -148,9 +148,12 @@ class Store:
 
     def save_resumes(self, records: list[ResumeRecord]) -> None:
         """Store (replace) the resume data of several torrents in one transaction."""
-        with self.transaction():
-            for record in records:
-                self.save_resume(record)
+        now = time.time()
+        rows = [(r.info_hash, r.data, r.role, json.dumps(r.files), now) for r in records]
+        with self.transaction() as db:
+            _insert_rows(
+                db, "INSERT OR REPLACE INTO resume (info_hash, data, role, files, updated_at)", rows
+            )
 
     def load_resume(self) -> list[ResumeRecord]:
         """Every stored torrent's resume data, oldest first."""
@@ -189,8 +192,7 @@ class Store:
     def save_torrents(self, torrents: list[tuple[str, bytes]]) -> None:
         """Keep (replace) the `.torrent` of each (info hash, bytes), in one transaction."""
         with self.transaction() as db:
-            db.executemany("INSERT OR REPLACE INTO torrents (info_hash, data) VALUES (?, ?)",
-                           torrents)  # fmt: skip
+            _insert_rows(db, "INSERT OR REPLACE INTO torrents (info_hash, data)", torrents)
 
     def delete_torrent(self, info_hash: str) -> None:
         """Forget the `.torrent` of `info_hash`."""
@@ -300,11 +302,8 @@ class Store:
             for e in entries
         ]
         with self.transaction() as db:
-            db.executemany(
-                "INSERT OR REPLACE INTO catalog (grp, path, info_hash, source, item)"
-                " VALUES (?, ?, ?, ?, ?)",
-                rows,
-            )
+            _insert_rows(db, "INSERT OR REPLACE INTO catalog (grp, path, info_hash, source, item)",
+                         rows)  # fmt: skip
 
     def delete_catalog(self, group: str, path: str) -> None:
         """Forget the published item at (group, path)."""
@@ -409,12 +408,12 @@ class Store:
             )
             for item in items
         ]
-        sql = (
+        head = (
             "INSERT OR REPLACE INTO client_items (url, path, info_hash, state, item,"
-            " attempts, next_attempt, error, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+            " attempts, next_attempt, error, updated_at)"
         )
         with self.transaction() as db:
-            db.executemany(sql, rows)
+            _insert_rows(db, head, rows)
 
     def delete_client_item(self, url: str, path: str) -> None:
         """Forget one client item."""
@@ -470,6 +469,22 @@ _SELECT_CATALOG = "SELECT grp, path, info_hash, source, item FROM catalog"
 _SELECT_CLIENT_ITEMS = (
     "SELECT url, path, info_hash, state, item, attempts, next_attempt, error FROM client_items"
 )
+
+
+ROWS_A_STATEMENT = 500
+"""Rows one INSERT carries (9 columns at most: 4,500 variables, SQLite allows 32,766)."""
+
+
+def _insert_rows(db: sqlite3.Connection, head: str, rows: Sequence[tuple[Any, ...]]) -> None:
+    """`head` ("INSERT ... INTO table (columns)") with every row of `rows`, ROWS_A_STATEMENT
+    rows a statement. executemany() lets go of the GIL and takes it back for every row;
+    with another thread busy (the alert thread in a burst) each take waited its turn:
+    5,000 catalog rows took 338 ms of wall for 97 ms of CPU, 155 ms this way."""
+    for start in range(0, len(rows), ROWS_A_STATEMENT):
+        chunk = rows[start : start + ROWS_A_STATEMENT]
+        one = "(" + ", ".join("?" * len(chunk[0])) + ")"
+        values = ", ".join([one] * len(chunk))
+        db.execute(f"{head} VALUES {values}", [v for row in chunk for v in row])
 
 
 def _catalog_entry(row: sqlite3.Row) -> CatalogEntry:

@@ -9,7 +9,8 @@ from typing import Any
 
 import pytest
 
-from meshmedia.store import CatalogEntry, ClientItem, ItemState, Store
+from meshmedia.store import CatalogEntry, ClientItem, ItemState, ResumeRecord, Store
+from meshmedia.store.database import ROWS_A_STATEMENT
 
 
 def fill(store: Store, count: int) -> None:
@@ -116,3 +117,35 @@ def test_the_catalog_is_found_by_source_folder_and_by_torrent(tmp_path: Path) ->
         assert store.catalog_uses("v" * 40)
         assert not store.catalog_uses("q" * 40)
         assert store.catalog_sources() == sorted(store.catalog_sources())
+
+
+def test_rows_saved_many_at_once_are_all_there_across_statements(tmp_path: Path) -> None:
+    """Batches are written ROWS_A_STATEMENT rows an INSERT (executemany let go of the GIL
+    for every row): 1,201 rows are three statements, and every row comes back as saved,
+    a second save of the same keys replacing them."""
+    count = 2 * ROWS_A_STATEMENT + 201
+    with Store.in_state_dir(tmp_path / "state") as store:
+        for version in (1, 2):
+            store.save_catalogs(
+                [CatalogEntry("g", f"p{k:04d}", f"{k:040x}", f"/s/{k}", {"v": version, "k": k})
+                 for k in range(count)]
+            )  # fmt: skip
+            store.save_torrents([(f"{k:040x}", bytes([version, k % 256])) for k in range(count)])
+            store.save_resumes(
+                [ResumeRecord(f"{k:040x}", b"r%d" % version, "seed", ((k, version),))
+                 for k in range(count)]
+            )  # fmt: skip
+            store.save_client_items(
+                [ClientItem("u", f"p{k:04d}", None, ItemState.QUEUED, {"k": k}, attempts=version)
+                 for k in range(count)]
+            )  # fmt: skip
+        catalog = store.catalog("g")
+        assert [e.item for e in catalog] == [{"v": 2, "k": k} for k in range(count)]
+        kept = store.torrents_kept([f"{k:040x}" for k in range(count)])
+        assert kept == {f"{k:040x}": bytes([2, k % 256]) for k in range(count)}
+        resumes = {r.info_hash: r for r in store.load_resume()}
+        assert len(resumes) == count
+        assert resumes[f"{count - 1:040x}"].files == ((count - 1, 2),)
+        items = store.client_items()
+        assert len(items) == count
+        assert {i.attempts for i in items} == {2}
