@@ -134,17 +134,7 @@ class Store:
     # -- resume data -------------------------------------------------------
     def save_resume(self, record: ResumeRecord) -> None:
         """Store (replace) one torrent's resume data."""
-        self.execute(
-            "INSERT OR REPLACE INTO resume (info_hash, data, role, files, updated_at)"
-            " VALUES (?, ?, ?, ?, ?)",
-            (
-                record.info_hash,
-                record.data,
-                record.role,
-                json.dumps(record.files),
-                time.time(),
-            ),
-        )
+        self.save_resumes([record])
 
     def save_resumes(self, records: list[ResumeRecord]) -> None:
         """Store (replace) the resume data of several torrents in one transaction."""
@@ -283,20 +273,10 @@ class Store:
 
     def save_catalog(self, entry: CatalogEntry) -> None:
         """Insert or replace the published item at (group, path)."""
-        self.execute(
-            "INSERT OR REPLACE INTO catalog (grp, path, info_hash, source, item)"
-            " VALUES (?, ?, ?, ?, ?)",
-            (
-                entry.group,
-                entry.path,
-                entry.info_hash,
-                entry.source,
-                json.dumps(entry.item, sort_keys=True),
-            ),
-        )
+        self.save_catalogs([entry])
 
     def save_catalogs(self, entries: list[CatalogEntry]) -> None:
-        """save_catalog() for each of `entries`, in one statement and transaction."""
+        """Insert or replace the published item of each of `entries`, in one transaction."""
         rows = [
             (e.group, e.path, e.info_hash, e.source, json.dumps(e.item, sort_keys=True))
             for e in entries
