@@ -62,7 +62,6 @@ def real_names(torrent: bytes, ti: Any, save_path: Path) -> dict[int, str]:
     controls (U+202E, U+200E); a seed then looked for a file that is not there
     and never served a byte (review12 finding 4).
     """
-    fs = ti.layout()
     if all(os.path.lexists(save_path / path) for _, path, _ in file_paths(ti)):
         # Every file is there under libtorrent's name: none can need a rename. One stat
         # a file, where parsing the .torrent first took 55 us of each seed added.
@@ -71,6 +70,7 @@ def real_names(torrent: bytes, ti: Any, save_path: Path) -> dict[int, str]:
         entries = torrent_files(torrent)
     except EngineError:
         return {}  # names that are not UTF-8: libtorrent's are the only ones there are
+    fs = ti.layout()
     renames = {}
     for entry in entries:
         if entry.pad or entry.index >= fs.num_files():
