@@ -8,7 +8,9 @@ from pathlib import Path
 
 import pytest
 
+from meshmedia.config import Share
 from meshmedia.curator import Publisher
+from meshmedia.curator.batches import Shares, _share_of
 from meshmedia.engine import Engine
 from meshmedia.manifest import Item, ManifestStore
 from meshmedia.store import Store
@@ -116,3 +118,18 @@ def test_what_a_round_has_ready_is_listed_before_a_large_file(tmp_path: Path) ->
         listed = {i.path: i for i in manifests.get("default").items}
         assert set(listed) == {"0.jpg", "1.jpg", "2.jpg", "large.mkv"}
         manifests.close()
+
+
+def test_a_round_path_belongs_to_a_share_only_below_its_folder(tmp_path: Path) -> None:
+    """The burst path matches paths to share folders as text: a sibling whose name starts
+    with the share's, the share folder itself and a path with `..` belong to none (they
+    take publish()'s path, which resolves and explains)."""
+    share = Share("default", tmp_path / "share")
+    shares = Shares([(share, tmp_path / "share")])
+    assert _share_of(tmp_path / "share" / "d" / "a.jpg", shares) == (
+        share, tmp_path / "share", "d/a.jpg"
+    )  # fmt: skip
+    assert _share_of(tmp_path / "share2" / "a.jpg", shares) is None
+    assert _share_of(tmp_path / "share", shares) is None
+    assert _share_of(Path(f"{tmp_path}/share/../etc/a.jpg"), shares) is None
+    assert _share_of(Path(f"{tmp_path}/share/d/.."), shares) is None
