@@ -74,7 +74,7 @@ class PublisherLike(Protocol):
         """A file is growing: hash what is there."""
 
     def published(self) -> Iterable[Path]:
-        """The source paths of every published file."""
+        """The source paths of every published file (a frozenset is used as it is)."""
 
 
 @dataclass
@@ -342,7 +342,7 @@ class Watcher:
         for target, group in round_.items():
             self._call("publish", self._publisher.publish, target, group)
 
-    def _owner(self, path: Path, published: set[Path] | None = None) -> Path | None:
+    def _owner(self, path: Path, published: frozenset[Path] | None = None) -> Path | None:
         """The published folder item (POST /seed of a folder) that holds `path`, if any."""
         published = self._published_set() if published is None else published
         return next((p for p in path.parents if p in published), None)
@@ -357,8 +357,9 @@ class Watcher:
             log.warning("cannot %s %s: %s", what, args[0], exc)
 
     # -- start-up reconciliation ----------------------------------------------
-    def _published_set(self) -> set[Path]:
-        return set(self._publisher.published())
+    def _published_set(self) -> frozenset[Path]:
+        published = self._publisher.published()
+        return published if isinstance(published, frozenset) else frozenset(published)
 
     def _reconcile(self) -> None:
         published = self._published_set()

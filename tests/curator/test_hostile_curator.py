@@ -425,7 +425,7 @@ def test_a_folder_item_takes_over_the_items_of_its_own_files(
         assert set(curator.items()) == {"Show"}
         assert [f["path"] for f in folder.extra["files"]] == ["ep1.mkv", "ep2.mkv"]
         assert curator.engine.status(first.info_hash or "") is None
-        assert curator.publisher.published() == [show]
+        assert curator.publisher.published() == {show}
         assert "Show/ep1.mkv in default is now part of folder item Show" in caplog.text
 
 
