@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
+from stat import S_ISDIR, S_ISLNK
 from typing import Any, Protocol
 
 from watchdog.events import (
@@ -313,16 +314,17 @@ class Watcher:
         for path, pending in list(self._pending.items()):
             if pending.due is None or pending.due > now:
                 continue
-            if path.is_symlink():  # renamed over the file, or swapped in meanwhile
+            # One lstat: a link is skipped, anything else is what a stat would say.
+            found = _lstat(path)
+            if found is None or S_ISLNK(found.st_mode):  # gone; renamed over, swapped in
                 del self._pending[path]
-                self._skip_link(path)
+                if found is not None:
+                    self._skip_link(path)
                 continue
-            stat = file_stat(path)
-            if stat is None:
-                del self._pending[path]
-            elif pending.stat is not None and stat != pending.stat:
+            stat = (found.st_size, found.st_mtime_ns)
+            if pending.stat is not None and stat != pending.stat:
                 pending.stat, pending.due = stat, now + self._config.poll_quiet
-            elif stat[0] == 0 and not self.polling and not path.is_dir():
+            elif stat[0] == 0 and not self.polling and not S_ISDIR(found.st_mode):
                 pending.due = None  # created empty: wait for the writes and the close
             else:
                 del self._pending[path]
@@ -384,6 +386,14 @@ class Watcher:
             return self._clock()
         wait = self._config.poll_quiet - age
         return self._clock() + max(0.0, wait)
+
+
+def _lstat(path: Path) -> os.stat_result | None:
+    """lstat, or None when the path is gone."""
+    try:
+        return os.lstat(path)
+    except OSError:
+        return None
 
 
 def _owner_named(path: Path, names: set[str]) -> Path | None:
