@@ -14,7 +14,7 @@ import os
 import queue
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
@@ -74,8 +74,8 @@ class PublisherLike(Protocol):
     def follow(self, path: Path) -> None:
         """A file is growing: hash what is there."""
 
-    def published(self) -> Iterable[Path]:
-        """The source paths of every published file (a frozenset is used as it is)."""
+    def published(self) -> frozenset[Path]:
+        """The source paths of every published file: a snapshot, cheap to ask again."""
 
 
 @dataclass
@@ -259,7 +259,7 @@ class Watcher:
     def _skip_link(self, path: Path) -> None:
         """A symbolic link is never published; a published file replaced by one is gone."""
         log.warning("skipping symbolic link %s: %s", path, SYMLINK_RULE)
-        if path in self._published_set():
+        if path in self._publisher.published():
             self._call("unpublish", self._publisher.unpublish, path)
 
     def _on_modified(self, share: Share, path: Path) -> None:
@@ -282,7 +282,7 @@ class Watcher:
     def _on_moved(self, share: Share, src: Path, dest: Path) -> None:
         src_temp = is_temporary(src, share.path)
         self._pending.pop(src, None)
-        published = self._published_set()
+        published = self._publisher.published()
         src_owner = None if src_temp else self._owner(src, published)
         if src_owner is not None:
             self._settle(share, src_owner)  # the file left (or moved inside) a folder item
@@ -298,13 +298,13 @@ class Watcher:
 
     def _on_dir_moved(self, share: Share, src: Path, dest: Path) -> None:
         """A folder item moved as a whole; its files' own move events follow and are no-ops."""
-        if src in self._published_set() and not is_temporary(dest, share.path):
+        if src in self._publisher.published() and not is_temporary(dest, share.path):
             self._call("move", self._publisher.moved, src, dest)
 
     def _on_dir_deleted(self, folder: Path) -> None:
         for path in [p for p in self._pending if p.is_relative_to(folder)]:
             del self._pending[path]
-        for path in self._published_set():
+        for path in self._publisher.published():
             if path.is_relative_to(folder):
                 self._call("unpublish", self._publisher.unpublish, path)
 
@@ -331,7 +331,7 @@ class Watcher:
                 targets[path] = pending.share.group
         # A file inside a published folder item republishes the folder, once per round
         # (compared as text: Path.parents for each of a 5,000-file round cost 4% of it).
-        names = {str(p) for p in self._published_set()} if targets else set()
+        names = {str(p) for p in self._publisher.published()} if targets else set()
         round_ = {_owner_named(p, names) or p: g for p, g in targets.items()}
         many = getattr(self._publisher, "publish_many", None)
         if many is not None and len(round_) > 1:  # listed in batches (publisher.py)
@@ -346,7 +346,7 @@ class Watcher:
 
     def _owner(self, path: Path, published: frozenset[Path] | None = None) -> Path | None:
         """The published folder item (POST /seed of a folder) that holds `path`, if any."""
-        published = self._published_set() if published is None else published
+        published = self._publisher.published() if published is None else published
         return next((p for p in path.parents if p in published), None)
 
     def _call(self, what: str, func: Any, *args: Any) -> None:
@@ -359,12 +359,8 @@ class Watcher:
             log.warning("cannot %s %s: %s", what, args[0], exc)
 
     # -- start-up reconciliation ----------------------------------------------
-    def _published_set(self) -> frozenset[Path]:
-        published = self._publisher.published()
-        return published if isinstance(published, frozenset) else frozenset(published)
-
     def _reconcile(self) -> None:
-        published = self._published_set()
+        published = self._publisher.published()
         seen = 0
         for share in self._shares:
             for path in walk_files(share.path):

@@ -62,9 +62,9 @@ class RecordingPublisher:
         with self.lock:
             self.calls.append(("follow", path.name))
 
-    def published(self) -> list[Path]:
+    def published(self) -> frozenset[Path]:
         with self.lock:
-            return sorted(self.catalog)
+            return frozenset(self.catalog)
 
     def names(self, kind: str) -> list[str]:
         with self.lock:
