@@ -21,6 +21,7 @@ from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from stat import S_ISREG
 from typing import Any
 
 import xxhash
@@ -128,6 +129,25 @@ class _Pieces(_Consumer):
         return (*self.pieces, *tail)
 
 
+def open_regular(path: Path) -> int:
+    """A read-only fd of the regular file at `path`; PublishError for anything else.
+
+    A file swapped for a symbolic link after it was checked is never read (O_NOFOLLOW);
+    one swapped for a FIFO is opened at once and refused (O_NONBLOCK), where a plain open
+    held the publishing thread until something wrote to the FIFO.
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise PublishError(f"{path} is a symbolic link; not read") from None
+        raise PublishError(f"cannot read {path}: {exc.strerror}") from exc
+    if not S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise PublishError(f"{path} is not a regular file; not read")
+    return fd
+
+
 class IncrementalHasher:
     """Hash a file in one pass, following it while it grows.
 
@@ -212,13 +232,7 @@ class IncrementalHasher:
                 log.info("%s was replaced or truncated; hashing it again", self.path)
                 self._close()
         if self._fd < 0:
-            try:
-                # A file swapped for a symbolic link after it was checked is never read.
-                self._fd = os.open(self.path, os.O_RDONLY | os.O_NOFOLLOW)
-            except OSError as exc:
-                if exc.errno == errno.ELOOP:
-                    raise PublishError(f"{self.path} is a symbolic link; not read") from None
-                raise PublishError(f"cannot read {self.path}: {exc.strerror}") from exc
+            self._fd = open_regular(self.path)
             self._whole = _WholeFile()
             self._streams = {}
             self._ring = [bytearray() for _ in range(RING)]  # grown to the reads made
@@ -343,12 +357,7 @@ class FirstPass:
 
     def finish(self) -> FileHashes:
         """Hash the whole file once and return its hashes (sha256 "")."""
-        try:
-            fd = os.open(self.path, os.O_RDONLY | os.O_NOFOLLOW)
-        except OSError as exc:
-            if exc.errno == errno.ELOOP:
-                raise PublishError(f"{self.path} is a symbolic link; not read") from None
-            raise PublishError(f"cannot read {self.path}: {exc.strerror}") from exc
+        fd = open_regular(self.path)
         try:
             return self._hash(fd)
         finally:

@@ -24,6 +24,7 @@ MAY_IMPORT: dict[str, set[str]] = {
     "private_files": set(),
     "bounded": {"errors"},
     "hashing": {"errors"},
+    "hash_child": {"errors", "hashing"},
     "torrentinfo": {"errors", "bounded"},
     "store": {"errors", "private_files"},
     "process": set(),
@@ -32,10 +33,11 @@ MAY_IMPORT: dict[str, set[str]] = {
     "jellyfin": SHARED,
     "groups": SHARED,
     "http": SHARED | {"manifest", "groups"},
-    "curator": SHARED | {"process", "engine", "manifest", "http", "groups"},
+    "curator": SHARED | {"process", "engine", "manifest", "http", "groups", "hash_child"},
     "client": SHARED | {"process", "engine", "manifest", "http", "jellyfin", "groups"},
     "cli": SHARED
-    | {"process", "engine", "manifest", "http", "jellyfin", "curator", "client", "groups"},
+    | {"process", "engine", "manifest", "http", "jellyfin", "curator", "client", "groups"}
+    | {"hash_child"},
     "__main__": {"cli"},
 }
 # Third-party packages that belong to one role each.

@@ -23,6 +23,7 @@ from meshmedia.config import Share
 from meshmedia.engine import SourceFile
 from meshmedia.engine.building import BuiltTorrent, build_torrent
 from meshmedia.errors import EngineError, ManifestError, PublishError, StoreError
+from meshmedia.hash_child import HashChild, Lookahead
 from meshmedia.manifest import Item, ManifestStore, check_relative_path, utc_now
 from meshmedia.store import CatalogEntry, Store
 
@@ -91,6 +92,7 @@ class Batches:
         lock: threading.RLock,
         *,
         seams: Seams,
+        child: HashChild | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         """Batches of the publisher whose parts these are; `lock`: its lock, held while a
@@ -102,17 +104,34 @@ class Batches:
         self._lock = lock
         self._seams = seams
         self._clock = clock
+        self._child = child or HashChild()
 
     def run(
         self, targets: Sequence[tuple[Path, str | None]], peers: list[str], shares: Shares
     ) -> None:
         """Publish every (path, group) of one round; `peers`: what a public magnet names.
         Failures are logged, each naming its file; the others go on."""
+        ahead = self._child.lookahead([os.fspath(p) for p, _ in targets[1:]])
+        try:
+            self._run(targets, peers, shares, ahead)
+        finally:
+            if ahead is not None:
+                ahead.close()
+
+    def _run(
+        self,
+        targets: Sequence[tuple[Path, str | None]],
+        peers: list[str],
+        shares: Shares,
+        ahead: Lookahead | None,
+    ) -> None:
         batch: list[_Prepared] = []
         listed, wait = self._clock(), BATCH_SECONDS
         for index, (path, group) in enumerate(targets):
             try:
-                prepared = self._prepare_new(Path(path), group, peers, shares) if index else None
+                prepared = (
+                    self._prepare_new(Path(path), group, peers, shares, ahead) if index else None
+                )
             except _FAILURES as exc:
                 log.warning("cannot publish %s: %s", path, exc)
                 continue
@@ -128,6 +147,14 @@ class Batches:
                 batch, listed = [], self._clock()
                 wait = min(2 * wait, BATCH_MAX_SECONDS)
         self._flush(batch)
+
+    def expect(self, count: int) -> None:
+        """`count` files wait for a round: get the hashing child ready for it."""
+        self._child.warm(count)
+
+    def close(self) -> None:
+        """Stop the hashing child."""
+        self._child.close()
 
     def _one(self, path: Path, group: str | None) -> None:
         try:
@@ -147,7 +174,12 @@ class Batches:
                 self._one(p.source, p.group)
 
     def _prepare_new(
-        self, path: Path, group: str | None, peers: list[str], shares: Shares
+        self,
+        path: Path,
+        group: str | None,
+        peers: list[str],
+        shares: Shares,
+        ahead: Lookahead | None = None,
     ) -> _Prepared | None:
         """Hash a plain file that has no item yet and build its torrent (seeded with its
         batch); None for anything else, which publish()'s path handles and explains."""
@@ -156,7 +188,7 @@ class Batches:
         if found is None:
             return None
         group, item_path, st = found
-        files = self._hasher.file_sources(path, st)
+        files = self._hasher.file_sources(path, st, ahead.take(path) if ahead else None)
         ca = self._seams.ca_for(group)
         built = build_torrent(files, ca)
         hashes = files[0].hashes

@@ -146,6 +146,11 @@ class Publisher:
         with self._hasher.saving_together():
             self._batches.run(targets, peers, shares)
 
+    def expect_many(self, count: int) -> None:
+        """The watcher holds `count` files for its coming rounds (publish_many): get
+        ready to hash them (batches.py)."""
+        self._batches.expect(count)
+
     def unpublish(self, path: Path) -> None:
         """A source file or folder is gone: drop its items and stop seeding them."""
         self._wait_ready()
@@ -217,9 +222,10 @@ class Publisher:
         return self._digests.wait_idle(timeout)
 
     def close(self) -> None:
-        """Stop following growing files and the SHA-256 passes."""
+        """Stop following growing files, the SHA-256 passes and the hashing child."""
         self._hasher.close()
         self._digests.close()
+        self._batches.close()
 
     # -- publishing ------------------------------------------------------------
     def _publish(

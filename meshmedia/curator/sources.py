@@ -19,6 +19,7 @@ from stat import S_ISDIR, S_ISLNK, S_ISREG
 
 from meshmedia.engine import SourceFile
 from meshmedia.errors import PublishError
+from meshmedia.hash_child import Hashed, Seen
 from meshmedia.hashing import FileHashes, FirstPass, IncrementalHasher, piece_size_for
 from meshmedia.store import HashRecord, Store
 
@@ -153,27 +154,38 @@ class SourceHasher:
             for name, st in found
         ]
 
-    def file_sources(self, path: Path, st: os.stat_result) -> list[SourceFile]:
+    def file_sources(
+        self, path: Path, st: os.stat_result, ready: Hashed | None = None
+    ) -> list[SourceFile]:
         """sources() of one regular file the caller reached as regular_files() does and
-        saw as `st` (its lstat): the walk is not made again."""
-        return [SourceFile(path.name, path, *self._hashes(path, None, st))]
+        saw as `st` (its lstat): the walk is not made again. `ready`: its hashes from the
+        hashing child, checked as this thread's own would be."""
+        return [SourceFile(path.name, path, *self._hashes(path, None, st, ready=ready))]
 
     def _hashes(
-        self, path: Path, piece_size: int | None, before: os.stat_result, first: bool = False
+        self,
+        path: Path,
+        piece_size: int | None,
+        before: os.stat_result,
+        first: bool = False,
+        ready: Hashed | None = None,
     ) -> tuple[FileHashes, bool]:
         """The hashes at `piece_size` (None: the rule for its own size) of the file the
         walk saw as `before`, and whether they were read just now from a file that did
         not change meanwhile (then the bytes on disk are known to match them)."""
         piece = piece_size or piece_size_for(before.st_size)
-        cached = self._store.cached_hashes(*_key(before), piece)
+        # The child's hashes are as good as the cache's (checked below all the same).
+        cached = None if ready else self._store.cached_hashes(*_key(before), piece)
         if cached is not None:
             log.debug("hash cache hit for %s", path)
             return _from_record(cached), False
         with self._lock:
             follower = self._followers.pop(path, None)
-        hasher: IncrementalHasher | FirstPass
+        hasher: IncrementalHasher | FirstPass | Hashed
         if follower is not None:
             hasher = follower.stop()
+        elif ready is not None:
+            hasher = ready
         else:
             hasher = FirstPass(path) if first else IncrementalHasher(path, piece_size)
         if piece_size is not None and follower is not None:
@@ -328,7 +340,7 @@ def named(path: Path) -> str:
     return repr(os.fsencode(path))
 
 
-def _key(st: os.stat_result) -> tuple[int, int, int, int]:
+def _key(st: os.stat_result | Seen) -> tuple[int, int, int, int]:
     return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
 
 
@@ -337,7 +349,7 @@ def _from_record(record: HashRecord) -> FileHashes:
     return FileHashes(record.size, record.piece_size, pieces, record.sha256, record.xxh3)
 
 
-def _to_record(st: os.stat_result, hashes: FileHashes) -> HashRecord:
+def _to_record(st: os.stat_result | Seen, hashes: FileHashes) -> HashRecord:
     return HashRecord(
         *_key(st), hashes.piece_size, hashes.sha256, hashes.xxh3, b"".join(hashes.pieces)
     )

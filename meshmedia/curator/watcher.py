@@ -196,6 +196,7 @@ class Watcher:
                     if item is Command.STOP:
                         self._events.put(item)
                         break
+                self._expect()
                 self._run_due()
             except Exception:
                 log.exception("watcher: unexpected error looking at due files")
@@ -203,6 +204,13 @@ class Watcher:
                 with self._idle:
                     self._busy -= 1
                     self._idle.notify_all()
+
+    def _expect(self) -> None:
+        """Tell a publisher that takes rounds how many files wait for them (it starts its
+        hashing child for a large one before the files are due)."""
+        expect = getattr(self._publisher, "expect_many", None)
+        if expect is not None and len(self._pending) > 1:
+            expect(len(self._pending))
 
     def _handle(self, item: Work | None) -> None:
         """One queued piece of work; an error is one log line, never the end of the loop."""

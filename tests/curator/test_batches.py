@@ -3,7 +3,10 @@ file made publishing 5,000 files O(N^2) (each version copied and served every it
 
 from __future__ import annotations
 
+import hashlib
+import logging
 import sqlite3
+import time
 from pathlib import Path
 
 import pytest
@@ -133,3 +136,33 @@ def test_a_round_path_belongs_to_a_share_only_below_its_folder(tmp_path: Path) -
     assert _share_of(tmp_path / "share", shares) is None
     assert _share_of(Path(f"{tmp_path}/share/../etc/a.jpg"), shares) is None
     assert _share_of(Path(f"{tmp_path}/share/d/.."), shares) is None
+
+
+def test_a_large_round_is_hashed_ahead_by_the_child_and_listed_right(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A round of 400 small files, told of beforehand as the watcher does: the hashing
+    child hashes nearly all (the publisher those it has no answer for yet); every item's
+    digests are the file's own. Started with the round instead, the child is up after
+    55 ms, when this thread had already hashed 120-180 of them."""
+    config = make_config(tmp_path, "curator")
+    share = config.shares[0].path
+    files = [random_file(share / "d" / f"{k:03d}.jpg", 60_000 + 37 * k) for k in range(400)]
+    with Store.in_state_dir(config.state_dir) as store, Engine(config, store) as engine:
+        manifests = ManifestStore(config.state_dir / "manifests")
+        publisher = Publisher(config, store, engine, manifests)
+        publisher.expect_many(len(files))
+        time.sleep(1.0)  # the files settle meanwhile: the child starts (55 ms)
+        with caplog.at_level(logging.INFO, logger="meshmedia.hash_child"):
+            publisher.publish_many([(p, None) for p in files])
+        publisher.close()
+        items = {i.path: i for i in manifests.get("default").items}
+        assert len(items) == 400
+        for path in files:
+            item = items[f"d/{path.name}"]
+            assert item.sha256 == hashlib.sha256(path.read_bytes()).hexdigest()
+            assert item.size == path.stat().st_size
+        (line,) = [r.getMessage() for r in caplog.records if "hashing child" in r.getMessage()]
+        used = int(line.split(" hashed ")[1].split()[0])
+        assert used >= 350, line  # nearly all: the first request's answer was awaited
+        manifests.close()

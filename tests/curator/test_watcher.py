@@ -900,3 +900,38 @@ def test_the_files_due_together_go_to_the_burst_path_in_one_call(
     names = [p.name for p in paths]
     assert sorted(pub.names("publish")) == names
     assert pub.rounds == ([] if count == 1 else [[(n, "family") for n in names]])
+
+
+class ExpectingPublisher(BatchingPublisher):
+    """Records what the watcher says is coming (expect_many) and the rounds, in order."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.said: list[tuple[str, int]] = []
+
+    def expect_many(self, count: int) -> None:
+        with self.lock:
+            self.said.append(("expect", count))
+
+    def publish_many(self, targets: list[tuple[Path, str | None]]) -> None:
+        with self.lock:
+            self.said.append(("round", len(targets)))
+        super().publish_many(targets)
+
+
+def test_the_publisher_hears_of_a_burst_before_its_round(tmp_path: Path, share: Path) -> None:
+    """Files moved in wait MOVED_IN_QUIET before their round: the publisher is told how
+    many wait meanwhile, so its hashing child is up when the round begins (55 ms)."""
+    pub = ExpectingPublisher()
+    staged = [random_file(tmp_path / "staging" / f"{k}.mkv", 100) for k in range(6)]
+    watcher = start_watcher(tmp_path, share, pub, "inotify")
+    try:
+        for path in staged:
+            path.rename(share / path.name)
+        wait_for(lambda: len(pub.names("publish")) == 6, timeout=30)
+    finally:
+        watcher.close()
+    first_round = next(k for k, (what, _) in enumerate(pub.said) if what == "round")
+    told = [n for what, n in pub.said[:first_round] if what == "expect"]
+    assert told, pub.said
+    assert max(told) >= pub.said[first_round][1], pub.said
