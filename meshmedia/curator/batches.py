@@ -16,7 +16,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from meshmedia.config import Share
@@ -51,9 +51,31 @@ by every client (all 5,000 items) while the burst went on."""
 @dataclass(frozen=True)
 class Shares:
     """The share folders of one watcher round, each with its resolved path (resolving
-    them for each of 5,000 files cost 0.15 ms)."""
+    them for each of 5,000 files cost 0.15 ms) and, from `opened`, an fd of it for the
+    round: opening the share folder by its path was 5% of the publishing thread's time
+    in a 5,000-file burst, where each walk now starts from a dup of that fd."""
 
     resolved: list[tuple[Share, Path]]
+    fds: dict[Path, int] = field(default_factory=dict)
+
+    @classmethod
+    def opened(cls, shares: Sequence[Share]) -> Shares:
+        """The shares resolved, each folder opened (one that cannot be is walked by path,
+        which then says why); close() them after the round."""
+        resolved = [(s, s.path.resolve()) for s in shares]
+        fds = {}
+        for _, root in resolved:
+            try:
+                fds[root] = os.open(root, os.O_RDONLY | os.O_DIRECTORY)
+            except OSError:
+                continue
+        return cls(resolved, fds)
+
+    def close(self) -> None:
+        """Close the folders' fds."""
+        for fd in self.fds.values():
+            os.close(fd)
+        self.fds.clear()
 
 
 @dataclass(frozen=True)
@@ -216,7 +238,7 @@ class Batches:
             # From the resolved share folder with O_NOFOLLOW at each step: no link on the
             # way, so `path` is its own resolved path; one lstat says what it is. Six
             # stats and resolves of the path before cost 50 us of each of 5,000 files.
-            folder, found_files = regular_files(path, root)
+            folder, found_files = regular_files(path, root, shares.fds.get(root))
         except PublishError:
             return None
         if folder or not_utf8(relative):

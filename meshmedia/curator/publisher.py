@@ -142,9 +142,12 @@ class Publisher:
         logged."""
         self._wait_ready()
         peers = advertised_addresses(self._config, self._engine)  # session calls: once a round
-        shares = Shares([(s, s.path.resolve()) for s in self._config.shares])
-        with self._hasher.saving_together():
-            self._batches.run(targets, peers, shares)
+        shares = Shares.opened(self._config.shares)
+        try:
+            with self._hasher.saving_together():
+                self._batches.run(targets, peers, shares)
+        finally:
+            shares.close()
 
     def expect_many(self, count: int) -> None:
         """The watcher holds `count` files for its coming rounds (publish_many): get

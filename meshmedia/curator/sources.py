@@ -245,14 +245,16 @@ def not_utf8(name: str) -> bool:
     return False
 
 
-def regular_files(source: Path, root: Path) -> tuple[bool, list[tuple[str, os.stat_result]]]:
+def regular_files(
+    source: Path, root: Path, root_fd: int | None = None
+) -> tuple[bool, list[tuple[str, os.stat_result]]]:
     """(is a folder, [(name relative to source's parent, lstat)]) of the regular files
-    at `source`, reached from `root` with no symbolic link followed on the way (each
-    folder is opened relative to the one before, with O_NOFOLLOW)."""
+    at `source`, reached from `root` (or `root_fd`, an fd of it) with no symbolic link
+    followed on the way (each folder is opened relative to the one before, O_NOFOLLOW)."""
     parts = source.relative_to(root).parts
     if not parts:
         raise PublishError(f"{source} is a share folder itself; publish a file or folder in it")
-    parent = _open_folder(root, parts[:-1])
+    parent = _open_folder(root, parts[:-1], root_fd)
     try:
         st = _lstat(source, parts[-1], parent)
         if S_ISREG(st.st_mode):
@@ -280,10 +282,10 @@ def _lstat(path: Path, name: str, dir_fd: int) -> os.stat_result:
     return st
 
 
-def _open_folder(root: Path, parts: Sequence[str]) -> int:
+def _open_folder(root: Path, parts: Sequence[str], root_fd: int | None = None) -> int:
     """An fd of root/parts, each folder opened below the last without following a link."""
     try:
-        fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY)
+        fd = os.dup(root_fd) if root_fd is not None else os.open(root, os.O_RDONLY | os.O_DIRECTORY)
     except OSError as exc:
         raise PublishError(f"cannot read {root}: {exc.strerror}") from exc
     try:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 import sqlite3
 import time
 from pathlib import Path
@@ -165,4 +166,37 @@ def test_a_large_round_is_hashed_ahead_by_the_child_and_listed_right(
         (line,) = [r.getMessage() for r in caplog.records if "hashing child" in r.getMessage()]
         used = int(line.split(" hashed ")[1].split()[0])
         assert used >= 350, line  # nearly all: the first request's answer was awaited
+        manifests.close()
+
+
+def test_a_burst_with_hostile_entries_publishes_only_the_plain_files_inside(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A round large enough for the hashing child, with a folder that links out of the
+    share, a linked file, a FIFO and a file gone before its turn: none is published (nor
+    read: no item has the outside file's digest), each is named, the plain files are."""
+    config = make_config(tmp_path, "curator")
+    share = config.shares[0].path
+    outside = random_file(tmp_path / "outside" / "secret.jpg", 50_000)
+    files = [random_file(share / "d" / f"{k:03d}.jpg", 20_000 + k) for k in range(120)]
+    (share / "evil").symlink_to(outside.parent)
+    (share / "link.jpg").symlink_to(outside)
+    os.mkfifo(share / "d" / "pipe.jpg")
+    gone = share / "d" / "gone.jpg"
+    hostile = [share / "evil" / "secret.jpg", share / "link.jpg", share / "d" / "pipe.jpg", gone]
+    targets = files[:60] + hostile + files[60:]
+    with Store.in_state_dir(config.state_dir) as store, Engine(config, store) as engine:
+        manifests = ManifestStore(config.state_dir / "manifests")
+        publisher = Publisher(config, store, engine, manifests)
+        publisher.expect_many(len(targets))
+        time.sleep(1.0)  # the child starts
+        with caplog.at_level(logging.WARNING):
+            publisher.publish_many([(p, None) for p in targets])
+        publisher.close()
+        items = manifests.get("default").items
+        assert {i.path for i in items} == {f"d/{p.name}" for p in files}
+        secret = hashlib.sha256(outside.read_bytes()).hexdigest()
+        assert secret not in {i.sha256 for i in items}
+        for path in hostile:
+            assert str(path) in caplog.text, path
         manifests.close()
