@@ -174,7 +174,11 @@ class SourceHasher:
         walk saw as `before`, and whether they were read just now from a file that did
         not change meanwhile (then the bytes on disk are known to match them)."""
         piece = piece_size or piece_size_for(before.st_size)
-        # The child's hashes are as good as the cache's (checked below all the same).
+        if ready is not None and _key(ready.final_stat) != _key(before):
+            # The child read ahead: the file changed or was replaced since. Its answer is
+            # for another version; this thread hashes the one the walk found.
+            ready = None
+        # The child's hashes of this very version are as good as the cache's.
         cached = None if ready else self._store.cached_hashes(*_key(before), piece)
         if cached is not None:
             log.debug("hash cache hit for %s", path)
